@@ -1,0 +1,340 @@
+"""The `clutch` command: the desktop app by default, and headless subcommands.
+
+    clutch [--workspace DIR] [--api]            the app (gui_2.main)
+    clutch run --epic TEXT --workspace DIR      the whole hierarchy, headless, JSON summary on stdout
+    clutch tracks --workspace DIR [--json]      list tracks and tickets
+    clutch serve --workspace DIR                the engine and the loopback API, no window
+
+Sits above every layer: it only parses arguments and hands over. The engine modules are
+imported inside each command so that `clutch --help` is instant and the app's first frame
+waits for nothing it does not need.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("clutch")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="clutch", description="Run a hierarchy of LLM coding agents "
+                                "with a human in control.")
+    p.add_argument("--workspace", "-w", default=".", help="the repository to work in (default: .)")
+    p.add_argument("--api", action="store_true", help="start the loopback automation API too")
+    p.add_argument("--provider", choices=["offline", "gemini"], help="override the provider")
+    sub = p.add_subparsers(dest="command")
+
+    r = sub.add_parser("run", help="plan and run an epic headless, JSON summary on stdout")
+    r.add_argument("--workspace", "-w", default=".", help="the repository to work in")
+    src = r.add_mutually_exclusive_group()
+    src.add_argument("--epic", help="the epic: a paragraph of intent")
+    src.add_argument("--epic-file", help="read the epic from this file")
+    r.add_argument("--track", action="append", default=[],
+                   help="run this existing track (repeatable) instead of planning an epic")
+    r.add_argument("--resume", action="store_true",
+                   help="continue the tracks an interrupted run left unfinished")
+    r.add_argument("--yes", "-y", action="store_true",
+                   help="approve every spawn, tool call and shell command without asking")
+    r.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    r.add_argument("--max-workers", type=int, default=None, help="parallel workers (default 4)")
+    r.add_argument("--provider", choices=["offline", "gemini"], help="override the provider")
+    r.add_argument("--pace", type=float, default=None,
+                   help="offline model: seconds between streamed chunks")
+    r.add_argument("--step", action="store_true", help="ask before every worker step")
+    r.add_argument("-v", "--verbose", action="store_true", help="stream agents' text to stderr")
+
+    t = sub.add_parser("tracks", help="list the workspace's tracks and tickets")
+    t.add_argument("--workspace", "-w", default=".")
+    t.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("serve", help="the engine and the loopback API, without a window")
+    s.add_argument("--workspace", "-w", default=".")
+    s.add_argument("--port", type=int, default=None)
+    s.add_argument("--provider", choices=["offline", "gemini"], help="override the provider")
+    s.add_argument("--yes", "-y", action="store_true", help="approve everything automatically")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    if args.command == "run":
+        return cmd_run(args)
+    if args.command == "tracks":
+        return cmd_tracks(args)
+    if args.command == "serve":
+        return cmd_serve(args)
+    import gui_2
+    return gui_2.main(workspace=args.workspace, api=args.api, provider=args.provider)
+
+
+def _fail(msg: str, code: int = 2) -> int:
+    print(f"clutch: {msg}", file=sys.stderr)
+    return code
+
+
+def _settings(workspace: Path, args: argparse.Namespace) -> tuple[Any, list[str]]:
+    from conductor_store import ConductorStore
+    store = ConductorStore(workspace)
+    settings, notices = store.load_settings()
+    upd: dict[str, Any] = {}
+    if getattr(args, "provider", None):
+        upd["provider"] = args.provider
+    if getattr(args, "max_workers", None) is not None:
+        if args.max_workers < 1:
+            raise ValueError("--max-workers must be at least 1")
+        upd["max_workers"] = args.max_workers
+    if getattr(args, "pace", None) is not None:
+        if args.pace < 0:
+            raise ValueError("--pace must not be negative")
+        upd["offline_pace_s"] = args.pace
+    if getattr(args, "step", False):
+        upd["step_mode"] = True
+    return (settings.model_copy(update=upd) if upd else settings), notices
+
+
+def _workspace(path: str, create: bool = False) -> Path:
+    ws = Path(path).expanduser()
+    if create:
+        ws.mkdir(parents=True, exist_ok=True)
+    if not ws.is_dir():
+        raise ValueError(f"workspace {ws} is not a directory")
+    return ws.resolve()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ai_client import MissingApiKey
+    from multi_agent_conductor import ConductorEngine, EngineError
+    from models import DagError
+
+    try:
+        ws = _workspace(args.workspace, create=True)
+        settings, notices = _settings(ws, args)
+    except ValueError as e:
+        return _fail(str(e))
+    epic = args.epic
+    if args.epic_file:
+        try:
+            epic = Path(args.epic_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            return _fail(f"cannot read the epic file: {e}")
+    if not (epic or args.track or args.resume):
+        return _fail("nothing to do: give --epic TEXT, --epic-file FILE, --track ID or --resume")
+    if not args.yes and not sys.stdin.isatty():
+        return _fail("approvals are needed but there is no terminal to ask on; run in a "
+                     "terminal, or pass --yes to approve every spawn and tool call")
+    for n in notices:
+        log.warning(n)
+    try:
+        engine = ConductorEngine(ws, settings, auto_approve=args.yes, resume=args.resume)
+    except EngineError as e:
+        return _fail(str(e))
+    stop = threading.Event()
+    console = threading.Thread(target=_console, args=(engine, stop, args.verbose),
+                               name="clutch-console", daemon=True)
+    rc = 0
+    with engine:
+        console.start()
+        try:
+            track_ids = _tracks_to_run(engine, args, epic)
+            futures = {}
+            for tid in track_ids:
+                if not engine.track(tid).tickets:
+                    engine.plan_track(tid).result()
+                futures[tid] = engine.start_track(tid)
+            for f in futures.values():
+                f.result()
+        except MissingApiKey as e:
+            rc = _fail(str(e))
+        except (EngineError, DagError, ValueError) as e:
+            rc = _fail(str(e), 1)
+        except KeyboardInterrupt:
+            rc = _fail("interrupted: the state is saved; continue with --resume", 130)
+        except Exception as e:   # a plan that failed: the message is already on its stream
+            rc = _fail(f"{type(e).__name__}: {e}" if not str(e).startswith("Tier") else str(e), 1)
+        finally:
+            stop.set()
+            console.join(timeout=5)
+        summary = engine.summary()
+    if rc == 0 and any(t["status"] != "completed" for t in summary["tracks"]):
+        rc = 1
+    if args.json:
+        print(json.dumps(summary, indent=2, ensure_ascii=False))
+    else:
+        for t in summary["tracks"]:
+            done = sum(1 for k in t["tickets"] if k["status"] == "completed")
+            print(f"{t['id']}  {t['status']:<12} {done}/{len(t['tickets'])}  {t['title']}")
+        for tier, u in summary["usage"].items():
+            print(f"{tier}: {u['total_tokens']} tokens in {u['requests']} requests, "
+                  f"${u['cost_usd']:.4f}")
+        print(f"session: {summary['session_dir']}")
+    return rc
+
+
+def _tracks_to_run(engine: Any, args: argparse.Namespace, epic: str | None) -> list[str]:
+    if args.track:
+        known = {t.id for t in engine.tracks()}
+        missing = [t for t in args.track if t not in known]
+        if missing:
+            raise ValueError(f"no such track: {', '.join(missing)} (see `clutch tracks`)")
+        return list(args.track)
+    if args.resume:
+        ids = [t.id for t in engine.tracks() if t.status not in ("completed", "cancelled")]
+        if ids or not epic:
+            if not ids:
+                log.info("nothing to resume: every track is completed")
+            return ids
+    plan = engine.plan_epic(epic).result()
+    tracks = engine.accept_tracks(plan.tracks).result()
+    return [t.id for t in tracks]
+
+
+def _console(engine: Any, stop: threading.Event, verbose: bool) -> None:
+    """Drain the engine's inbox: log progress to stderr, answer approvals on the terminal."""
+    from events import (ApprovalRequested, ErrorEvent, LogEvent, StatusChange, StreamChunk,
+                        StreamEnd)
+    from models import ApprovalDecision
+    from multi_agent_conductor import ApprovalAlreadyResolved, ApprovalNotFound
+
+    while not stop.is_set() or len(engine.inbox):
+        for evt in engine.inbox.drain():
+            if isinstance(evt, StreamChunk):
+                if verbose:
+                    sys.stderr.write(evt.text)
+            elif isinstance(evt, StreamEnd):
+                log.info("%s: %s", evt.stream_id, evt.state)
+            elif isinstance(evt, StatusChange):
+                what = evt.ticket_id or f"track {evt.track_id}"
+                log.info("%s -> %s%s", what, evt.status, f" ({evt.reason})" if evt.reason else "")
+            elif isinstance(evt, ErrorEvent):
+                log.error("%s", evt.message)
+            elif isinstance(evt, LogEvent):
+                log.log(logging.WARNING if evt.level == "warning" else logging.INFO, "%s",
+                        evt.message)
+            elif isinstance(evt, ApprovalRequested):
+                decision = _ask_terminal(evt.request)
+                try:
+                    engine.resolve(evt.request.id, decision)
+                except (ApprovalNotFound, ApprovalAlreadyResolved) as e:
+                    log.warning("%s", e)
+        stop.wait(0.05)
+
+
+def _ask_terminal(req: Any) -> Any:
+    from models import ApprovalDecision
+    out = sys.stderr
+    out.write(f"\n=== approval: {req.title} [{req.kind}] ===\n")
+    for k, v in req.payload.items():
+        text = v if isinstance(v, str) else json.dumps(v, indent=2, ensure_ascii=False)
+        out.write(f"--- {k} ---\n{text}\n")
+    while True:
+        out.write("[a]pprove, [e]dit then approve, [r]eject? ")
+        out.flush()
+        answer = sys.stdin.readline()
+        if not answer:      # EOF: the terminal went away; never hang
+            return ApprovalDecision(approved=False, reason="no answer (end of input)",
+                                    source="terminal")
+        a = answer.strip().lower()[:1]
+        if a == "a":
+            return ApprovalDecision(approved=True, source="terminal")
+        if a == "r":
+            out.write("reason (optional): ")
+            out.flush()
+            return ApprovalDecision(approved=False, reason=sys.stdin.readline().strip(),
+                                    source="terminal")
+        if a == "e":
+            edited = _edit_payload(req.payload)
+            if edited is not None:
+                return ApprovalDecision(approved=True, payload=edited, source="terminal")
+
+
+def _edit_payload(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """Edit the payload as JSON in $EDITOR, or inline (one JSON document, ended by a blank line).
+    Returns None (ask again) when the edit is not valid JSON, saying why."""
+    text = json.dumps(payload, indent=2, ensure_ascii=False)
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
+    if editor:
+        with tempfile.NamedTemporaryFile("w+", suffix=".json", delete=False,
+                                         encoding="utf-8") as f:
+            f.write(text)
+            path = f.name
+        try:
+            subprocess.run([*shlex.split(editor), path], check=True)
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, subprocess.CalledProcessError) as e:
+            sys.stderr.write(f"the editor failed ({e}); edit inline instead\n")
+            editor = None
+        finally:
+            Path(path).unlink(missing_ok=True)
+    if not editor:
+        sys.stderr.write("Enter the edited JSON; end with an empty line:\n")
+        lines = []
+        while True:
+            ln = sys.stdin.readline()
+            if not ln or not ln.strip():
+                break
+            lines.append(ln)
+        text = "".join(lines)
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        sys.stderr.write(f"not valid JSON ({e}); nothing was approved, try again\n")
+        return None
+    if not isinstance(obj, dict):
+        sys.stderr.write("the edit must be a JSON object; try again\n")
+        return None
+    return obj
+
+
+def cmd_tracks(args: argparse.Namespace) -> int:
+    from conductor_store import ConductorStore
+    try:
+        ws = _workspace(args.workspace)
+    except ValueError as e:
+        return _fail(str(e))
+    tracks, problems = ConductorStore(ws).load_tracks()
+    for p in problems:
+        print(f"warning: {p}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"tracks": [{"id": t.id, "title": t.title, "status": t.status,
+                                      "tickets": [{"id": k.id, "status": k.status,
+                                                   "description": k.description,
+                                                   "depends_on": k.depends_on}
+                                                  for k in t.tickets],
+                                      "problems": t.problems} for t in tracks]},
+                         indent=2, ensure_ascii=False))
+    else:
+        for t in tracks:
+            done = sum(1 for k in t.tickets if k.status == "completed")
+            print(f"{t.id}  {t.status:<15} {done}/{len(t.tickets)}  {t.title}")
+            for k in t.tickets:
+                print(f"    {k.id:<10} {k.status:<12} {k.description[:70]}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import hook_server
+    except ImportError as e:
+        return _fail(f"the API server is not available in this build: {e}")
+    try:
+        ws = _workspace(args.workspace, create=True)
+        settings, notices = _settings(ws, args)
+    except ValueError as e:
+        return _fail(str(e))
+    return hook_server.serve_forever(ws, settings, port=args.port, auto_approve=args.yes)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1217 @@
+"""ConductorEngine: the asyncio loop thread, the event queue, approvals, Tier 1-4 runs, the DAG
+scheduler.
+
+Threads (see DESIGN.md):
+- the conductor thread runs the asyncio loop: schedulers, approval futures, the event pump;
+- executor threads run blocking model calls and tools (`run_worker_lifecycle`, Tier 1/2/4) and
+  reach the queue only through `events.put_threadsafe(queue, evt, loop)`;
+- any other thread (GUI, CLI, API) calls the public methods below, which are thread-safe and
+  never block on the loop (they return `concurrent.futures.Future`s).
+
+Track and ticket objects are mutated on the loop thread only, under `self._lock`; readers on
+other threads take copies under the same lock (`tracks()`, `track()`).
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import re
+import secrets
+import threading
+import time
+import traceback
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import prompts
+from ai_client import (AgentSession, Cancelled, CommsLog, PlanError, Provider, ProviderError,
+                       ToolCall, ToolOutcome, get_history_bleed_stats, make_provider,
+                       run_structured)
+from conductor_store import ConductorStore
+from events import (ApprovalRequested, ApprovalResolved, AsyncEventQueue, ErrorEvent, Event,
+                    Inbox, LogEvent, ProposalReady, StatusChange, StreamChunk, StreamEnd,
+                    TrackChanged, WorkersChanged, put_threadsafe)
+from models import (ApprovalDecision, ApprovalRequest, DagError, EpicPlan, SATISFIED_STATES,
+                    Settings, Ticket, Track, TrackPlan, TrackProposal, Usage, dag_problems,
+                    file_overlap_warnings, ready_tickets, stream_tier1, stream_tier2,
+                    stream_tier3, stream_tier4, tickets_from_plan)
+from tools import TOOL_SPECS, GitRepo, Workspace, diff_preview, tool_spec
+
+log = logging.getLogger("clutch.conductor")
+
+MAX_EPIC_CHARS = 100_000
+
+
+class EngineError(Exception):
+    """A request the engine refuses, with a message for the user."""
+
+
+class ApprovalNotFound(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its argument; keep the sentence readable
+        return str(self.args[0]) if self.args else "approval not found"
+
+
+class ApprovalAlreadyResolved(EngineError):
+    pass
+
+
+class BudgetExceeded(Exception):
+    pass
+
+
+class StepStopped(Exception):
+    pass
+
+
+class StreamBuffers:
+    """Text and state of every stream, thread-safe. Appended by the event pump."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._parts: dict[str, list[str]] = {}
+        self._len: dict[str, int] = {}
+        self._state: dict[str, str] = {}
+
+    def append(self, stream_id: str, text: str) -> None:
+        with self._lock:
+            self._parts.setdefault(stream_id, []).append(text)
+            self._len[stream_id] = self._len.get(stream_id, 0) + len(text)
+            self._state[stream_id] = "streaming"
+
+    def set_state(self, stream_id: str, state: str) -> None:
+        with self._lock:
+            self._parts.setdefault(stream_id, [])
+            self._len.setdefault(stream_id, 0)
+            self._state[stream_id] = state
+
+    def text(self, stream_id: str, offset: int = 0) -> str:
+        with self._lock:
+            if stream_id not in self._parts:
+                raise KeyError(stream_id)
+            parts = self._parts[stream_id]
+            if len(parts) > 1:
+                joined = "".join(parts)
+                self._parts[stream_id] = [joined]
+            else:
+                joined = parts[0] if parts else ""
+        return joined[offset:]
+
+    def info(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {sid: {"length": self._len.get(sid, 0), "state": self._state.get(sid, "idle")}
+                    for sid in self._parts}
+
+
+class ConductorEngine:
+    """The whole hierarchy, headless. Use as a context manager, or call start()/close()."""
+
+    def __init__(self, workspace: str | Path, settings: Settings | None = None, *,
+                 provider: Provider | None = None, inbox: Inbox | None = None,
+                 auto_approve: bool = False, session_id: str | None = None,
+                 resume: bool = False):
+        self.workspace = Path(workspace).expanduser().resolve()
+        if not self.workspace.is_dir():
+            raise EngineError(f"workspace {self.workspace} is not a directory")
+        self.store = ConductorStore(self.workspace)
+        self.store.ensure_layout()
+        self.notices: list[str] = []
+        if settings is None:
+            settings, notices = self.store.load_settings()
+            self.notices.extend(notices)
+        self.settings = settings
+        self._provider = provider
+        self._provider_lock = threading.Lock()
+        self.inbox = inbox if inbox is not None else Inbox()
+        self.auto_approve = auto_approve
+        self.ws = Workspace(self.workspace, shell_timeout_s=settings.shell_timeout_s)
+        self.session_id, self.session_dir = self._session(session_id, resume)
+        self.comms = CommsLog(self.session_dir / "comms.jsonl")
+        if self.comms.set_aside:
+            self.notices.append(f"{len(self.comms.set_aside)} torn or unreadable comms-log "
+                                f"line(s) were set aside next to {self.comms.path}")
+        self.streams = StreamBuffers()
+        self._lock = threading.RLock()
+        self._tracks: dict[str, Track] = {}
+        self._load_tracks()
+        self._pending: dict[str, tuple[ApprovalRequest, asyncio.Future[ApprovalDecision]]] = {}
+        self._resolved: dict[str, ApprovalDecision] = {}
+        self._cancel_flags: dict[str, threading.Event] = {}
+        self._running: dict[str, concurrent.futures.Future[Track]] = {}
+        self._paused: set[str] = set()
+        self._wakes: dict[str, asyncio.Event] = {}
+        self._active = 0
+        self._cap = settings.max_workers
+        self._rate_limited_until = 0.0
+        self._sessions: dict[str, AgentSession] = {}
+        self._budget_lock = threading.Lock()
+        self.proposal: EpicPlan | None = None
+        self.last_epic = ""
+        self._git: GitRepo | None = None
+        self._git_lock = threading.Lock()
+        if settings.git_commits:
+            self._git, reason = GitRepo.detect(self.workspace)
+            if self._git is None:
+                self.notices.append(f"Git commits per ticket are off: {reason}")
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._queue: AsyncEventQueue | None = None
+        self._thread: threading.Thread | None = None
+        self._pump_task: asyncio.Task[None] | None = None
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=64, thread_name_prefix="clutch-exec")
+        self._closed = False
+
+    # =========================================================================================
+    # lifecycle
+    # =========================================================================================
+    def _session(self, session_id: str | None, resume: bool) -> tuple[str, Path]:
+        root = self.store.sessions_dir()
+        root.mkdir(parents=True, exist_ok=True)
+        if session_id is None and resume:
+            existing = sorted(p.name for p in root.iterdir() if (p / "comms.jsonl").exists())
+            session_id = existing[-1] if existing else None
+        if session_id is None:
+            session_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+        d = root / session_id
+        d.mkdir(parents=True, exist_ok=True)
+        return session_id, d
+
+    def _load_tracks(self) -> None:
+        tracks, problems = self.store.load_tracks()
+        for p in problems:
+            self.notices.append(str(p))
+        for t in tracks:
+            for tk in t.tickets:
+                if tk.status == "in_progress":     # interrupted: start again
+                    tk.status = "todo"
+                    tk.assigned_to = ""
+            if t.status == "in_progress":
+                t.status = "paused" if any(tk.status == "todo" for tk in t.tickets) else t.status
+            self._tracks[t.id] = t
+
+    def start(self) -> "ConductorEngine":
+        if self._thread is not None:
+            return self
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self.loop = loop
+            self._queue = AsyncEventQueue(loop)
+            self._pump_task = loop.create_task(self._pump())
+            loop.call_soon(ready.set)
+            try:
+                loop.run_forever()
+            finally:
+                pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+                for t in pending:
+                    t.cancel()
+                if pending:
+                    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name="clutch-conductor", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("the conductor's event loop did not start")
+        for n in self.notices:
+            self.inbox.put(LogEvent(message=n, level="warning"))
+        return self
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._lock:
+            for flag in self._cancel_flags.values():
+                flag.set()
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            # reject pending approvals so blocked executor threads return
+            fut = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
+            try:
+                fut.result(timeout=10)
+            except concurrent.futures.TimeoutError:
+                log.warning("conductor shutdown took more than 10 s; stopping the loop anyway")
+            loop.call_soon_threadsafe(loop.stop)
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.comms.close()
+
+    async def _shutdown(self) -> None:
+        for aid, (_req, fut) in list(self._pending.items()):
+            if not fut.done():
+                fut.set_result(ApprovalDecision(approved=False, reason="the app is closing",
+                                                source="engine"))
+        self._pending.clear()
+        await self._drain_queue_once()
+
+    def __enter__(self) -> "ConductorEngine":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def submit(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
+        """Run a coroutine on the conductor's loop from any thread."""
+        if self.loop is None or self._closed:
+            coro.close()
+            raise RuntimeError("the engine is not running (call start() first)")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    # =========================================================================================
+    # events
+    # =========================================================================================
+    async def _pump(self) -> None:
+        """Move events from the asyncio queue to the inbox, batching what is already queued."""
+        assert self._queue is not None
+        while True:
+            evt = await self._queue.get()
+            batch = [evt]
+            while not self._queue.empty() and len(batch) < 4096:
+                batch.append(self._queue.get_nowait())
+            self._apply(batch)
+            self.inbox.put_many(batch)
+
+    async def _drain_queue_once(self) -> None:
+        assert self._queue is not None
+        batch: list[Event] = []
+        while not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        if batch:
+            self._apply(batch)
+            self.inbox.put_many(batch)
+
+    def _apply(self, batch: list[Event]) -> None:
+        for e in batch:
+            if isinstance(e, StreamChunk):
+                self.streams.append(e.stream_id, e.text)
+            elif isinstance(e, StreamEnd):
+                self.streams.set_state(e.stream_id, e.state)
+
+    def _emit(self, evt: Event) -> None:
+        """Emit from the loop thread."""
+        assert self._queue is not None
+        self._queue.put_nowait(evt)
+
+    def _emitter(self) -> Callable[[Event], Any]:
+        """An emit function for executor threads: through run_coroutine_threadsafe only."""
+        loop, queue = self.loop, self._queue
+        if loop is None or queue is None:
+            raise RuntimeError("no conductor loop: start() the engine before running agents")
+
+        def emit(evt: Event) -> Any:
+            return put_threadsafe(queue, evt, loop)
+        return emit
+
+    def _status(self, track: Track, ticket: Ticket | None, reason: str = "") -> None:
+        if ticket is None:
+            self._emit(StatusChange(track_id=track.id, ticket_id="", status=track.status,
+                                    reason=reason))
+        else:
+            self._emit(StatusChange(track_id=track.id, ticket_id=ticket.id, status=ticket.status,
+                                    reason=reason or ticket.blocked_reason))
+
+    def _workers_changed(self) -> None:
+        queued = sum(len(ready_tickets(t.tickets)) for tid, t in self._tracks.items()
+                     if tid in self._running)
+        self._emit(WorkersChanged(active=self._active, cap=self.effective_cap(), queued=queued))
+
+    # =========================================================================================
+    # provider, settings
+    # =========================================================================================
+    def provider(self) -> Provider:
+        with self._provider_lock:
+            if self._provider is None:
+                self._provider = make_provider(self.settings)
+            return self._provider
+
+    def update_settings(self, settings: Settings, save: bool = True) -> None:
+        """Replace the settings (thread-safe). A provider change takes effect for new agents."""
+        with self._provider_lock:
+            if (settings.provider != self.settings.provider
+                    or settings.gemini != self.settings.gemini
+                    or settings.offline_pace_s != self.settings.offline_pace_s
+                    or settings.offline_latency_s != self.settings.offline_latency_s):
+                self._provider = None
+            self.settings = settings
+        with self._lock:
+            self._cap = settings.max_workers
+        if save:
+            self.store.save_settings(settings)
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._wake_all)
+
+    def set_max_workers(self, n: int) -> None:
+        self.update_settings(self.settings.model_copy(update={"max_workers": max(1, int(n))}),
+                             save=False)
+
+    def effective_cap(self) -> int:
+        cap = self._cap
+        if time.monotonic() < self._rate_limited_until:
+            cap = max(1, cap // 2)
+        return cap
+
+    def note_rate_limited(self, retry_after: float) -> None:
+        """A provider hit a rate limit: halve the worker cap until it has passed."""
+        with self._lock:
+            self._rate_limited_until = max(self._rate_limited_until,
+                                           time.monotonic() + max(retry_after, 1.0) * 2)
+
+    # =========================================================================================
+    # approvals
+    # =========================================================================================
+    async def ask(self, req: ApprovalRequest) -> ApprovalDecision:
+        """Await the user's decision on a request (loop thread)."""
+        if self.auto_approve:
+            decision = ApprovalDecision(approved=True, reason="--yes", source="auto")
+            self._record_decision(req, decision)
+            return decision
+        fut: asyncio.Future[ApprovalDecision] = asyncio.get_running_loop().create_future()
+        with self._lock:
+            self._pending[req.id] = (req, fut)
+        self._emit(ApprovalRequested(request=req))
+        try:
+            decision = await fut
+        finally:
+            with self._lock:
+                self._pending.pop(req.id, None)
+        self._record_decision(req, decision)
+        self._emit(ApprovalResolved(approval_id=req.id, decision=decision))
+        return decision
+
+    def _record_decision(self, req: ApprovalRequest, d: ApprovalDecision) -> None:
+        tier = "Tier 3" if req.ticket_id else "Tier 1"
+        self.comms.record("approval", tier=tier, stream_id=req.stream_id, track_id=req.track_id,
+                          ticket_id=req.ticket_id, direction="-",
+                          data={"approval_id": req.id, "kind": req.kind, "title": req.title,
+                                "approved": d.approved, "reason": d.reason, "source": d.source,
+                                "requested": req.payload, "edited": d.payload})
+
+    def ask_from_thread(self, req: ApprovalRequest) -> ApprovalDecision:
+        """Block an executor thread until the user decides."""
+        if self.loop is None:
+            raise RuntimeError("no conductor loop to ask for approval on")
+        return asyncio.run_coroutine_threadsafe(self.ask(req), self.loop).result()
+
+    def pending_approvals(self) -> list[ApprovalRequest]:
+        with self._lock:
+            return [req for req, _ in self._pending.values()]
+
+    def resolve(self, approval_id: str, decision: ApprovalDecision) -> None:
+        """Answer an approval (thread-safe). Raises ApprovalNotFound for an unknown id and
+        ApprovalAlreadyResolved when it was answered before."""
+        with self._lock:
+            if approval_id in self._resolved:
+                raise ApprovalAlreadyResolved(f"approval {approval_id} was already answered")
+            item = self._pending.get(approval_id)
+            if item is None:
+                raise ApprovalNotFound(f"no pending approval {approval_id}")
+            self._resolved[approval_id] = decision
+            req, fut = item
+        if decision.payload is not None:
+            self._check_payload(req, decision.payload)
+        assert self.loop is not None
+
+        def settle() -> None:
+            if not fut.done():
+                fut.set_result(decision)
+        self.loop.call_soon_threadsafe(settle)
+
+    @staticmethod
+    def _check_payload(req: ApprovalRequest, payload: dict[str, Any]) -> None:
+        if not isinstance(payload, dict):
+            raise EngineError("an edited payload must be an object")
+
+    def approve_all(self, source: str = "user") -> int:
+        """Approve every request pending right now, once. Not a standing grant."""
+        n = 0
+        for req in self.pending_approvals():
+            try:
+                self.resolve(req.id, ApprovalDecision(approved=True, source=source,
+                                                      reason="approve all"))
+                n += 1
+            except (ApprovalNotFound, ApprovalAlreadyResolved):
+                continue   # answered meanwhile by someone else: that answer stands
+        return n
+
+    def _cancel_approvals_for(self, ticket_id: str, reason: str) -> None:
+        for req in self.pending_approvals():
+            if req.ticket_id == ticket_id:
+                try:
+                    self.resolve(req.id, ApprovalDecision(approved=False, reason=reason,
+                                                          source="engine"))
+                except (ApprovalNotFound, ApprovalAlreadyResolved):
+                    continue
+
+    # =========================================================================================
+    # reading state (any thread)
+    # =========================================================================================
+    def tracks(self) -> list[Track]:
+        with self._lock:
+            return [t.model_copy(deep=True) for t in self._tracks.values()]
+
+    def track(self, track_id: str) -> Track:
+        with self._lock:
+            t = self._tracks.get(track_id)
+            if t is None:
+                raise EngineError(f"no track {track_id!r}")
+            return t.model_copy(deep=True)
+
+    def is_running(self, track_id: str) -> bool:
+        with self._lock:
+            f = self._running.get(track_id)
+            return f is not None and not f.done()
+
+    def is_paused(self, track_id: str) -> bool:
+        with self._lock:
+            return track_id in self._paused
+
+    def workers(self) -> dict[str, int]:
+        with self._lock:
+            queued = sum(len(ready_tickets(t.tickets)) for tid, t in self._tracks.items()
+                         if tid in self._running and not self._running[tid].done())
+            return {"active": self._active, "cap": self.effective_cap(), "queued": queued}
+
+    def usage(self, key: str = "tier") -> dict[str, Usage]:
+        return self.comms.usage_by(key)
+
+    def bleed_stats(self, stream_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            s = self._sessions.get(stream_id)
+        return get_history_bleed_stats(s) if s is not None else None
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON summary the CLI prints."""
+        return {
+            "session_dir": str(self.session_dir),
+            "tracks": [{"id": t.id, "title": t.title, "status": t.status,
+                        "tickets": [{"id": k.id, "status": k.status,
+                                     **({"reason": k.blocked_reason} if k.blocked_reason else {})}
+                                    for k in t.tickets]}
+                       for t in self.tracks()],
+            "usage": {tier: u.summary() for tier, u in sorted(self.usage("tier").items())},
+            "streams": {sid: i["length"] for sid, i in sorted(self.streams.info().items())},
+        }
+
+    # =========================================================================================
+    # Tier 1: plan an epic
+    # =========================================================================================
+    def plan_epic(self, epic: str) -> concurrent.futures.Future[EpicPlan]:
+        epic = epic if isinstance(epic, str) else ""
+        if not epic.strip():
+            raise EngineError("The epic is empty: describe what you want built, in a sentence "
+                              "or a paragraph.")
+        if len(epic) > MAX_EPIC_CHARS:
+            raise EngineError(f"The epic is {len(epic):,} characters; the limit is "
+                              f"{MAX_EPIC_CHARS:,}. Put long material in a file in the "
+                              f"workspace and refer to it.")
+        return self.submit(self._plan_epic(epic))
+
+    def _listing(self) -> str:
+        try:
+            return self.ws.list_dir(".")[:4000]
+        except OSError as e:
+            return f"(could not list the workspace: {e})"
+
+    async def _plan_epic(self, epic: str) -> EpicPlan:
+        loop = asyncio.get_running_loop()
+        sid = stream_tier1()
+        if self.streams.info().get(sid, {}).get("length"):
+            self._emit(StreamChunk(stream_id=sid, text="\n\n--- new epic ---\n"))
+        system, user = prompts.tier1_messages(epic, self._listing())
+        self.last_epic = epic
+
+        def work() -> EpicPlan:
+            session = self._session_for("Tier 1", sid, system, EpicPlan)
+            plan = run_structured(session, user, EpicPlan, prompts.REPAIR_USER)
+            assert isinstance(plan, EpicPlan)
+            return plan
+
+        try:
+            plan = await loop.run_in_executor(self._executor, work)
+        except Exception as e:
+            self._fail_stream(sid, f"Tier 1 could not plan the epic: {_describe(e)}")
+            raise
+        self._emit(StreamEnd(stream_id=sid, state="done"))
+        self.proposal = plan
+        self._emit(ProposalReady(epic=epic, tracks=tuple(t.model_dump() for t in plan.tracks)))
+        return plan
+
+    def _fail_stream(self, stream_id: str, message: str, track_id: str = "",
+                     ticket_id: str = "") -> None:
+        self._emit(ErrorEvent(message=message, stream_id=stream_id, track_id=track_id,
+                              ticket_id=ticket_id))
+        self._emit(StreamEnd(stream_id=stream_id, state="failed"))
+
+    def _session_for(self, tier: str, stream_id: str, system: str, schema: Any = None, *,
+                     track_id: str = "", ticket_id: str = "", model_override: str | None = None,
+                     **kw: Any) -> AgentSession:
+        """A fresh session (executor thread)."""
+        s = self.settings
+        model = s.model_for(tier, model_override)
+        session = AgentSession(self.provider(), tier=tier, model=model, stream_id=stream_id,
+                               system=system, comms=self.comms, price=s.price_for(model),
+                               track_id=track_id, ticket_id=ticket_id, emit=self._emitter(),
+                               before_request=self._budget_gate, response_schema=schema,
+                               max_rounds=s.max_tool_rounds, context_window=s.context_window,
+                               on_retry=self._on_provider_retry, **kw)
+        with self._lock:
+            self._sessions[stream_id] = session
+        return session
+
+    def _on_provider_retry(self, info: dict[str, Any]) -> None:
+        if info.get("status") == 429:
+            self.note_rate_limited(float(info.get("delay_s") or 1.0))
+            if self.loop is not None:
+                self.loop.call_soon_threadsafe(self._workers_changed)
+
+    # =========================================================================================
+    # tracks: accept, edit, Tier 2
+    # =========================================================================================
+    def accept_tracks(self, proposals: list[TrackProposal]) -> concurrent.futures.Future[list[Track]]:
+        props = [p if isinstance(p, TrackProposal) else TrackProposal.model_validate(p)
+                 for p in proposals]
+        if not props:
+            raise EngineError("no tracks to accept: keep at least one, or cancel")
+        return self.submit(self._accept(props))
+
+    async def _accept(self, props: list[TrackProposal]) -> list[Track]:
+        out = []
+        now = _now_iso()
+        for p in props:
+            tid = self.store.new_track_id(p.title)
+            track = Track(id=tid, title=p.title.strip(), goal=p.goal.strip(),
+                          acceptance_criteria=[c.strip() for c in p.acceptance_criteria if c.strip()],
+                          status="new", created_at=now, updated_at=now)
+            self.store.create_track(track)
+            with self._lock:
+                self._tracks[tid] = track
+            self._emit(TrackChanged(track_id=tid))
+            self._emit(LogEvent(message=f"track {tid} created: {track.title}"))
+            out.append(track.model_copy(deep=True))
+        self.proposal = None
+        return out
+
+    def update_track(self, track_id: str, *, title: str | None = None, goal: str | None = None,
+                     acceptance_criteria: list[str] | None = None) -> concurrent.futures.Future[Track]:
+        return self.submit(self._update_track(track_id, title, goal, acceptance_criteria))
+
+    async def _update_track(self, track_id: str, title: str | None, goal: str | None,
+                            criteria: list[str] | None) -> Track:
+        track = self._get(track_id)
+        with self._lock:
+            if title is not None:
+                if not title.strip():
+                    raise EngineError("a track's title must not be empty")
+                track.title = title.strip()
+            if goal is not None:
+                track.goal = goal.strip()
+            if criteria is not None:
+                track.acceptance_criteria = [c.strip() for c in criteria if c.strip()]
+        self._save(track)
+        self._emit(TrackChanged(track_id=track_id))
+        return track.model_copy(deep=True)
+
+    def _get(self, track_id: str) -> Track:
+        with self._lock:
+            t = self._tracks.get(track_id)
+        if t is None:
+            raise EngineError(f"no track {track_id!r}")
+        return t
+
+    def _save(self, track: Track) -> None:
+        with self._lock:
+            track.updated_at = _now_iso()
+            snapshot = track.model_copy(deep=True)
+        self.store.save_track(snapshot)
+
+    def plan_track(self, track_id: str) -> concurrent.futures.Future[Track]:
+        self._get(track_id)
+        if self.is_running(track_id):
+            raise EngineError(f"track {track_id} is running; pause it and let it finish "
+                              f"before planning it again")
+        return self.submit(self._plan_track(track_id))
+
+    def _next_ticket_number(self) -> int:
+        n = 0
+        with self._lock:
+            for t in self._tracks.values():
+                for k in t.tickets:
+                    m = re.fullmatch(r"T-(\d+)", k.id)
+                    if m:
+                        n = max(n, int(m.group(1)))
+        return n + 1
+
+    async def _plan_track(self, track_id: str) -> Track:
+        loop = asyncio.get_running_loop()
+        track = self._get(track_id)
+        sid = stream_tier2(track_id)
+        first = self._next_ticket_number()
+        system, user = prompts.tier2_messages(track.title, track.goal, track.acceptance_criteria,
+                                              first, self._listing())
+
+        def check(plan: Any) -> None:
+            problems = dag_problems(tickets_from_plan(plan))
+            if problems:
+                raise ValueError("the ticket graph is invalid: " + "; ".join(problems))
+
+        def work() -> TrackPlan:
+            session = self._session_for("Tier 2", sid, system, TrackPlan, track_id=track_id)
+            plan = run_structured(session, user, TrackPlan, prompts.REPAIR_USER, check)
+            assert isinstance(plan, TrackPlan)
+            return plan
+
+        try:
+            plan = await loop.run_in_executor(self._executor, work)
+        except Exception as e:
+            self._fail_stream(sid, f"Tier 2 could not plan track {track_id}: {_describe(e)}",
+                              track_id=track_id)
+            raise
+        tickets = self._unique_ids(tickets_from_plan(plan), track_id)
+        with self._lock:
+            track.tickets = tickets
+            track.status = "planned"
+        self._save(track)
+        self._emit(StreamEnd(stream_id=sid, state="done"))
+        for w in file_overlap_warnings(tickets):
+            self._emit(LogEvent(message=f"{track_id}: {w}", level="warning"))
+        self._emit(TrackChanged(track_id=track_id))
+        self._status(track, None)
+        return track.model_copy(deep=True)
+
+    def _unique_ids(self, tickets: list[Ticket], track_id: str) -> list[Ticket]:
+        """Ticket ids name streams, so they must be unique across the workspace: renumber any
+        that another track already uses, rewriting dependencies to match."""
+        with self._lock:
+            taken = {k.id for tid, t in self._tracks.items() if tid != track_id for k in t.tickets}
+        if not taken & {t.id for t in tickets}:
+            return tickets
+        n = self._next_ticket_number()
+        rename: dict[str, str] = {}
+        for t in tickets:
+            if t.id in taken or t.id in rename.values():
+                while f"T-{n:03d}" in taken:
+                    n += 1
+                rename[t.id] = f"T-{n:03d}"
+                n += 1
+        return [t.model_copy(update={"id": rename.get(t.id, t.id),
+                                     "depends_on": [rename.get(d, d) for d in t.depends_on]})
+                for t in tickets]
+
+    def set_tickets(self, track_id: str, tickets: list[Ticket]) -> concurrent.futures.Future[Track]:
+        """Replace a track's tickets (the user's edits before start). Raises DagError."""
+        tickets = [t if isinstance(t, Ticket) else Ticket.model_validate(t) for t in tickets]
+        problems = dag_problems(tickets)
+        if problems:
+            raise DagError(problems)
+        if self.is_running(track_id):
+            raise EngineError(f"track {track_id} is running: pause it and wait for its workers "
+                              f"before editing its tickets")
+        with self._lock:
+            other = {k.id for tid, t in self._tracks.items() if tid != track_id for k in t.tickets}
+        clash = sorted(other & {t.id for t in tickets})
+        if clash:
+            raise DagError([f"ticket id {c!r} is already used by another track" for c in clash])
+        return self.submit(self._set_tickets(track_id, tickets))
+
+    async def _set_tickets(self, track_id: str, tickets: list[Ticket]) -> Track:
+        track = self._get(track_id)
+        with self._lock:
+            track.tickets = tickets
+            if track.status == "new":
+                track.status = "planned"
+        self._save(track)
+        self._emit(TrackChanged(track_id=track_id))
+        return track.model_copy(deep=True)
+
+    # =========================================================================================
+    # running a track: the scheduler
+    # =========================================================================================
+    def start_track(self, track_id: str) -> concurrent.futures.Future[Track]:
+        """Run the track's tickets; the future completes when nothing more can run."""
+        track = self._get(track_id)
+        if not track.tickets:
+            raise EngineError(f"track {track_id} has no tickets yet: plan it (Tier 2) first")
+        problems = dag_problems(track.tickets)
+        if problems:
+            raise DagError(problems)
+        with self._lock:
+            f = self._running.get(track_id)
+            if f is not None and not f.done():
+                raise EngineError(f"track {track_id} is already running")
+            self._paused.discard(track_id)
+            fut = self.submit(self._run_track(track_id))
+            self._running[track_id] = fut
+        return fut
+
+    def run_track(self, track_id: str) -> Track:
+        """Blocking convenience: start and wait."""
+        return self.start_track(track_id).result()
+
+    def pause_track(self, track_id: str) -> None:
+        """Start no new workers on this track; running ones finish their ticket."""
+        track = self._get(track_id)
+        with self._lock:
+            self._paused.add(track_id)
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._mark_paused, track)
+
+    def _mark_paused(self, track: Track) -> None:
+        if track.id in self._paused and track.status == "in_progress":
+            with self._lock:
+                track.status = "paused"
+            self._save(track)
+            self._status(track, None)
+        self._wake_all()
+
+    def resume_track(self, track_id: str) -> concurrent.futures.Future[Track] | None:
+        track = self._get(track_id)
+        with self._lock:
+            self._paused.discard(track_id)
+            running = self._running.get(track_id)
+            if running is not None and not running.done():
+                if self.loop is not None:
+                    self.loop.call_soon_threadsafe(self._mark_resumed, track)
+                return running
+        return self.start_track(track_id)
+
+    def _mark_resumed(self, track: Track) -> None:
+        if track.status == "paused":
+            with self._lock:
+                track.status = "in_progress"
+            self._save(track)
+            self._status(track, None)
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        for w in self._wakes.values():
+            w.set()
+
+    async def _run_track(self, track_id: str) -> Track:
+        track = self._get(track_id)
+        wake = self._wakes[track_id] = asyncio.Event()
+        tasks: dict[str, asyncio.Task[None]] = {}
+        with self._lock:
+            track.status = "in_progress"
+            for t in track.tickets:
+                if t.status == "in_progress":       # left over from an interrupted run
+                    t.status = "todo"
+        self._save(track)
+        self._status(track, None)
+        try:
+            while True:
+                paused = track_id in self._paused
+                if not paused:
+                    for t in ready_tickets(track.tickets):
+                        if t.id in tasks or self._active >= self.effective_cap():
+                            continue
+                        self._active += 1
+                        with self._lock:
+                            t.status = "in_progress"
+                        tasks[t.id] = asyncio.create_task(self._run_ticket(track, t))
+                self._workers_changed()
+                if not tasks:
+                    if paused:
+                        wake.clear()
+                        await wake.wait()
+                        continue
+                    if not ready_tickets(track.tickets):
+                        break
+                    # ready, but every slot is held by other tracks: wait for one
+                    wake.clear()
+                    await wake.wait()
+                    continue
+                wake.clear()
+                waiter = asyncio.create_task(wake.wait())
+                done, _ = await asyncio.wait([*tasks.values(), waiter],
+                                             return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                for tid in [tid for tid, task in tasks.items() if task.done()]:
+                    task = tasks.pop(tid)
+                    if task.exception() is not None:   # _run_ticket handles its own errors
+                        raise task.exception()  # type: ignore[misc]
+        finally:
+            for task in tasks.values():
+                task.cancel()
+            self._wakes.pop(track_id, None)
+        with self._lock:
+            states = {t.status for t in track.tickets}
+            if track_id in self._paused:
+                track.status = "paused"
+            elif states <= SATISFIED_STATES:
+                track.status = "completed"
+            else:
+                track.status = "failed"
+        self._save(track)
+        self._status(track, None)
+        self._workers_changed()
+        return track.model_copy(deep=True)
+
+    async def _run_ticket(self, track: Track, ticket: Ticket) -> None:
+        loop = asyncio.get_running_loop()
+        sid = stream_tier3(ticket.id)
+        try:
+            with self._lock:
+                ticket.status = "in_progress"
+                ticket.blocked_reason = ""
+                ticket.assigned_to = sid
+                cancel = self._cancel_flags[ticket.id] = threading.Event()
+            self._save(track)
+            self._status(track, ticket)
+            prompt = prompts.tier3_prompt(ticket.id, ticket.description, track.title,
+                                          ticket.target_files, ticket.depends_on)
+            context = prompts.tier3_context(ticket.context_requirements)
+            model = self.settings.model_for("Tier 3", ticket.model_override)
+            if self.settings.approvals.spawn == "ask":
+                decision = await self.ask(ApprovalRequest(
+                    kind="spawn", title=f"Spawn a worker for {ticket.id}", stream_id=sid,
+                    track_id=track.id, ticket_id=ticket.id,
+                    payload={"prompt": prompt, "context": context, "model": model,
+                             "description": ticket.description}))
+                if not decision.approved:
+                    with self._lock:
+                        ticket.status = "skipped"
+                        ticket.blocked_reason = ("spawn rejected" +
+                                                 (f": {decision.reason}" if decision.reason else ""))
+                    return
+                edited = decision.payload or {}
+                prompt = str(edited.get("prompt", prompt))
+                context = str(edited.get("context", context))
+                if edited.get("model") and self.settings.provider != "offline":
+                    model = str(edited["model"])
+            if cancel.is_set():
+                raise Cancelled(f"{ticket.id} cancelled by the user")
+            self.comms.record("spawn", tier="Tier 3", stream_id=sid, track_id=track.id,
+                              ticket_id=ticket.id, provider=self.provider().name, model=model,
+                              direction="-", data={"prompt": prompt, "context": context,
+                                                   "retry_count": ticket.retry_count})
+            step = ticket.step_mode or self.settings.step_mode
+            result = await loop.run_in_executor(
+                self._executor, self.run_worker_lifecycle, track.id, ticket.id, prompt, context,
+                model, cancel, step)
+            files = list(ticket.target_files)
+            sha = await loop.run_in_executor(self._executor, self._commit, ticket, files)
+            with self._lock:
+                ticket.result = result[-4000:]
+                ticket.status = "completed"
+                if sha:
+                    ticket.commit_sha = sha
+        except Cancelled as e:
+            with self._lock:
+                ticket.status = "cancelled"
+                ticket.blocked_reason = str(e)
+            self._emit(StreamEnd(stream_id=sid, state="cancelled"))
+        except StepStopped as e:
+            with self._lock:
+                ticket.status = "cancelled"
+                ticket.blocked_reason = str(e)
+            self._emit(StreamEnd(stream_id=sid, state="cancelled"))
+        except asyncio.CancelledError:
+            with self._lock:
+                ticket.status = "todo"
+            raise
+        except Exception as e:   # every worker failure ends as a failed ticket with the reason
+            reason = _describe(e)
+            with self._lock:
+                ticket.status = "failed"
+                ticket.blocked_reason = reason
+            self._fail_stream(sid, f"{ticket.id} failed: {reason}", track.id, ticket.id)
+            self.comms.record("error", tier="Tier 3", stream_id=sid, track_id=track.id,
+                              ticket_id=ticket.id, direction="-",
+                              data={"error": reason, "trace": traceback.format_exc()[-4000:]})
+            if not isinstance(e, BudgetExceeded):
+                try:
+                    diagnosis = await loop.run_in_executor(
+                        self._executor, self.run_qa, track.id, ticket.id,
+                        f"the worker stopped with an error: {reason}",
+                        traceback.format_exc()[-4000:])
+                    with self._lock:
+                        ticket.result = "QA: " + diagnosis
+                except Exception as qa_err:
+                    self._emit(ErrorEvent(message=f"Tier 4 could not diagnose {ticket.id}: "
+                                                  f"{_describe(qa_err)}",
+                                          stream_id=stream_tier4(ticket.id), track_id=track.id,
+                                          ticket_id=ticket.id))
+        finally:
+            with self._lock:
+                self._active -= 1
+                self._cancel_flags.pop(ticket.id, None)
+                if ticket.status in ("failed", "cancelled"):
+                    self._block_dependents(track, ticket)
+            self._save(track)
+            self._status(track, ticket)
+            for other in track.tickets:
+                if other.status == "blocked":
+                    self._status(track, other)
+            self._wake_all()
+
+    def _block_dependents(self, track: Track, failed: Ticket) -> None:
+        """Every ticket downstream of a failed or cancelled one is blocked, with the reason."""
+        by_dep: dict[str, list[Ticket]] = {}
+        for t in track.tickets:
+            for d in t.depends_on:
+                by_dep.setdefault(d, []).append(t)
+        stack = [failed.id]
+        while stack:
+            cur = stack.pop()
+            for t in by_dep.get(cur, []):
+                if t.status == "todo":
+                    t.status = "blocked"
+                    t.blocked_reason = f"depends on {failed.id}, which {failed.status}"
+                    stack.append(t.id)
+
+    def _unblock(self, track: Track) -> None:
+        """Blocked tickets whose dependencies are no longer failed go back to todo."""
+        changed = True
+        while changed:
+            changed = False
+            status = {t.id: t.status for t in track.tickets}
+            for t in track.tickets:
+                if t.status == "blocked" and not any(
+                        status.get(d) in ("failed", "cancelled", "blocked") for d in t.depends_on):
+                    t.status = "todo"
+                    t.blocked_reason = ""
+                    changed = True
+
+    # -- the worker, in an executor thread -----------------------------------------------------
+    def run_worker_lifecycle(self, track_id: str, ticket_id: str, prompt: str, context: str,
+                             model: str, cancel: threading.Event, step_mode: bool = False) -> str:
+        """One stateless Tier 3 worker: a fresh session, the tool loop, the final summary.
+        Runs in an executor thread; reaches the queue only through put_threadsafe."""
+        sid = stream_tier3(ticket_id)
+        emit = self._emitter()
+        ticket = self.track(track_id).ticket(ticket_id)
+        session = self._session_for(
+            "Tier 3", sid, prompts.TIER3_SYSTEM, track_id=track_id, ticket_id=ticket_id,
+            model_override=model if self.settings.provider != "offline" else None,
+            tools=TOOL_SPECS, tool_handler=lambda call: self._handle_tool(session, call),
+            step_gate=self._step_gate if step_mode else None, cancel=cancel)
+        text = prompt + ("\n" + context if context else "")
+        final = session.send(text)
+        emit(StreamEnd(stream_id=sid, state="done"))
+        if ticket.retry_count:
+            session.log("log", message=f"retry {ticket.retry_count} finished")
+        return final
+
+    def _handle_tool(self, session: AgentSession, call: ToolCall) -> ToolOutcome:
+        args = dict(call.args) if isinstance(call.args, dict) else {}
+        try:
+            spec = tool_spec(call.name)
+        except KeyError as e:
+            return ToolOutcome({"ok": False, "error": str(e).strip("'\"")}, args)
+        policy = self.settings.approvals
+        if spec.kind == "read":
+            ask = policy.read_tools == "ask"
+        elif spec.kind == "write":
+            ask = policy.write_tools == "ask"
+        else:
+            command = str(args.get("command", ""))
+            first = command.strip().split(maxsplit=1)[0] if command.strip() else ""
+            ask = policy.shell == "ask" and first not in policy.shell_allowlist
+        edited = False
+        if ask and not self.auto_approve:
+            if spec.kind == "shell":
+                kind = "shell"
+                payload: dict[str, Any] = {"command": args.get("command", ""),
+                                           "cwd": args.get("cwd", ".")}
+                title = f"{session.ticket_id} wants to run a shell command"
+            else:
+                kind = "tool"
+                payload = {"tool": call.name, "args": args,
+                           "preview": diff_preview(self.ws, call.name, args)}
+                title = f"{session.ticket_id} wants to call {call.name}"
+            decision = self.ask_from_thread(ApprovalRequest(
+                kind=kind, title=title, stream_id=session.stream_id, track_id=session.track_id,
+                ticket_id=session.ticket_id, payload=payload))
+            if not decision.approved:
+                return ToolOutcome({"ok": False, "rejected": True,
+                                    "error": "the user rejected this call" +
+                                             (f": {decision.reason}" if decision.reason else "")},
+                                   args)
+            if decision.payload:
+                if spec.kind == "shell":
+                    new_args = dict(args)
+                    new_args["command"] = decision.payload.get("command", args.get("command"))
+                    new_args["cwd"] = decision.payload.get("cwd", args.get("cwd", "."))
+                else:
+                    new_args = dict(decision.payload.get("args", args))
+                edited = new_args != args
+                args = new_args
+        res = self.ws.execute(call.name, args)
+        result = res.to_dict()
+        if edited:
+            result["note"] = "the user edited the arguments before running; these ran: " + \
+                _short_json(args)
+        if call.name == "run_shell" and not res.ok and res.exit_code is not None:
+            try:
+                result["qa_diagnosis"] = self.run_qa(
+                    session.track_id, session.ticket_id,
+                    f"`{args.get('command', '')}` exited with code {res.exit_code}",
+                    res.output or res.error)
+            except Cancelled:
+                raise
+            except Exception as e:
+                self._emitter()(ErrorEvent(message=f"Tier 4 could not diagnose: {_describe(e)}",
+                                           stream_id=stream_tier4(session.ticket_id),
+                                           track_id=session.track_id,
+                                           ticket_id=session.ticket_id))
+        return ToolOutcome(result, args)
+
+    def run_qa(self, track_id: str, ticket_id: str, what: str, output: str) -> str:
+        """Tier 4: a stateless diagnosis of a failure (executor thread)."""
+        sid = stream_tier4(ticket_id)
+        system, user = prompts.tier4_messages(ticket_id, what, output)
+        session = self._session_for("Tier 4", sid, system, track_id=track_id, ticket_id=ticket_id)
+        session.max_rounds = 1
+        text = session.send(user)
+        self._emitter()(StreamEnd(stream_id=sid, state="done"))
+        return text
+
+    def _step_gate(self, session: AgentSession, round_no: int) -> None:
+        last = next((m.text for m in reversed(session.history) if m.role == "model"), "")
+        d = self.ask_from_thread(ApprovalRequest(
+            kind="step", title=f"{session.ticket_id}: continue to step {round_no + 1}?",
+            stream_id=session.stream_id, track_id=session.track_id, ticket_id=session.ticket_id,
+            payload={"round": round_no, "last": last[-2000:]}))
+        if not d.approved:
+            raise StepStopped(f"stopped before step {round_no + 1} by the user"
+                              + (f": {d.reason}" if d.reason else ""))
+
+    def _budget_gate(self, session: AgentSession) -> None:
+        """Before each request: pause and ask when the epic's budget is reached."""
+        def over() -> bool:
+            s, total = self.settings, self.comms.total()
+            return bool((s.budget_usd and total.cost_usd >= s.budget_usd)
+                        or (s.budget_tokens and total.total_tokens >= s.budget_tokens))
+        if not over():
+            return
+        with self._budget_lock:      # one question at a time, however many workers hit it
+            if not over():
+                return
+            s, total = self.settings, self.comms.total()
+            d = self.ask_from_thread(ApprovalRequest(
+                kind="budget", title="Budget reached: raise it to continue",
+                stream_id=session.stream_id, track_id=session.track_id,
+                ticket_id=session.ticket_id,
+                payload={"spent_usd": round(total.cost_usd, 6), "budget_usd": s.budget_usd,
+                         "spent_tokens": total.total_tokens, "budget_tokens": s.budget_tokens}))
+            if not d.approved:
+                raise BudgetExceeded("the budget is reached and the user chose to stop"
+                                     + (f": {d.reason}" if d.reason else ""))
+            p = d.payload or {}
+            try:
+                new_usd = float(p.get("budget_usd", s.budget_usd))
+                new_tokens = int(p.get("budget_tokens", s.budget_tokens))
+            except (TypeError, ValueError) as e:
+                raise BudgetExceeded(f"the new budget is not a number: {e}") from None
+            if (new_usd and new_usd <= total.cost_usd) or (new_tokens and new_tokens <= total.total_tokens):
+                raise BudgetExceeded("the budget was approved but not raised above what is spent")
+            self.update_settings(s.model_copy(update={"budget_usd": new_usd,
+                                                      "budget_tokens": new_tokens}))
+
+    def _commit(self, ticket: Ticket, files: list[str]) -> str:
+        if self._git is None:
+            return ""
+        with self._git_lock:
+            return self._git.commit_paths(files, f"{ticket.id}: {ticket.description[:60]}")
+
+    # =========================================================================================
+    # per-ticket actions
+    # =========================================================================================
+    def _find(self, ticket_id: str) -> tuple[Track, Ticket]:
+        with self._lock:
+            for t in self._tracks.values():
+                for k in t.tickets:
+                    if k.id == ticket_id:
+                        return t, k
+        raise EngineError(f"no ticket {ticket_id!r}")
+
+    def retry_ticket(self, ticket_id: str) -> concurrent.futures.Future[Track] | None:
+        track, ticket = self._find(ticket_id)
+        if ticket.status not in ("failed", "cancelled", "blocked", "skipped"):
+            raise EngineError(f"{ticket_id} is {ticket.status}: only a failed, cancelled, "
+                              f"blocked or skipped ticket can be retried")
+        fut = self.submit(self._retry(track, ticket))
+        fut.result(timeout=10)
+        if not self.is_running(track.id):
+            return self.start_track(track.id)
+        return self._running.get(track.id)
+
+    async def _retry(self, track: Track, ticket: Ticket) -> None:
+        with self._lock:
+            ticket.status = "todo"
+            ticket.blocked_reason = ""
+            ticket.retry_count += 1
+            self._unblock(track)
+        self._save(track)
+        self._status(track, ticket)
+        self._emit(TrackChanged(track_id=track.id))
+        self._wake_all()
+
+    def skip_ticket(self, ticket_id: str, reason: str = "skipped by the user") -> None:
+        track, ticket = self._find(ticket_id)
+        if ticket.status in ("in_progress", "completed"):
+            raise EngineError(f"{ticket_id} is {ticket.status}: cancel it first to skip it"
+                              if ticket.status == "in_progress" else
+                              f"{ticket_id} is already completed")
+        self.submit(self._set_status(track, ticket, "skipped", reason)).result(timeout=10)
+
+    def cancel_ticket(self, ticket_id: str, reason: str = "cancelled by the user") -> None:
+        track, ticket = self._find(ticket_id)
+        if ticket.status in TERMINAL:
+            raise EngineError(f"{ticket_id} is already {ticket.status}")
+        with self._lock:
+            flag = self._cancel_flags.get(ticket_id)
+        if flag is not None:         # running: the worker stops at its next chunk or round
+            flag.set()
+            self._cancel_approvals_for(ticket_id, reason)
+            return
+        self.submit(self._set_status(track, ticket, "cancelled", reason)).result(timeout=10)
+
+    async def _set_status(self, track: Track, ticket: Ticket, status: str, reason: str) -> None:
+        with self._lock:
+            if ticket.status == "in_progress":
+                raise EngineError(f"{ticket.id} started meanwhile; cancel it instead")
+            ticket.status = status  # type: ignore[assignment]
+            ticket.blocked_reason = reason
+            if status == "skipped":
+                self._unblock(track)
+            else:
+                self._block_dependents(track, ticket)
+        self._save(track)
+        self._status(track, ticket)
+        self._emit(TrackChanged(track_id=track.id))
+        self._wake_all()
+
+    def revert_ticket(self, ticket_id: str) -> str:
+        """Revert a completed ticket's commit; returns the revert's short SHA."""
+        _track, ticket = self._find(ticket_id)
+        if self._git is None:
+            raise EngineError("git commits are off for this workspace, so there is nothing to revert")
+        if not ticket.commit_sha:
+            raise EngineError(f"{ticket_id} has no commit to revert")
+        with self._git_lock:
+            return self._git.revert(ticket.commit_sha)
+
+
+TERMINAL = frozenset({"completed", "failed", "skipped", "cancelled"})
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, (ProviderError, PlanError, EngineError, BudgetExceeded, DagError)):
+        return str(e)
+    return f"{type(e).__name__}: {e}"
+
+
+def _short_json(obj: Any, limit: int = 500) -> str:
+    import json
+    s = json.dumps(obj, ensure_ascii=False, default=str)
+    return s if len(s) <= limit else s[:limit] + "…"
+
+
+def _now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -1,0 +1,83 @@
+"""Shared fixtures: engines on the offline model in a temporary workspace."""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# Tests never reach a real API: no key leaks in from the developer's shell.
+for _k in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL"):
+    os.environ.pop(_k, None)
+
+from models import Settings  # noqa: E402
+
+
+def fast_settings(**kw) -> Settings:
+    base = dict(offline_pace_s=0.0, git_commits=False)
+    base.update(kw)
+    return Settings(**base)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "README.md").write_text("# demo workspace\n")
+    return ws
+
+
+@pytest.fixture
+def make_engine(workspace):
+    from multi_agent_conductor import ConductorEngine
+    engines = []
+
+    def make(provider=None, auto_approve=True, ws=None, **settings_kw):
+        eng = ConductorEngine(ws or workspace, fast_settings(**settings_kw), provider=provider,
+                              auto_approve=auto_approve)
+        eng.start()
+        engines.append(eng)
+        return eng
+    yield make
+    for e in engines:
+        e.close()
+
+
+def wait_for(pred, timeout=10.0, interval=0.01, what="condition"):
+    """Poll until pred() is truthy; fail with a message at the deadline (no bare sleeps)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Approver(threading.Thread):
+    """Answers an engine's approvals from a test thread with a policy function
+    `decide(request) -> ApprovalDecision`."""
+
+    def __init__(self, engine, decide):
+        super().__init__(daemon=True)
+        self.engine, self.decide = engine, decide
+        self.stop = threading.Event()
+        self.seen = []
+
+    def run(self):
+        answered = set()
+        while not self.stop.is_set():
+            for req in self.engine.pending_approvals():
+                if req.id in answered:
+                    continue
+                answered.add(req.id)
+                self.seen.append(req)
+                self.engine.resolve(req.id, self.decide(req))
+            time.sleep(0.002)

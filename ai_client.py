@@ -221,8 +221,8 @@ class OfflineProvider:
     # -- Tier 1 -----------------------------------------------------------------------------
     @staticmethod
     def _section(text: str, name: str) -> str:
-        m = re.search(rf"^{re.escape(name)}:[ \t]*(.*?)(?=^\s*$|^[A-Z][A-Z ()]+:|\Z)", text,
-                      re.M | re.S)
+        m = re.search(rf"^{re.escape(name)}:[ \t]*(.*?)(?=^\s*$|^[A-Z][A-Z0-9 -]+(?: \([^)\n]*\))?:|\Z)",
+                      text, re.M | re.S)
         return m.group(1).strip() if m else ""
 
     def _tier1(self, req: ModelRequest) -> str:
@@ -257,7 +257,7 @@ class OfflineProvider:
             first = int(self._section(user, "FIRST TICKET NUMBER") or "1")
         except ValueError:
             first = 1
-        slug = _slug(title.split(":", 1)[-1])
+        slug = _slug(title)
         n = 4 + _digest(title) % 3
         ids = [f"T-{first + i:03d}" for i in range(n)]
         specs = [

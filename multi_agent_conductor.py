@@ -236,9 +236,11 @@ class ConductorEngine:
             except concurrent.futures.TimeoutError:
                 log.warning("conductor shutdown took more than 10 s; stopping the loop anyway")
             loop.call_soon_threadsafe(loop.stop)
-        self._executor.shutdown(wait=True, cancel_futures=True)
         if self._thread is not None:
             self._thread.join(timeout=10)
+        # Workers see their cancel flag at the next chunk or round; do not wait for a model
+        # call in flight (the state they would have changed is already saved as interrupted).
+        self._executor.shutdown(wait=False, cancel_futures=True)
         self.comms.close()
 
     async def _shutdown(self) -> None:
@@ -399,7 +401,7 @@ class ConductorEngine:
 
     def pending_approvals(self) -> list[ApprovalRequest]:
         with self._lock:
-            return [req for req, _ in self._pending.values()]
+            return [req for req, _ in self._pending.values() if req.id not in self._resolved]
 
     def resolve(self, approval_id: str, decision: ApprovalDecision) -> None:
         """Answer an approval (thread-safe). Raises ApprovalNotFound for an unknown id and
@@ -902,8 +904,12 @@ class ConductorEngine:
                     ticket.commit_sha = sha
         except Cancelled as e:
             with self._lock:
-                ticket.status = "cancelled"
-                ticket.blocked_reason = str(e)
+                if self._closed:        # the app is closing: interrupted, not cancelled
+                    ticket.status = "todo"
+                    ticket.blocked_reason = ""
+                else:
+                    ticket.status = "cancelled"
+                    ticket.blocked_reason = str(e)
             self._emit(StreamEnd(stream_id=sid, state="cancelled"))
         except StepStopped as e:
             with self._lock:

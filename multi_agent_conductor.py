@@ -160,6 +160,11 @@ class ConductorEngine:
         self._pump_task: asyncio.Task[None] | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=64, thread_name_prefix="clutch-exec")
+        self._io = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                         thread_name_prefix="clutch-io")
+        self._dirty: set[str] = set()
+        self._dirty_failed: set[str] = set()
+        self._writer: asyncio.Task[None] | None = None
         self._closed = False
 
     # =========================================================================================
@@ -210,6 +215,7 @@ class ConductorEngine:
                     t.cancel()
                 if pending:
                     loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                self._flush_sync()
                 loop.close()
 
         self._thread = threading.Thread(target=run, name="clutch-conductor", daemon=True)
@@ -241,6 +247,7 @@ class ConductorEngine:
         # Workers see their cancel flag at the next chunk or round; do not wait for a model
         # call in flight (the state they would have changed is already saved as interrupted).
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._io.shutdown(wait=True)
         self.comms.close()
 
     async def _shutdown(self) -> None:
@@ -249,6 +256,7 @@ class ConductorEngine:
                 fut.set_result(ApprovalDecision(approved=False, reason="the app is closing",
                                                 source="engine"))
         self._pending.clear()
+        await self._flush()
         await self._drain_queue_once()
 
     def __enter__(self) -> "ConductorEngine":
@@ -589,7 +597,8 @@ class ConductorEngine:
             track = Track(id=tid, title=p.title.strip(), goal=p.goal.strip(),
                           acceptance_criteria=[c.strip() for c in p.acceptance_criteria if c.strip()],
                           status="new", created_at=now, updated_at=now)
-            self.store.create_track(track)
+            await asyncio.get_running_loop().run_in_executor(self._io, self.store.create_track,
+                                                             track)
             with self._lock:
                 self._tracks[tid] = track
             self._emit(TrackChanged(track_id=tid))
@@ -615,6 +624,7 @@ class ConductorEngine:
             if criteria is not None:
                 track.acceptance_criteria = [c.strip() for c in criteria if c.strip()]
         self._save(track)
+        await self._flush()
         self._emit(TrackChanged(track_id=track_id))
         return track.model_copy(deep=True)
 
@@ -626,10 +636,51 @@ class ConductorEngine:
         return t
 
     def _save(self, track: Track) -> None:
+        """Mark a track for writing (loop thread). Writes are coalesced and done by one IO
+        thread, so a burst of status changes costs one write and the loop never waits on
+        disk. `await self._flush()` where the caller's result must be on disk."""
         with self._lock:
             track.updated_at = _now_iso()
-            snapshot = track.model_copy(deep=True)
-        self.store.save_track(snapshot)
+        self._dirty.add(track.id)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_dirty())
+
+    async def _write_dirty(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._dirty:
+            ids = sorted(self._dirty)
+            self._dirty.clear()
+            with self._lock:
+                snaps = [self._tracks[i].model_copy(deep=True) for i in ids if i in self._tracks]
+            await loop.run_in_executor(self._io, self._write_snapshots, snaps)
+
+    def _write_snapshots(self, snaps: list[Track]) -> None:
+        for snap in snaps:
+            try:
+                self.store.save_track(snap)
+            except OSError as e:   # disk full, permissions: say so, keep the state in memory
+                self.inbox.put(ErrorEvent(message=f"could not save track {snap.id}: {e}; the "
+                                                  f"state is kept in memory and saved on the "
+                                                  f"next change", track_id=snap.id))
+                self.notices.append(f"save failed for {snap.id}: {e}")
+                with self._lock:
+                    self._dirty_failed.add(snap.id)
+
+    async def _flush(self) -> None:
+        """Wait until every change made so far is on disk."""
+        while self._dirty or (self._writer is not None and not self._writer.done()):
+            if self._dirty and (self._writer is None or self._writer.done()):
+                self._writer = asyncio.get_running_loop().create_task(self._write_dirty())
+            assert self._writer is not None
+            await asyncio.shield(self._writer)
+
+    def _flush_sync(self) -> None:
+        """Write whatever is still dirty, from the conductor thread as the loop stops."""
+        ids = sorted(self._dirty | self._dirty_failed)
+        self._dirty.clear()
+        with self._lock:
+            snaps = [self._tracks[i].model_copy(deep=True) for i in ids if i in self._tracks]
+        self._write_snapshots(snaps)
 
     def plan_track(self, track_id: str) -> concurrent.futures.Future[Track]:
         self._get(track_id)
@@ -678,6 +729,7 @@ class ConductorEngine:
             track.tickets = tickets
             track.status = "planned"
         self._save(track)
+        await self._flush()
         self._emit(StreamEnd(stream_id=sid, state="done"))
         for w in file_overlap_warnings(tickets):
             self._emit(LogEvent(message=f"{track_id}: {w}", level="warning"))
@@ -727,6 +779,7 @@ class ConductorEngine:
             if track.status == "new":
                 track.status = "planned"
         self._save(track)
+        await self._flush()
         self._emit(TrackChanged(track_id=track_id))
         return track.model_copy(deep=True)
 
@@ -849,6 +902,7 @@ class ConductorEngine:
             else:
                 track.status = "failed"
         self._save(track)
+        await self._flush()
         self._status(track, None)
         self._workers_changed()
         return track.model_copy(deep=True)
@@ -1154,6 +1208,7 @@ class ConductorEngine:
             ticket.retry_count += 1
             self._unblock(track)
         self._save(track)
+        await self._flush()
         self._status(track, ticket)
         self._emit(TrackChanged(track_id=track.id))
         self._wake_all()
@@ -1189,6 +1244,7 @@ class ConductorEngine:
             else:
                 self._block_dependents(track, ticket)
         self._save(track)
+        await self._flush()
         self._status(track, ticket)
         self._emit(TrackChanged(track_id=track.id))
         self._wake_all()

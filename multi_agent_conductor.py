@@ -145,6 +145,7 @@ class ConductorEngine:
         self._cap = settings.max_workers
         self._rate_limited_until = 0.0
         self._sessions: dict[str, AgentSession] = {}
+        self._written: dict[str, set[str]] = {}   # ticket id -> paths its worker wrote
         self._budget_lock = threading.Lock()
         self.proposal: EpicPlan | None = None
         self.last_epic = ""
@@ -949,7 +950,8 @@ class ConductorEngine:
             result = await loop.run_in_executor(
                 self._executor, self.run_worker_lifecycle, track.id, ticket.id, prompt, context,
                 model, cancel, step)
-            files = list(ticket.target_files)
+            with self._lock:
+                files = sorted(self._written.pop(ticket.id, set()))
             sha = await loop.run_in_executor(self._executor, self._commit, ticket, files)
             with self._lock:
                 ticket.result = result[-4000:]
@@ -1003,6 +1005,13 @@ class ConductorEngine:
                 if ticket.status in ("failed", "cancelled"):
                     self._block_dependents(track, ticket)
             self._save(track)
+            if ticket.status == "completed":
+                # durable before it is reported: a completed ticket is never run again
+                await self._flush()
+            self.comms.record("status", tier="Tier 3", stream_id=sid, track_id=track.id,
+                              ticket_id=ticket.id, direction="-",
+                              data={"status": ticket.status, "reason": ticket.blocked_reason,
+                                    "commit": ticket.commit_sha})
             self._status(track, ticket)
             for other in track.tickets:
                 if other.status == "blocked":
@@ -1102,6 +1111,9 @@ class ConductorEngine:
                 edited = new_args != args
                 args = new_args
         res = self.ws.execute(call.name, args)
+        if spec.kind == "write" and res.ok and isinstance(args.get("path"), str):
+            with self._lock:
+                self._written.setdefault(session.ticket_id, set()).add(args["path"])
         result = res.to_dict()
         if edited:
             result["note"] = "the user edited the arguments before running; these ran: " + \
@@ -1174,10 +1186,14 @@ class ConductorEngine:
                                                       "budget_tokens": new_tokens}))
 
     def _commit(self, ticket: Ticket, files: list[str]) -> str:
-        if self._git is None:
+        """Commit exactly the files this ticket's worker wrote. Commits are serialised and
+        stage only those paths, so a parallel worker's half-written files never ride along."""
+        if self._git is None or not files:
             return ""
+        first_line = ticket.description.strip().splitlines()[0] if ticket.description.strip() else ""
         with self._git_lock:
-            return self._git.commit_paths(files, f"{ticket.id}: {ticket.description[:60]}")
+            return self._git.commit_paths(files, f"{ticket.id}: {first_line[:64]}\n\n"
+                                                 f"Clutch worker for ticket {ticket.id}.")
 
     # =========================================================================================
     # per-ticket actions
@@ -1256,8 +1272,27 @@ class ConductorEngine:
             raise EngineError("git commits are off for this workspace, so there is nothing to revert")
         if not ticket.commit_sha:
             raise EngineError(f"{ticket_id} has no commit to revert")
+        if self.is_running(_track.id):
+            raise EngineError(f"track {_track.id} is running; pause it and let its workers "
+                              f"finish before reverting a ticket")
         with self._git_lock:
-            return self._git.revert(ticket.commit_sha)
+            new_sha = self._git.revert(ticket.commit_sha)
+        self.submit(self._reverted(_track, ticket, new_sha)).result(timeout=10)
+        return new_sha
+
+    async def _reverted(self, track: Track, ticket: Ticket, new_sha: str) -> None:
+        with self._lock:
+            old = ticket.commit_sha
+            ticket.status = "todo"
+            ticket.commit_sha = ""
+            ticket.result = f"reverted: commit {old} undone by {new_sha}"
+        self.comms.record("status", tier="Tier 3", stream_id=stream_tier3(ticket.id),
+                          track_id=track.id, ticket_id=ticket.id, direction="-",
+                          data={"status": "todo", "reason": ticket.result})
+        self._save(track)
+        await self._flush()
+        self._status(track, ticket)
+        self._emit(TrackChanged(track_id=track.id))
 
 
 TERMINAL = frozenset({"completed", "failed", "skipped", "cancelled"})

@@ -1,0 +1,80 @@
+"""The comms log: thread-safe appends, incremental sums equal sums from scratch, torn lines
+set aside on reopen, context-window stats."""
+from __future__ import annotations
+
+import json
+import threading
+
+from ai_client import (AgentSession, CommsLog, FunctionProvider, ModelResponse, ToolCall,
+                       ToolOutcome, get_history_bleed_stats, usage_from_entries)
+from models import Price, Usage
+
+
+def test_parallel_appends_keep_every_entry_and_exact_sums(tmp_path):
+    log = CommsLog(tmp_path / "c.jsonl")
+
+    def writer(n):
+        for i in range(500):
+            log.record("response", tier=f"Tier {1 + n % 3}", stream_id=f"s{n}", ticket_id=f"T-{n}",
+                       usage=Usage(input_tokens=i, output_tokens=1, total_tokens=i + 1, requests=1))
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    log.close()
+    lines = (tmp_path / "c.jsonl").read_text().splitlines()
+    assert len(lines) == 4000
+    entries = [json.loads(l) for l in lines]
+    assert sorted(e["seq"] for e in entries) == list(range(1, 4001))
+    assert usage_from_entries(entries, "tier") == log.usage_by("tier")
+    assert usage_from_entries(entries, "ticket") == log.usage_by("ticket")
+    assert log.total().requests == 4000
+
+
+def test_torn_last_line_is_set_aside_not_fatal(tmp_path):
+    p = tmp_path / "c.jsonl"
+    good = {"seq": 1, "kind": "response", "tier": "Tier 1", "usage": {"total_tokens": 5,
+                                                                      "requests": 1}}
+    p.write_text(json.dumps(good) + "\n" + '{"seq": 2, "kind": "requ')
+    log = CommsLog(p)
+    assert log.set_aside == ['{"seq": 2, "kind": "requ']
+    assert log.usage_by("tier")["Tier 1"].total_tokens == 5
+    log.record("request", tier="Tier 1")
+    log.close()
+    lines = p.read_text().splitlines()
+    assert [json.loads(l)["seq"] for l in lines] == [1, 2]     # whole lines only
+    aside = list(tmp_path.glob("c.jsonl.set-aside-*"))
+    assert aside and "requ" in aside[0].read_text()
+
+
+def test_unparsable_middle_line_is_set_aside(tmp_path):
+    p = tmp_path / "c.jsonl"
+    p.write_text('{"seq": 1}\nnot json\n{"seq": 3}\n')
+    log = CommsLog(p)
+    assert log.set_aside == ["not json"] and len(log) == 2
+    log.close()
+
+
+def test_session_tool_loop_and_bleed_stats(tmp_path):
+    log = CommsLog(tmp_path / "c.jsonl")
+    turns = iter([
+        ModelResponse(text="reading", tool_calls=[ToolCall("1", "read_file", {"path": "a"})],
+                      usage=Usage(input_tokens=100, output_tokens=10, total_tokens=110, requests=1)),
+        ModelResponse(text="done", usage=Usage(input_tokens=300, output_tokens=5,
+                                               total_tokens=305, requests=1)),
+    ])
+    chunks = []
+    s = AgentSession(FunctionProvider(lambda r: next(turns)), tier="Tier 3", model="m",
+                     stream_id="Tier 3 (Worker): T-1", system="sys", comms=log,
+                     price=Price(input=1.0, output=2.0), ticket_id="T-1",
+                     tool_handler=lambda c: ToolOutcome({"ok": True, "output": "x" * 400}, c.args),
+                     emit=chunks.append, context_window=1000)
+    assert s.send("go") == "done"
+    kinds = [e["kind"] for e in log.entries()]
+    assert kinds == ["request", "response", "tool_call", "tool_result", "request", "response"]
+    assert s.usage.total_tokens == 415 and s.usage.cost_usd == (400 * 1 + 15 * 2) / 1e6
+    st = get_history_bleed_stats(s)
+    assert st["used_tokens"] == 300 and st["headroom_tokens"] == 700
+    assert st["level"] == "green" and st["by_role"]["tool"] > 100
+    assert st["utilisation"] == 0.3

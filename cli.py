@@ -144,6 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     console = threading.Thread(target=_console, args=(engine, stop, args.verbose),
                                name="clutch-console", daemon=True)
     rc = 0
+    track_ids: list[str] = []
     with engine:
         console.start()
         try:
@@ -167,7 +168,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             stop.set()
             console.join(timeout=5)
         summary = engine.summary()
-    if rc == 0 and any(t["status"] != "completed" for t in summary["tracks"]):
+    if rc == 0 and any(t["status"] != "completed" for t in summary["tracks"]
+                       if t["id"] in track_ids):
         rc = 1
     if args.json:
         print(json.dumps(summary, indent=2, ensure_ascii=False))

@@ -5,6 +5,7 @@ Nothing here imports anything of ours. The DAG helpers are pure functions over t
 from __future__ import annotations
 
 import heapq
+import re
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -460,6 +461,14 @@ def _norm_path(p: str) -> str:
     while p.startswith("./"):
         p = p[2:]
     return p
+
+
+_OPEN_SUBTASK = re.compile(r"^(\s*[-*] )\[[ ~]\]", re.M)
+
+
+def tick_subtasks(description: str) -> str:
+    """Mark a ticket's sub-task lines ("- [ ] step", kept in its description) done."""
+    return _OPEN_SUBTASK.sub(r"\1[x]", description)
 
 
 def tickets_from_plan(plan: TrackPlan) -> list[Ticket]:

@@ -36,7 +36,7 @@ from events import (ApprovalRequested, ApprovalResolved, AsyncEventQueue, ErrorE
 from models import (ApprovalDecision, ApprovalRequest, DagError, EpicPlan, SATISFIED_STATES,
                     Settings, Ticket, Track, TrackPlan, TrackProposal, Usage, dag_problems,
                     file_overlap_warnings, ready_tickets, stream_tier1, stream_tier2,
-                    stream_tier3, stream_tier4, tickets_from_plan)
+                    stream_tier3, stream_tier4, tick_subtasks, tickets_from_plan)
 from tools import TOOL_SPECS, GitRepo, Workspace, diff_preview, tool_spec
 
 log = logging.getLogger("clutch.conductor")
@@ -956,6 +956,7 @@ class ConductorEngine:
             with self._lock:
                 ticket.result = result[-4000:]
                 ticket.status = "completed"
+                ticket.description = tick_subtasks(ticket.description)
                 if sha:
                     ticket.commit_sha = sha
         except Cancelled as e:

@@ -289,6 +289,7 @@ class ConductorEngine:
 
     async def _drain_queue_once(self) -> None:
         assert self._queue is not None
+        self._queue.move_staged()       # events executor threads put that are not queued yet
         batch: list[Event] = []
         while not self._queue.empty():
             batch.append(self._queue.get_nowait())
@@ -421,10 +422,10 @@ class ConductorEngine:
             item = self._pending.get(approval_id)
             if item is None:
                 raise ApprovalNotFound(f"no pending approval {approval_id}")
-            self._resolved[approval_id] = decision
             req, fut = item
-        if decision.payload is not None:
-            self._check_payload(req, decision.payload)
+            if decision.payload is not None and decision.approved:
+                self._check_payload(req, decision.payload)   # refused: still pending
+            self._resolved[approval_id] = decision
         assert self.loop is not None
 
         def settle() -> None:
@@ -434,8 +435,30 @@ class ConductorEngine:
 
     @staticmethod
     def _check_payload(req: ApprovalRequest, payload: dict[str, Any]) -> None:
+        """An edited payload must have the request's shape; otherwise the approval stays
+        pending and the user is told what is wrong."""
         if not isinstance(payload, dict):
             raise EngineError("an edited payload must be an object")
+        expect: dict[str, tuple[type, ...]] = {
+            "spawn": {"prompt": (str,), "context": (str,), "model": (str,)},
+            "tool": {"args": (dict,), "tool": (str,)},
+            "shell": {"command": (str,), "cwd": (str,)},
+            "budget": {"budget_usd": (int, float), "budget_tokens": (int,)},
+        }.get(req.kind, {})
+        for key, types_ in expect.items():
+            if key in payload and not isinstance(payload[key], types_):
+                raise EngineError(f"{key!r} in the edited payload must be "
+                                  f"{' or '.join(t.__name__ for t in types_)}, "
+                                  f"not {type(payload[key]).__name__}")
+        if req.kind == "spawn" and isinstance(payload.get("prompt"), str) \
+                and not payload["prompt"].strip():
+            raise EngineError("the edited prompt is empty: a worker needs its ticket")
+        if req.kind == "tool" and "tool" in payload and payload["tool"] != req.payload.get("tool"):
+            raise EngineError(f"an approval cannot change which tool runs "
+                              f"({req.payload.get('tool')} → {payload['tool']}); reject it instead")
+        if req.kind == "shell" and isinstance(payload.get("command"), str) \
+                and not payload["command"].strip():
+            raise EngineError("the edited command is empty; reject the call instead")
 
     def approve_all(self, source: str = "user") -> int:
         """Approve every request pending right now, once. Not a standing grant."""

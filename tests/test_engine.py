@@ -493,3 +493,18 @@ def test_resume_after_interruption_does_not_rerun_completed(workspace):
         assert plan.count("[x]") == 4
     finally:
         eng2.close()
+
+
+def test_an_edited_payload_of_the_wrong_shape_is_refused_and_stays_pending(make_engine):
+    from multi_agent_conductor import EngineError
+    eng = make_engine(auto_approve=False)
+    tid = new_track(eng, tickets(("T-001", [], ["a.txt"])))
+    fut = eng.start_track(tid)
+    [req] = wait_for(lambda: eng.pending_approvals(), what="a spawn approval")
+    with pytest.raises(EngineError, match="'prompt' in the edited payload must be str"):
+        eng.resolve(req.id, ApprovalDecision(approved=True, payload={"prompt": 42}))
+    with pytest.raises(EngineError, match="prompt is empty"):
+        eng.resolve(req.id, ApprovalDecision(approved=True, payload={"prompt": "  "}))
+    assert [r.id for r in eng.pending_approvals()] == [req.id]     # nothing lost
+    eng.resolve(req.id, ApprovalDecision(approved=False, reason="changed my mind"))
+    assert fut.result(10).ticket("T-001").status == "skipped"

@@ -221,8 +221,29 @@ class ApprovalPolicy(BaseModel):
     read_tools: Literal["ask", "auto"] = "auto"
     write_tools: Literal["ask", "auto"] = "ask"
     shell: Literal["ask", "auto"] = "ask"
-    # Shell commands whose first word is listed here run without asking.
+    # Simple shell commands (no ; & | ` $ ( ) < > or line breaks) whose first word is listed
+    # here run without asking. Anything compound always asks.
     shell_allowlist: list[str] = Field(default_factory=list)
+
+    @field_validator("shell_allowlist")
+    @classmethod
+    def _plain_words(cls, v: list[str]) -> list[str]:
+        out = []
+        for w in v:
+            w = w.strip()
+            if not re.fullmatch(r"[A-Za-z0-9_.+/-]+", w or "!"):
+                raise ValueError(f"shell allowlist entry {w!r} must be one plain command name "
+                                 f"(letters, digits, _ . + / -), e.g. 'pytest' or 'ls'")
+            out.append(w)
+        return out
+
+    def shell_allowed(self, command: str) -> bool:
+        """True when the command may run without asking under this policy."""
+        if self.shell == "auto":
+            return True
+        if not command.strip() or any(c in command for c in ";&|`$()<>\n\r\\"):
+            return False
+        return command.split(maxsplit=1)[0] in self.shell_allowlist
 
 
 class Settings(BaseModel):

@@ -975,7 +975,10 @@ class ConductorEngine:
                 model, cancel, step)
             with self._lock:
                 files = sorted(self._written.pop(ticket.id, set()))
-            sha = await loop.run_in_executor(self._executor, self._commit, ticket, files)
+            # no git or nothing written: _commit would return "" at once, so skip the two
+            # thread hops (they sit on the critical path between a ticket and its dependents)
+            sha = (await loop.run_in_executor(self._executor, self._commit, ticket, files)
+                   if self._git is not None and files else "")
             with self._lock:
                 ticket.result = result[-4000:]
                 ticket.status = "completed"
@@ -1077,7 +1080,8 @@ class ConductorEngine:
         Runs in an executor thread; reaches the queue only through put_threadsafe."""
         sid = stream_tier3(ticket_id)
         emit = self._emitter()
-        ticket = self.track(track_id).ticket(ticket_id)
+        with self._lock:     # the live ticket, read under the lock (no deep copy of the track)
+            retry_count = self._get(track_id).ticket(ticket_id).retry_count
         session = self._session_for(
             "Tier 3", sid, prompts.TIER3_SYSTEM, track_id=track_id, ticket_id=ticket_id,
             model_override=model if self.settings.provider != "offline" else None,
@@ -1086,8 +1090,8 @@ class ConductorEngine:
         text = prompt + ("\n" + context if context else "")
         final = session.send(text)
         emit(StreamEnd(stream_id=sid, state="done"))
-        if ticket.retry_count:
-            session.log("log", message=f"retry {ticket.retry_count} finished")
+        if retry_count:
+            session.log("log", message=f"retry {retry_count} finished")
         return final
 
     def _handle_tool(self, session: AgentSession, call: ToolCall) -> ToolOutcome:
@@ -1103,8 +1107,7 @@ class ConductorEngine:
             ask = policy.write_tools == "ask"
         else:
             command = str(args.get("command", ""))
-            first = command.strip().split(maxsplit=1)[0] if command.strip() else ""
-            ask = policy.shell == "ask" and first not in policy.shell_allowlist
+            ask = not policy.shell_allowed(command)
         edited = False
         if ask and not self.auto_approve:
             if spec.kind == "shell":

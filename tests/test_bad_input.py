@@ -66,3 +66,13 @@ def test_tier2_output_not_matching_the_schema_fails_clearly(make_engine):
     with pytest.raises(PlanError, match=r"tickets\.0\.(id|description)"):
         eng.plan_track(tr.id).result(10)
     assert eng.track(tr.id).tickets == []                         # nothing half-applied
+
+
+def test_policy_with_a_bad_allowlist_in_config_is_refused_clearly(workspace):
+    from multi_agent_conductor import ConductorEngine
+    cfg = workspace / ".clutch/config.toml"
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text('[approvals]\nshell_allowlist = ["rm -rf /"]\n')
+    with ConductorEngine(workspace, None, auto_approve=True) as eng:
+        assert eng.settings.approvals.shell_allowlist == []
+        assert any("one plain command name" in n for n in eng.notices), eng.notices

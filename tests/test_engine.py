@@ -508,3 +508,47 @@ def test_an_edited_payload_of_the_wrong_shape_is_refused_and_stays_pending(make_
     assert [r.id for r in eng.pending_approvals()] == [req.id]     # nothing lost
     eng.resolve(req.id, ApprovalDecision(approved=False, reason="changed my mind"))
     assert fut.result(10).ticket("T-001").status == "skipped"
+
+
+def test_shell_never_runs_without_approval_unless_allowlisted(make_engine, workspace):
+    from models import ApprovalPolicy
+
+    def run(policy):
+        eng = make_engine(auto_approve=False, approvals=policy)
+        tid = new_track(eng, tickets((f"T-{len(policy.shell_allowlist) + 1:03d}", [], ["a.py"])))
+        asked = []
+        ap = Approver(eng, lambda r: (asked.append(r.kind), ApprovalDecision(approved=True))[1])
+        ap.start()
+        try:
+            eng.start_track(tid).result(30)
+        finally:
+            ap.stop.set()
+        return asked
+    # the offline worker checks its work with `python3 -m py_compile ... && echo compiled`
+    assert "shell" in run(ApprovalPolicy())
+    assert "shell" in run(ApprovalPolicy(shell_allowlist=["python3"]))   # compound: asks
+
+
+def test_an_allowlisted_simple_command_runs_without_asking(make_engine):
+    from models import ApprovalPolicy
+
+    def fn(req):
+        if req.tier != "Tier 3":
+            return OfflineProvider(pace_s=0).generate(req, lambda s: None)
+        if not any(m.role == "model" for m in req.messages):
+            return ModelResponse(text="", tool_calls=[ToolCall("c", "run_shell", {"command": "ls -a"})],
+                                 usage=Usage(input_tokens=1, output_tokens=1, total_tokens=2, requests=1))
+        return "done"
+    eng = make_engine(provider=FunctionProvider(fn), auto_approve=False,
+                      approvals=ApprovalPolicy(spawn="auto", shell_allowlist=["ls"]))
+    tid = new_track(eng, tickets(("T-001", [], [])))
+    asked = []
+    ap = Approver(eng, lambda r: (asked.append(r.kind), ApprovalDecision(approved=True))[1])
+    ap.start()
+    try:
+        eng.start_track(tid).result(10)
+    finally:
+        ap.stop.set()
+    assert asked == []
+    [res] = [e["data"]["result"] for e in eng.comms.entries() if e["kind"] == "tool_result"]
+    assert res["ok"] and res["exit_code"] == 0

@@ -120,3 +120,21 @@ def test_topological_order_property(ts):
     for t in ts:
         for d in t.depends_on:
             assert pos[d] < pos[t.id]
+
+
+def test_shell_allowlist_only_lets_simple_commands_through():
+    from models import ApprovalPolicy
+    p = ApprovalPolicy(shell_allowlist=["ls", "pytest"])
+    assert p.shell_allowed("ls -la src")
+    assert p.shell_allowed("pytest -q tests")
+    for cmd in ["rm -rf x", "ls && rm -rf x", "ls; rm x", "ls | sh", "ls $(rm x)", "ls `rm x`",
+                "ls > /etc/x", "ls\nrm x", "", "lsx"]:
+        assert not p.shell_allowed(cmd), cmd
+
+
+def test_shell_allowlist_bad_entries_are_refused_clearly():
+    from pydantic import ValidationError
+    from models import ApprovalPolicy
+    for bad in ["", "rm -rf", "ls;", "*"]:
+        with pytest.raises(ValidationError, match="one plain command name"):
+            ApprovalPolicy(shell_allowlist=[bad])

@@ -250,6 +250,8 @@ class ConductorEngine:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._io.shutdown(wait=True)
         self.comms.close()
+        with self._provider_lock:
+            self._close_provider()
 
     async def _shutdown(self) -> None:
         for aid, (_req, fut) in list(self._pending.items()):
@@ -348,6 +350,7 @@ class ConductorEngine:
                     or settings.gemini != self.settings.gemini
                     or settings.offline_pace_s != self.settings.offline_pace_s
                     or settings.offline_latency_s != self.settings.offline_latency_s):
+                # running agents keep the old provider (and its open client) until they end
                 self._provider = None
             self.settings = settings
         with self._lock:
@@ -356,6 +359,13 @@ class ConductorEngine:
             self.store.save_settings(settings)
         if self.loop is not None:
             self.loop.call_soon_threadsafe(self._wake_all)
+
+    def _close_provider(self) -> None:
+        """Drop the provider and close its HTTP client (at engine close only)."""
+        p, self._provider = self._provider, None
+        close = getattr(p, "close", None)
+        if callable(close):
+            close()
 
     def set_max_workers(self, n: int) -> None:
         self.update_settings(self.settings.model_copy(update={"max_workers": max(1, int(n))}),

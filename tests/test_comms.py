@@ -78,3 +78,20 @@ def test_session_tool_loop_and_bleed_stats(tmp_path):
     assert st["used_tokens"] == 300 and st["headroom_tokens"] == 700
     assert st["level"] == "green" and st["by_role"]["tool"] > 100
     assert st["utilisation"] == 0.3
+
+
+def test_a_refused_answer_still_counts_its_tokens(tmp_path):
+    import pytest
+    from ai_client import ProviderError
+
+    def refuse(req):
+        raise ProviderError("blocked by SAFETY", usage=Usage(input_tokens=40, output_tokens=0,
+                                                            total_tokens=40, requests=1))
+    log = CommsLog(tmp_path / "c.jsonl")
+    s = AgentSession(FunctionProvider(refuse), tier="Tier 3", model="m", stream_id="s",
+                     system="", comms=log, price=Price(input=1.0), ticket_id="T-1")
+    with pytest.raises(ProviderError):
+        s.send("hi")
+    assert log.usage_by("tier")["Tier 3"].total_tokens == 40
+    [err] = [e for e in log.entries() if e["kind"] == "error"]
+    assert err["usage"]["cost_usd"] == 40 / 1e6

@@ -964,9 +964,13 @@ class ConductorEngine:
                              "description": ticket.description}))
                 if not decision.approved:
                     with self._lock:
-                        ticket.status = "skipped"
-                        ticket.blocked_reason = ("spawn rejected" +
-                                                 (f": {decision.reason}" if decision.reason else ""))
+                        if cancel.is_set():   # withdrawn by cancel_ticket: cancelled, not skipped
+                            ticket.status = "cancelled"
+                            ticket.blocked_reason = decision.reason or "cancelled by the user"
+                        else:
+                            ticket.status = "skipped"
+                            ticket.blocked_reason = ("spawn rejected" + (
+                                f": {decision.reason}" if decision.reason else ""))
                     return
                 edited = decision.payload or {}
                 prompt = str(edited.get("prompt", prompt))

@@ -552,3 +552,15 @@ def test_an_allowlisted_simple_command_runs_without_asking(make_engine):
     assert asked == []
     [res] = [e["data"]["result"] for e in eng.comms.entries() if e["kind"] == "tool_result"]
     assert res["ok"] and res["exit_code"] == 0
+
+
+def test_cancel_while_the_spawn_waits_cancels_and_blocks_dependents(make_engine):
+    eng = make_engine(auto_approve=False)
+    tid = new_track(eng, tickets(("T-001", [], ["a.txt"]), ("T-002", ["T-001"], ["b.txt"])))
+    fut = eng.start_track(tid)
+    wait_for(lambda: eng.pending_approvals(), what="the spawn approval")
+    eng.cancel_ticket("T-001")
+    track = fut.result(10)
+    assert track.ticket("T-001").status == "cancelled"
+    assert track.ticket("T-002").status == "blocked"
+    assert not eng.pending_approvals()

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator as _operator
 import os
+from functools import reduce as _reduce
+from itertools import repeat as _repeat
 import re
 import threading
 import time
@@ -914,18 +917,20 @@ class CommsLog:
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
 
-    def _add(self, entry: dict[str, Any], line: str) -> None:
+    def _add(self, entry: dict[str, Any], line: str, usage: Usage | None = None) -> None:
         self._entries.append(line)
         u = entry.get("usage")
         if u:
-            usage = Usage(**u)
+            if usage is None:
+                usage = Usage(**u)
             self._total = self._total + usage
             for key, field_name in (("tier", "tier"), ("track", "track_id"),
                                     ("ticket", "ticket_id"), ("stream", "stream_id")):
                 k = entry.get(field_name) or ""
                 if k:
                     d = self._sums[key]
-                    d[k] = d.get(k, Usage()) + usage
+                    cur = d.get(k)
+                    d[k] = Usage() + usage if cur is None else cur + usage
 
     def record(self, kind: str, *, tier: str = "", stream_id: str = "", track_id: str = "",
                ticket_id: str = "", provider: str = "", model: str = "", direction: str = "",
@@ -937,7 +942,7 @@ class CommsLog:
                      "model": model, "usage": usage.model_dump() if usage else None,
                      "data": data or {}}
             line = json.dumps(entry, ensure_ascii=False, default=str)
-            self._add(entry, line)
+            self._add(entry, line, usage)
             if self._file is not None:
                 self._file.write(line + "\n")
                 self._file.flush()
@@ -977,11 +982,39 @@ def usage_from_entries(entries: Sequence[dict[str, Any]], key: str = "tier") -> 
     """Sum usage over entries by a tag, from scratch (for checking the incremental sums)."""
     field_name = {"tier": "tier", "track": "track_id", "ticket": "ticket_id",
                   "stream": "stream_id"}[key]
-    out: dict[str, Usage] = {}
+    # Group the usage dicts by key, then sum each field of a group left to right with plain
+    # numbers (the same additions in the same order, so the same floats, as adding Usage
+    # objects one by one). A group holding anything but exactly the expected numbers is summed
+    # the old way, through Usage(**u), so it validates (and raises) as before.
+    groups: dict[str, list[dict[str, Any]]] = {}
     for e in entries:
-        if e.get("usage") and e.get(field_name):
-            k = e[field_name]
-            out[k] = out.get(k, Usage()) + Usage(**e["usage"])
+        u = e.get("usage")
+        if u:
+            k = e.get(field_name)
+            if k:
+                g = groups.get(k)
+                if g is None:
+                    groups[k] = [u]
+                else:
+                    g.append(u)
+    fields = Usage.model_fields
+    names = tuple(fields)
+    expected = tuple(float if fields[n].annotation is float else int for n in names)
+    out: dict[str, Usage] = {}
+    for k, g in groups.items():
+        sums: dict[str, Any] = {}
+        for n, t in zip(names, expected):
+            col = list(map(dict.get, g, _repeat(n)))
+            if set(map(type, col)) != {t}:
+                break
+            sums[n] = _reduce(_operator.add, col, t())
+        else:
+            out[k] = Usage(**sums)
+            continue
+        total = Usage()
+        for u in g:
+            total = total + Usage(**u)
+        out[k] = total
     return out
 
 
@@ -1128,13 +1161,42 @@ class AgentSession:
             for call in resp.tool_calls:
                 self._check_cancel()
                 self.log("tool_call", direction="-", id=call.id, name=call.name, args=call.args)
+                self._on_chunk(f"\n→ {call.name}({_brief_args(call.args)})\n")
                 outcome = self.tool_handler(call)
                 self.log("tool_result", direction="-", id=call.id, name=call.name,
                          args=outcome.args, result=_clip_result(outcome.result))
+                self._on_chunk(_brief_result(outcome) + "\n")
                 returns.append(ToolReturn(call_id=call.id, name=call.name, result=outcome.result))
             self.history.append(Message(role="tool", tool_returns=returns))
         raise RoundLimit(f"{self.stream_id} stopped after {self.max_rounds} rounds without a "
                          f"final answer (raise 'max tool rounds' in Settings if the work needs more)")
+
+
+def _brief_args(args: dict[str, Any], limit: int = 120) -> str:
+    """One line of a tool call's arguments for the stream: long strings are shortened."""
+    parts = []
+    for k, v in args.items():
+        if isinstance(v, str):
+            one = v.replace("\n", "⏎")
+            v = one if len(one) <= 60 else f"{one[:40]}… ({len(v)} chars)"
+            parts.append(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}")
+        else:
+            parts.append(f"{k}={json.dumps(v, default=str)[:60]}")
+    text = ", ".join(parts)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _brief_result(outcome: ToolOutcome) -> str:
+    r = outcome.result
+    if r.get("rejected"):
+        return f"  ✗ {r.get('error', 'rejected')}"
+    if not r.get("ok", True):
+        return f"  ✗ {str(r.get('error', ''))[:200]}"
+    out = str(r.get("output", ""))
+    first = out.strip().splitlines()[0] if out.strip() else "ok"
+    code = f" (exit {r['exit_code']})" if r.get("exit_code") is not None else ""
+    more = f" … {len(out)} chars" if len(out) > len(first) + 1 else ""
+    return f"  ✓ {first[:160]}{code}{more}"
 
 
 def _clip_result(result: dict[str, Any], limit: int = 4000) -> dict[str, Any]:

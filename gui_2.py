@@ -979,14 +979,21 @@ def track_editor(app: AppState, t: Track, running: bool) -> None:
 
 # -- Proposal modal --------------------------------------------------------------------------
 
+def begin_sized_modal(title: str, width_em: float, height_em: float, max_height: float) -> bool:
+    """A resizable modal centred on first appearance, at most 90 % wide and `max_height` of
+    the viewport high. True when open (call imgui.end_popup() then)."""
+    vp = imgui.get_main_viewport()
+    imgui.set_next_window_size(ImVec2(min(em(width_em).x, vp.work_size.x * 0.9),
+                                      min(em(0, height_em).y, vp.work_size.y * max_height)),
+                               imgui.Cond_.appearing)
+    imgui.set_next_window_pos(vp.get_center(), imgui.Cond_.appearing, ImVec2(0.5, 0.5))
+    opened, _ = imgui.begin_popup_modal(title, None)
+    return opened
+
+
 def proposal_modal(app: AppState) -> None:
     rows = app.proposal
-    vp = imgui.get_main_viewport()
-    imgui.set_next_window_size(ImVec2(min(em(60).x, vp.work_size.x * 0.9),
-                                      min(em(0, 40).y, vp.work_size.y * 0.85)), imgui.Cond_.appearing)
-    imgui.set_next_window_pos(vp.get_center(), imgui.Cond_.appearing, ImVec2(0.5, 0.5))
-    opened, _ = imgui.begin_popup_modal("Proposed tracks", None)
-    if not opened:
+    if not begin_sized_modal("Proposed tracks", 60, 40, 0.85):
         return
     if rows is None:
         imgui.close_current_popup()
@@ -2119,12 +2126,7 @@ def open_settings(app: AppState) -> None:
 
 
 def settings_modal(app: AppState) -> None:
-    vp = imgui.get_main_viewport()
-    imgui.set_next_window_size(ImVec2(min(em(50).x, vp.work_size.x * 0.9),
-                                      min(em(0, 42).y, vp.work_size.y * 0.9)), imgui.Cond_.appearing)
-    imgui.set_next_window_pos(vp.get_center(), imgui.Cond_.appearing, ImVec2(0.5, 0.5))
-    opened, _ = imgui.begin_popup_modal("Settings", None)
-    if not opened:
+    if not begin_sized_modal("Settings", 50, 42, 0.9):
         return
     d = app.settings_draft
     if d is None:

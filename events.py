@@ -7,6 +7,7 @@ through `put_threadsafe`) -> `AsyncEventQueue` (owned by the loop) -> the engine
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import threading
 import time
@@ -118,7 +119,9 @@ class AsyncEventQueue:
 
     On the loop's own thread, `await put(evt)` or `put_nowait(evt)`. From any other thread,
     `put_threadsafe(evt, loop)` with the loop handed over explicitly: it goes through
-    `asyncio.run_coroutine_threadsafe`, never touching the queue from the wrong thread.
+    `loop.call_soon_threadsafe` (one call per batch of events put meanwhile; a bounded queue
+    uses `asyncio.run_coroutine_threadsafe` per event), never touching the queue from the
+    wrong thread.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, maxsize: int = 0):
@@ -126,6 +129,11 @@ class AsyncEventQueue:
             raise RuntimeError("AsyncEventQueue needs the event loop that owns it")
         self.loop = loop
         self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
+        # Events put from other threads wait here until one loop callback moves them all into
+        # the queue: one call_soon_threadsafe per batch instead of one coroutine per event.
+        self._staged: list[Event] = []
+        self._staged_lock = threading.Lock()
+        self._staged_fut: concurrent.futures.Future[None] | None = None
 
     async def put(self, evt: Event) -> None:
         await self._queue.put(evt)
@@ -152,6 +160,40 @@ class AsyncEventQueue:
         """Put from a thread that is not the loop's. Returns the concurrent future."""
         return put_threadsafe(self, evt, loop)
 
+    def _stage(self, evt: Event) -> "concurrent.futures.Future[None]":
+        """Any thread: append to the staging batch; the first put of a batch schedules its
+        move into the queue with `loop.call_soon_threadsafe`. Returns the batch's future, done
+        once the event is in the queue. Order is kept: one FIFO, moved whole, in order."""
+        with self._staged_lock:
+            self._staged.append(evt)
+            fut = self._staged_fut
+            if fut is not None:
+                return fut
+            fut = self._staged_fut = concurrent.futures.Future()
+        try:
+            self.loop.call_soon_threadsafe(self.move_staged)
+        except RuntimeError:        # the loop closed meanwhile: drop the batch, say so
+            with self._staged_lock:
+                if self._staged_fut is fut:
+                    self._staged.clear()
+                    self._staged_fut = None
+            err = RuntimeError("the conductor's event loop is closed")
+            fut.set_exception(err)
+            raise err from None
+        return fut
+
+    def move_staged(self) -> int:
+        """Loop thread: move every event staged by other threads into the queue, in order."""
+        with self._staged_lock:
+            batch, self._staged = self._staged, []
+            fut, self._staged_fut = self._staged_fut, None
+        put = self._queue.put_nowait
+        for e in batch:
+            put(e)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+        return len(batch)
+
     def _require_loop_thread(self) -> None:
         try:
             running = asyncio.get_running_loop()
@@ -171,7 +213,9 @@ def put_threadsafe(queue: AsyncEventQueue, evt: Event, loop: asyncio.AbstractEve
         raise RuntimeError("the loop given is not the loop that owns this queue")
     if loop.is_closed():
         raise RuntimeError("the conductor's event loop is closed")
-    return asyncio.run_coroutine_threadsafe(queue.put(evt), loop)
+    if queue._queue.maxsize:        # bounded: each put may have to wait for room
+        return asyncio.run_coroutine_threadsafe(queue.put(evt), loop)
+    return queue._stage(evt)        # batched: one loop.call_soon_threadsafe per batch
 
 
 class Inbox:

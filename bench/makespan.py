@@ -1,0 +1,142 @@
+"""Makespan of a 24-ticket DAG on the offline model with W workers, against its lower bound.
+
+The real engine (`ConductorEngine`, auto_approve=True, git_commits=False) runs a hand-built
+24-ticket DAG (a main chain of 8; a fan-out of 6 off its second ticket with two fan-ins of 3; a
+second chain of 4; 4 independent tickets) on `OfflineProvider(pace_s=0, latency_s=L)`. Each offline worker makes 5 model calls
+(L each) and runs its tools: list_dir, write_file, edit_file, `python3 -m py_compile`.
+
+Definitions (all from the comms log of the run itself):
+- work(t)  = ts(the ticket's last Tier 3 `response` entry) - ts(its `spawn` entry): the
+             worker's own duration, model calls and tools included;
+- makespan = start_track() called -> the track's future resolved;
+- lower bound = max(critical path by work(t), sum(work) / W);
+- ratio = makespan / lower bound (target <= 1.05). Everything the scheduler adds (waiting to
+  start a ready ticket, saving state, commits, approvals, events) is in the makespan only.
+Also printed: the makespan an ideal greedy list scheduler (zero overhead, the engine's ticket
+order) would reach with the same work(t): it shows how much of the gap is the DAG's shape.
+"""
+from __future__ import annotations
+
+import _common  # noqa: F401  (sets sys.path: repository root first)
+
+import heapq
+import os
+import time
+
+from _common import TempWorkspace, bench_settings, header, new_track, report, summary
+
+LATENCY_S = 0.05
+WORKERS = (1, 4, 8)
+TARGET = 1.05
+
+
+def dag():
+    from models import Ticket
+
+    def t(tid, deps=()):
+        return Ticket(id=tid, description=f"Implement {tid.lower()}",
+                      target_files=[f"src/{tid.lower().replace('-', '_')}.py"],
+                      depends_on=list(deps))
+    ts = []
+    # the main chain of 8 (listed first, so a free slot always goes to it)
+    ts += [t("M-1")] + [t(f"M-{i}", [f"M-{i - 1}"]) for i in range(2, 9)]
+    # a fan-out of 6 off M-2, then two fan-ins of 3
+    ts += [t(f"F-{i}", ["M-2"]) for i in range(1, 7)]
+    ts += [t("F-7", ["F-1", "F-2", "F-3"]), t("F-8", ["F-4", "F-5", "F-6"])]
+    # a second chain of 4
+    ts += [t("S-1"), t("S-2", ["S-1"]), t("S-3", ["S-2"]), t("S-4", ["S-3"])]
+    # 4 independent tickets
+    ts += [t(f"I-{i}") for i in range(1, 5)]
+    assert len(ts) == 24
+    return ts
+
+
+def greedy(tickets, work: dict[str, float], w: int) -> float:
+    """Ideal list scheduling: whenever a worker is free, start the first ready ticket in the
+    track's order; zero overhead."""
+    deps = {t.id: set(t.depends_on) for t in tickets}
+    order = [t.id for t in tickets]
+    done: set[str] = set()
+    started: set[str] = set()
+    running: list[tuple[float, str]] = []
+    now = 0.0
+    while len(done) < len(order):
+        for tid in order:
+            if len(running) >= w:
+                break
+            if tid not in started and deps[tid] <= done:
+                started.add(tid)
+                heapq.heappush(running, (now + work[tid], tid))
+        now, tid = heapq.heappop(running)
+        done.add(tid)
+        while running and running[0][0] <= now:
+            done.add(heapq.heappop(running)[1])
+    return now
+
+
+def run(w: int) -> dict[str, float]:
+    from ai_client import OfflineProvider
+    from models import critical_path
+    from multi_agent_conductor import ConductorEngine
+
+    tickets = dag()
+    with TempWorkspace() as ws:
+        eng = ConductorEngine(ws, bench_settings(max_workers=w),
+                              provider=OfflineProvider(pace_s=0, latency_s=LATENCY_S),
+                              auto_approve=True)
+        eng.start()
+        try:
+            tid = new_track(eng, tickets)
+            t0 = time.time()
+            track = eng.start_track(tid).result(600)
+            t1 = time.time()
+            entries = eng.comms.entries()
+        finally:
+            eng.close()
+    assert all(k.status == "completed" for k in track.tickets), \
+        [(k.id, k.status, k.blocked_reason) for k in track.tickets]
+    spawn: dict[str, float] = {}
+    last_resp: dict[str, float] = {}
+    for e in entries:
+        if e["tier"] != "Tier 3":
+            continue
+        if e["kind"] == "spawn":
+            spawn[e["ticket_id"]] = e["ts"]
+        elif e["kind"] == "response":
+            last_resp[e["ticket_id"]] = e["ts"]
+    work = {k: last_resp[k] - spawn[k] for k in spawn}
+    assert len(work) == 24, sorted(work)
+    cp, path = critical_path(tickets, work)
+    total = sum(work.values())
+    lb = max(cp, total / w)
+    makespan = t1 - t0
+    first_spawn = min(spawn.values()) - t0
+    return {"makespan": makespan, "lb": lb, "cp": cp, "total": total, "path": path,
+            "greedy": greedy(tickets, work, w), "first_spawn": first_spawn,
+            "work_med": sorted(work.values())[12]}
+
+
+def main() -> int:
+    print(f"bench/makespan.py: 24-ticket DAG, OfflineProvider(pace_s=0, latency_s={LATENCY_S}), "
+          f"auto-approve, no git; {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}")
+    print("work(t) = last Tier 3 response ts - spawn ts (comms log); "
+          "lower bound = max(critical path, sum(work)/W)")
+    for w in WORKERS:
+        header(f"W = {w}")
+        r = run(w)
+        print(f"  work per ticket: median {r['work_med'] * 1000:.0f} ms, sum {r['total']:.2f} s; "
+              f"critical path {r['cp']:.2f} s ({' -> '.join(r['path'])}); "
+              f"sum/W {r['total'] / w:.2f} s")
+        print(f"  first spawn {r['first_spawn'] * 1000:.1f} ms after start_track; ideal greedy "
+              f"schedule {r['greedy']:.2f} s ({r['greedy'] / r['lb']:.3f} x the bound)")
+        report(f"makespan W={w}", r["makespan"], "s", fmt="{:.3f}")
+        report(f"lower bound W={w}", r["lb"], "s", fmt="{:.3f}")
+        report(f"makespan / lower bound W={w}", r["makespan"] / r["lb"], "", target=TARGET,
+               fmt="{:.3f}")
+        report(f"makespan / ideal greedy W={w}", r["makespan"] / r["greedy"], "", fmt="{:.3f}",
+               note="the engine's own overhead")
+    return summary("bench/makespan.py")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -854,6 +854,11 @@ class GeminiProvider:
 # The comms log
 # ---------------------------------------------------------------------------------------------
 
+# Characters str.splitlines() (and many JSONL readers) treat as line breaks, which
+# json.dumps(ensure_ascii=False) leaves raw: escaped so one entry is always one line.
+_LINE_BREAKS = {c: f"\\u{c:04x}" for c in (0x0B, 0x0C, 0x1C, 0x1D, 0x1E, 0x85, 0x2028, 0x2029)}
+
+
 class CommsLog:
     """Thread-safe, append-only record of every model call and tool step.
 
@@ -941,7 +946,7 @@ class CommsLog:
                      "track_id": track_id, "ticket_id": ticket_id, "provider": provider,
                      "model": model, "usage": usage.model_dump() if usage else None,
                      "data": data or {}}
-            line = json.dumps(entry, ensure_ascii=False, default=str)
+            line = json.dumps(entry, ensure_ascii=False, default=str).translate(_LINE_BREAKS)
             self._add(entry, line, usage)
             if self._file is not None:
                 self._file.write(line + "\n")

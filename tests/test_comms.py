@@ -95,3 +95,12 @@ def test_a_refused_answer_still_counts_its_tokens(tmp_path):
     assert log.usage_by("tier")["Tier 3"].total_tokens == 40
     [err] = [e for e in log.entries() if e["kind"] == "error"]
     assert err["usage"]["cost_usd"] == 40 / 1e6
+
+
+def test_unicode_line_separators_stay_inside_one_line(tmp_path):
+    log = CommsLog(tmp_path / "c.jsonl")
+    text = "a\u2028b\u2029c\x85d\x1ce\x0bf"
+    log.record("tool_result", data={"output": text})
+    log.close()
+    lines = (tmp_path / "c.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["data"]["output"] == text

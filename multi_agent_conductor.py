@@ -606,7 +606,16 @@ class ConductorEngine:
     def bleed_stats(self, stream_id: str) -> dict[str, Any] | None:
         with self._lock:
             s = self._sessions.get(stream_id)
-        return get_history_bleed_stats(s) if s is not None else None
+        if s is None or isinstance(s, dict):      # a finished agent keeps its last figures
+            return s
+        return get_history_bleed_stats(s)
+
+    def _retire(self, session: AgentSession) -> None:
+        """An agent finished: keep its context-window figures, drop its history."""
+        stats = get_history_bleed_stats(session)
+        with self._lock:
+            if self._sessions.get(session.stream_id) is session:
+                self._sessions[session.stream_id] = stats  # type: ignore[assignment]
 
     def summary(self) -> dict[str, Any]:
         """The JSON summary the CLI prints."""
@@ -651,7 +660,10 @@ class ConductorEngine:
 
         def work() -> EpicPlan:
             session = self._session_for("Tier 1", sid, system, EpicPlan)
-            plan = run_structured(session, user, EpicPlan, prompts.REPAIR_USER)
+            try:
+                plan = run_structured(session, user, EpicPlan, prompts.REPAIR_USER)
+            finally:
+                self._retire(session)
             assert isinstance(plan, EpicPlan)
             return plan
 
@@ -858,7 +870,10 @@ class ConductorEngine:
 
         def work() -> TrackPlan:
             session = self._session_for("Tier 2", sid, system, TrackPlan, track_id=track_id)
-            plan = run_structured(session, user, TrackPlan, prompts.REPAIR_USER, check)
+            try:
+                plan = run_structured(session, user, TrackPlan, prompts.REPAIR_USER, check)
+            finally:
+                self._retire(session)
             assert isinstance(plan, TrackPlan)
             return plan
 
@@ -1242,7 +1257,10 @@ class ConductorEngine:
             tools=TOOL_SPECS, tool_handler=lambda call: self._handle_tool(session, call),
             step_gate=self._step_gate if step_mode else None, cancel=cancel)
         text = prompt + ("\n" + context if context else "")
-        final = session.send(text)
+        try:
+            final = session.send(text)
+        finally:
+            self._retire(session)
         emit(StreamEnd(stream_id=sid, state="done"))
         if retry_count:
             session.log("log", message=f"retry {retry_count} finished")
@@ -1320,7 +1338,10 @@ class ConductorEngine:
         system, user = prompts.tier4_messages(ticket_id, what, output)
         session = self._session_for("Tier 4", sid, system, track_id=track_id, ticket_id=ticket_id)
         session.max_rounds = 1
-        text = session.send(user)
+        try:
+            text = session.send(user)
+        finally:
+            self._retire(session)
         self._emitter()(StreamEnd(stream_id=sid, state="done"))
         return text
 

@@ -564,3 +564,12 @@ def test_cancel_while_the_spawn_waits_cancels_and_blocks_dependents(make_engine)
     assert track.ticket("T-001").status == "cancelled"
     assert track.ticket("T-002").status == "blocked"
     assert not eng.pending_approvals()
+
+
+def test_a_finished_worker_keeps_its_context_figures_not_its_history(make_engine):
+    eng = make_engine()
+    tid = new_track(eng, tickets(("T-001", [], ["a.py"])))
+    eng.start_track(tid).result(30)
+    st = eng.bleed_stats("Tier 3 (Worker): T-001")
+    assert st["used_tokens"] > 0 and st["messages"] > 2 and st["level"] == "green"
+    assert isinstance(eng._sessions["Tier 3 (Worker): T-001"], dict)   # history released

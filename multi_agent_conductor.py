@@ -408,11 +408,17 @@ class ConductorEngine:
             self._emit(StatusChange(track_id=track.id, ticket_id=ticket.id, status=ticket.status,
                                     reason=reason or ticket.blocked_reason))
 
+    def _queued_count(self) -> int:
+        """Ready tickets waiting for a worker slot, over the tracks being run. A track being
+        scheduled keeps its own count up to date; others are counted from their tickets."""
+        with self._lock:
+            return sum(self._queued[tid] if tid in self._queued else len(ready_tickets(t.tickets))
+                       for tid, t in self._tracks.items()
+                       if tid in self._running and not self._running[tid].done())
+
     def _workers_changed(self) -> None:
-        # a track being scheduled keeps its count of ready-but-waiting tickets up to date
-        queued = sum(self._queued[tid] if tid in self._queued else len(ready_tickets(t.tickets))
-                     for tid, t in self._tracks.items() if tid in self._running)
-        self._emit(WorkersChanged(active=self._active, cap=self.effective_cap(), queued=queued))
+        self._emit(WorkersChanged(active=self._active, cap=self.effective_cap(),
+                                  queued=self._queued_count()))
 
     # =========================================================================================
     # provider, settings
@@ -595,10 +601,8 @@ class ConductorEngine:
             return track_id in self._paused
 
     def workers(self) -> dict[str, int]:
-        with self._lock:
-            queued = sum(len(ready_tickets(t.tickets)) for tid, t in self._tracks.items()
-                         if tid in self._running and not self._running[tid].done())
-            return {"active": self._active, "cap": self.effective_cap(), "queued": queued}
+        return {"active": self._active, "cap": self.effective_cap(),
+                "queued": self._queued_count()}
 
     def usage(self, key: str = "tier") -> dict[str, Usage]:
         return self.comms.usage_by(key)

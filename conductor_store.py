@@ -28,6 +28,7 @@ aside (`<name>.bad-<UTC time>`) before we overwrite it.
 """
 from __future__ import annotations
 
+import collections
 import datetime as _dt
 import json
 import os
@@ -493,7 +494,13 @@ def _render_task_lines(t: Ticket, default_deps: list[str], track_id: str) -> lis
     return lines
 
 
-def _render_plan(track: Track, existing: _Plan | None) -> str:
+def _render_plan(track: Track, existing: _Plan | None,
+                 cache: dict[str, tuple[tuple[Any, ...], list[str]]] | None = None) -> str:
+    """plan.md's text. `cache` (ticket id -> (what the lines were rendered from, the lines)) is
+    read and refilled, so an unchanged ticket's lines are not rendered again."""
+    old_lines = dict(cache) if cache is not None else {}
+    if cache is not None:
+        cache.clear()
     out = [f"# Implementation Plan: {_one_line(track.title)}", ""]
     notes = existing.notes if existing else {"": []}
     pre = _strip_blank(notes.get("", []))
@@ -517,7 +524,14 @@ def _render_plan(track: Track, existing: _Plan | None) -> str:
             out += body + [""]
         prev: str | None = None
         for t in groups.get(name, []):
-            out += _render_task_lines(t, [prev] if prev else [], track.id)
+            key = (t.description, t.status, t.commit_sha, t.depends_on, prev)
+            hit = old_lines.get(t.id)
+            if hit is None or hit[0] != key:
+                hit = ((t.description, t.status, t.commit_sha, list(t.depends_on), prev),
+                       _render_task_lines(t, [prev] if prev else [], track.id))
+            if cache is not None:
+                cache[t.id] = hit
+            out += hit[1]
             prev = t.id
         if groups.get(name):
             out.append("")
@@ -787,6 +801,58 @@ def _unknown_keys(model: type[BaseModel], data: Any, prefix: str = "") -> list[s
     return out
 
 
+_BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
+_RECENT_TRACKS = 8   # tracks whose last save ConductorStore remembers
+
+_TOML_ESCAPE_RE = re.compile('[\x00-\x08\x0a-\x1f\x7f"\\\\]')
+_TOML_COMPACT = {"\b": "\\b", "\n": "\\n", "\f": "\\f", "\r": "\\r", '"': '\\"', "\\": "\\\\"}
+
+
+def _toml_escape(m: re.Match[str]) -> str:
+    c = m.group()
+    return _TOML_COMPACT.get(c) or f"\\u{ord(c):04x}"
+
+
+def _toml_value(v: Any) -> str | None:
+    if type(v) is str:
+        return '"' + _TOML_ESCAPE_RE.sub(_toml_escape, v) + '"'
+    if type(v) is bool:
+        return "true" if v else "false"
+    if type(v) is int:
+        return str(v)
+    return None
+
+
+def _toml_ticket(d: dict[str, Any]) -> str:
+    """`tomli_w.dumps({"tickets": [d]})` for a ticket's fields (strings, ints, booleans and
+    lists of strings), as tomli_w writes it, without its per-character string loop; anything
+    else goes through tomli_w itself."""
+    out = ["[[tickets]]\n"]
+    for k, v in d.items():
+        if type(v) is list:
+            items = [_toml_value(x) for x in v]
+            if None in items or type(k) is not str or not k or not _BARE_KEY_RE.fullmatch(k):
+                return tomli_w.dumps({"tickets": [d]})
+            val = "[\n" + "".join(f"    {x},\n" for x in items) + "]" if items else "[]"
+        else:
+            val = _toml_value(v)
+            if val is None or type(k) is not str or not _BARE_KEY_RE.fullmatch(k):
+                return tomli_w.dumps({"tickets": [d]})
+        out.append(f"{k} = {val}\n")
+    return "".join(out)
+
+
+@dataclass
+class _SaveCache:
+    """What the last save of one track wrote (see ConductorStore.__init__)."""
+    state_bytes: bytes | None = None
+    tickets: dict[str, tuple[dict[str, Any], str]] = field(default_factory=dict)
+    plan_bytes: bytes | None = None
+    plan_parse: "_Plan | None" = None
+    plan_phases: list[str] = field(default_factory=list)
+    plan_lines: dict[str, tuple[tuple[Any, ...], list[str]]] = field(default_factory=dict)
+
+
 # ---------------------------------------------------------------------------------------------
 # The store
 # ---------------------------------------------------------------------------------------------
@@ -800,6 +866,12 @@ class ConductorStore:
         self.tracks_dir = self.conductor_dir / "tracks"
         self.clutch_dir = self.workspace / ".clutch"
         self._lock = threading.RLock()
+        # What save_track knows about the tracks it saved lately (a few, least recently saved
+        # dropped first), so saving a big track again costs in proportion to what changed:
+        # the state.toml bytes it last wrote (a file still holding them needs no corruption
+        # check), each ticket's rendered [[tickets]] chunk with the field values it was
+        # rendered from, and plan.md as last written with the parse it was merged from.
+        self._recent: collections.OrderedDict[str, _SaveCache] = collections.OrderedDict()
 
     # -- layout ---------------------------------------------------------------------------
 
@@ -874,8 +946,8 @@ class ConductorStore:
         carried over from the files.
         """
         _check_track_id(track.id)
-        ids = [t.id for t in track.tickets]
-        dups = sorted({i for i in ids if ids.count(i) > 1})
+        seen: set[str] = set()
+        dups = sorted({t.id for t in track.tickets if t.id in seen or seen.add(t.id)})
         if dups:
             raise StoreError(f"track {track.id}: duplicate ticket ids {', '.join(dups)}; not saved")
         folder = self.tracks_dir / track.id
@@ -889,25 +961,45 @@ class ConductorStore:
                 track.created_at = now
             if not track.updated_at:
                 track.updated_at = now
+            cache = self._recent.pop(track.id, None) or _SaveCache()
+            self._recent[track.id] = cache
+            while len(self._recent) > _RECENT_TRACKS:
+                self._recent.popitem(last=False)
 
             # Render everything before writing anything: a render error leaves the files alone.
             plan_path, spec_path = folder / "plan.md", folder / "spec.md"
             meta_path, state_path = folder / "metadata.json", folder / "state.toml"
-            old_plan = self._read_for_merge(plan_path)
+            old_plan = self._read_bytes(plan_path)
+            phases = [t.phase for t in track.tickets]
+            if (old_plan is not None and old_plan == cache.plan_bytes
+                    and phases == cache.plan_phases):
+                # The file is as we wrote it, from the same phases: merging with the parse we
+                # rendered it from gives what merging with its own parse would.
+                existing_plan = cache.plan_parse
+            else:
+                text = self._decode_for_merge(plan_path, old_plan)
+                existing_plan = _parse_plan(text, str(plan_path)) if text is not None else None
+            plan_text = _render_plan(track, existing_plan, cache.plan_lines)
             old_spec = self._read_for_merge(spec_path)
-            plan_text = _render_plan(track, _parse_plan(old_plan, str(plan_path))
-                                     if old_plan is not None else None)
             spec_text = _render_spec(track, _parse_spec(old_spec) if old_spec is not None else None)
             meta_text = self._render_metadata(track, meta_path)
-            state_text = self._render_state(track)
+            state_data = self._render_state(track, cache).encode("utf-8")
             registry_text = _registry_with(self._read_for_merge(self.registry_path), track)
 
-            if state_path.exists():
-                _, corrupt = self._read_state(state_path)
+            old_state = self._read_bytes(state_path)
+            cache.state_bytes, known = None, cache.state_bytes
+            if old_state is not None and old_state != known:
+                _, corrupt = self._read_state(state_path, old_state)
                 if corrupt is not None:
                     _copy_aside(state_path)
-            _write_if_changed(state_path, state_text)
-            _write_if_changed(plan_path, plan_text)
+            if old_state != state_data:
+                _atomic_write_bytes(state_path, state_data)
+            cache.state_bytes = state_data
+            plan_data = plan_text.encode("utf-8")
+            cache.plan_bytes = None
+            if old_plan != plan_data:
+                _atomic_write_bytes(plan_path, plan_data)
+            cache.plan_bytes, cache.plan_parse, cache.plan_phases = plan_data, existing_plan, phases
             _write_if_changed(spec_path, spec_text)
             _write_if_changed(meta_path, meta_text)
             _write_if_absent(folder / "index.md", (
@@ -916,6 +1008,26 @@ class ConductorStore:
                 "- [Implementation Plan](./plan.md)\n"
                 "- [Metadata](./metadata.json)\n"))
             _write_if_changed(self.registry_path, registry_text)
+
+    @staticmethod
+    def _read_bytes(path: Path) -> bytes | None:
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise StoreError(f"cannot read {path}: {e}") from e
+
+    @staticmethod
+    def _decode_for_merge(path: Path, raw: bytes | None) -> str | None:
+        """An existing file's bytes as text; undecodable -> copied aside, None."""
+        if raw is None:
+            return None
+        try:
+            return raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            _copy_aside(path)
+            return None
 
     def _read_for_merge(self, path: Path) -> str | None:
         """An existing file we are about to rewrite; undecodable -> copied aside, None."""
@@ -954,19 +1066,32 @@ class ConductorStore:
             data.setdefault(k, v)
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
-    def _render_state(self, track: Track) -> str:
-        data = {
+    def _render_state(self, track: Track, cache: _SaveCache | None = None) -> str:
+        """state.toml's text: exactly `tomli_w.dumps` of the whole state, built from one
+        rendered chunk per ticket, reused from `cache` for tickets whose fields are unchanged."""
+        head = {
             "format": STATE_FORMAT,
             "track": {
                 "id": track.id, "title": track.title, "status": track.status, "type": track.type,
                 "goal": track.goal, "acceptance_criteria": list(track.acceptance_criteria),
                 "created_at": track.created_at, "updated_at": track.updated_at,
             },
-            "tickets": [t.model_dump(mode="json", exclude_none=True) for t in track.tickets],
         }
-        return ("# Clutch's machine state for this track, kept alongside the Conductor files.\n"
-                "# plan.md and spec.md are for people; this file holds what they cannot.\n"
-                + tomli_w.dumps(data))
+        prefix = ("# Clutch's machine state for this track, kept alongside the Conductor files.\n"
+                  "# plan.md and spec.md are for people; this file holds what they cannot.\n")
+        if not track.tickets:
+            return prefix + tomli_w.dumps({**head, "tickets": []})
+        old = cache.tickets if cache is not None else {}
+        chunks: dict[str, tuple[dict[str, Any], str]] = {}
+        for t in track.tickets:
+            hit = old.get(t.id)
+            if hit is None or hit[0] != t.__dict__:
+                fields = {k: list(v) if type(v) is list else v for k, v in t.__dict__.items()}
+                hit = (fields, _toml_ticket(t.model_dump(mode="json", exclude_none=True)))
+            chunks[t.id] = hit
+        if cache is not None:
+            cache.tickets = chunks
+        return prefix + tomli_w.dumps(head) + "\n" + "\n".join(c for _, c in chunks.values())
 
     # -- reading tracks ---------------------------------------------------------------------
 
@@ -1026,14 +1151,17 @@ class ConductorStore:
             problems.append(LoadProblem(str(path), None, f"cannot read: {e.strerror or e}"))
             return None
 
-    def _read_state(self, path: Path) -> tuple[_StateFile | None, LoadProblem | None]:
-        """(state, None) | (None, problem) if corrupt | (None, None) if missing."""
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            return None, None
-        except OSError as e:
-            return None, LoadProblem(str(path), None, f"cannot read: {e.strerror or e}")
+    def _read_state(self, path: Path, raw: bytes | None = None
+                    ) -> tuple[_StateFile | None, LoadProblem | None]:
+        """(state, None) | (None, problem) if corrupt | (None, None) if missing.
+        `raw`: the file's bytes, if the caller has just read them."""
+        if raw is None:
+            try:
+                raw = path.read_bytes()
+            except FileNotFoundError:
+                return None, None
+            except OSError as e:
+                return None, LoadProblem(str(path), None, f"cannot read: {e.strerror or e}")
         after = ("the file is kept as it is (copied to state.toml.bad-<time> on the next save); "
                  "the track was loaded from plan.md, spec.md and metadata.json")
         try:

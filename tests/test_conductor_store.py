@@ -692,3 +692,103 @@ def test_timestamps_kept_or_filled(store: ConductorStore):
     assert bare.updated_at == bare.created_at
     loaded, problems = store.load_track(bare.id)
     assert problems == [] and loaded == bare
+
+
+# ---------------------------------------------------------------------------------------------
+# saving again: what the store remembers of its last save changes nothing on disk
+# ---------------------------------------------------------------------------------------------
+
+def _mutate(track: Track, rng) -> None:
+    t = rng.choice(track.tickets)
+    what = rng.randrange(6)
+    if what == 0:
+        t.status = rng.choice(["todo", "in_progress", "completed", "failed", "blocked"])
+    elif what == 1:
+        t.retry_count += 1
+        t.blocked_reason = f"try {t.retry_count}: \"quoted\"\nsecond line"
+    elif what == 2:
+        t.target_files.append(f"src/f{rng.randrange(99)}.py")      # a list changed in place
+    elif what == 3:
+        t.phase = rng.choice(["Server", "Docs", "Release"])           # phases move
+    elif what == 4:
+        track.tickets.append(Ticket(id=f"N-{len(track.tickets)}", description="new one",
+                                    phase=rng.choice(["Server", "Docs"])))
+    else:
+        t.model_override = rng.choice([None, "gemini-2.5-flash"])
+        t.commit_sha = "%040x" % rng.getrandbits(160)
+
+
+def test_repeated_saves_write_what_a_fresh_store_writes(tmp_path: Path):
+    """The store reuses each unchanged ticket's state.toml chunk and the plan.md merge of its
+    last save; every file must still be byte for byte what a store with no memory writes,
+    including after the user edits plan.md (notes, a phase heading) between saves."""
+    import random
+    rng = random.Random(5)
+    a, b = ConductorStore(tmp_path / "a"), ConductorStore(tmp_path / "b")
+    track = make_track()
+    a.create_track(track.model_copy(deep=True))
+    b.create_track(track.model_copy(deep=True))
+    for step in range(60):
+        _mutate(track, rng)
+        if step % 15 == 7:       # the user writes notes into both plans by hand
+            for s in (a, b):
+                p = s.tracks_dir / track.id / "plan.md"
+                p.write_text(p.read_text().replace("## Phase 1: Server\n",
+                                                   f"## Phase 1: Server\n\nnote {step}\n", 1))
+        a.save_track(track.model_copy(deep=True))
+        fresh = ConductorStore(tmp_path / "b")
+        fresh.save_track(track.model_copy(deep=True))
+        assert snapshot(a.tracks_dir / track.id) == snapshot(b.tracks_dir / track.id), step
+        loaded, problems = a.load_track(track.id)
+        assert problems == []
+        # (plan.md groups tickets by phase, so compare by id)
+        assert {t.id: t.status for t in loaded.tickets} == {t.id: t.status for t in track.tickets}
+    assert "note 52" in (a.tracks_dir / track.id / "plan.md").read_text()
+
+
+def test_state_toml_is_exactly_the_whole_render(store: ConductorStore):
+    import tomli_w
+    track = make_track()
+    store.create_track(track)
+    text = (store.tracks_dir / track.id / "state.toml").read_text()
+    body = text.split("\n", 2)[2]          # after the two comment lines
+    data = tomllib.loads(body)
+    assert body == tomli_w.dumps(data)
+    assert [t["id"] for t in data["tickets"]] == [t.id for t in track.tickets]
+    track.tickets = []
+    store.save_track(track)
+    assert tomllib.loads((store.tracks_dir / track.id / "state.toml").read_text())["tickets"] == []
+
+
+def test_state_toml_corrupted_between_saves_is_still_kept_aside(store: ConductorStore):
+    track = make_track()
+    store.create_track(track)
+    state = store.tracks_dir / track.id / "state.toml"
+    store.save_track(track)                   # the store now knows the bytes it wrote
+    state.write_text("format = [\n")
+    track.tickets[4].status = "in_progress"
+    store.save_track(track)
+    copies = list(state.parent.glob("state.toml.bad-*"))
+    assert len(copies) == 1 and copies[0].read_text() == "format = [\n"
+    assert store.load_track(track.id)[1] == []
+
+
+def test_ticket_chunks_are_what_tomli_w_writes():
+    """state.toml's ticket chunks come from a fast renderer; it must write what tomli_w does,
+    for every character a description, reason or result may hold."""
+    import random
+    import tomli_w
+    from conductor_store import _toml_ticket
+    rng = random.Random(3)
+    alphabet = [chr(c) for c in range(0, 128)] + ["é", "→", "\u2028", "\U0001f600", "\ufeff"]
+    for _ in range(300):
+        def text() -> str:
+            return "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 40)))
+        t = Ticket(id=text().strip() or "T-1", description=text(), status="failed",
+                   target_files=[text() for _ in range(rng.randrange(3))],
+                   depends_on=[text() for _ in range(rng.randrange(2))], blocked_reason=text(),
+                   retry_count=rng.randrange(5), step_mode=rng.random() < 0.5, result=text(),
+                   model_override=rng.choice([None, text()]))
+        d = t.model_dump(mode="json", exclude_none=True)
+        assert _toml_ticket(d) == tomli_w.dumps({"tickets": [d]})
+        assert tomllib.loads(_toml_ticket(d))["tickets"] == [d]

@@ -147,7 +147,14 @@ def estimate_tokens(text: str) -> int:
     return (len(text) + 3) // 4
 
 
-def request_text(req: ModelRequest) -> str:
+def tools_text(tools: Sequence[Any]) -> str:
+    return json.dumps([{"name": t.name, "description": t.description,
+                        "parameters": t.parameters} for t in tools], sort_keys=True)
+
+
+def request_text(req: ModelRequest, tools_json: str | None = None) -> str:
+    """The whole request as text (what the offline estimates count). `tools_json`: the
+    caller's `tools_text(req.tools)`, if it has it already."""
     parts = [req.system]
     for m in req.messages:
         parts.append(m.text)
@@ -156,9 +163,25 @@ def request_text(req: ModelRequest) -> str:
         for r in m.tool_returns:
             parts.append(json.dumps(r.result, sort_keys=True, default=str))
     if req.tools:
-        parts.append(json.dumps([{"name": t.name, "description": t.description,
-                                  "parameters": t.parameters} for t in req.tools], sort_keys=True))
+        parts.append(tools_json if tools_json is not None else tools_text(req.tools))
     return "\n".join(parts)
+
+
+class _ToolsTextCache:
+    """The tool declarations' JSON for the last tools sequence seen: agents pass the same
+    sequence on every request, and rendering it is most of an offline token estimate."""
+
+    def __init__(self) -> None:
+        self._last: tuple[Sequence[Any], str] | None = None
+
+    def __call__(self, req: ModelRequest) -> str:
+        last = self._last                      # one read: another thread may replace it
+        if last is not None and last[0] is req.tools:
+            return request_text(req, last[1])
+        text = tools_text(req.tools) if req.tools else None
+        if text is not None:
+            self._last = (req.tools, text)
+        return request_text(req, text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,6 +223,7 @@ class OfflineProvider:
         self.latency_s = latency_s
         self.chunk_chars = max(1, chunk_chars)
         self._sleep = sleep
+        self._request_text = _ToolsTextCache()
 
     def generate(self, request: ModelRequest, on_chunk: ChunkFn,
                  on_retry: RetryFn | None = None) -> ModelResponse:
@@ -219,7 +243,7 @@ class OfflineProvider:
             if self.pace_s:
                 self._sleep(self.pace_s)
         out_text = text + "".join(json.dumps({"name": c.name, "args": c.args}) for c in calls)
-        inp = estimate_tokens(request_text(request))
+        inp = estimate_tokens(self._request_text(request))
         out = estimate_tokens(out_text)
         usage = Usage(input_tokens=inp, output_tokens=out, total_tokens=inp + out, requests=1)
         return ModelResponse(text=text, tool_calls=calls, usage=usage, model="offline",
@@ -368,12 +392,13 @@ class FunctionProvider:
     def __init__(self, fn: Callable[[ModelRequest], ModelResponse | str], name: str = "function"):
         self._fn = fn
         self.name = name
+        self._request_text = _ToolsTextCache()
 
     def generate(self, request: ModelRequest, on_chunk: ChunkFn,
                  on_retry: RetryFn | None = None) -> ModelResponse:
         out = self._fn(request)
         if isinstance(out, str):
-            inp, o = estimate_tokens(request_text(request)), estimate_tokens(out)
+            inp, o = estimate_tokens(self._request_text(request)), estimate_tokens(out)
             out = ModelResponse(text=out, usage=Usage(input_tokens=inp, output_tokens=o,
                                                       total_tokens=inp + o, requests=1),
                                 model=request.model)
@@ -880,12 +905,22 @@ class CommsLog:
         self._total = Usage()
         self.path = Path(path) if path else None
         self.set_aside: list[str] = []   # torn or unparsable lines found when opening
-        self._file = None
+        # Group commit: record() queues its line under _lock (no I/O there, so readers and
+        # other writers never wait on the disk), then under _write_lock writes every queued
+        # line in one os.write, unless a thread before it already wrote its line. The file
+        # stays in seq order and a line is in the file (the OS's) before record() returns.
+        self._write_lock = threading.Lock()
+        self._pending: list[str] = []
+        self._unwritten = b""      # what a failed write left; written before anything newer
+        self._queued_upto = 0      # seq of the last line queued
+        self._written_upto = 0     # seq of the last line written
+        self._fd: int | None = None
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.path.exists():
                 self._load_existing()
-            self._file = open(self.path, "a", encoding="utf-8")
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                               0o644)
 
     def _load_existing(self) -> None:
         assert self.path is not None
@@ -939,19 +974,66 @@ class CommsLog:
 
     def record(self, kind: str, *, tier: str = "", stream_id: str = "", track_id: str = "",
                ticket_id: str = "", provider: str = "", model: str = "", direction: str = "",
-               usage: Usage | None = None, data: dict[str, Any] | None = None) -> dict[str, Any]:
+               usage: Usage | None = None, data: dict[str, Any] | None = None,
+               wait: bool = True) -> dict[str, Any]:
+        """Append one entry. With `wait` (the default) the line is in the file when this
+        returns; without, it is handed to the thread writing now, if any, and this never
+        waits on the disk (the event loop's records)."""
+        entry = {"seq": 0, "ts": 0.0, "kind": kind, "direction": direction, "tier": tier,
+                 "stream_id": stream_id, "track_id": track_id, "ticket_id": ticket_id,
+                 "provider": provider, "model": model,
+                 "usage": usage.model_dump() if usage else None, "data": data or {}}
+        # Encoded outside the lock; seq and ts (the first two keys) are spliced in under it.
+        rest = json.dumps(entry, ensure_ascii=False, default=str).translate(_LINE_BREAKS)
+        rest = rest[rest.index('"kind"'):]
         with self._lock:
-            entry = {"seq": len(self._entries) + 1, "ts": round(time.time(), 6), "kind": kind,
-                     "direction": direction, "tier": tier, "stream_id": stream_id,
-                     "track_id": track_id, "ticket_id": ticket_id, "provider": provider,
-                     "model": model, "usage": usage.model_dump() if usage else None,
-                     "data": data or {}}
-            line = json.dumps(entry, ensure_ascii=False, default=str).translate(_LINE_BREAKS)
+            seq = len(self._entries) + 1
+            ts = round(time.time(), 6)
+            entry["seq"], entry["ts"] = seq, ts
+            line = f'{{"seq": {seq}, "ts": {json.dumps(ts)}, {rest}'
             self._add(entry, line, usage)
-            if self._file is not None:
-                self._file.write(line + "\n")
-                self._file.flush()
-            return entry
+            if self._fd is None:
+                return entry
+            self._pending.append(line)
+            self._queued_upto = seq
+        if wait:
+            with self._write_lock:
+                if self._written_upto < seq:
+                    self._write_pending()
+        elif self._write_lock.acquire(blocking=False):
+            try:
+                self._write_pending()
+            finally:
+                self._write_lock.release()
+        else:
+            return entry    # the thread writing now writes this line too (see _write_pending)
+        # A line queued by a thread that did not wait while we held _write_lock is ours to write.
+        while True:
+            with self._lock:
+                if not self._pending:
+                    return entry
+            if not self._write_lock.acquire(blocking=False):
+                return entry    # whoever holds it writes them, and checks again on release
+            try:
+                self._write_pending()
+            finally:
+                self._write_lock.release()
+
+    def _write_pending(self) -> None:
+        """Write every queued line, in seq order (under _write_lock)."""
+        with self._lock:
+            batch, self._pending = self._pending, []
+            upto = self._queued_upto
+        out = self._unwritten + ("\n".join(batch) + "\n").encode("utf-8") if batch \
+            else self._unwritten
+        if not out or self._fd is None:   # closed meanwhile: the entry is in memory only
+            return
+        try:
+            while out:
+                out = out[os.write(self._fd, out):]
+        finally:
+            self._unwritten = out   # a failed write (disk full) is retried by the next one
+        self._written_upto = upto
 
     def entries(self, since: int = 0, until: int | None = None) -> list[dict[str, Any]]:
         """Entries [since:until] (0-based, like a slice), decoded: fresh dicts on each call."""
@@ -977,10 +1059,16 @@ class CommsLog:
             return self._total
 
     def close(self) -> None:
-        with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+        with self._write_lock:
+            if self._fd is None:
+                return
+            try:
+                self._write_pending()
+            finally:
+                with self._lock:     # from here on, entries are kept in memory only
+                    fd, self._fd = self._fd, None
+                    self._pending = []
+                os.close(fd)
 
 
 def usage_from_entries(entries: Sequence[dict[str, Any]], key: str = "tier") -> dict[str, Usage]:

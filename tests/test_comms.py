@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import threading
 
+import pytest
+
 from ai_client import (AgentSession, CommsLog, FunctionProvider, ModelResponse, ToolCall,
                        ToolOutcome, get_history_bleed_stats, usage_from_entries)
 from models import Price, Usage
@@ -104,3 +106,52 @@ def test_unicode_line_separators_stay_inside_one_line(tmp_path):
     log.close()
     lines = (tmp_path / "c.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["data"]["output"] == text
+
+
+def test_group_commit_keeps_seq_order_and_each_waiting_line_on_disk(tmp_path):
+    """Eight threads record at once, half of them without waiting for the disk. Every line
+    must reach the file in seq order, and a waiting record's line must be in the file when
+    record() returns (what crash-resume relies on)."""
+    path = tmp_path / "c.jsonl"
+    log = CommsLog(path)
+    missing: list[int] = []
+
+    def writer(n: int) -> None:
+        for i in range(300):
+            e = log.record("log", stream_id=f"s{n}", data={"i": i, "text": "x" * (i % 50)},
+                           wait=n % 2 == 0)
+            if n % 2 == 0 and f'"seq": {e["seq"]},' not in path.read_text():
+                missing.append(e["seq"])
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert missing == []
+    # every line written by now, without close(): the last writer wrote what was queued
+    seqs = [json.loads(ln)["seq"] for ln in path.read_text().splitlines()]
+    assert seqs == list(range(1, 2401))
+    assert [e["seq"] for e in log.entries()] == seqs
+    log.close()
+
+
+def test_a_failed_write_is_retried_before_newer_lines(tmp_path, monkeypatch):
+    import os as _os
+    path = tmp_path / "c.jsonl"
+    log = CommsLog(path)
+    log.record("log", data={"n": 1})
+    real_write = _os.write
+    calls = {"n": 0}
+
+    def failing_write(fd, data):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+    monkeypatch.setattr("ai_client.os.write", failing_write)
+    with pytest.raises(OSError, match="No space left"):   # the caller is told
+        log.record("log", data={"n": 2})
+    assert len(log) == 2                 # kept in memory
+    log.record("log", data={"n": 3})     # the disk has room again
+    log.close()
+    assert [json.loads(ln)["data"]["n"] for ln in path.read_text().splitlines()] == [1, 2, 3]

@@ -884,6 +884,9 @@ class GeminiProvider:
 _LINE_BREAKS = {c: f"\\u{c:04x}" for c in (0x0B, 0x0C, 0x1C, 0x1D, 0x1E, 0x85, 0x2028, 0x2029)}
 
 
+_USAGE_FIELDS = tuple(Usage.model_fields)   # the last one, cost_usd, is the float
+
+
 class CommsLog:
     """Thread-safe, append-only record of every model call and tool step.
 
@@ -900,8 +903,14 @@ class CommsLog:
     def __init__(self, path: str | os.PathLike | None = None):
         self._lock = threading.Lock()
         self._entries: list[str] = []      # one compact JSON object per entry
-        self._sums: dict[str, dict[str, Usage]] = {"tier": {}, "track": {}, "ticket": {},
+        # Usage sums per tier, track, ticket and stream, and in total: each a list of the
+        # Usage fields' running sums (added in entry order, so the same floats as adding Usage
+        # objects), with the Usage built from it cached until the sum changes.
+        self._sums: dict[str, dict[str, list[Any]]] = {"tier": {}, "track": {}, "ticket": {},
+                                                       "stream": {}}
+        self._built: dict[str, dict[str, Usage]] = {"tier": {}, "track": {}, "ticket": {},
                                                     "stream": {}}
+        self._total_sum: list[Any] = [0] * (len(_USAGE_FIELDS) - 1) + [0.0]
         self._total = Usage()
         self.path = Path(path) if path else None
         self.set_aside: list[str] = []   # torn or unparsable lines found when opening
@@ -963,14 +972,21 @@ class CommsLog:
         if u:
             if usage is None:
                 usage = Usage(**u)
-            self._total = self._total + usage
+            vals = [getattr(usage, f) for f in _USAGE_FIELDS]
+            tot = self._total_sum
+            for i, v in enumerate(vals):
+                tot[i] += v
+            self._total = None        # built again when read
             for key, field_name in (("tier", "tier"), ("track", "track_id"),
                                     ("ticket", "ticket_id"), ("stream", "stream_id")):
                 k = entry.get(field_name) or ""
                 if k:
-                    d = self._sums[key]
-                    cur = d.get(k)
-                    d[k] = Usage() + usage if cur is None else cur + usage
+                    cur = self._sums[key].get(k)
+                    if cur is None:
+                        cur = self._sums[key][k] = [0] * (len(vals) - 1) + [0.0]
+                    for i, v in enumerate(vals):
+                        cur[i] += v
+                    self._built[key].pop(k, None)
 
     def record(self, kind: str, *, tier: str = "", stream_id: str = "", track_id: str = "",
                ticket_id: str = "", provider: str = "", model: str = "", direction: str = "",
@@ -990,7 +1006,7 @@ class CommsLog:
             seq = len(self._entries) + 1
             ts = round(time.time(), 6)
             entry["seq"], entry["ts"] = seq, ts
-            line = f'{{"seq": {seq}, "ts": {json.dumps(ts)}, {rest}'
+            line = f'{{"seq": {seq}, "ts": {ts!r}, {rest}'
             self._add(entry, line, usage)
             if self._fd is None:
                 return entry
@@ -1049,13 +1065,20 @@ class CommsLog:
     def usage_by(self, key: str) -> dict[str, Usage]:
         """key: "tier", "track", "ticket" or "stream"."""
         with self._lock:
-            return dict(self._sums[key])
+            built = self._built[key]
+            if len(built) != len(self._sums[key]):
+                for k, sums in self._sums[key].items():
+                    if k not in built:
+                        built[k] = Usage.model_construct(**dict(zip(_USAGE_FIELDS, sums)))
+            return dict(built)
 
     def usage_by_tier(self) -> dict[str, Usage]:
         return self.usage_by("tier")
 
     def total(self) -> Usage:
         with self._lock:
+            if self._total is None:
+                self._total = Usage.model_construct(**dict(zip(_USAGE_FIELDS, self._total_sum)))
             return self._total
 
     def close(self) -> None:

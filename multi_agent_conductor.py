@@ -803,10 +803,10 @@ class ConductorEngine:
             if took > 0.005 and self._dirty and not self._closed:
                 # A big track takes long to copy, render and write: keep the IO thread (and the
                 # GIL it holds while rendering) at most about half busy, and passes at least
-                # 50 ms apart; what changes meanwhile goes into the next pass. Nothing waits on
+                # 100 ms apart; what changes meanwhile goes into the next pass. Nothing waits on
                 # a pass but reports of completions (a finished ticket's slot and dependents
                 # are free at once). Small tracks (< 5 ms a pass) are never delayed.
-                await asyncio.sleep(max(took, 0.05))
+                await asyncio.sleep(max(took, 0.1))
 
     def _snapshot(self, track: Track) -> Track:
         """The track copied for the writer (loop thread), sharing the previous snapshot's

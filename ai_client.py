@@ -12,6 +12,7 @@ Imports: models, events only. Tool declarations arrive as data (objects with `na
 """
 from __future__ import annotations
 
+import array
 import hashlib
 import json
 import operator as _operator
@@ -892,17 +893,27 @@ class CommsLog:
 
     Each entry: seq, ts, kind (spawn, request, response, tool_call, tool_result, approval,
     retry, error, log), direction, tier, stream_id, track_id, ticket_id, provider, model, usage,
-    data. Appended to `path` as one JSON line each and flushed. Usage sums per tier, track,
-    ticket and stream are updated on append, so reading them is O(number of keys).
+    data. Appended to `path` as one JSON line each. Usage sums per tier, track, ticket and
+    stream are updated on append, so reading them is O(number of keys).
 
-    In memory each entry is kept as its compact JSON line (about a fifth of the memory of the
-    decoded dict: a 100,000-entry log holds ~60 MB, not ~320 MB); `entries()` decodes the
-    ones asked for, so callers get the same values they would read back from the file.
+    With a path, memory does not grow with the entries' size: the log keeps each entry's byte
+    offset in the file (8 bytes an entry) and `entries()` reads the ones asked for back from
+    the file, so callers get exactly what is on disk. Without a path the lines are kept in
+    memory.
+
+    Writing is a group commit: record() encodes its line outside the lock and queues it under
+    `_lock` (no I/O there, so readers and other writers never wait on the disk), then under
+    `_write_lock` writes every queued line in one os.write, unless a thread before it already
+    wrote its line. The file stays in seq order; with wait=True (the default) a line is in
+    the file (the OS's) before record() returns.
     """
 
     def __init__(self, path: str | os.PathLike | None = None):
         self._lock = threading.Lock()
-        self._entries: list[str] = []      # one compact JSON object per entry
+        self._n = 0                                # entries
+        self._lines: list[str] | None = None       # the entries, when there is no file
+        self._offsets = array.array("Q")           # each entry's byte offset in the file
+        self._size = 0                             # file size once every queued line is written
         # Usage sums per tier, track, ticket and stream, and in total: each a list of the
         # Usage fields' running sums (added in entry order, so the same floats as adding Usage
         # objects), with the Usage built from it cached until the sum changes.
@@ -911,44 +922,49 @@ class CommsLog:
         self._built: dict[str, dict[str, Usage]] = {"tier": {}, "track": {}, "ticket": {},
                                                     "stream": {}}
         self._total_sum: list[Any] = [0] * (len(_USAGE_FIELDS) - 1) + [0.0]
-        self._total = Usage()
+        self._total: Usage | None = Usage()
         self.path = Path(path) if path else None
         self.set_aside: list[str] = []   # torn or unparsable lines found when opening
-        # Group commit: record() queues its line under _lock (no I/O there, so readers and
-        # other writers never wait on the disk), then under _write_lock writes every queued
-        # line in one os.write, unless a thread before it already wrote its line. The file
-        # stays in seq order and a line is in the file (the OS's) before record() returns.
         self._write_lock = threading.Lock()
-        self._pending: list[str] = []
-        self._unwritten = b""      # what a failed write left; written before anything newer
-        self._queued_upto = 0      # seq of the last line queued
-        self._written_upto = 0     # seq of the last line written
+        self._pending: list[bytes] = []  # queued lines (with their newline), oldest first,
+        self._pending_first = 0          # ... the first one being entry number _pending_first
+        self._head_written = 0           # bytes of _pending[0] a failed write already wrote
         self._fd: int | None = None
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if self.path.exists():
-                self._load_existing()
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                               0o644)
+        if self.path is None:
+            self._lines = []
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            self._load_existing()
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                           0o644)
+        self._size = os.fstat(self._fd).st_size
+        self._pending_first = self._n
 
     def _load_existing(self) -> None:
         assert self.path is not None
         raw = self.path.read_bytes()
         good_end = raw.rfind(b"\n") + 1
-        lines = raw[:good_end].split(b"\n")
         bad: list[bytes] = []
-        for ln in lines:
+        kept: list[bytes] = []
+        pos = 0
+        while pos < good_end:
+            nl = raw.index(b"\n", pos)
+            ln = raw[pos:nl]
+            start, pos = pos, nl + 1
             if not ln.strip():
                 continue
             try:
                 entry = json.loads(ln)
                 if not isinstance(entry, dict):
                     raise ValueError("not an object")
-                line = ln.decode("utf-8").strip()
             except ValueError:
                 bad.append(ln)
                 continue
-            self._add(entry, line)
+            self._offsets.append(start)
+            kept.append(ln.strip())
+            self._n += 1
+            self._add_usage(entry)
         if good_end < len(raw):
             bad.append(raw[good_end:])
         if bad:
@@ -959,34 +975,36 @@ class CommsLog:
             self.set_aside = [b.decode("utf-8", "replace") for b in bad]
             # keep only the complete, parsable lines in the log itself
             tmp = self.path.with_name(self.path.name + ".tmp")
-            with open(tmp, "w", encoding="utf-8") as f:
-                for line in self._entries:
-                    f.write(line + "\n")
+            self._offsets = array.array("Q")
+            with open(tmp, "wb") as f:
+                for line in kept:
+                    self._offsets.append(f.tell())
+                    f.write(line + b"\n")
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
 
-    def _add(self, entry: dict[str, Any], line: str, usage: Usage | None = None) -> None:
-        self._entries.append(line)
+    def _add_usage(self, entry: dict[str, Any], usage: Usage | None = None) -> None:
         u = entry.get("usage")
-        if u:
-            if usage is None:
-                usage = Usage(**u)
-            vals = [getattr(usage, f) for f in _USAGE_FIELDS]
-            tot = self._total_sum
-            for i, v in enumerate(vals):
-                tot[i] += v
-            self._total = None        # built again when read
-            for key, field_name in (("tier", "tier"), ("track", "track_id"),
-                                    ("ticket", "ticket_id"), ("stream", "stream_id")):
-                k = entry.get(field_name) or ""
-                if k:
-                    cur = self._sums[key].get(k)
-                    if cur is None:
-                        cur = self._sums[key][k] = [0] * (len(vals) - 1) + [0.0]
-                    for i, v in enumerate(vals):
-                        cur[i] += v
-                    self._built[key].pop(k, None)
+        if not u:
+            return
+        if usage is None:
+            usage = Usage(**u)
+        vals = [getattr(usage, f) for f in _USAGE_FIELDS]
+        tot = self._total_sum
+        for i, v in enumerate(vals):
+            tot[i] += v
+        self._total = None        # built again when read
+        for key, field_name in (("tier", "tier"), ("track", "track_id"),
+                                ("ticket", "ticket_id"), ("stream", "stream_id")):
+            k = entry.get(field_name) or ""
+            if k:
+                cur = self._sums[key].get(k)
+                if cur is None:
+                    cur = self._sums[key][k] = [0] * (len(vals) - 1) + [0.0]
+                for i, v in enumerate(vals):
+                    cur[i] += v
+                self._built[key].pop(k, None)
 
     def record(self, kind: str, *, tier: str = "", stream_id: str = "", track_id: str = "",
                ticket_id: str = "", provider: str = "", model: str = "", direction: str = "",
@@ -1003,64 +1021,102 @@ class CommsLog:
         rest = json.dumps(entry, ensure_ascii=False, default=str).translate(_LINE_BREAKS)
         rest = rest[rest.index('"kind"'):]
         with self._lock:
-            seq = len(self._entries) + 1
+            self._n += 1
+            seq = self._n
             ts = round(time.time(), 6)
             entry["seq"], entry["ts"] = seq, ts
             line = f'{{"seq": {seq}, "ts": {ts!r}, {rest}'
-            self._add(entry, line, usage)
-            if self._fd is None:
+            self._add_usage(entry, usage)
+            if self._lines is not None:
+                self._lines.append(line)
                 return entry
-            self._pending.append(line)
-            self._queued_upto = seq
+            data_b = (line + "\n").encode("utf-8")
+            self._offsets.append(self._size)
+            self._size += len(data_b)
+            if self._fd is None:          # closed: kept in memory until read
+                self._pending.append(data_b)
+                return entry
+            self._pending.append(data_b)
         if wait:
             with self._write_lock:
-                if self._written_upto < seq:
-                    self._write_pending()
+                self._write_pending(seq)
         elif self._write_lock.acquire(blocking=False):
             try:
-                self._write_pending()
+                self._write_pending(seq)
             finally:
                 self._write_lock.release()
         else:
-            return entry    # the thread writing now writes this line too (see _write_pending)
+            return entry    # the thread writing now writes this line too (see below)
         # A line queued by a thread that did not wait while we held _write_lock is ours to write.
         while True:
             with self._lock:
-                if not self._pending:
+                if not self._pending or self._fd is None:
                     return entry
             if not self._write_lock.acquire(blocking=False):
                 return entry    # whoever holds it writes them, and checks again on release
             try:
-                self._write_pending()
+                self._write_pending(self._n)
             finally:
                 self._write_lock.release()
 
-    def _write_pending(self) -> None:
-        """Write every queued line, in seq order (under _write_lock)."""
+    def _write_pending(self, upto: int) -> None:
+        """Under _write_lock: write the queued lines, if entry number `upto` is not yet in the
+        file. A failed write (disk full) raises; what it did not write stays queued, first."""
         with self._lock:
-            batch, self._pending = self._pending, []
-            upto = self._queued_upto
-        out = self._unwritten + ("\n".join(batch) + "\n").encode("utf-8") if batch \
-            else self._unwritten
-        if not out or self._fd is None:   # closed meanwhile: the entry is in memory only
-            return
+            if self._pending_first >= upto or self._fd is None:
+                return
+            batch = list(self._pending)
+            skip = self._head_written
+        out = b"".join(batch)
+        done = skip
         try:
-            while out:
-                out = out[os.write(self._fd, out):]
+            while done < len(out):
+                done += os.write(self._fd, memoryview(out)[done:])
         finally:
-            self._unwritten = out   # a failed write (disk full) is retried by the next one
-        self._written_upto = upto
+            with self._lock:
+                # drop the lines written in full; remember how much of the next one went out
+                k, acc = 0, 0
+                while k < len(batch) and acc + len(batch[k]) <= done:
+                    acc += len(batch[k])
+                    k += 1
+                del self._pending[:k]
+                self._pending_first += k
+                self._head_written = done - acc
 
     def entries(self, since: int = 0, until: int | None = None) -> list[dict[str, Any]]:
         """Entries [since:until] (0-based, like a slice), decoded: fresh dicts on each call."""
         with self._lock:
-            lines = self._entries[since:until]
-        loads = json.loads
-        return [loads(ln) for ln in lines]
+            n = self._n
+            lo, hi, _ = slice(since, until).indices(n)
+            if hi <= lo:
+                return []
+            if self._lines is not None:
+                lines: list[Any] = self._lines[lo:hi]
+                return [json.loads(ln) for ln in lines]
+            first = self._pending_first
+            from_file = (lo, min(hi, first)) if lo < first else None
+            queued = self._pending[max(lo, first) - first:hi - first] if hi > first else []
+            if from_file is not None:
+                a, b = from_file
+                start = self._offsets[a]
+                end = self._offsets[b] if b < n else self._size   # b <= first: all written
+        out: list[dict[str, Any]] = []
+        if from_file is not None:
+            assert self.path is not None
+            with open(self.path, "rb") as f:
+                f.seek(start)
+                raw = f.read(end - start)
+            out = [json.loads(ln) for ln in raw.split(b"\n") if ln.strip()]
+            if len(out) != from_file[1] - from_file[0]:
+                raise ValueError(f"comms log {self.path} changed on disk while it was open: "
+                                 f"expected {from_file[1] - from_file[0]} entries at byte "
+                                 f"{start}, found {len(out)}")
+        out += [json.loads(ln) for ln in queued]
+        return out
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._entries)
+            return self._n
 
     def usage_by(self, key: str) -> dict[str, Usage]:
         """key: "tier", "track", "ticket" or "stream"."""
@@ -1082,15 +1138,16 @@ class CommsLog:
             return self._total
 
     def close(self) -> None:
+        """Write what is queued and close the file. Entries recorded afterwards are kept in
+        memory (and readable) but not written."""
         with self._write_lock:
             if self._fd is None:
                 return
             try:
-                self._write_pending()
+                self._write_pending(self._n)
             finally:
-                with self._lock:     # from here on, entries are kept in memory only
+                with self._lock:
                     fd, self._fd = self._fd, None
-                    self._pending = []
                 os.close(fd)
 
 

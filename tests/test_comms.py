@@ -155,3 +155,69 @@ def test_a_failed_write_is_retried_before_newer_lines(tmp_path, monkeypatch):
     log.record("log", data={"n": 3})     # the disk has room again
     log.close()
     assert [json.loads(ln)["data"]["n"] for ln in path.read_text().splitlines()] == [1, 2, 3]
+
+
+def test_a_write_cut_short_resumes_where_it_stopped(tmp_path, monkeypatch):
+    import os as _os
+    path = tmp_path / "c.jsonl"
+    log = CommsLog(path)
+    real_write = _os.write
+    calls = {"n": 0}
+
+    def short_then_fail(fd, data):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return real_write(fd, bytes(data[:25]))     # part of the first line
+        if calls["n"] == 2:
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+    monkeypatch.setattr("ai_client.os.write", short_then_fail)
+    with pytest.raises(OSError):
+        log.record("log", data={"n": 1, "pad": "y" * 100})
+    # readable meanwhile, from the queue (the file holds a fragment of it)
+    assert [e["data"]["n"] for e in log.entries()] == [1]
+    log.record("log", data={"n": 2})
+    log.close()
+    assert [json.loads(ln)["data"]["n"] for ln in path.read_text().splitlines()] == [1, 2]
+
+
+def test_entries_read_back_from_disk_match_what_was_recorded(tmp_path):
+    """The log keeps offsets, not lines: entries() must give back exactly what record()
+    returned, for any slice, before and after reopening (also after a torn line was set
+    aside and the file rewritten)."""
+    path = tmp_path / "c.jsonl"
+    log = CommsLog(path)
+    recorded = [log.record("response", tier="Tier 3", stream_id=f"s{i % 7}", ticket_id=f"T-{i}",
+                           usage=Usage(input_tokens=i, output_tokens=2, total_tokens=i + 2,
+                                       requests=1, cost_usd=i * 1e-6),
+                           data={"text": "é\u2028" * (i % 5), "i": i}, wait=i % 3 == 0)
+                for i in range(500)]
+    for a, b in [(0, None), (0, 1), (17, 18), (100, 300), (499, None), (250, 250), (-3, None)]:
+        assert log.entries(a, b) == recorded[a:b]
+    log.close()
+    with open(path, "ab") as f:
+        f.write(b'{"seq": 501, "kind": "torn')          # a crash mid-line
+    again = CommsLog(path)
+    assert len(again.set_aside) == 1
+    assert again.entries() == recorded
+    assert again.usage_by("stream") == log.usage_by("stream")
+    assert again.total() == log.total()
+    more = again.record("log", data={"after": True})
+    assert again.entries(499) == [recorded[-1], more]
+    again.close()
+
+
+def test_memory_does_not_hold_the_entries(tmp_path):
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        log = CommsLog(tmp_path / "c.jsonl")
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(5000):
+            log.record("request", stream_id="s", data={"prompt": "x" * 2000, "i": i})
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    log.close()
+    assert (tmp_path / "c.jsonl").stat().st_size > 10_000_000
+    assert held < 500_000, f"{held:,} bytes held for 5,000 entries of 2 KB"

@@ -20,12 +20,13 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from imgui_bundle import ImVec2, ImVec4, hello_imgui, imgui, immapp
 from imgui_bundle import icons_fontawesome_4 as fa
@@ -45,6 +46,7 @@ APP_TITLE = "Clutch"
 DEJAVU_SANS = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 DEJAVU_MONO = "/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf"
 WRAP_COLS = 160            # stream rows are hard-wrapped at this many characters on arrival
+STREAM_KEEP_CHARS = 4096   # a stream ended and off screen keeps its rows up to this size
 MAX_EVENTS_PER_FRAME = 20_000
 MAX_NOTICES = 300
 MARKDOWN_LIMIT = 100_000   # characters: above this a stream is not offered as markdown
@@ -150,12 +152,37 @@ def validation_messages(e: ValidationError) -> list[str]:
 #    Application state
 # =============================================================================================
 
+class CommsRow(NamedTuple):
+    """What the comms table shows of one entry (strings shared between rows)."""
+    seq: int
+    ts: float
+    tier: str
+    stream_id: str
+    direction: str
+    kind: str
+    model: str
+    tokens: int | None
+
+    @classmethod
+    def of(cls, e: dict[str, Any], i: int) -> CommsRow:
+        def s(key: str) -> str:
+            v = e.get(key)
+            return sys.intern(v) if isinstance(v, str) else ""
+        u = e.get("usage")
+        tokens = u.get("total_tokens") if isinstance(u, dict) else None
+        ts = e.get("ts")
+        return cls(e.get("seq") if isinstance(e.get("seq"), int) else i + 1,
+                   float(ts) if isinstance(ts, (int, float)) else 0.0,
+                   s("tier"), s("stream_id"), s("direction"), s("kind"), s("model"),
+                   int(tokens) if isinstance(tokens, (int, float)) else None)
+
+
 class StreamView:
     """One stream's text as display rows, extended incrementally as chunks arrive: never
     re-split per frame, so a multi-megabyte stream costs the same per frame as a short one."""
 
     __slots__ = ("stream_id", "rows", "state", "chars", "follow", "markdown", "_md_cache",
-                 "last_chunk_at", "at_bottom", "jump_to_end")
+                 "last_chunk_at", "at_bottom", "jump_to_end", "unloaded")
 
     def __init__(self, stream_id: str) -> None:
         self.stream_id = stream_id
@@ -168,11 +195,27 @@ class StreamView:
         self.markdown = False
         self._md_cache: tuple[int, str] = (-1, "")
         self.last_chunk_at = 0.0
+        self.unloaded = False       # rows dropped; the engine has the text (see unload)
+
+    def unload(self) -> None:
+        """Drop the rows of a stream nobody is looking at; `load()` brings them back from the
+        engine. Chunks fed meanwhile are only counted."""
+        self.rows = [""]
+        self._md_cache = (-1, "")
+        self.unloaded = True
+
+    def load(self, text: str) -> None:
+        """`text`: the engine's text of this stream, which may already hold chunks the GUI has
+        not drained yet: only the `chars` fed so far are taken, the rest arrives as chunks."""
+        seen, self.chars, self.rows, self.unloaded = self.chars, 0, [""], False
+        self.feed(text[:seen])
 
     def feed(self, text: str) -> None:
         if not text:
             return
         self.chars += len(text)
+        if self.unloaded:
+            return
         if "\t" in text or "\r" in text:
             text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\t", "    ")
         parts = text.split("\n")
@@ -306,6 +349,7 @@ class AppState:
         self.streams: dict[str, StreamView] = {}
         self.stream_tab = "Tier 1"
         self.stream_selected: dict[str, str] = {}
+        self.streams_swept_at = 0.0
         self.follow_activity = True
         self.last_active_stream = ""
         self.last_tab_switch = 0.0
@@ -326,7 +370,9 @@ class AppState:
         # workers
         self.workers = {"active": 0, "cap": engine.settings.max_workers, "queued": 0}
         # comms
-        self.comms: list[dict[str, Any]] = []
+        # one short row per comms entry (what the table shows and filters on); the entry
+        # itself stays in the log's file and is read back for the detail pane and exports
+        self.comms: list[CommsRow] = []
         self.comms_filtered: list[int] = []
         self.comms_filter_tier = "All"
         self.comms_filter_stream = "All"
@@ -547,6 +593,9 @@ def poll_ops(app: AppState) -> None:
 def refresh_state(app: AppState) -> None:
     eng = app.engine
     now = time.monotonic()
+    if now - app.streams_swept_at > 5.0:
+        unload_idle_streams(app, now)
+        app.streams_swept_at = now
     if app.tracks_dirty or now - app.tracks_read_at > 1.0:
         app.tracks = eng.tracks()
         app.tracks_dirty = False
@@ -575,17 +624,15 @@ def refresh_state(app: AppState) -> None:
         app.usage_read_at = now
     n = len(eng.comms)
     if n > len(app.comms):
-        new = eng.comms.entries(len(app.comms))
         start = len(app.comms)
-        app.comms.extend(new)
-        for i, entry in enumerate(new, start):
-            sid = entry.get("stream_id") or ""
-            if sid and sid not in app.comms_streams:
-                app.comms_streams.append(sid)
-            kind = entry.get("kind") or ""
-            if kind and kind not in app.comms_kinds:
-                app.comms_kinds.append(kind)
-            if comms_matches(app, entry):
+        for i, entry in enumerate(eng.comms.entries(start), start):
+            row = CommsRow.of(entry, i)
+            app.comms.append(row)
+            if row.stream_id and row.stream_id not in app.comms_streams:
+                app.comms_streams.append(row.stream_id)
+            if row.kind and row.kind not in app.comms_kinds:
+                app.comms_kinds.append(row.kind)
+            if comms_matches(app, row):
                 app.comms_filtered.append(i)
 
 
@@ -1461,7 +1508,29 @@ def stream_text_view(app: AppState, v: StreamView) -> None:
     imgui.end_child()
 
 
+def ensure_loaded(app: AppState, v: StreamView) -> None:
+    """A stream about to be drawn whose rows were dropped: read its text back."""
+    if not v.unloaded:
+        return
+    try:
+        v.load(app.engine.streams.text(v.stream_id))
+    except (KeyError, OSError, UnicodeDecodeError) as e:
+        v.load("")
+        v.feed(f"(cannot read this stream back: {describe_error(e)})")
+
+
+def unload_idle_streams(app: AppState, now: float) -> None:
+    """Keep memory to the streams in use: the rows of a stream that ended a while ago and is
+    not on screen are dropped (the engine keeps its text, on disk)."""
+    shown = set(app.stream_selected.values())
+    for sid, v in app.streams.items():
+        if (not v.unloaded and v.state != "streaming" and sid not in shown
+                and v.chars > STREAM_KEEP_CHARS and now - v.last_chunk_at > 10.0):
+            v.unload()
+
+
 def stream_header(app: AppState, v: StreamView) -> None:
+    ensure_loaded(app, v)
     imgui.text_colored(TIER_COLOURS.get(tier_of_stream(v.stream_id), WHITE), v.stream_id)
     imgui.same_line()
     status_text(v.state)
@@ -1998,12 +2067,12 @@ def context_budget(app: AppState) -> None:
 
 # -- Comms -----------------------------------------------------------------------------------
 
-def comms_matches(app: AppState, e: dict[str, Any]) -> bool:
-    if app.comms_filter_tier != "All" and e.get("tier") != app.comms_filter_tier:
+def comms_matches(app: AppState, e: CommsRow) -> bool:
+    if app.comms_filter_tier != "All" and e.tier != app.comms_filter_tier:
         return False
-    if app.comms_filter_stream != "All" and e.get("stream_id") != app.comms_filter_stream:
+    if app.comms_filter_stream != "All" and e.stream_id != app.comms_filter_stream:
         return False
-    if app.comms_filter_kind != "All" and e.get("kind") != app.comms_filter_kind:
+    if app.comms_filter_kind != "All" and e.kind != app.comms_filter_kind:
         return False
     return True
 
@@ -2024,7 +2093,8 @@ def filter_combo(label: str, current: str, options: list[str], width_em: float) 
 
 
 def export_comms(app: AppState) -> None:
-    entries = [app.comms[i] for i in app.comms_filtered]
+    chosen = list(app.comms_filtered)
+    comms = app.engine.comms
     out_dir = app.workspace / ".clutch" / "exports"
     path = out_dir / f"comms-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
 
@@ -2032,14 +2102,18 @@ def export_comms(app: AppState) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
-            for e in entries:
-                f.write(json.dumps(e, ensure_ascii=False, default=str) + "\n")
+            step, lo, part = 5000, -5000, []  # read back from the log a slice at a time
+            for i in chosen:                  # ascending
+                if not lo <= i < lo + step:
+                    lo = i
+                    part = comms.entries(lo, lo + step)
+                f.write(json.dumps(part[i - lo], ensure_ascii=False, default=str) + "\n")
         os.replace(tmp, path)
         return str(path)
 
     def done(p: str) -> None:
         app.last_export = p
-        app.notify("info", f"exported {len(entries)} comms entries to {p}")
+        app.notify("info", f"exported {len(chosen)} comms entries to {p}")
     app.background("Export comms", work, panel="Comms", on_done=done)
 
 
@@ -2082,33 +2156,36 @@ def panel_comms(app: AppState) -> None:
                 e = app.comms[i]
                 imgui.table_next_row()
                 imgui.table_next_column()
-                clicked, _ = imgui.selectable(f"{e.get('seq', i + 1)}##c{i}", app.comms_selected == i,
+                clicked, _ = imgui.selectable(f"{e.seq}##c{i}", app.comms_selected == i,
                                               imgui.SelectableFlags_.span_all_columns)
                 if clicked:
                     app.comms_selected = i
                 imgui.table_next_column()
-                imgui.text(time.strftime("%H:%M:%S", time.localtime(float(e.get("ts", 0)))))
+                imgui.text(time.strftime("%H:%M:%S", time.localtime(e.ts)))
                 imgui.table_next_column()
-                tier = e.get("tier", "")
-                imgui.text_colored(TIER_COLOURS.get(tier, GREY), tier)
+                imgui.text_colored(TIER_COLOURS.get(e.tier, GREY), e.tier)
                 imgui.table_next_column()
-                imgui.text_unformatted(e.get("stream_id", ""))
+                imgui.text_unformatted(e.stream_id)
                 imgui.table_next_column()
-                imgui.text(e.get("direction", ""))
+                imgui.text(e.direction)
                 imgui.table_next_column()
-                imgui.text(e.get("kind", ""))
+                imgui.text(e.kind)
                 imgui.table_next_column()
-                imgui.text(e.get("model", ""))
+                imgui.text(e.model)
                 imgui.table_next_column()
-                u = e.get("usage") or {}
-                imgui.text(fmt_tokens(int(u.get("total_tokens", 0))) if u else "")
+                imgui.text(fmt_tokens(e.tokens) if e.tokens is not None else "")
         if app.comms_follow and imgui.get_scroll_y() >= imgui.get_scroll_max_y() - 2:
             imgui.set_scroll_here_y(1.0)
         imgui.end_table()
     if app.comms_selected is not None and app.comms_selected < len(app.comms):
         i = app.comms_selected
         if app.comms_detail[0] != i:
-            app.comms_detail = (i, json.dumps(app.comms[i], indent=2, ensure_ascii=False, default=str))
+            try:
+                [entry] = app.engine.comms.entries(i, i + 1)
+                text = json.dumps(entry, indent=2, ensure_ascii=False, default=str)
+            except (OSError, ValueError) as e:
+                text = f"cannot read entry {i + 1} back from the comms log: {e}"
+            app.comms_detail = (i, text)
         pushed = mono_push(app)
         imgui.input_text_multiline("##detail", app.comms_detail[1], ImVec2(-1, -1),
                                    imgui.InputTextFlags_.read_only)

@@ -401,8 +401,15 @@ def test_comms_export_and_filters(workspace):
         gui_2.refilter_comms(app)
         ctx.yield_(2)
         seen["responses"] = len(app.comms_filtered)
+        first = app.comms_filtered[-1]      # the table follows the newest entries
+        app.comms_selected = first          # as a click on its row does
+        ctx.yield_(2)
+        seen["selected"] = app.comms_selected
+        seen["detail"] = json.loads(app.comms_detail[1])
+        seen["entry"] = eng.comms.entries(first, first + 1)[0]
         ctx.item_click("//Comms/###Export JSONL")
-        wait_until(ctx, lambda: app.last_export, 5, "the export")
+        wait_until(ctx, lambda: app.last_export or [n.message for n in app.notices], 5, "the export")
+        seen["notices"] = [n.message for n in app.notices]
         seen["path"] = app.last_export
 
     try:
@@ -410,11 +417,14 @@ def test_comms_export_and_filters(workspace):
     finally:
         eng.close()
         app.close()
+    assert seen["path"], seen["notices"]
     path = Path(seen["path"])
     assert path.parent == workspace / ".clutch" / "exports" and path.name.startswith("comms-")
     lines = [json.loads(x) for x in path.read_text().splitlines()]
     assert len(lines) == seen["responses"] >= 1 and seen["all"] > seen["responses"]
     assert all(x["kind"] == "response" for x in lines)
+    # the detail pane shows the whole entry, read back from the log's file
+    assert seen["detail"] == seen["entry"] == lines[-1] and seen["entry"]["data"]["text"]
 
 
 def test_settings_validation_and_save(workspace):
@@ -520,6 +530,45 @@ def test_stream_view_extends_rows_incrementally():
     assert all(len(r) <= gui_2.WRAP_COLS for r in v.rows)
     assert "".join(v.rows[3:]) == "x" * 400
     assert v.chars == 3 + 6 + 7 + 11 + 400
+
+
+def test_an_unloaded_stream_view_comes_back_as_it_was():
+    """Rows of a stream off screen are dropped and read back from the engine's text, which may
+    already hold chunks the GUI has not drained: the view must end exactly as one that never
+    dropped anything."""
+    chunks = ["first line\n", "sec", "ond → ✓\n", "y" * 500, "\nthird\n", "late one\n"]
+    kept, dropped = gui_2.StreamView("s"), gui_2.StreamView("s")
+    for c in chunks[:3]:
+        kept.feed(c)
+        dropped.feed(c)
+    dropped.unload()
+    assert dropped.rows == [""] and dropped.chars == kept.chars
+    for c in chunks[3:5]:                       # arrive while nobody looks
+        kept.feed(c)
+        dropped.feed(c)
+    engine_text = "".join(chunks)               # the engine already has the late chunk
+    dropped.load(engine_text)
+    kept.feed(chunks[5])
+    dropped.feed(chunks[5])                     # ... which the GUI drains afterwards
+    assert dropped.rows == kept.rows and dropped.chars == kept.chars == len(engine_text)
+
+
+def test_idle_streams_off_screen_are_unloaded_and_drawn_again(workspace):
+    eng, app = make_app(workspace)
+    try:
+        on_screen, idle = app.view("Tier 3 (Worker): T-1"), app.view("Tier 3 (Worker): T-2")
+        for v in (on_screen, idle):
+            v.feed("z" * (gui_2.STREAM_KEEP_CHARS + 10))
+            v.state = "done"
+        app.stream_selected["Tier 3"] = on_screen.stream_id
+        gui_2.unload_idle_streams(app, time.monotonic() + 60)
+        assert idle.unloaded and not on_screen.unloaded
+        eng.streams.append(idle.stream_id, "z" * (gui_2.STREAM_KEEP_CHARS + 10))
+        gui_2.ensure_loaded(app, idle)
+        assert not idle.unloaded and "".join(idle.rows) == "z" * (gui_2.STREAM_KEEP_CHARS + 10)
+    finally:
+        eng.close()
+        app.close()
 
 
 def test_approval_payload_rules():

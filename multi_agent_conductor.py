@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import hashlib
 import logging
+import os
 import re
 import secrets
 import threading
@@ -131,13 +133,23 @@ class _ReadySet:
 
 
 class StreamBuffers:
-    """Text and state of every stream, thread-safe. Appended by the event pump."""
+    """Text and state of every stream, thread-safe. Appended by the event pump.
 
-    def __init__(self) -> None:
+    With a `spill_dir`, `spill()` (called off the loop when a stream ends) appends the text
+    held in memory to the stream's file there and drops it from memory; `text()` gives the
+    file's part and what came after it. So memory holds only what streamed since a stream
+    last ended, however long the session: a retried ticket's stream keeps its earlier attempts
+    on disk."""
+
+    def __init__(self, spill_dir: Path | None = None) -> None:
         self._lock = threading.Lock()
-        self._parts: dict[str, list[str]] = {}
+        self._parts: dict[str, list[str]] = {}   # text not in the file (all of it, without one)
         self._len: dict[str, int] = {}
         self._state: dict[str, str] = {}
+        self._spill_dir = spill_dir
+        self._files: dict[str, str] = {}         # stream -> its file's name
+        self._on_disk: dict[str, tuple[int, int]] = {}   # stream -> (chars, bytes) in its file
+        self._spill_lock = threading.Lock()      # one spill at a time
 
     def append(self, stream_id: str, text: str) -> None:
         with self._lock:
@@ -151,22 +163,59 @@ class StreamBuffers:
             self._len.setdefault(stream_id, 0)
             self._state[stream_id] = state
 
+    def spill(self, stream_id: str) -> None:
+        """Append the stream's text held in memory to its file and drop it from memory (any
+        thread; disk I/O). Nothing to do without a spill_dir. A failed write raises and keeps
+        the text in memory (what it wrote is cut off by the next spill)."""
+        if self._spill_dir is None:
+            return
+        with self._spill_lock:
+            with self._lock:
+                parts = self._parts.get(stream_id)
+                if not parts:
+                    return
+                k = len(parts)
+                text = "".join(parts)
+                chars, nbytes = self._on_disk.get(stream_id, (0, 0))
+                name = self._files.get(stream_id)
+                if name is None:
+                    digest = hashlib.sha1(stream_id.encode("utf-8")).hexdigest()[:12]
+                    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", stream_id)[:60]
+                    name = self._files[stream_id] = f"{safe}-{digest}.txt"
+            data = text.encode("utf-8")
+            path = self._spill_dir / name
+            self._spill_dir.mkdir(parents=True, exist_ok=True)
+            with open(path, "r+b" if nbytes else "wb") as f:
+                f.seek(nbytes)
+                f.truncate()
+                f.write(data)
+            with self._lock:
+                rest = self._parts[stream_id][k:]     # appended while we wrote
+                self._parts[stream_id] = rest
+                self._on_disk[stream_id] = (chars + len(text), nbytes + len(data))
+
     def text(self, stream_id: str, offset: int = 0) -> str:
         with self._lock:
             if stream_id not in self._parts:
                 raise KeyError(stream_id)
             parts = self._parts[stream_id]
             if len(parts) > 1:
-                joined = "".join(parts)
-                self._parts[stream_id] = [joined]
-            else:
-                joined = parts[0] if parts else ""
-        return joined[offset:]
+                parts = self._parts[stream_id] = ["".join(parts)]
+            tail = parts[0] if parts else ""
+            chars, nbytes = self._on_disk.get(stream_id, (0, 0))
+            name = self._files.get(stream_id)
+        if offset >= chars:
+            return tail[offset - chars:]
+        # the file only grows, and its first `nbytes` are the first `chars` characters
+        assert self._spill_dir is not None and name is not None
+        with open(self._spill_dir / name, "rb") as f:
+            head = f.read(nbytes).decode("utf-8")
+        return head[offset:] + tail
 
     def info(self) -> dict[str, dict[str, Any]]:
         with self._lock:
             return {sid: {"length": self._len.get(sid, 0), "state": self._state.get(sid, "idle")}
-                    for sid in self._parts}
+                    for sid in self._len}
 
 
 class ConductorEngine:
@@ -196,12 +245,14 @@ class ConductorEngine:
         if self.comms.set_aside:
             self.notices.append(f"{len(self.comms.set_aside)} torn or unreadable comms-log "
                                 f"line(s) were set aside next to {self.comms.path}")
-        self.streams = StreamBuffers()
+        self.streams = StreamBuffers(self.session_dir / "streams")
         self._lock = threading.RLock()
         self._tracks: dict[str, Track] = {}
         self._load_tracks()
         self._pending: dict[str, tuple[ApprovalRequest, asyncio.Future[ApprovalDecision]]] = {}
-        self._resolved: dict[str, ApprovalDecision] = {}
+        # ids of approvals answered lately, so a second answer is told so (the oldest are
+        # forgotten: a very late second answer is told the approval is not pending)
+        self._resolved: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._cancel_flags: dict[str, threading.Event] = {}
         self._running: dict[str, concurrent.futures.Future[Track]] = {}
         self._paused: set[str] = set()
@@ -386,6 +437,17 @@ class ConductorEngine:
                 self.streams.append(e.stream_id, e.text)
             elif isinstance(e, StreamEnd):
                 self.streams.set_state(e.stream_id, e.state)
+                if not self._closed:      # its text goes to a file, off the loop
+                    self._io.submit(self.streams.spill, e.stream_id).add_done_callback(
+                        self._spilled)
+
+    def _spilled(self, fut: concurrent.futures.Future[None]) -> None:
+        """A stream's spill failed (disk full?): its text stays in memory; the user is told."""
+        if fut.cancelled() or fut.exception() is None:
+            return
+        msg = f"could not move a finished stream's text to disk: {_describe(fut.exception())}"
+        self.notices.append(msg)
+        self.inbox.put(LogEvent(message=msg, level="warning"))
 
     def _emit(self, evt: Event) -> None:
         """Emit from the loop thread."""
@@ -523,7 +585,9 @@ class ConductorEngine:
             req, fut = item
             if decision.payload is not None and decision.approved:
                 self._check_payload(req, decision.payload)   # refused: still pending
-            self._resolved[approval_id] = decision
+            self._resolved[approval_id] = None
+            while len(self._resolved) > 4096:
+                self._resolved.popitem(last=False)
         assert self.loop is not None
 
         def settle() -> None:

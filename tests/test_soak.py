@@ -63,3 +63,44 @@ def test_soak_200_tickets_8_workers_random_order_approvals(workspace):
         if e["kind"] == "tool_result" and e["data"]["name"] == "run_shell":
             assert e["data"]["result"]["output"].strip() == f"ran-for-{e['ticket_id']}"
     print(f"soak: 200 tickets in {elapsed:.1f}s")
+
+
+def test_memory_stays_flat_when_the_same_work_runs_again(workspace):
+    """The work done must not grow memory: comms entries and stream text live in their files
+    (read back on demand), finished agents keep only their context figures. A 40-ticket track
+    is run five times; Python's traced memory after the fifth run may exceed that after the
+    first only by the log's index (8 bytes an entry) and noise."""
+    import gc
+    import tracemalloc
+    from multi_agent_conductor import ConductorEngine
+    with ConductorEngine(workspace, fast_settings(max_workers=8), auto_approve=True) as eng:
+        [tr] = eng.accept_tracks([TrackProposal(title="Again", goal="g",
+                                                acceptance_criteria=["c"])]).result(30)
+        sizes = []
+        entries = []
+        tracemalloc.start()
+        try:
+            for _ in range(5):
+                eng.set_tickets(tr.id, soak_tickets(40, 3)).result(30)
+                track = eng.start_track(tr.id).result(120)
+                assert all(t.status == "completed" for t in track.tickets)
+                deadline = time.monotonic() + 10       # the last streams' spills, off the loop
+                while any(eng.streams._parts.get(s) for s, i in eng.streams.info().items()
+                          if i["state"] != "streaming") and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                del track
+                eng.inbox.drain()          # as the GUI does every frame (a consumer's job)
+                gc.collect()
+                sizes.append(tracemalloc.get_traced_memory()[0])
+                entries.append(len(eng.comms))
+        finally:
+            tracemalloc.stop()
+        text = eng.streams.text("Tier 3 (Worker): T-001")
+        assert text.count("T-001") >= 5, "every run's text is still readable, from disk"
+        log_bytes = eng.comms.path.stat().st_size
+    growth = sizes[-1] - sizes[0]
+    index = (entries[-1] - entries[0]) * 8
+    assert log_bytes > 400_000
+    assert growth < index + 100_000, (
+        f"memory grew {growth:,} bytes over four runs that wrote "
+        f"{entries[-1] - entries[0]:,} log entries: {sizes}")

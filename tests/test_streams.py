@@ -1,0 +1,103 @@
+"""StreamBuffers: a stream's text moves to its file when the stream ends and reads back the
+same, at any offset; nothing is lost when more text comes after (a retried ticket) or when a
+write fails."""
+from __future__ import annotations
+
+import pytest
+
+from multi_agent_conductor import StreamBuffers
+
+SID = "Tier 3 (Worker): T-001/é"
+
+
+def test_spilled_text_reads_back_the_same_at_every_offset(tmp_path):
+    sb = StreamBuffers(tmp_path / "streams")
+    first = "".join(f"line {i} — ünïcode\n" for i in range(50))
+    for i in range(0, len(first), 7):
+        sb.append(SID, first[i:i + 7])
+    sb.set_state(SID, "done")
+    sb.spill(SID)
+    [f] = list((tmp_path / "streams").iterdir())
+    assert f.read_text(encoding="utf-8") == first
+    assert sb.text(SID) == first
+    # a retried ticket streams into the same stream: memory holds only the new part
+    sb.append(SID, "attempt 2\n")
+    assert sb.info()[SID] == {"length": len(first) + 10, "state": "streaming"}
+    whole = first + "attempt 2\n"
+    for off in (0, 1, len(first) - 1, len(first), len(first) + 3, len(whole), len(whole) + 5):
+        assert sb.text(SID, off) == whole[off:]
+    sb.set_state(SID, "failed")
+    sb.spill(SID)
+    assert f.read_text(encoding="utf-8") == whole and sb.text(SID) == whole
+    assert sb.info()[SID] == {"length": len(whole), "state": "failed"}
+
+
+def test_a_failed_spill_keeps_the_text_and_the_next_one_repairs_the_file(tmp_path, monkeypatch):
+    import builtins
+    sb = StreamBuffers(tmp_path / "streams")
+    sb.append(SID, "one\n")
+    sb.spill(SID)
+    sb.append(SID, "two\n")
+    real_open = builtins.open
+
+    class Torn:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.f.close()
+
+        def seek(self, n):
+            self.f.seek(n)
+
+        def truncate(self):
+            self.f.truncate()
+
+        def write(self, data):
+            self.f.write(data[:2])                  # half of it, then the disk is full
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(builtins, "open", lambda p, mode="r", *a, **k:
+                        Torn(real_open(p, mode, *a, **k)) if "+" in mode else
+                        real_open(p, mode, *a, **k))
+    with pytest.raises(OSError, match="No space"):
+        sb.spill(SID)
+    monkeypatch.setattr(builtins, "open", real_open)
+    assert sb.text(SID) == "one\ntwo\n"             # nothing lost
+    sb.append(SID, "three\n")
+    sb.spill(SID)
+    [f] = list((tmp_path / "streams").iterdir())
+    assert f.read_text() == "one\ntwo\nthree\n"    # the torn bytes were cut off
+
+
+def test_without_a_spill_dir_everything_stays_in_memory():
+    sb = StreamBuffers()
+    sb.append(SID, "abc")
+    sb.spill(SID)
+    assert sb.text(SID, 1) == "bc"
+    with pytest.raises(KeyError):
+        sb.text("nope")
+
+
+def test_engine_streams_read_back_after_the_run(workspace):
+    from conftest import fast_settings
+    from models import Ticket, TrackProposal
+    from multi_agent_conductor import ConductorEngine
+    import time
+    with ConductorEngine(workspace, fast_settings(), auto_approve=True) as eng:
+        [tr] = eng.accept_tracks([TrackProposal(title="S", goal="g",
+                                                acceptance_criteria=["c"])]).result(30)
+        eng.set_tickets(tr.id, [Ticket(id="T-1", description="write notes",
+                                       target_files=["notes.md"])]).result(30)
+        eng.start_track(tr.id).result(60)
+        sid = "Tier 3 (Worker): T-1"
+        deadline = time.monotonic() + 10
+        while not list((eng.session_dir / "streams").glob("*.txt")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [f] = list((eng.session_dir / "streams").glob("Tier_3_Worker_T-1-*.txt"))
+        assert eng.streams.text(sid) == f.read_text(encoding="utf-8")
+        assert "notes.md" in eng.streams.text(sid)
+        assert eng.streams.info()[sid]["length"] == len(eng.streams.text(sid))

@@ -16,9 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import hashlib
 import logging
-import os
 import re
 import secrets
 import threading
@@ -135,20 +133,21 @@ class _ReadySet:
 class StreamBuffers:
     """Text and state of every stream, thread-safe. Appended by the event pump.
 
-    With a `spill_dir`, `spill()` (called off the loop when a stream ends) appends the text
-    held in memory to the stream's file there and drops it from memory; `text()` gives the
-    file's part and what came after it. So memory holds only what streamed since a stream
-    last ended, however long the session: a retried ticket's stream keeps its earlier attempts
-    on disk."""
+    With a `spill_path`, `spill()` (called off the loop after streams end) appends the text
+    of every ended stream to that one file, in a single write, and drops it from memory; the
+    stream remembers where its pieces are, and `text()` reads them back. So memory holds only
+    what is streaming now, however long the session; a retried ticket's stream keeps its
+    earlier attempts on disk."""
 
-    def __init__(self, spill_dir: Path | None = None) -> None:
+    def __init__(self, spill_path: Path | None = None) -> None:
         self._lock = threading.Lock()
-        self._parts: dict[str, list[str]] = {}   # text not in the file (all of it, without one)
+        self._parts: dict[str, list[str]] = {}   # text not in the file yet
         self._len: dict[str, int] = {}
         self._state: dict[str, str] = {}
-        self._spill_dir = spill_dir
-        self._files: dict[str, str] = {}         # stream -> its file's name
-        self._on_disk: dict[str, tuple[int, int]] = {}   # stream -> (chars, bytes) in its file
+        self._spill_path = spill_path
+        # stream -> its pieces in the file: (byte offset, bytes, characters)
+        self._pieces: dict[str, list[tuple[int, int, int]]] = {}
+        self._file_size = 0                      # bytes of complete pieces in the file
         self._spill_lock = threading.Lock()      # one spill at a time
 
     def append(self, stream_id: str, text: str) -> None:
@@ -163,36 +162,33 @@ class StreamBuffers:
             self._len.setdefault(stream_id, 0)
             self._state[stream_id] = state
 
-    def spill(self, stream_id: str) -> None:
-        """Append the stream's text held in memory to its file and drop it from memory (any
-        thread; disk I/O). Nothing to do without a spill_dir. A failed write raises and keeps
-        the text in memory (what it wrote is cut off by the next spill)."""
-        if self._spill_dir is None:
-            return
+    def spill(self) -> int:
+        """Move the text of every stream that is not streaming to the file, in one write, and
+        drop it from memory (any thread; disk I/O). Returns the streams moved. Nothing to do
+        without a spill_path. A failed write raises and keeps the text in memory (the next
+        spill writes over what it left)."""
+        if self._spill_path is None:
+            return 0
         with self._spill_lock:
             with self._lock:
-                parts = self._parts.get(stream_id)
-                if not parts:
-                    return
-                k = len(parts)
-                text = "".join(parts)
-                chars, nbytes = self._on_disk.get(stream_id, (0, 0))
-                name = self._files.get(stream_id)
-                if name is None:
-                    digest = hashlib.sha1(stream_id.encode("utf-8")).hexdigest()[:12]
-                    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", stream_id)[:60]
-                    name = self._files[stream_id] = f"{safe}-{digest}.txt"
-            data = text.encode("utf-8")
-            path = self._spill_dir / name
-            self._spill_dir.mkdir(parents=True, exist_ok=True)
-            with open(path, "r+b" if nbytes else "wb") as f:
-                f.seek(nbytes)
+                todo = [(sid, len(parts), "".join(parts)) for sid, parts in self._parts.items()
+                        if parts and self._state.get(sid) != "streaming"]
+                start = self._file_size
+            if not todo:
+                return 0
+            blobs = [text.encode("utf-8") for _, _, text in todo]
+            with open(self._spill_path, "r+b" if start else "wb") as f:
+                f.seek(start)
                 f.truncate()
-                f.write(data)
+                f.write(b"".join(blobs))
             with self._lock:
-                rest = self._parts[stream_id][k:]     # appended while we wrote
-                self._parts[stream_id] = rest
-                self._on_disk[stream_id] = (chars + len(text), nbytes + len(data))
+                off = start
+                for (sid, k, text), blob in zip(todo, blobs):
+                    self._parts[sid] = self._parts[sid][k:]      # appended while we wrote
+                    self._pieces.setdefault(sid, []).append((off, len(blob), len(text)))
+                    off += len(blob)
+                self._file_size = off
+            return len(todo)
 
     def text(self, stream_id: str, offset: int = 0) -> str:
         with self._lock:
@@ -202,15 +198,21 @@ class StreamBuffers:
             if len(parts) > 1:
                 parts = self._parts[stream_id] = ["".join(parts)]
             tail = parts[0] if parts else ""
-            chars, nbytes = self._on_disk.get(stream_id, (0, 0))
-            name = self._files.get(stream_id)
-        if offset >= chars:
-            return tail[offset - chars:]
-        # the file only grows, and its first `nbytes` are the first `chars` characters
-        assert self._spill_dir is not None and name is not None
-        with open(self._spill_dir / name, "rb") as f:
-            head = f.read(nbytes).decode("utf-8")
-        return head[offset:] + tail
+            pieces = list(self._pieces.get(stream_id, ()))
+        out: list[str] = []
+        if pieces:
+            assert self._spill_path is not None
+            # the file only grows; a piece's bytes never change once recorded
+            with open(self._spill_path, "rb") as f:
+                for off, nbytes, nchars in pieces:
+                    if offset >= nchars:
+                        offset -= nchars
+                        continue
+                    f.seek(off)
+                    out.append(f.read(nbytes).decode("utf-8")[offset:])
+                    offset = 0
+        out.append(tail[offset:])
+        return "".join(out)
 
     def info(self) -> dict[str, dict[str, Any]]:
         with self._lock:
@@ -245,7 +247,8 @@ class ConductorEngine:
         if self.comms.set_aside:
             self.notices.append(f"{len(self.comms.set_aside)} torn or unreadable comms-log "
                                 f"line(s) were set aside next to {self.comms.path}")
-        self.streams = StreamBuffers(self.session_dir / "streams")
+        self.streams = StreamBuffers(self.session_dir / "streams.txt")
+        self._spill_queued = False
         self._lock = threading.RLock()
         self._tracks: dict[str, Track] = {}
         self._load_tracks()
@@ -281,6 +284,7 @@ class ConductorEngine:
                                                          thread_name_prefix="clutch-io")
         self._dirty: set[str] = set()
         self._last_snaps: collections.OrderedDict[str, Track] = collections.OrderedDict()
+        self._workers_reported: tuple[int, int, int] | None = None
         self._dirty_failed: set[str] = set()
         self._writer: asyncio.Task[None] | None = None
         self._ready_sets: dict[str, _ReadySet] = {}   # per track being scheduled
@@ -437,15 +441,21 @@ class ConductorEngine:
                 self.streams.append(e.stream_id, e.text)
             elif isinstance(e, StreamEnd):
                 self.streams.set_state(e.stream_id, e.state)
-                if not self._closed:      # its text goes to a file, off the loop
-                    self._io.submit(self.streams.spill, e.stream_id).add_done_callback(
-                        self._spilled)
+                if not self._closed and not self._spill_queued:
+                    # ended streams' text goes to the file, off the loop, one write for all
+                    # that ended by the time the IO thread gets to it
+                    self._spill_queued = True
+                    self._io.submit(self._spill).add_done_callback(self._spilled)
 
-    def _spilled(self, fut: concurrent.futures.Future[None]) -> None:
-        """A stream's spill failed (disk full?): its text stays in memory; the user is told."""
+    def _spill(self) -> int:
+        self._spill_queued = False      # a stream ending from now on queues another spill
+        return self.streams.spill()
+
+    def _spilled(self, fut: concurrent.futures.Future[int]) -> None:
+        """A spill failed (disk full?): the text stays in memory; the user is told."""
         if fut.cancelled() or fut.exception() is None:
             return
-        msg = f"could not move a finished stream's text to disk: {_describe(fut.exception())}"
+        msg = f"could not move finished streams' text to disk: {_describe(fut.exception())}"
         self.notices.append(msg)
         self.inbox.put(LogEvent(message=msg, level="warning"))
 
@@ -481,8 +491,11 @@ class ConductorEngine:
                        if tid in self._running and not self._running[tid].done())
 
     def _workers_changed(self) -> None:
-        self._emit(WorkersChanged(active=self._active, cap=self.effective_cap(),
-                                  queued=self._queued_count()))
+        """Report the worker figures when they differ from the last report (loop thread)."""
+        now = (self._active, self.effective_cap(), self._queued_count())
+        if now != self._workers_reported:
+            self._workers_reported = now
+            self._emit(WorkersChanged(active=now[0], cap=now[1], queued=now[2]))
 
     # =========================================================================================
     # provider, settings
@@ -1614,8 +1627,11 @@ def _copy_track(track: Track, prev: Track | None = None) -> Track:
     for t in track.tickets:
         c = old.get(t.id)
         if c is None or c.__dict__ != t.__dict__:
-            c = t.model_copy(update={k: _copy_value(v) for k, v in t.__dict__.items()
-                                     if not isinstance(v, _ATOMIC)})
+            c = t.__copy__()         # pydantic's shallow copy: its own __dict__ and fields set
+            d = c.__dict__
+            for k, v in d.items():
+                if not isinstance(v, _ATOMIC):
+                    d[k] = _copy_value(v)
         tickets.append(c)
     update = {k: _copy_value(v) for k, v in track.__dict__.items()
               if k != "tickets" and not isinstance(v, _ATOMIC)}

@@ -1,25 +1,28 @@
-"""StreamBuffers: a stream's text moves to its file when the stream ends and reads back the
-same, at any offset; nothing is lost when more text comes after (a retried ticket) or when a
-write fails."""
+"""StreamBuffers: the text of ended streams moves to one file and reads back the same, at any
+offset; nothing is lost when more text comes after (a retried ticket) or when a write fails."""
 from __future__ import annotations
+
+import time
 
 import pytest
 
 from multi_agent_conductor import StreamBuffers
 
 SID = "Tier 3 (Worker): T-001/é"
+OTHER = "Tier 3 (Worker): T-002"
 
 
 def test_spilled_text_reads_back_the_same_at_every_offset(tmp_path):
-    sb = StreamBuffers(tmp_path / "streams")
+    path = tmp_path / "streams.txt"
+    sb = StreamBuffers(path)
     first = "".join(f"line {i} — ünïcode\n" for i in range(50))
     for i in range(0, len(first), 7):
         sb.append(SID, first[i:i + 7])
+    sb.append(OTHER, "still talking")
     sb.set_state(SID, "done")
-    sb.spill(SID)
-    [f] = list((tmp_path / "streams").iterdir())
-    assert f.read_text(encoding="utf-8") == first
-    assert sb.text(SID) == first
+    assert sb.spill() == 1                       # the live stream stays in memory
+    assert path.read_text(encoding="utf-8") == first
+    assert sb.text(SID) == first and sb.text(OTHER) == "still talking"
     # a retried ticket streams into the same stream: memory holds only the new part
     sb.append(SID, "attempt 2\n")
     assert sb.info()[SID] == {"length": len(first) + 10, "state": "streaming"}
@@ -27,17 +30,24 @@ def test_spilled_text_reads_back_the_same_at_every_offset(tmp_path):
     for off in (0, 1, len(first) - 1, len(first), len(first) + 3, len(whole), len(whole) + 5):
         assert sb.text(SID, off) == whole[off:]
     sb.set_state(SID, "failed")
-    sb.spill(SID)
-    assert f.read_text(encoding="utf-8") == whole and sb.text(SID) == whole
+    sb.set_state(OTHER, "done")
+    assert sb.spill() == 2                       # both, in one write
+    assert sb.text(SID) == whole and sb.text(OTHER) == "still talking"
+    for off in (0, len(first) - 1, len(first) + 3, len(whole)):
+        assert sb.text(SID, off) == whole[off:]
     assert sb.info()[SID] == {"length": len(whole), "state": "failed"}
+    assert sb.spill() == 0
 
 
-def test_a_failed_spill_keeps_the_text_and_the_next_one_repairs_the_file(tmp_path, monkeypatch):
+def test_a_failed_spill_keeps_the_text_and_the_next_one_writes_over_it(tmp_path, monkeypatch):
     import builtins
-    sb = StreamBuffers(tmp_path / "streams")
+    path = tmp_path / "streams.txt"
+    sb = StreamBuffers(path)
     sb.append(SID, "one\n")
-    sb.spill(SID)
+    sb.set_state(SID, "done")
+    sb.spill()
     sb.append(SID, "two\n")
+    sb.set_state(SID, "done")
     real_open = builtins.open
 
     class Torn:
@@ -64,19 +74,21 @@ def test_a_failed_spill_keeps_the_text_and_the_next_one_repairs_the_file(tmp_pat
                         Torn(real_open(p, mode, *a, **k)) if "+" in mode else
                         real_open(p, mode, *a, **k))
     with pytest.raises(OSError, match="No space"):
-        sb.spill(SID)
+        sb.spill()
     monkeypatch.setattr(builtins, "open", real_open)
     assert sb.text(SID) == "one\ntwo\n"             # nothing lost
     sb.append(SID, "three\n")
-    sb.spill(SID)
-    [f] = list((tmp_path / "streams").iterdir())
-    assert f.read_text() == "one\ntwo\nthree\n"    # the torn bytes were cut off
+    sb.set_state(SID, "done")
+    sb.spill()
+    assert path.read_text() == "one\ntwo\nthree\n"  # the torn bytes were written over
+    assert sb.text(SID) == "one\ntwo\nthree\n"
 
 
-def test_without_a_spill_dir_everything_stays_in_memory():
+def test_without_a_spill_path_everything_stays_in_memory():
     sb = StreamBuffers()
     sb.append(SID, "abc")
-    sb.spill(SID)
+    sb.set_state(SID, "done")
+    assert sb.spill() == 0
     assert sb.text(SID, 1) == "bc"
     with pytest.raises(KeyError):
         sb.text("nope")
@@ -86,7 +98,6 @@ def test_engine_streams_read_back_after_the_run(workspace):
     from conftest import fast_settings
     from models import Ticket, TrackProposal
     from multi_agent_conductor import ConductorEngine
-    import time
     with ConductorEngine(workspace, fast_settings(), auto_approve=True) as eng:
         [tr] = eng.accept_tracks([TrackProposal(title="S", goal="g",
                                                 acceptance_criteria=["c"])]).result(30)
@@ -94,10 +105,12 @@ def test_engine_streams_read_back_after_the_run(workspace):
                                        target_files=["notes.md"])]).result(30)
         eng.start_track(tr.id).result(60)
         sid = "Tier 3 (Worker): T-1"
+        spill = eng.session_dir / "streams.txt"
         deadline = time.monotonic() + 10
-        while not list((eng.session_dir / "streams").glob("*.txt")) and time.monotonic() < deadline:
+        while "notes.md" not in (spill.read_text() if spill.exists() else "") \
+                and time.monotonic() < deadline:
             time.sleep(0.05)
-        [f] = list((eng.session_dir / "streams").glob("Tier_3_Worker_T-1-*.txt"))
-        assert eng.streams.text(sid) == f.read_text(encoding="utf-8")
-        assert "notes.md" in eng.streams.text(sid)
-        assert eng.streams.info()[sid]["length"] == len(eng.streams.text(sid))
+        assert "notes.md" in spill.read_text(encoding="utf-8")
+        text = eng.streams.text(sid)
+        assert "notes.md" in text and text in spill.read_text(encoding="utf-8")
+        assert eng.streams.info()[sid]["length"] == len(text)

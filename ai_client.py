@@ -942,47 +942,47 @@ class CommsLog:
         self._pending_first = self._n
 
     def _load_existing(self) -> None:
+        """Index the file line by line (memory: the offsets, not the file). Torn or unparsable
+        lines are copied to a set-aside file and the log rewritten without them."""
         assert self.path is not None
-        raw = self.path.read_bytes()
-        good_end = raw.rfind(b"\n") + 1
         bad: list[bytes] = []
-        kept: list[bytes] = []
         pos = 0
-        while pos < good_end:
-            nl = raw.index(b"\n", pos)
-            ln = raw[pos:nl]
-            start, pos = pos, nl + 1
-            if not ln.strip():
-                continue
-            try:
-                entry = json.loads(ln)
-                if not isinstance(entry, dict):
-                    raise ValueError("not an object")
-            except ValueError:
-                bad.append(ln)
-                continue
-            self._offsets.append(start)
-            kept.append(ln.strip())
-            self._n += 1
-            self._add_usage(entry)
-        if good_end < len(raw):
-            bad.append(raw[good_end:])
-        if bad:
-            aside = self.path.with_name(self.path.name + f".set-aside-{int(time.time())}")
-            with open(aside, "ab") as f:
-                for b in bad:
-                    f.write(b + b"\n")
-            self.set_aside = [b.decode("utf-8", "replace") for b in bad]
-            # keep only the complete, parsable lines in the log itself
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            self._offsets = array.array("Q")
-            with open(tmp, "wb") as f:
-                for line in kept:
-                    self._offsets.append(f.tell())
-                    f.write(line + b"\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+        with open(self.path, "rb") as f:
+            for ln in f:
+                start, pos = pos, pos + len(ln)
+                if not ln.endswith(b"\n"):          # a torn last line (a crash mid-write)
+                    bad.append(ln)
+                    break
+                if not ln.strip():
+                    continue
+                try:
+                    entry = json.loads(ln)
+                    if not isinstance(entry, dict):
+                        raise ValueError("not an object")
+                except ValueError:
+                    bad.append(ln.rstrip(b"\n"))
+                    continue
+                self._offsets.append(start)
+                self._n += 1
+                self._add_usage(entry)
+        if not bad:
+            return
+        aside = self.path.with_name(self.path.name + f".set-aside-{int(time.time())}")
+        with open(aside, "ab") as f:
+            for b in bad:
+                f.write(b + b"\n")
+        self.set_aside = [b.decode("utf-8", "replace") for b in bad]
+        # keep only the complete, parsable lines in the log itself
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        offsets, self._offsets = self._offsets, array.array("Q")
+        with open(self.path, "rb") as src, open(tmp, "wb") as f:
+            for off in offsets:
+                src.seek(off)
+                self._offsets.append(f.tell())
+                f.write(src.readline().strip() + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
 
     def _add_usage(self, entry: dict[str, Any], usage: Usage | None = None) -> None:
         u = entry.get("usage")

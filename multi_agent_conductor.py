@@ -13,6 +13,7 @@ other threads take copies under the same lock (`tracks()`, `track()`).
 """
 from __future__ import annotations
 
+import array
 import asyncio
 import collections
 import concurrent.futures
@@ -145,8 +146,9 @@ class StreamBuffers:
         self._len: dict[str, int] = {}
         self._state: dict[str, str] = {}
         self._spill_path = spill_path
-        # stream -> its pieces in the file: (byte offset, bytes, characters)
-        self._pieces: dict[str, list[tuple[int, int, int]]] = {}
+        # stream -> its pieces in the file, flat: byte offset, bytes, characters, ... (24 bytes
+        # a piece: memory grows by that per stream that ended, not by its text)
+        self._pieces: dict[str, array.array] = {}
         self._file_size = 0                      # bytes of complete pieces in the file
         self._spill_lock = threading.Lock()      # one spill at a time
 
@@ -185,7 +187,8 @@ class StreamBuffers:
                 off = start
                 for (sid, k, text), blob in zip(todo, blobs):
                     self._parts[sid] = self._parts[sid][k:]      # appended while we wrote
-                    self._pieces.setdefault(sid, []).append((off, len(blob), len(text)))
+                    self._pieces.setdefault(sid, array.array("Q")).extend(
+                        (off, len(blob), len(text)))
                     off += len(blob)
                 self._file_size = off
             return len(todo)
@@ -198,7 +201,8 @@ class StreamBuffers:
             if len(parts) > 1:
                 parts = self._parts[stream_id] = ["".join(parts)]
             tail = parts[0] if parts else ""
-            pieces = list(self._pieces.get(stream_id, ()))
+            flat = self._pieces.get(stream_id)
+            pieces = list(zip(flat[0::3], flat[1::3], flat[2::3])) if flat else []
         out: list[str] = []
         if pieces:
             assert self._spill_path is not None

@@ -1011,8 +1011,8 @@ class CommsLog:
                usage: Usage | None = None, data: dict[str, Any] | None = None,
                wait: bool = True) -> dict[str, Any]:
         """Append one entry. With `wait` (the default) the line is in the file when this
-        returns; without, it is handed to the thread writing now, if any, and this never
-        waits on the disk (the event loop's records)."""
+        returns. Without, this does no I/O at all (the event loop's records): the line is
+        queued and written with the next record that waits, or by `flush()`."""
         entry = {"seq": 0, "ts": 0.0, "kind": kind, "direction": direction, "tier": tier,
                  "stream_id": stream_id, "track_id": track_id, "ticket_id": ticket_id,
                  "provider": provider, "model": model,
@@ -1040,24 +1040,12 @@ class CommsLog:
         if wait:
             with self._write_lock:
                 self._write_pending(seq)
-        elif self._write_lock.acquire(blocking=False):
-            try:
-                self._write_pending(seq)
-            finally:
-                self._write_lock.release()
-        else:
-            return entry    # the thread writing now writes this line too (see below)
-        # A line queued by a thread that did not wait while we held _write_lock is ours to write.
-        while True:
-            with self._lock:
-                if not self._pending or self._fd is None:
-                    return entry
-            if not self._write_lock.acquire(blocking=False):
-                return entry    # whoever holds it writes them, and checks again on release
-            try:
-                self._write_pending(self._n)
-            finally:
-                self._write_lock.release()
+        return entry
+
+    def flush(self) -> None:
+        """Write every line queued so far (any thread; disk I/O)."""
+        with self._write_lock:
+            self._write_pending(self._n)
 
     def _write_pending(self, upto: int) -> None:
         """Under _write_lock: write the queued lines, if entry number `upto` is not yet in the

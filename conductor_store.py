@@ -823,6 +823,22 @@ def _toml_value(v: Any) -> str | None:
     return None
 
 
+def _ticket_dump(t: Ticket, fields: dict[str, Any]) -> dict[str, Any]:
+    """`t.model_dump(mode="json", exclude_none=True)`, straight from its field values when they
+    are all JSON's own types already (they are, for every Ticket field), else through pydantic."""
+    out = {}
+    for k, v in fields.items():
+        if v is None:
+            continue
+        if type(v) is list:
+            if not all(type(x) is str for x in v):
+                return t.model_dump(mode="json", exclude_none=True)
+        elif type(v) not in (str, int, bool):
+            return t.model_dump(mode="json", exclude_none=True)
+        out[k] = v
+    return out
+
+
 def _toml_ticket(d: dict[str, Any]) -> str:
     """`tomli_w.dumps({"tickets": [d]})` for a ticket's fields (strings, ints, booleans and
     lists of strings), as tomli_w writes it, without its per-character string loop; anything
@@ -1087,7 +1103,7 @@ class ConductorStore:
             hit = old.get(t.id)
             if hit is None or hit[0] != t.__dict__:
                 fields = {k: list(v) if type(v) is list else v for k, v in t.__dict__.items()}
-                hit = (fields, _toml_ticket(t.model_dump(mode="json", exclude_none=True)))
+                hit = (fields, _toml_ticket(_ticket_dump(t, fields)))
             chunks[t.id] = hit
         if cache is not None:
             cache.tickets = chunks

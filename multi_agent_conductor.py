@@ -17,6 +17,7 @@ import array
 import asyncio
 import collections
 import concurrent.futures
+import heapq
 import logging
 import re
 import secrets
@@ -70,12 +71,13 @@ class StepStopped(Exception):
 class _ReadySet:
     """The tickets of one running track that may start now, kept incrementally (loop thread).
 
-    `ready()` returns what `models.ready_tickets(track.tickets)` would, in the track's order,
+    `take(n)` gives the first n tickets, in the track's order, of what
+    `models.ready_tickets(track.tickets)` would return, and `count()` how many there are,
     without scanning the whole track each time: a ticket that stops running only re-checks
     itself and its dependents (`touch`); anything else that changes statuses goes through
-    `ConductorEngine._wake_all`, which asks for a full rescan (`rescan`). Every ticket returned
-    is re-checked against its dependencies' current statuses, so a stale entry is dropped,
-    never started.
+    `ConductorEngine._wake_all`, which asks for a full rescan (`rescan`). Ready tickets wait
+    in a heap by position; each is re-checked against its dependencies' current statuses when
+    taken, so a stale entry is dropped, never started.
     """
 
     def __init__(self, track: Track):
@@ -84,6 +86,7 @@ class _ReadySet:
         self._full = True
         self._candidates: set[str] = set()
         self._ready: set[str] = set()
+        self._heap: list[tuple[int, str]] = []
         self._index()
 
     def _index(self) -> None:
@@ -113,22 +116,47 @@ class _ReadySet:
                 return False
         return True
 
-    def ready(self, full: bool = False) -> list[Ticket]:
+    def _refresh(self) -> None:
         if self.track.tickets is not self._tickets:     # replaced meanwhile: index again
             self._index()
-        by_id = self._by_id
-        if full or self._full:
+        if self._full:
             self._full = False
             self._candidates.clear()
-            ready = [t for t in self._tickets if self._ok(t)]  # type: ignore[union-attr]
-            self._ready = {t.id for t in ready}
-            return ready
-        self._ready.update(self._candidates)
+            self._heap = [(i, t.id) for i, t in enumerate(self._tickets)  # type: ignore[arg-type]
+                          if self._ok(t)]                 # already in order: a valid heap
+            self._ready = {tid for _, tid in self._heap}
+            return
+        for tid in self._candidates:
+            t = self._by_id.get(tid)
+            if t is not None and self._ok(t):
+                if tid not in self._ready:
+                    self._ready.add(tid)
+                    heapq.heappush(self._heap, (self._pos[tid], tid))
+            else:
+                self._ready.discard(tid)      # its heap entry is skipped when reached
         self._candidates.clear()
-        ready = [by_id[i] for i in self._ready if i in by_id and self._ok(by_id[i])]
-        ready.sort(key=lambda t: self._pos[t.id])
-        self._ready = {t.id for t in ready}
-        return ready
+
+    def take(self, n: int) -> list[Ticket]:
+        """Up to n ready tickets, first in the track's order, removed from the set."""
+        self._refresh()
+        out: list[Ticket] = []
+        heap = self._heap
+        while heap and len(out) < n:
+            _, tid = heapq.heappop(heap)
+            if tid not in self._ready:
+                continue                      # stale: no longer ready, or taken
+            self._ready.discard(tid)
+            t = self._by_id[tid]
+            if self._ok(t):
+                out.append(t)
+        return out
+
+    def count(self, full: bool = False) -> int:
+        """How many tickets are ready now (`full`: after rescanning the whole track)."""
+        if full:
+            self._full = True
+        self._refresh()
+        return len(self._ready)
 
 
 class StreamBuffers:
@@ -446,10 +474,15 @@ class ConductorEngine:
             elif isinstance(e, StreamEnd):
                 self.streams.set_state(e.stream_id, e.state)
                 if not self._closed and not self._spill_queued:
-                    # ended streams' text goes to the file, off the loop, one write for all
-                    # that ended by the time the IO thread gets to it
+                    # Ended streams' text goes to the file, off the loop, in one write for all
+                    # that ended in the next half second.
                     self._spill_queued = True
-                    self._io.submit(self._spill).add_done_callback(self._spilled)
+                    asyncio.get_running_loop().call_later(0.5, self._queue_spill)
+
+    def _queue_spill(self) -> None:
+        if self._closed:
+            return
+        self._io.submit(self._spill).add_done_callback(self._spilled)
 
     def _spill(self) -> int:
         self._spill_queued = False      # a stream ending from now on queues another spill
@@ -578,7 +611,7 @@ class ConductorEngine:
                           ticket_id=req.ticket_id, direction="-",
                           data={"approval_id": req.id, "kind": req.kind, "title": req.title,
                                 "approved": d.approved, "reason": d.reason, "source": d.source,
-                                "requested": req.payload, "edited": d.payload})
+                                "requested": req.payload, "edited": d.payload}, wait=False)
 
     def ask_from_thread(self, req: ApprovalRequest) -> ApprovalDecision:
         """Block an executor thread until the user decides."""
@@ -900,6 +933,9 @@ class ConductorEngine:
         return snap
 
     def _write_snapshots(self, snaps: list[Track]) -> None:
+        # The log first: what the state files say happened (a spawn, a completion) is never
+        # newer on disk than the comms lines about it (the loop queues its lines unwritten).
+        self.comms.flush()
         for snap in snaps:
             try:
                 self.store.save_track(snap)
@@ -1138,12 +1174,9 @@ class ConductorEngine:
         try:
             while True:
                 paused = track_id in self._paused
-                ready = ready_set.ready()
                 if not paused:
-                    cap = self.effective_cap()
-                    for t in ready:
-                        if self._active >= cap:
-                            break
+                    free = self.effective_cap() - self._active
+                    for t in ready_set.take(free) if free > 0 else ():
                         if t.id in tasks:
                             continue
                         self._active += 1
@@ -1151,15 +1184,14 @@ class ConductorEngine:
                             t.status = "in_progress"
                         task = tasks[t.id] = asyncio.create_task(self._run_ticket(track, t))
                         task.add_done_callback(lambda task, tid=t.id: on_done(task, tid))
-                    ready = [t for t in ready if t.status == "todo"]
-                self._queued[track_id] = len(ready)
+                self._queued[track_id] = ready_set.count()
                 self._workers_changed()
                 if not tasks:
                     if paused:
                         wake.clear()
                         await wake.wait()
                         continue
-                    if not ready_set.ready(full=True):
+                    if not ready_set.count(full=True):
                         break
                     # ready, but every slot is held by other tracks: wait for one
                     wake.clear()

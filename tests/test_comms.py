@@ -128,11 +128,31 @@ def test_group_commit_keeps_seq_order_and_each_waiting_line_on_disk(tmp_path):
     for t in threads:
         t.join()
     assert missing == []
-    # every line written by now, without close(): the last writer wrote what was queued
+    # lines that did not wait may still be queued: readable all the same, written by flush()
+    assert [e["seq"] for e in log.entries()] == list(range(1, 2401))
+    log.flush()
     seqs = [json.loads(ln)["seq"] for ln in path.read_text().splitlines()]
     assert seqs == list(range(1, 2401))
-    assert [e["seq"] for e in log.entries()] == seqs
     log.close()
+
+
+def test_a_record_that_does_not_wait_does_no_io_until_the_next_write(tmp_path, monkeypatch):
+    path = tmp_path / "c.jsonl"
+    log = CommsLog(path)
+    writes = []
+    import os as _os
+    real_write = _os.write
+    monkeypatch.setattr("ai_client.os.write", lambda fd, b: writes.append(len(b)) or real_write(fd, b))
+    log.record("spawn", data={"n": 1}, wait=False)
+    log.record("status", data={"n": 2}, wait=False)
+    assert writes == [] and path.read_text() == ""
+    assert [e["data"]["n"] for e in log.entries()] == [1, 2]
+    log.record("request", data={"n": 3})          # a waiting record writes all three at once
+    assert len(writes) == 1
+    assert [json.loads(ln)["data"]["n"] for ln in path.read_text().splitlines()] == [1, 2, 3]
+    log.record("status", data={"n": 4}, wait=False)
+    log.close()                                     # close writes what is queued
+    assert [json.loads(ln)["data"]["n"] for ln in path.read_text().splitlines()] == [1, 2, 3, 4]
 
 
 def test_a_failed_write_is_retried_before_newer_lines(tmp_path, monkeypatch):

@@ -778,7 +778,7 @@ def test_ticket_chunks_are_what_tomli_w_writes():
     for every character a description, reason or result may hold."""
     import random
     import tomli_w
-    from conductor_store import _toml_ticket
+    from conductor_store import _ticket_dump, _toml_ticket
     rng = random.Random(3)
     alphabet = [chr(c) for c in range(0, 128)] + ["é", "→", "\u2028", "\U0001f600", "\ufeff"]
     for _ in range(300):
@@ -790,5 +790,7 @@ def test_ticket_chunks_are_what_tomli_w_writes():
                    retry_count=rng.randrange(5), step_mode=rng.random() < 0.5, result=text(),
                    model_override=rng.choice([None, text()]))
         d = t.model_dump(mode="json", exclude_none=True)
+        fast = _ticket_dump(t, dict(t.__dict__))
+        assert fast == d and list(fast) == list(d)
         assert _toml_ticket(d) == tomli_w.dumps({"tickets": [d]})
         assert tomllib.loads(_toml_ticket(d))["tickets"] == [d]

@@ -71,3 +71,43 @@ def test_any_valid_dag_schedules_each_ticket_once_in_order_within_the_cap(tmp_pa
     for t in tickets:                                                # never before its deps
         for d in t.depends_on:
             assert probe.spans[t.id][0] >= probe.spans[d][1]
+
+
+@st.composite
+def dag_and_steps(draw):
+    ts, _w = draw(dag_and_workers())
+    steps = draw(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 13),
+                                    st.sampled_from(["completed", "failed", "skipped", "todo"])),
+                          max_size=40))
+    return ts, steps
+
+
+@given(dag_and_steps())
+@hsettings(max_examples=300, deadline=None)
+def test_ready_set_agrees_with_ready_tickets(case):
+    """The scheduler's incremental ready set (a heap, re-checked on take) must give, at every
+    step, the first n tickets of models.ready_tickets in the track's order, and its count."""
+    from models import Track, ready_tickets
+    from multi_agent_conductor import _ReadySet
+    tickets, steps = case
+    track = Track(id="t", title="t", tickets=tickets)
+    rs = _ReadySet(track)
+    running: list[Ticket] = []
+    for n, pick, outcome in steps:
+        expected = ready_tickets(track.tickets)
+        assert rs.count() == len(expected)
+        taken = rs.take(n)
+        assert [t.id for t in taken] == [t.id for t in expected[:n]]
+        for t in taken:                     # started, as _run_track does
+            t.status = "in_progress"
+        running += taken
+        if running:                         # one stops running: only it and its dependents
+            t = running.pop(pick % len(running))
+            t.status = "completed" if outcome == "todo" else outcome
+            rs.touch(t.id)
+        if outcome == "todo" and pick % 5 == 0:   # any other change: a full rescan
+            done = [k for k in track.tickets if k.status in ("failed", "skipped")]
+            if done:
+                done[0].status = "todo"
+                rs.rescan()
+    assert rs.count(full=True) == len(ready_tickets(track.tickets))

@@ -900,6 +900,18 @@ class ConductorEngine:
         return task
 
     async def _write_dirty(self) -> None:
+        try:
+            await self._write_passes()
+        except BaseException as e:       # the tickets waiting on a pass learn why, and so do we
+            done, self._pass_done = self._pass_done, None
+            if done is not None and not done.done():
+                if isinstance(e, asyncio.CancelledError):
+                    done.cancel()
+                else:
+                    done.set_exception(e)
+            raise
+
+    async def _write_passes(self) -> None:
         loop = asyncio.get_running_loop()
         while self._dirty:
             gen = self._save_gen          # this pass writes every change up to here
@@ -916,11 +928,11 @@ class ConductorEngine:
                 done.set_result(None)
             if took > 0.005 and self._dirty and not self._closed:
                 # A big track takes long to copy, render and write: keep the IO thread (and the
-                # GIL it holds while rendering) at most about half busy, and passes at least
-                # 100 ms apart; what changes meanwhile goes into the next pass. Nothing waits on
+                # GIL it holds while rendering) at most about a third busy, and passes at least
+                # 200 ms apart; what changes meanwhile goes into the next pass. Nothing waits on
                 # a pass but reports of completions (a finished ticket's slot and dependents
                 # are free at once). Small tracks (< 5 ms a pass) are never delayed.
-                await asyncio.sleep(max(took, 0.1))
+                await asyncio.sleep(max(2 * took, 0.2))
 
     def _snapshot(self, track: Track) -> Track:
         """The track copied for the writer (loop thread), sharing the previous snapshot's
@@ -958,12 +970,11 @@ class ConductorEngine:
                 if not self._dirty:
                     return
                 self._writer = self._new_writer()
-            writer = self._writer
             if self._pass_done is None or self._pass_done.done():
                 self._pass_done = loop.create_future()
-            await asyncio.wait([writer, self._pass_done], return_when=asyncio.FIRST_COMPLETED)
-            if writer.done():
-                writer.result()     # a failed write raises here, as it did before
+            # one future for every waiter: the writer resolves it after each pass, or sets its
+            # exception if it fails (which then raises here)
+            await self._pass_done
 
     def _flush_sync(self) -> None:
         """Write whatever is still dirty, from the conductor thread as the loop stops."""

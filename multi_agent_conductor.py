@@ -177,7 +177,9 @@ class StreamBuffers:
         # stream -> its pieces in the file, flat: byte offset, bytes, characters, ... (24 bytes
         # a piece: memory grows by that per stream that ended, not by its text)
         self._pieces: dict[str, array.array] = {}
-        self._file_size = 0                      # bytes of complete pieces in the file
+        # bytes of complete pieces in the file; a file there already (a resumed session) is
+        # kept as it is and new pieces go after it
+        self._file_size = spill_path.stat().st_size if spill_path and spill_path.exists() else 0
         self._spill_lock = threading.Lock()      # one spill at a time
 
     def append(self, stream_id: str, text: str) -> None:

@@ -114,3 +114,17 @@ def test_engine_streams_read_back_after_the_run(workspace):
         text = eng.streams.text(sid)
         assert "notes.md" in text and text in spill.read_text(encoding="utf-8")
         assert eng.streams.info()[sid]["length"] == len(text)
+
+
+def test_a_resumed_session_keeps_the_earlier_streams_file(tmp_path):
+    path = tmp_path / "streams.txt"
+    first = StreamBuffers(path)
+    first.append(SID, "from the first run\n")
+    first.set_state(SID, "done")
+    first.spill()
+    again = StreamBuffers(path)          # the same session dir, after --resume
+    again.append(SID, "after resuming\n")
+    again.set_state(SID, "done")
+    again.spill()
+    assert path.read_text() == "from the first run\nafter resuming\n"
+    assert again.text(SID) == "after resuming\n"

@@ -515,6 +515,9 @@ class _Handler(BaseHTTPRequestHandler):
             text = self.engine.streams.text(id, offset)
         except KeyError:
             raise HttpError(404, f"no stream {id!r}") from None
+        except (OSError, UnicodeDecodeError) as e:   # the session's streams.txt, gone or damaged
+            raise HttpError(500, f"cannot read stream {id!r} back from the session's "
+                                 f"streams file: {e}") from None
         state = self.engine.streams.info().get(id, {}).get("state", "idle")
         self._send_json(200, {"stream_id": id, "offset": offset, "text": text,
                               "next_offset": offset + len(text), "state": state})

@@ -311,6 +311,13 @@ def test_streams_read_whole_and_by_offset(serve):
     assert tail["text"] == "" and tail["next_offset"] == whole["next_offset"]
     beyond = client.stream(sid, offset=whole["next_offset"] + 1000)
     assert beyond["text"] == ""
+    # an ended stream is read back from the session's streams file; gone, the API says so
+    eng.streams.spill()
+    assert client.stream(sid)["text"] == whole["text"]
+    (eng.session_dir / "streams.txt").unlink()
+    with pytest.raises(ApiError) as err:
+        client.stream(sid)
+    assert err.value.status == 500 and "streams file" in str(err.value)
 
 
 def test_incremental_stream_reads_follow_a_live_worker(serve):

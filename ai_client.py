@@ -984,13 +984,14 @@ class CommsLog:
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
 
-    def _add_usage(self, entry: dict[str, Any], usage: Usage | None = None) -> None:
+    def _add_usage(self, entry: dict[str, Any]) -> None:
+        """An entry read back from the file: its usage into the sums."""
         u = entry.get("usage")
-        if not u:
-            return
-        if usage is None:
+        if u:
             usage = Usage(**u)
-        vals = [getattr(usage, f) for f in _USAGE_FIELDS]
+            self._add_sums([getattr(usage, f) for f in _USAGE_FIELDS], entry)
+
+    def _add_sums(self, vals: list[Any], entry: dict[str, Any]) -> None:
         tot = self._total_sum
         for i, v in enumerate(vals):
             tot[i] += v
@@ -1017,26 +1018,27 @@ class CommsLog:
                  "stream_id": stream_id, "track_id": track_id, "ticket_id": ticket_id,
                  "provider": provider, "model": model,
                  "usage": usage.model_dump() if usage else None, "data": data or {}}
-        # Encoded outside the lock; seq and ts (the first two keys) are spliced in under it.
+        # Encoded outside the lock (other threads record meanwhile); seq and ts, the first two
+        # keys, are spliced in under it, where the work is a few appends and additions.
         rest = json.dumps(entry, ensure_ascii=False, default=str).translate(_LINE_BREAKS)
-        rest = rest[rest.index('"kind"'):]
+        rest_b = (rest[rest.index('"kind"'):] + "\n").encode("utf-8")
+        vals = [getattr(usage, f) for f in _USAGE_FIELDS] if usage is not None else None
         with self._lock:
             self._n += 1
             seq = self._n
             ts = round(time.time(), 6)
             entry["seq"], entry["ts"] = seq, ts
-            line = f'{{"seq": {seq}, "ts": {ts!r}, {rest}'
-            self._add_usage(entry, usage)
+            data_b = b'{"seq": %d, "ts": %r, ' % (seq, ts) + rest_b
+            if vals is not None:
+                self._add_sums(vals, entry)
             if self._lines is not None:
-                self._lines.append(line)
+                self._lines.append(data_b[:-1].decode("utf-8"))
                 return entry
-            data_b = (line + "\n").encode("utf-8")
             self._offsets.append(self._size)
             self._size += len(data_b)
-            if self._fd is None:          # closed: kept in memory until read
-                self._pending.append(data_b)
-                return entry
             self._pending.append(data_b)
+            if self._fd is None:          # closed: kept in memory until read
+                return entry
         if wait:
             with self._write_lock:
                 self._write_pending(seq)

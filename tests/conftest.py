@@ -20,6 +20,25 @@ for _k in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL"):
 from models import Settings  # noqa: E402
 
 
+# -- the fake Gemini server, for the modules that talk to it through the real SDK ------------
+
+@pytest.fixture(scope="module")
+def _server(request):
+    """One FakeGemini per test module, accepting that module's KEY."""
+    from tests.fakes.fake_gemini import FakeGemini
+    with FakeGemini(api_key=request.module.KEY) as s:
+        yield s
+
+
+@pytest.fixture
+def srv(_server):
+    """The module's fake server, reset before and after each test; a handler error fails it."""
+    _server.reset()
+    yield _server
+    assert _server.handler_errors == []
+    _server.reset()
+
+
 def fast_settings(**kw) -> Settings:
     base = dict(offline_pace_s=0.0, git_commits=False)
     base.update(kw)

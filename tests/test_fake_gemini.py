@@ -46,25 +46,11 @@ KEY = "test-key"
 
 
 @pytest.fixture(scope="module")
-def _server():
-    with FakeGemini(api_key=KEY) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
 def _client(_server):
     # Building a genai.Client costs ~0.1 s (SSL context), so one is shared per module.
     c = make_client(_server)
     yield c
     c.close()
-
-
-@pytest.fixture
-def srv(_server):
-    _server.reset()
-    yield _server
-    assert _server.handler_errors == []
-    _server.reset()
 
 
 def make_client(srv: FakeGemini, key: str = KEY, **http) -> genai.Client:

@@ -31,20 +31,6 @@ LITE = "gemini-2.5-flash-lite"
 # fixtures and helpers
 # ---------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def _server():
-    with FakeGemini(api_key=KEY) as s:
-        yield s
-
-
-@pytest.fixture
-def srv(_server):
-    _server.reset()
-    yield _server
-    assert _server.handler_errors == []
-    _server.reset()
-
-
 class Sleeps(list):
     """An injected sleep: records every requested duration, sleeps for none of them."""
 

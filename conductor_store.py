@@ -495,12 +495,11 @@ def _render_task_lines(t: Ticket, default_deps: list[str], track_id: str) -> lis
 
 
 def _render_plan(track: Track, existing: _Plan | None,
-                 cache: dict[str, tuple[tuple[Any, ...], list[str]]] | None = None) -> str:
+                 cache: dict[str, tuple[tuple[Any, ...], list[str]]]) -> str:
     """plan.md's text. `cache` (ticket id -> (what the lines were rendered from, the lines)) is
     read and refilled, so an unchanged ticket's lines are not rendered again."""
-    old_lines = dict(cache) if cache is not None else {}
-    if cache is not None:
-        cache.clear()
+    old_lines = dict(cache)
+    cache.clear()
     out = [f"# Implementation Plan: {_one_line(track.title)}", ""]
     notes = existing.notes if existing else {"": []}
     pre = _strip_blank(notes.get("", []))
@@ -529,8 +528,7 @@ def _render_plan(track: Track, existing: _Plan | None,
             if hit is None or hit[0] != key:
                 hit = ((t.description, t.status, t.commit_sha, list(t.depends_on), prev),
                        _render_task_lines(t, [prev] if prev else [], track.id))
-            if cache is not None:
-                cache[t.id] = hit
+            cache[t.id] = hit
             out += hit[1]
             prev = t.id
         if groups.get(name):
@@ -1082,7 +1080,7 @@ class ConductorStore:
             data.setdefault(k, v)
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
-    def _render_state(self, track: Track, cache: _SaveCache | None = None) -> str:
+    def _render_state(self, track: Track, cache: _SaveCache) -> str:
         """state.toml's text: exactly `tomli_w.dumps` of the whole state, built from one
         rendered chunk per ticket, reused from `cache` for tickets whose fields are unchanged."""
         head = {
@@ -1097,7 +1095,7 @@ class ConductorStore:
                   "# plan.md and spec.md are for people; this file holds what they cannot.\n")
         if not track.tickets:
             return prefix + tomli_w.dumps({**head, "tickets": []})
-        old = cache.tickets if cache is not None else {}
+        old = cache.tickets
         chunks: dict[str, tuple[dict[str, Any], str]] = {}
         for t in track.tickets:
             hit = old.get(t.id)
@@ -1105,8 +1103,7 @@ class ConductorStore:
                 fields = {k: list(v) if type(v) is list else v for k, v in t.__dict__.items()}
                 hit = (fields, _toml_ticket(_ticket_dump(t, fields)))
             chunks[t.id] = hit
-        if cache is not None:
-            cache.tickets = chunks
+        cache.tickets = chunks
         return prefix + tomli_w.dumps(head) + "\n" + "\n".join(c for _, c in chunks.values())
 
     # -- reading tracks ---------------------------------------------------------------------

@@ -45,7 +45,7 @@ TARGET_RATIO = 1.5
 
 def text_block(rng: random.Random, n_chars: int) -> str:
     words = ("the worker reads src/core.py and writes a patch for the failing test; "
-             "def compute(x): return x * 2  # TODO check the edge cases, then run pytest -q "
+             "def compute(x): return x * 2  # edge cases checked next, then pytest -q "
              "Traceback (most recent call last): File \"app.py\", line 42, in main").split()
     out, size = [], 0
     while size < n_chars:

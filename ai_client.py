@@ -883,6 +883,7 @@ class GeminiProvider:
 # Characters str.splitlines() (and many JSONL readers) treat as line breaks, which
 # json.dumps(ensure_ascii=False) leaves raw: escaped so one entry is always one line.
 _LINE_BREAKS = {c: f"\\u{c:04x}" for c in (0x0B, 0x0C, 0x1C, 0x1D, 0x1E, 0x85, 0x2028, 0x2029)}
+_LINE_BREAK_RE = re.compile("[" + "".join(map(chr, _LINE_BREAKS)) + "]")
 
 
 _USAGE_FIELDS = tuple(Usage.model_fields)   # the last one, cost_usd, is the float
@@ -1014,15 +1015,19 @@ class CommsLog:
         """Append one entry. With `wait` (the default) the line is in the file when this
         returns. Without, this does no I/O at all (the event loop's records): the line is
         queued and written with the next record that waits, or by `flush()`."""
+        # the usage as model_dump() gives it (same keys, same order), without pydantic's cost
+        vals = [getattr(usage, f) for f in _USAGE_FIELDS] if usage is not None else None
         entry = {"seq": 0, "ts": 0.0, "kind": kind, "direction": direction, "tier": tier,
                  "stream_id": stream_id, "track_id": track_id, "ticket_id": ticket_id,
                  "provider": provider, "model": model,
-                 "usage": usage.model_dump() if usage else None, "data": data or {}}
+                 "usage": dict(zip(_USAGE_FIELDS, vals)) if vals is not None else None,
+                 "data": data or {}}
         # Encoded outside the lock (other threads record meanwhile); seq and ts, the first two
         # keys, are spliced in under it, where the work is a few appends and additions.
-        rest = json.dumps(entry, ensure_ascii=False, default=str).translate(_LINE_BREAKS)
+        rest = json.dumps(entry, ensure_ascii=False, default=str)
+        if _LINE_BREAK_RE.search(rest):        # rare: translate() walks every character
+            rest = rest.translate(_LINE_BREAKS)
         rest_b = (rest[rest.index('"kind"'):] + "\n").encode("utf-8")
-        vals = [getattr(usage, f) for f in _USAGE_FIELDS] if usage is not None else None
         with self._lock:
             self._n += 1
             seq = self._n

@@ -489,6 +489,8 @@ _OPEN_SUBTASK = re.compile(r"^(\s*[-*] )\[[ ~]\]", re.M)
 
 def tick_subtasks(description: str) -> str:
     """Mark a ticket's sub-task lines ("- [ ] step", kept in its description) done."""
+    if "[" not in description:          # no sub-task lines: skip the regex (once per ticket)
+        return description
     return _OPEN_SUBTASK.sub(r"\1[x]", description)
 
 

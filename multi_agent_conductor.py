@@ -2,14 +2,19 @@
 scheduler.
 
 Threads (see DESIGN.md):
-- the conductor thread runs the asyncio loop: schedulers, approval futures, the event pump;
-- executor threads run blocking model calls and tools (`run_worker_lifecycle`, Tier 1/2/4) and
-  reach the queue only through `events.put_threadsafe(queue, evt, loop)`;
+- the conductor thread runs the asyncio loop: schedulers, approval futures, the event pump,
+  the state writer;
+- executor threads run blocking model calls and tools (Tier 1/2 planning; each Tier 3 ticket's
+  whole life, `_ticket_life`: spawn approval, `run_worker_lifecycle`, commit, Tier 4 QA) and
+  reach the loop only through `events.put_threadsafe(queue, evt, loop)`,
+  `run_coroutine_threadsafe` (approvals) and one `call_soon_threadsafe` when a ticket ends;
 - any other thread (GUI, CLI, API) calls the public methods below, which are thread-safe and
   never block on the loop (they return `concurrent.futures.Future`s).
 
-Track and ticket objects are mutated on the loop thread only, under `self._lock`; readers on
-other threads take copies under the same lock (`tracks()`, `track()`).
+Track and ticket objects are mutated under `self._lock`: on the loop thread, except a running
+ticket's own fields, which its thread sets (result, final status) before it reports back; the
+loop then saves, frees the slot and schedules. Readers on other threads take copies under the
+same lock (`tracks()`, `track()`).
 """
 from __future__ import annotations
 
@@ -326,6 +331,9 @@ class ConductorEngine:
         self._save_gen = 0           # bumped by each _save (loop thread)
         self._saved_gen = 0          # every change up to this generation is on disk
         self._pass_done: asyncio.Future[None] | None = None   # resolved after each write pass
+        self._pace: asyncio.Future[None] | None = None   # the writer's pause between passes
+        # (save generation, report) to call once that generation is on disk: completions
+        self._save_waiters: collections.deque[tuple[int, Callable[[], None]]] = collections.deque()
         self._writers: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -800,10 +808,13 @@ class ConductorEngine:
         return plan
 
     def _fail_stream(self, stream_id: str, message: str, track_id: str = "",
-                     ticket_id: str = "") -> None:
-        self._emit(ErrorEvent(message=message, stream_id=stream_id, track_id=track_id,
-                              ticket_id=ticket_id))
-        self._emit(StreamEnd(stream_id=stream_id, state="failed"))
+                     ticket_id: str = "", emit: Callable[[Event], Any] | None = None) -> None:
+        """An error on a stream, and its end. `emit`: an executor thread's emitter; the loop's
+        own put by default."""
+        emit = emit or self._emit
+        emit(ErrorEvent(message=message, stream_id=stream_id, track_id=track_id,
+                        ticket_id=ticket_id))
+        emit(StreamEnd(stream_id=stream_id, state="failed"))
 
     def _session_for(self, tier: str, stream_id: str, system: str, schema: Any = None, *,
                      track_id: str = "", ticket_id: str = "", model_override: str | None = None,
@@ -911,7 +922,27 @@ class ConductorEngine:
                     done.cancel()
                 else:
                     done.set_exception(e)
+            if not isinstance(e, asyncio.CancelledError):
+                self._emit(ErrorEvent(message=f"could not write the tracks' state: "
+                                              f"{_describe(e)}; it is kept in memory"))
+            # what waited to be reported after this write is reported now: the write's own
+            # failure is the error above, and a status must not go unreported
+            waiting, self._save_waiters = self._save_waiters, collections.deque()
+            for _gen, report in waiting:
+                report()
             raise
+
+    def _after_save(self, report: Callable[[], None]) -> None:
+        """Loop thread: call `report` once every change made so far is on disk (at once when
+        it already is). The writer calls it after the pass that covers those changes."""
+        target = self._save_gen
+        idle = self._writer is None or self._writer.done()
+        if self._saved_gen >= target or (idle and not self._dirty):   # (idle: a failed pass)
+            report()
+            return
+        self._save_waiters.append((target, report))
+        if idle:
+            self._writer = self._new_writer()
 
     async def _write_passes(self) -> None:
         loop = asyncio.get_running_loop()
@@ -925,16 +956,26 @@ class ConductorEngine:
             await loop.run_in_executor(self._io, self._write_snapshots, snaps)
             took = time.monotonic() - started
             self._saved_gen = gen
+            waiting = self._save_waiters
+            while waiting and waiting[0][0] <= gen:    # targets only grow: oldest first
+                waiting.popleft()[1]()
             done, self._pass_done = self._pass_done, None
             if done is not None and not done.done():
                 done.set_result(None)
             if took > 0.005 and self._dirty and not self._closed:
                 # A big track takes long to copy, render and write: keep the IO thread (and the
-                # GIL it holds while rendering) at most about a third busy, and passes at least
-                # 200 ms apart; what changes meanwhile goes into the next pass. Nothing waits on
-                # a pass but reports of completions (a finished ticket's slot and dependents
-                # are free at once). Small tracks (< 5 ms a pass) are never delayed.
-                await asyncio.sleep(max(2 * took, 0.2))
+                # GIL it holds while rendering) at most about a quarter busy, and passes at
+                # least 300 ms apart; what changes meanwhile goes into the next pass. Only
+                # reports of completions wait for it (a finished ticket's slot and dependents
+                # are free at once); a caller of _flush (a finished track, a user's action)
+                # cuts the pause short. Small tracks (< 5 ms a pass) are never delayed.
+                pace = self._pace = loop.create_future()
+                timer = loop.call_later(max(3 * took, 0.3), _settle, pace)
+                try:
+                    await pace
+                finally:
+                    timer.cancel()
+                    self._pace = None
 
     def _snapshot(self, track: Track) -> Track:
         """The track copied for the writer (loop thread), sharing the previous snapshot's
@@ -972,6 +1013,8 @@ class ConductorEngine:
                 if not self._dirty:
                     return
                 self._writer = self._new_writer()
+            if self._pace is not None:        # someone waits: no pause before the next pass
+                _settle(self._pace)
             if self._pass_done is None or self._pass_done.done():
                 self._pass_done = loop.create_future()
             # one future for every waiter: the writer resolves it after each pass, or sets its
@@ -1168,7 +1211,7 @@ class ConductorEngine:
     async def _run_track(self, track_id: str) -> Track:
         track = self._get(track_id)
         wake = self._wakes[track_id] = asyncio.Event()
-        tasks: dict[str, asyncio.Task[None]] = {}
+        running: dict[str, Ticket] = {}      # tickets whose worker thread has not reported back
         with self._lock:
             track.status = "in_progress"
             for t in track.tickets:
@@ -1176,13 +1219,13 @@ class ConductorEngine:
                     t.status = "todo"
         self._save(track)
         self._status(track, None)
-        # Incremental: the ready set re-checks only what changed, and a finished task reports
+        # Incremental: the ready set re-checks only what changed, and a finished ticket reports
         # itself through a callback, so an iteration costs O(what changed), not O(tickets).
         ready_set = self._ready_sets[track_id] = _ReadySet(track)
-        finished: list[tuple[str, asyncio.Task[None]]] = []
+        finished: list[str] = []
 
-        def on_done(task: asyncio.Task[None], tid: str) -> None:
-            finished.append((tid, task))
+        def on_done(tid: str) -> None:
+            finished.append(tid)
             wake.set()
         try:
             while True:
@@ -1190,16 +1233,13 @@ class ConductorEngine:
                 if not paused:
                     free = self.effective_cap() - self._active
                     for t in ready_set.take(free) if free > 0 else ():
-                        if t.id in tasks:
+                        if t.id in running:
                             continue
-                        self._active += 1
-                        with self._lock:
-                            t.status = "in_progress"
-                        task = tasks[t.id] = asyncio.create_task(self._run_ticket(track, t))
-                        task.add_done_callback(lambda task, tid=t.id: on_done(task, tid))
+                        running[t.id] = t
+                        self._start_ticket(track, t, on_done)
                 self._queued[track_id] = ready_set.count()
                 self._workers_changed()
-                if not tasks:
+                if not running:
                     if paused:
                         wake.clear()
                         await wake.wait()
@@ -1213,15 +1253,20 @@ class ConductorEngine:
                 if not finished:
                     wake.clear()
                     await wake.wait()
-                done, finished[:] = finished[:], []
-                for tid, task in done:
-                    if tasks.get(tid) is task:
-                        del tasks[tid]
-                    if task.exception() is not None:   # _run_ticket handles its own errors
-                        raise task.exception()  # type: ignore[misc]
+                for tid in finished:
+                    running.pop(tid, None)
+                finished.clear()
         finally:
-            for task in tasks.values():
-                task.cancel()
+            if running:      # cancelled (the app is closing): those tickets were interrupted
+                with self._lock:
+                    for t in running.values():
+                        if t.status == "in_progress":
+                            t.status = "todo"
+                            t.blocked_reason = ""
+                        flag = self._cancel_flags.get(t.id)
+                        if flag is not None:
+                            flag.set()
+                self._save(track)
             self._wakes.pop(track_id, None)
             self._ready_sets.pop(track_id, None)
             self._queued.pop(track_id, None)
@@ -1239,30 +1284,59 @@ class ConductorEngine:
         self._workers_changed()
         return _copy_track(track)
 
-    async def _run_ticket(self, track: Track, ticket: Ticket) -> None:
+    # -- one ticket: started and finished on the loop, lived in its executor thread -----------
+    def _start_ticket(self, track: Track, ticket: Ticket, on_done: Callable[[str], None]) -> None:
+        """Loop thread: take a worker slot, mark the ticket running, and hand its whole life
+        (spawn approval, worker, commit, QA) to one executor thread. The thread reports back
+        once, through call_soon_threadsafe, to `_ticket_done`: one hop out and one back per
+        ticket, and no task or future chain on the loop for it."""
         loop = asyncio.get_running_loop()
+        self._active += 1
+        with self._lock:
+            ticket.status = "in_progress"
+            ticket.blocked_reason = ""
+            ticket.assigned_to = stream_tier3(ticket.id)
+            cancel = self._cancel_flags[ticket.id] = threading.Event()
+        self._save(track)
+        self._status(track, ticket)
+
+        def back(fut: concurrent.futures.Future[None]) -> None:
+            try:
+                loop.call_soon_threadsafe(self._ticket_done, track, ticket, fut, on_done)
+            except RuntimeError:
+                if not self._closed:
+                    raise
+                # The app closed while this worker ran: the loop is gone, and the ticket was
+                # saved as interrupted (todo) when its track's scheduler stopped.
+        self._executor.submit(self._ticket_life, track, ticket, cancel).add_done_callback(back)
+
+    def _ticket_life(self, track: Track, ticket: Ticket, cancel: threading.Event) -> None:
+        """Executor thread: one ticket from its spawn approval to its final status. Every
+        failure ends as the ticket's status with the reason (and a Tier 4 diagnosis); the
+        loop saves and reports it in `_ticket_done`."""
         sid = stream_tier3(ticket.id)
+        emit = self._emitter()
         try:
             with self._lock:
-                ticket.status = "in_progress"
-                ticket.blocked_reason = ""
-                ticket.assigned_to = sid
-                cancel = self._cancel_flags[ticket.id] = threading.Event()
-            self._save(track)
-            self._status(track, ticket)
-            prompt = prompts.tier3_prompt(ticket.id, ticket.description, track.title,
-                                          ticket.target_files, ticket.depends_on)
-            context = prompts.tier3_context(ticket.context_requirements)
-            model = self.settings.model_for("Tier 3", ticket.model_override)
+                prompt = prompts.tier3_prompt(ticket.id, ticket.description, track.title,
+                                              ticket.target_files, ticket.depends_on)
+                context = prompts.tier3_context(ticket.context_requirements)
+                model = self.settings.model_for("Tier 3", ticket.model_override)
+                step = ticket.step_mode or self.settings.step_mode
+                retry_count = ticket.retry_count
+                description = ticket.description
             if self.settings.approvals.spawn == "ask":
-                decision = await self.ask(ApprovalRequest(
+                decision = self.ask_from_thread(ApprovalRequest(
                     kind="spawn", title=f"Spawn a worker for {ticket.id}", stream_id=sid,
                     track_id=track.id, ticket_id=ticket.id,
                     payload={"prompt": prompt, "context": context, "model": model,
-                             "description": ticket.description}))
+                             "description": description}))
                 if not decision.approved:
                     with self._lock:
-                        if cancel.is_set():   # withdrawn by cancel_ticket: cancelled, not skipped
+                        if self._closed:      # rejected because the app is closing: interrupted
+                            ticket.status = "todo"
+                            ticket.blocked_reason = ""
+                        elif cancel.is_set():  # withdrawn by cancel_ticket: cancelled, not skipped
                             ticket.status = "cancelled"
                             ticket.blocked_reason = decision.reason or "cancelled by the user"
                         else:
@@ -1277,21 +1351,17 @@ class ConductorEngine:
                     model = str(edited["model"])
             if cancel.is_set():
                 raise Cancelled(f"{ticket.id} cancelled by the user")
+            # queued, not written: it goes out with the worker's first request record
             self.comms.record("spawn", tier="Tier 3", stream_id=sid, track_id=track.id,
                               ticket_id=ticket.id, provider=self.provider().name, model=model,
                               direction="-", data={"prompt": prompt, "context": context,
-                                                   "retry_count": ticket.retry_count},
-                              wait=False)   # the loop never waits on the disk
-            step = ticket.step_mode or self.settings.step_mode
-            result = await loop.run_in_executor(
-                self._executor, self.run_worker_lifecycle, track.id, ticket.id, prompt, context,
-                model, cancel, step, ticket.retry_count)
+                                                   "retry_count": retry_count},
+                              wait=False)
+            result = self.run_worker_lifecycle(track.id, ticket.id, prompt, context, model,
+                                               cancel, step, retry_count)
             with self._lock:
                 files = sorted(self._written.pop(ticket.id, set()))
-            # no git or nothing written: _commit would return "" at once, so skip the two
-            # thread hops (they sit on the critical path between a ticket and its dependents)
-            sha = (await loop.run_in_executor(self._executor, self._commit, ticket, files)
-                   if self._git is not None and files else "")
+            sha = self._commit(ticket, files)
             with self._lock:
                 ticket.result = result[-4000:]
                 ticket.status = "completed"
@@ -1306,54 +1376,66 @@ class ConductorEngine:
                 else:
                     ticket.status = "cancelled"
                     ticket.blocked_reason = str(e)
-            self._emit(StreamEnd(stream_id=sid, state="cancelled"))
+            emit(StreamEnd(stream_id=sid, state="cancelled"))
         except StepStopped as e:
             with self._lock:
                 ticket.status = "cancelled"
                 ticket.blocked_reason = str(e)
-            self._emit(StreamEnd(stream_id=sid, state="cancelled"))
-        except asyncio.CancelledError:
-            with self._lock:
-                ticket.status = "todo"
-            raise
+            emit(StreamEnd(stream_id=sid, state="cancelled"))
         except Exception as e:   # every worker failure ends as a failed ticket with the reason
             reason = _describe(e)
+            trace = traceback.format_exc()[-4000:]
             with self._lock:
                 ticket.status = "failed"
                 ticket.blocked_reason = reason
-            self._fail_stream(sid, f"{ticket.id} failed: {reason}", track.id, ticket.id)
+            self._fail_stream(sid, f"{ticket.id} failed: {reason}", track.id, ticket.id,
+                              emit=emit)
             self.comms.record("error", tier="Tier 3", stream_id=sid, track_id=track.id,
                               ticket_id=ticket.id, direction="-",
-                              data={"error": reason, "trace": traceback.format_exc()[-4000:]},
-                              wait=False)
+                              data={"error": reason, "trace": trace})
             if not isinstance(e, BudgetExceeded):
                 try:
-                    diagnosis = await loop.run_in_executor(
-                        self._executor, self.run_qa, track.id, ticket.id,
-                        f"the worker stopped with an error: {reason}",
-                        traceback.format_exc()[-4000:])
+                    diagnosis = self.run_qa(track.id, ticket.id,
+                                            f"the worker stopped with an error: {reason}", trace)
                     with self._lock:
                         ticket.result = "QA: " + diagnosis
                 except Exception as qa_err:
-                    self._emit(ErrorEvent(message=f"Tier 4 could not diagnose {ticket.id}: "
-                                                  f"{_describe(qa_err)}",
-                                          stream_id=stream_tier4(ticket.id), track_id=track.id,
-                                          ticket_id=ticket.id))
-        finally:
-            blocked: list[Ticket] = []
-            with self._lock:
-                self._active -= 1
-                self._cancel_flags.pop(ticket.id, None)
-                if ticket.status in ("failed", "cancelled"):
-                    blocked = self._block_dependents(track, ticket)
-            self._save(track)
-            if ticket.status == "completed":
-                # The worker's slot is free: let the scheduler start what is ready while the
-                # completion is written (one write then covers many completions, and the
-                # disk is off the critical path). Durable before it is reported: a completed
-                # ticket is never run again.
-                self._wake_after(track, ticket)
-                await self._flush()
+                    emit(ErrorEvent(message=f"Tier 4 could not diagnose {ticket.id}: "
+                                            f"{_describe(qa_err)}",
+                                    stream_id=stream_tier4(ticket.id), track_id=track.id,
+                                    ticket_id=ticket.id))
+
+    def _ticket_done(self, track: Track, ticket: Ticket, fut: concurrent.futures.Future[None],
+                     on_done: Callable[[str], None]) -> None:
+        """Loop thread: a ticket's thread ended. Free its slot, block what depends on a failure,
+        save, wake the scheduler; report the status (a completion once it is on disk: a
+        completed ticket is never run again)."""
+        sid = stream_tier3(ticket.id)
+        exc = fut.exception()
+        blocked: list[Ticket] = []
+        with self._lock:
+            if exc is not None:     # _ticket_life ends every failure itself: this is a bug
+                ticket.status = "failed"
+                ticket.blocked_reason = f"internal error: {_describe(exc)}"
+            self._active -= 1
+            self._cancel_flags.pop(ticket.id, None)
+            if ticket.status in ("failed", "cancelled"):
+                blocked = self._block_dependents(track, ticket)
+        if exc is not None:
+            self._fail_stream(sid, f"{ticket.id} failed: {ticket.blocked_reason}", track.id,
+                              ticket.id)
+            self.comms.record("error", tier="Tier 3", stream_id=sid, track_id=track.id,
+                              ticket_id=ticket.id, direction="-",
+                              data={"error": ticket.blocked_reason,
+                                    "trace": "".join(traceback.format_exception(exc))[-4000:]},
+                              wait=False)
+        self._save(track)
+        # The slot is free and dependents are re-checked now, while the completion is written
+        # (one write then covers many completions, and the disk is off the critical path).
+        self._wake_after(track, ticket)
+        on_done(ticket.id)
+
+        def report() -> None:
             self.comms.record("status", tier="Tier 3", stream_id=sid, track_id=track.id,
                               ticket_id=ticket.id, direction="-",
                               data={"status": ticket.status, "reason": ticket.blocked_reason,
@@ -1361,7 +1443,10 @@ class ConductorEngine:
             self._status(track, ticket)
             for other in blocked:
                 self._status(track, other)
-            self._wake_after(track, ticket)
+        if ticket.status == "completed":
+            self._after_save(report)
+        else:
+            report()
 
     def _block_dependents(self, track: Track, failed: Ticket) -> list[Ticket]:
         """Every ticket downstream of a failed or cancelled one is blocked, with the reason.
@@ -1413,6 +1498,9 @@ class ConductorEngine:
             final = session.send(text)
         finally:
             self._retire(session)
+            # the handler closes over the session: without this cycle, the session, its history
+            # and its cancel flag are freed now, not by a later garbage collection
+            session.tool_handler = None
         emit(StreamEnd(stream_id=sid, state="done"))
         if retry_count:
             session.log("log", message=f"retry {retry_count} finished")
@@ -1686,6 +1774,11 @@ def _copy_track(track: Track, prev: Track | None = None) -> Track:
               if k != "tickets" and not isinstance(v, _ATOMIC)}
     update["tickets"] = tickets
     return track.model_copy(update=update)
+
+
+def _settle(fut: "asyncio.Future[None]") -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def _describe(e: BaseException) -> str:

@@ -573,3 +573,86 @@ def test_a_finished_worker_keeps_its_context_figures_not_its_history(make_engine
     st = eng.bleed_stats("Tier 3 (Worker): T-001")
     assert st["used_tokens"] > 0 and st["messages"] > 2 and st["level"] == "green"
     assert isinstance(eng._sessions["Tier 3 (Worker): T-001"], dict)   # history released
+
+
+# ---------------------------------------------------------------------------------------------
+# a ticket's life in its own executor thread: reports, bugs, the writer's pauses
+# ---------------------------------------------------------------------------------------------
+
+def test_a_completion_is_on_disk_before_it_is_reported(make_engine, workspace):
+    """Each 'completed' status the GUI hears of is already in state.toml: a consumer reading
+    the file at the moment it receives the event finds the ticket completed there."""
+    import tomllib
+    eng = make_engine(provider=FunctionProvider(lambda req: "done"), max_workers=4)
+    specs = [(f"T-{i:03d}", [f"T-{i - 4:03d}"] if i > 4 else [], []) for i in range(1, 41)]
+    tid = new_track(eng, tickets(*specs))
+    state = workspace / "conductor" / "tracks" / tid / "state.toml"
+    seen: dict[str, str] = {}
+    stop = threading.Event()
+
+    def consume():
+        while not stop.is_set():
+            for e in eng.inbox.drain():
+                if isinstance(e, StatusChange) and e.ticket_id and e.status == "completed":
+                    on_disk = {t["id"]: t["status"]
+                               for t in tomllib.loads(state.read_text())["tickets"]}
+                    seen[e.ticket_id] = on_disk[e.ticket_id]
+            time.sleep(0.001)
+    th = threading.Thread(target=consume)
+    th.start()
+    try:
+        track = eng.start_track(tid).result(60)
+        wait_for(lambda: len(seen) == 40, what="40 completions reported")
+    finally:
+        stop.set()
+        th.join(10)
+    assert all(t.status == "completed" for t in track.tickets)
+    assert seen == {f"T-{i:03d}": "completed" for i in range(1, 41)}
+
+
+class _Bug(BaseException):
+    """Not an Exception: escapes the worker's own handling, as a bug in the engine would."""
+
+
+def test_a_bug_in_a_tickets_thread_fails_that_ticket_and_the_track_goes_on(make_engine):
+    def fn(req: ModelRequest):
+        if req.ticket_id == "T-002":
+            raise _Bug("a bug, not a model error")
+        return "done"
+    eng = make_engine(provider=FunctionProvider(fn))
+    tid = new_track(eng, tickets(("T-001", [], []), ("T-002", [], []), ("T-003", ["T-002"], []),
+                                 ("T-004", ["T-001"], [])))
+    track = eng.start_track(tid).result(30)
+    st = {t.id: t for t in track.tickets}
+    assert st["T-002"].status == "failed"
+    assert st["T-002"].blocked_reason == "internal error: _Bug: a bug, not a model error"
+    assert st["T-003"].status == "blocked" and "T-002" in st["T-003"].blocked_reason
+    assert st["T-001"].status == st["T-004"].status == "completed"
+    assert track.status == "failed" and eng.workers()["active"] == 0
+    evts = eng.inbox.drain()
+    assert any(isinstance(e, ErrorEvent) and e.ticket_id == "T-002" and "internal error" in e.message
+               for e in evts)
+    errors = [e for e in eng.comms.entries() if e["kind"] == "error" and e["ticket_id"] == "T-002"]
+    assert len(errors) == 1 and "_Bug" in errors[0]["data"]["trace"]
+
+
+def test_a_finished_track_does_not_wait_out_the_writers_pause(make_engine, workspace):
+    """A slow disk makes the writer pause between passes (at least 3x a pass); the track's
+    final flush cuts the pause short instead of waiting it out."""
+    from conductor_store import ConductorStore
+
+    class SlowStore(ConductorStore):
+        def save_track(self, track):
+            time.sleep(0.2)
+            super().save_track(track)
+    eng = make_engine(provider=FunctionProvider(lambda req: "done"))
+    tid = new_track(eng, tickets(("T-001", [], []), ("T-002", ["T-001"], [])))
+    eng.store = SlowStore(workspace)
+    t0 = time.monotonic()
+    track = eng.start_track(tid).result(30)
+    took = time.monotonic() - t0
+    assert [t.status for t in track.tickets] == ["completed", "completed"]
+    # two passes of 0.2 s; waiting out the pause (>= 0.6 s) in between would take >= 1.0 s
+    assert took < 0.8, f"the track took {took:.2f} s"
+    on_disk = {t.id: t.status for t in ConductorStore(workspace).load_tracks()[0][0].tickets}
+    assert on_disk == {"T-001": "completed", "T-002": "completed"}

@@ -993,19 +993,18 @@ class CommsLog:
             self._add_sums([getattr(usage, f) for f in _USAGE_FIELDS], entry)
 
     def _add_sums(self, vals: list[Any], entry: dict[str, Any]) -> None:
-        tot = self._total_sum
-        for i, v in enumerate(vals):
-            tot[i] += v
+        add = _operator.add            # field by field, in C (the same additions, in order)
+        self._total_sum[:] = map(add, self._total_sum, vals)
         self._total = None        # built again when read
         for key, field_name in (("tier", "tier"), ("track", "track_id"),
                                 ("ticket", "ticket_id"), ("stream", "stream_id")):
             k = entry.get(field_name) or ""
             if k:
-                cur = self._sums[key].get(k)
+                sums = self._sums[key]
+                cur = sums.get(k)
                 if cur is None:
-                    cur = self._sums[key][k] = [0] * (len(vals) - 1) + [0.0]
-                for i, v in enumerate(vals):
-                    cur[i] += v
+                    cur = [0] * (len(vals) - 1) + [0.0]
+                sums[k] = list(map(add, cur, vals))
                 self._built[key].pop(k, None)
 
     def record(self, kind: str, *, tier: str = "", stream_id: str = "", track_id: str = "",

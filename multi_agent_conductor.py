@@ -1411,10 +1411,14 @@ class ConductorEngine:
         save, wake the scheduler; report the status (a completion once it is on disk: a
         completed ticket is never run again)."""
         sid = stream_tier3(ticket.id)
-        exc = fut.exception()
+        # a work item cancelled before it started (the executor shutting down): interrupted
+        exc = None if fut.cancelled() else fut.exception()
         blocked: list[Ticket] = []
         with self._lock:
-            if exc is not None:     # _ticket_life ends every failure itself: this is a bug
+            if fut.cancelled():
+                ticket.status = "todo"
+                ticket.blocked_reason = ""
+            elif exc is not None:   # _ticket_life ends every failure itself: this is a bug
                 ticket.status = "failed"
                 ticket.blocked_reason = f"internal error: {_describe(exc)}"
             self._active -= 1

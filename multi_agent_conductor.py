@@ -1257,7 +1257,7 @@ class ConductorEngine:
                     running.pop(tid, None)
                 finished.clear()
         finally:
-            if running:      # cancelled (the app is closing): those tickets were interrupted
+            if running:      # stopped early (cancelled as the app closes): interrupted tickets
                 with self._lock:
                     for t in running.values():
                         if t.status == "in_progress":

@@ -656,3 +656,21 @@ def test_a_finished_track_does_not_wait_out_the_writers_pause(make_engine, works
     assert took < 0.8, f"the track took {took:.2f} s"
     on_disk = {t.id: t.status for t in ConductorStore(workspace).load_tracks()[0][0].tickets}
     assert on_disk == {"T-001": "completed", "T-002": "completed"}
+
+
+def test_closing_while_a_spawn_waits_leaves_the_ticket_to_run_again(workspace):
+    """The app closes with a spawn approval open: the ticket was interrupted, not rejected by
+    the user, so it is todo on disk (not skipped, not cancelled) and runs after a restart."""
+    from conductor_store import ConductorStore
+    from multi_agent_conductor import ConductorEngine
+    eng = ConductorEngine(workspace, fast_settings(), auto_approve=False).start()
+    tid = new_track(eng, tickets(("T-001", [], ["a.txt"]), ("T-002", ["T-001"], ["b.txt"])))
+    eng.start_track(tid)
+    wait_for(lambda: eng.pending_approvals(), what="the spawn approval")
+    eng.close()
+    [track], _ = ConductorStore(workspace).load_tracks()
+    assert [(t.id, t.status, t.blocked_reason) for t in track.tickets] == [
+        ("T-001", "todo", ""), ("T-002", "todo", "")]
+    with ConductorEngine(workspace, fast_settings(), auto_approve=True) as again:
+        done = again.start_track(tid).result(30)
+    assert [t.status for t in done.tickets] == ["completed", "completed"]

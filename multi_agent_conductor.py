@@ -624,10 +624,16 @@ class ConductorEngine:
                                 "requested": req.payload, "edited": d.payload}, wait=False)
 
     def ask_from_thread(self, req: ApprovalRequest) -> ApprovalDecision:
-        """Block an executor thread until the user decides."""
+        """Block an executor thread until the user decides. The app closing answers for the
+        user: rejected, "the app is closing" (the question was cut off with its loop)."""
         if self.loop is None:
             raise RuntimeError("no conductor loop to ask for approval on")
-        return asyncio.run_coroutine_threadsafe(self.ask(req), self.loop).result()
+        try:
+            return asyncio.run_coroutine_threadsafe(self.ask(req), self.loop).result()
+        except concurrent.futures.CancelledError:
+            if not self._closed:
+                raise
+            return ApprovalDecision(approved=False, reason="the app is closing", source="engine")
 
     def pending_approvals(self) -> list[ApprovalRequest]:
         with self._lock:
@@ -1379,21 +1385,27 @@ class ConductorEngine:
             emit(StreamEnd(stream_id=sid, state="cancelled"))
         except StepStopped as e:
             with self._lock:
-                ticket.status = "cancelled"
-                ticket.blocked_reason = str(e)
+                if self._closed:        # the step question was cut off by the app closing
+                    ticket.status = "todo"
+                    ticket.blocked_reason = ""
+                else:
+                    ticket.status = "cancelled"
+                    ticket.blocked_reason = str(e)
             emit(StreamEnd(stream_id=sid, state="cancelled"))
         except Exception as e:   # every worker failure ends as a failed ticket with the reason
             reason = _describe(e)
             trace = traceback.format_exc()[-4000:]
+            closing = self._closed      # e.g. the budget question cut off: interrupted, no QA
             with self._lock:
-                ticket.status = "failed"
-                ticket.blocked_reason = reason
-            self._fail_stream(sid, f"{ticket.id} failed: {reason}", track.id, ticket.id,
-                              emit=emit)
+                ticket.status = "todo" if closing else "failed"
+                ticket.blocked_reason = "" if closing else reason
+            # the log first: when the app is closing, the loop (and so the stream) may be gone
             self.comms.record("error", tier="Tier 3", stream_id=sid, track_id=track.id,
                               ticket_id=ticket.id, direction="-",
                               data={"error": reason, "trace": trace})
-            if not isinstance(e, BudgetExceeded):
+            self._fail_stream(sid, f"{ticket.id} {'interrupted' if closing else 'failed'}: "
+                                   f"{reason}", track.id, ticket.id, emit=emit)
+            if not isinstance(e, BudgetExceeded) and not closing:
                 try:
                     diagnosis = self.run_qa(track.id, ticket.id,
                                             f"the worker stopped with an error: {reason}", trace)

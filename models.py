@@ -246,6 +246,9 @@ class ApprovalPolicy(BaseModel):
         return command.split(maxsplit=1)[0] in self.shell_allowlist
 
 
+MAX_WORKERS = 64     # parallel Tier 3 workers at most (each holds one thread while it runs)
+
+
 class Settings(BaseModel):
     provider: Literal["offline", "gemini"] = "offline"
     models: dict[str, str] = Field(default_factory=lambda: {
@@ -259,7 +262,7 @@ class Settings(BaseModel):
     gemini: GeminiSettings = Field(default_factory=GeminiSettings)
     offline_pace_s: float = Field(default=0.01, ge=0.0, le=5.0)  # seconds between streamed chunks
     offline_latency_s: float = Field(default=0.0, ge=0.0, le=60.0)  # fixed latency per call
-    max_workers: int = Field(default=4, ge=1, le=64)
+    max_workers: int = Field(default=4, ge=1, le=MAX_WORKERS)
     max_tool_rounds: int = Field(default=12, ge=1, le=200)
     budget_usd: float = Field(default=0.0, ge=0.0)       # 0 = no limit
     budget_tokens: int = Field(default=0, ge=0)          # 0 = no limit

@@ -41,10 +41,10 @@ from conductor_store import ConductorStore, StoreError
 from events import (ApprovalRequested, ApprovalResolved, AsyncEventQueue, ErrorEvent, Event,
                     Inbox, LogEvent, ProposalReady, StatusChange, StreamChunk, StreamEnd,
                     TrackChanged, WorkersChanged, put_threadsafe)
-from models import (ApprovalDecision, ApprovalRequest, DagError, EpicPlan, SATISFIED_STATES,
-                    Settings, Ticket, Track, TrackPlan, TrackProposal, Usage, dag_problems,
-                    file_overlap_warnings, ready_tickets, stream_tier1, stream_tier2,
-                    stream_tier3, stream_tier4, tick_subtasks, tickets_from_plan)
+from models import (MAX_WORKERS, ApprovalDecision, ApprovalRequest, DagError, EpicPlan,
+                    SATISFIED_STATES, Settings, Ticket, Track, TrackPlan, TrackProposal, Usage,
+                    dag_problems, file_overlap_warnings, ready_tickets, stream_tier1,
+                    stream_tier2, stream_tier3, stream_tier4, tick_subtasks, tickets_from_plan)
 from tools import TOOL_SPECS, GitRepo, Workspace, diff_preview, tool_spec
 
 log = logging.getLogger("clutch.conductor")
@@ -317,8 +317,10 @@ class ConductorEngine:
         self._queue: AsyncEventQueue | None = None
         self._thread: threading.Thread | None = None
         self._pump_task: asyncio.Task[None] | None = None
+        # a thread per running ticket (its whole life, waiting for its spawn approval included)
+        # and room beside them for Tier 1/2 planning, so a full house never queues a plan
         self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=64, thread_name_prefix="clutch-exec")
+            max_workers=MAX_WORKERS + 16, thread_name_prefix="clutch-exec")
         self._io = concurrent.futures.ThreadPoolExecutor(max_workers=1,
                                                          thread_name_prefix="clutch-io")
         self._dirty: set[str] = set()
@@ -578,7 +580,10 @@ class ConductorEngine:
             close()
 
     def set_max_workers(self, n: int) -> None:
-        self.update_settings(self.settings.model_copy(update={"max_workers": max(1, int(n))}),
+        """The worker cap for this session (not saved). Out of 1..MAX_WORKERS is an error."""
+        if not 1 <= int(n) <= MAX_WORKERS:
+            raise EngineError(f"max_workers must be between 1 and {MAX_WORKERS}, not {n}")
+        self.update_settings(self.settings.model_copy(update={"max_workers": int(n)}),
                              save=False)
 
     def effective_cap(self) -> int:

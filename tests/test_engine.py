@@ -674,3 +674,24 @@ def test_closing_while_a_spawn_waits_leaves_the_ticket_to_run_again(workspace):
     with ConductorEngine(workspace, fast_settings(), auto_approve=True) as again:
         done = again.start_track(tid).result(30)
     assert [t.status for t in done.tickets] == ["completed", "completed"]
+
+
+def test_the_worker_cap_is_checked_and_a_full_house_leaves_room_to_plan(make_engine):
+    """64 tickets waiting on their spawn approvals hold a thread each; planning another track
+    (Tier 2) still runs at once."""
+    from models import MAX_WORKERS, TrackProposal
+    from multi_agent_conductor import EngineError
+    eng = make_engine(auto_approve=False)
+    for bad in (0, MAX_WORKERS + 1):
+        with pytest.raises(EngineError, match=f"between 1 and {MAX_WORKERS}"):
+            eng.set_max_workers(bad)
+    eng.set_max_workers(MAX_WORKERS)
+    assert eng.workers()["cap"] == MAX_WORKERS
+    tid = new_track(eng, tickets(*[(f"T-{i:03d}", [], []) for i in range(1, MAX_WORKERS + 1)]))
+    eng.start_track(tid)
+    wait_for(lambda: len(eng.pending_approvals()) == MAX_WORKERS, timeout=30,
+             what=f"{MAX_WORKERS} spawn approvals")
+    [other] = eng.accept_tracks([TrackProposal(title="Docs: another track", goal="g",
+                                               acceptance_criteria=["c"])]).result(10)
+    planned = eng.plan_track(other.id).result(20)
+    assert planned.tickets and len(eng.pending_approvals()) == MAX_WORKERS

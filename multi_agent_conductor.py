@@ -1379,19 +1379,10 @@ class ConductorEngine:
                 ticket.description = tick_subtasks(ticket.description)
                 if sha:
                     ticket.commit_sha = sha
-        except Cancelled as e:
+        except (Cancelled, StepStopped) as e:     # the user's cancel, or "stop" at a step
             with self._lock:
-                if self._closed:        # the app is closing: interrupted, not cancelled
-                    ticket.status = "todo"
-                    ticket.blocked_reason = ""
-                else:
-                    ticket.status = "cancelled"
-                    ticket.blocked_reason = str(e)
-            emit(StreamEnd(stream_id=sid, state="cancelled"))
-        except StepStopped as e:
-            with self._lock:
-                if self._closed:        # the step question was cut off by the app closing
-                    ticket.status = "todo"
+                if self._closed:        # the app is closing (which also cuts off a step
+                    ticket.status = "todo"   # question): interrupted, not cancelled
                     ticket.blocked_reason = ""
                 else:
                     ticket.status = "cancelled"

@@ -948,7 +948,9 @@ class ConductorEngine:
         it already is). The writer calls it after the pass that covers those changes."""
         target = self._save_gen
         idle = self._writer is None or self._writer.done()
-        if self._saved_gen >= target or (idle and not self._dirty):   # (idle: a failed pass)
+        # on disk already; or nothing left to write though the generation lags: a pass failed
+        # after taking the changes (its error was reported), and no later pass will come
+        if self._saved_gen >= target or (idle and not self._dirty):
             report()
             return
         self._save_waiters.append((target, report))

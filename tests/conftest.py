@@ -69,6 +69,19 @@ def make_engine(workspace):
         e.close()
 
 
+def run_threads(fn, n, timeout=60.0):
+    """Run fn(0) .. fn(n - 1) in n threads at once and wait for all; a thread still running at
+    the deadline fails the test (a hang is a failure, not a stuck suite)."""
+    threads = [threading.Thread(target=fn, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    stuck = [t.name for t in threads if t.is_alive()]
+    assert not stuck, f"threads still running after {timeout}s: {stuck}"
+
+
 def wait_for(pred, timeout=10.0, interval=0.01, what="condition"):
     """Poll until pred() is truthy; fail with a message at the deadline (no bare sleeps)."""
     deadline = time.monotonic() + timeout

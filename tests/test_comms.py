@@ -3,10 +3,10 @@ set aside on reopen, context-window stats."""
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
 
+from conftest import run_threads
 from ai_client import (AgentSession, CommsLog, FunctionProvider, ModelResponse, ToolCall,
                        ToolOutcome, get_history_bleed_stats, usage_from_entries)
 from models import Price, Usage
@@ -19,11 +19,7 @@ def test_parallel_appends_keep_every_entry_and_exact_sums(tmp_path):
         for i in range(500):
             log.record("response", tier=f"Tier {1 + n % 3}", stream_id=f"s{n}", ticket_id=f"T-{n}",
                        usage=Usage(input_tokens=i, output_tokens=1, total_tokens=i + 1, requests=1))
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(writer, 8)
     log.close()
     lines = (tmp_path / "c.jsonl").read_text().splitlines()
     assert len(lines) == 4000
@@ -122,11 +118,7 @@ def test_group_commit_keeps_seq_order_and_each_waiting_line_on_disk(tmp_path):
                            wait=n % 2 == 0)
             if n % 2 == 0 and f'"seq": {e["seq"]},' not in path.read_text():
                 missing.append(e["seq"])
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(writer, 8)
     assert missing == []
     # lines that did not wait may still be queued: readable all the same, written by flush()
     assert [e["seq"] for e in log.entries()] == list(range(1, 2401))

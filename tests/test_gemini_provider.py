@@ -14,6 +14,7 @@ import threading
 
 import pytest
 
+from conftest import run_threads
 from ai_client import (Cancelled, GeminiProvider, Message, MissingApiKey, ModelRequest,
                        ProviderError, ToolCall, ToolReturn, make_provider)
 from models import EpicPlan, GeminiSettings, Settings, TrackPlan, Usage
@@ -551,11 +552,7 @@ def test_one_provider_shared_by_parallel_threads(srv, provider):
             results[i] = resp.text
         except BaseException as e:  # noqa: BLE001 -- reported below
             errors.append(e)
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(20)
+    run_threads(work, 8, timeout=20)
     assert errors == []
     assert results == {i: f"answer to question {i}" for i in range(8)}
 

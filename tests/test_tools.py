@@ -6,12 +6,12 @@ import os
 import pathlib
 import stat
 import subprocess
-import threading
 import time
 
 import pytest
 
 import tools
+from conftest import run_threads
 from tools import (TOOL_SPECS, GitRepo, SandboxError, ToolError, ToolResult, ToolSpec, Workspace,
                    diff_preview, tool_spec)
 
@@ -623,11 +623,7 @@ def test_git_commit_paths_is_serialised_between_threads(repo_dir):
         except BaseException as e:  # collected and asserted on below
             errors.append(e)
 
-    threads = [threading.Thread(target=commit, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(commit, 4)
     assert errors == []
     assert len(set(shas)) == 4 and all(shas)
     assert _git(repo_dir, "status", "--porcelain") == ""

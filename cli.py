@@ -206,7 +206,6 @@ def _console(engine: Any, stop: threading.Event, verbose: bool) -> None:
     """Drain the engine's inbox: log progress to stderr, answer approvals on the terminal."""
     from events import (ApprovalRequested, ErrorEvent, LogEvent, StatusChange, StreamChunk,
                         StreamEnd)
-    from models import ApprovalDecision
     from multi_agent_conductor import ApprovalAlreadyResolved, ApprovalNotFound
 
     while not stop.is_set() or len(engine.inbox):
@@ -234,10 +233,10 @@ def _console(engine: Any, stop: threading.Event, verbose: bool) -> None:
 
 
 def _ask_terminal(req: Any) -> Any:
-    from models import ApprovalDecision
+    from models import Approved, Denied
     out = sys.stderr
     out.write(f"\n=== approval: {req.title} [{req.kind}] ===\n")
-    for k, v in req.payload.items():
+    for k, v in req.payload.model_dump(exclude={"kind"}).items():
         text = v if isinstance(v, str) else json.dumps(v, indent=2, ensure_ascii=False)
         out.write(f"--- {k} ---\n{text}\n")
     while True:
@@ -245,26 +244,30 @@ def _ask_terminal(req: Any) -> Any:
         out.flush()
         answer = sys.stdin.readline()
         if not answer:      # EOF: the terminal went away; never hang
-            return ApprovalDecision(approved=False, reason="no answer (end of input)",
-                                    source="terminal")
+            return Denied(reason="no answer (end of input)", source="terminal")
         a = answer.strip().lower()[:1]
         if a == "a":
-            return ApprovalDecision(approved=True, source="terminal")
+            return Approved(source="terminal")
         if a == "r":
             out.write("reason (optional): ")
             out.flush()
-            return ApprovalDecision(approved=False, reason=sys.stdin.readline().strip(),
-                                    source="terminal")
+            return Denied(reason=sys.stdin.readline().strip(), source="terminal")
         if a == "e":
             edited = _edit_payload(req.payload)
             if edited is not None:
-                return ApprovalDecision(approved=True, payload=edited, source="terminal")
+                return Approved(payload=edited, source="terminal")
 
 
-def _edit_payload(payload: dict[str, Any]) -> dict[str, Any] | None:
-    """Edit the payload as JSON in $EDITOR, or inline (one JSON document, ended by a blank line).
-    Returns None (ask again) when the edit is not valid JSON, saying why."""
-    text = json.dumps(payload, indent=2, ensure_ascii=False)
+def _edit_payload(payload: Any) -> Any:
+    """Edit the payload's editable fields as JSON in $EDITOR, or inline (one JSON document,
+    ended by a blank line). Returns the edited typed payload, or None (ask again) when the edit
+    is not valid JSON or not a valid edit, saying why."""
+    from models import ApprovalEditError, edit_payload
+    editable = type(payload).EDITABLE
+    if not editable:
+        sys.stderr.write(f"a {payload.kind} approval has nothing to edit; approve or reject\n")
+        return None
+    text = json.dumps(payload.model_dump(include=set(editable)), indent=2, ensure_ascii=False)
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
     if editor:
         with tempfile.NamedTemporaryFile("w+", suffix=".json", delete=False,
@@ -296,7 +299,11 @@ def _edit_payload(payload: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(obj, dict):
         sys.stderr.write("the edit must be a JSON object; try again\n")
         return None
-    return obj
+    try:
+        return edit_payload(payload, obj)
+    except ApprovalEditError as e:
+        sys.stderr.write(f"{e}; nothing was approved, try again\n")
+        return None
 
 
 def cmd_tracks(args: argparse.Namespace) -> int:

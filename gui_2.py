@@ -36,9 +36,11 @@ from imgui_bundle import implot
 from pydantic import ValidationError
 
 import events as ev
-from models import (TIERS, ApprovalDecision, ApprovalRequest, DagError, Settings, Ticket, Track,
-                    TrackProposal, Usage, dag_problems, file_overlap_warnings,
-                    tier_of_stream)
+from models import (TIERS, ApprovalEditError, ApprovalRequest, Approved, BudgetPayload, DagError,
+                    Denied, Settings, ShellPayload, SpawnPayload, StepPayload, Ticket, ToolPayload,
+                    Track, TrackProposal, Usage, dag_problems, edit_payload,
+                    file_overlap_warnings, stream_tier3, tier_of_stream, ticket_action_refusal)
+from models import ApprovalPayload as ApprovalPayloadT
 
 log = logging.getLogger("clutch.gui")
 
@@ -1326,7 +1328,7 @@ def ticket_table(app: AppState, t: Track) -> None:
         imgui.push_id(k.id)
         imgui.table_next_row()
         imgui.table_next_column()
-        sid = f"Tier 3 (Worker): {k.id}"
+        sid = stream_tier3(k.id)
         clicked, _ = imgui.selectable(k.id, app.stream_selected.get("Tier 3") == sid)
         if clicked and sid in app.streams:
             app.stream_selected["Tier 3"] = sid
@@ -1355,23 +1357,29 @@ def ticket_table(app: AppState, t: Track) -> None:
         u = app.usage_ticket.get(k.id)
         imgui.text(fmt_cost(u.cost_usd) if u else "—")
         imgui.table_next_column()
-        imgui.begin_disabled(k.status not in ("failed", "cancelled", "blocked", "skipped"))
-        if imgui.small_button("Retry"):
+        if ticket_action_button("Retry", k, "retry"):
             app.background("Retry", eng.retry_ticket, k.id, panel="Tickets",
                            on_done=lambda f, app=app: watch_track_future(app, f))
-        imgui.end_disabled()
         imgui.same_line()
-        imgui.begin_disabled(k.status in ("in_progress", "completed", "skipped"))
-        if imgui.small_button("Skip"):
+        if ticket_action_button("Skip", k, "skip"):
             app.background("Skip", eng.skip_ticket, k.id, panel="Tickets")
-        imgui.end_disabled()
         imgui.same_line()
-        imgui.begin_disabled(k.status in ("completed", "failed", "skipped", "cancelled"))
-        if imgui.small_button("Cancel"):
+        if ticket_action_button("Cancel", k, "cancel"):
             app.background("Cancel ticket", eng.cancel_ticket, k.id, panel="Tickets")
-        imgui.end_disabled()
         imgui.pop_id()
     imgui.end_table()
+
+
+def ticket_action_button(label: str, k: Ticket, action: str) -> bool:
+    """A small button for a ticket action, greyed out with the rule's reason as its tooltip
+    when the ticket's status does not allow it (models.ticket_action_refusal)."""
+    refusal = ticket_action_refusal(k.status, action, ticket_id=k.id, commit_sha=k.commit_sha)
+    imgui.begin_disabled(refusal is not None)
+    clicked = imgui.small_button(label)
+    imgui.end_disabled()
+    if refusal is not None and imgui.is_item_hovered(imgui.HoveredFlags_.allow_when_disabled):
+        imgui.set_tooltip(refusal)
+    return clicked and refusal is None
 
 
 def watch_track_future(app: AppState, fut: Any) -> None:
@@ -1629,47 +1637,51 @@ def stream_list_and_view(app: AppState, tier: str, sids: list[str]) -> None:
 # -- Approvals -------------------------------------------------------------------------------
 
 def approval_fields(req: ApprovalRequest) -> dict[str, str]:
+    """The editable fields of a request's typed payload, as the text the dialog edits."""
     p = req.payload
-    if req.kind == "spawn":
-        return {"prompt": str(p.get("prompt", "")), "context": str(p.get("context", "")),
-                "model": str(p.get("model", ""))}
-    if req.kind == "tool":
-        return {"args": json.dumps(p.get("args", {}), indent=2, ensure_ascii=False)}
-    if req.kind == "shell":
-        return {"command": str(p.get("command", "")), "cwd": str(p.get("cwd", "."))}
-    if req.kind == "budget":
-        return {"budget_usd": str(p.get("budget_usd", 0.0)),
-                "budget_tokens": str(p.get("budget_tokens", 0))}
+    if isinstance(p, SpawnPayload):
+        return {"prompt": p.prompt, "context": p.context, "model": p.model}
+    if isinstance(p, ToolPayload):
+        return {"args": json.dumps(p.args, indent=2, ensure_ascii=False)}
+    if isinstance(p, ShellPayload):
+        return {"command": p.command, "cwd": p.cwd}
+    if isinstance(p, BudgetPayload):
+        return {"budget_usd": str(p.budget_usd), "budget_tokens": str(p.budget_tokens)}
     return {}
 
 
-def approval_payload(edit: ApprovalEdit) -> tuple[dict[str, Any] | None, str]:
-    """The edited payload to send (None = as requested), or an error to show."""
+def approval_payload(edit: ApprovalEdit) -> tuple[ApprovalPayloadT | None, str]:
+    """The edited typed payload to send (None = as requested), or an error to show."""
     req, f = edit.request, edit.fields
     if f == edit.original:
         return None, ""
+    changes: dict[str, Any] = {}
     if req.kind == "spawn":
-        return {"prompt": f["prompt"], "context": f["context"], "model": f["model"]}, ""
-    if req.kind == "tool":
+        changes = {"prompt": f["prompt"], "context": f["context"], "model": f["model"]}
+    elif req.kind == "tool":
         try:
             args = json.loads(f["args"])
         except json.JSONDecodeError as e:
             return None, f"The arguments are not valid JSON: {e.msg} (line {e.lineno}, column {e.colno}). Nothing was sent."
         if not isinstance(args, dict):
             return None, "The arguments must be a JSON object ({...}). Nothing was sent."
-        return {"tool": req.payload.get("tool", ""), "args": args}, ""
-    if req.kind == "shell":
+        changes = {"args": args}
+    elif req.kind == "shell":
         if not f["command"].strip():
             return None, "The command is empty. Reject instead, or write a command."
-        return {"command": f["command"], "cwd": f["cwd"].strip() or "."}, ""
-    if req.kind == "budget":
+        changes = {"command": f["command"], "cwd": f["cwd"].strip() or "."}
+    elif req.kind == "budget":
         try:
-            usd = float(f["budget_usd"])
-            tokens = int(float(f["budget_tokens"]))
+            changes = {"budget_usd": float(f["budget_usd"]),
+                       "budget_tokens": int(float(f["budget_tokens"]))}
         except ValueError:
             return None, "The new budget must be numbers. Nothing was sent."
-        return {"budget_usd": usd, "budget_tokens": tokens}, ""
-    return None, ""
+    else:
+        return None, ""
+    try:
+        return edit_payload(req.payload, changes), ""
+    except ApprovalEditError as e:
+        return None, f"{str(e)[:1].upper()}{str(e)[1:]}. Nothing was sent."
 
 
 def current_approval(app: AppState) -> ApprovalEdit | None:
@@ -1680,8 +1692,8 @@ def current_approval(app: AppState) -> ApprovalEdit | None:
     front = pending[0]
     if app.approval_edit is None or app.approval_edit.request.id != front.id:
         fields = approval_fields(front)
-        app.approval_edit = ApprovalEdit(front, dict(fields), dict(fields),
-                                         preview=str(front.payload.get("preview", "") or ""))
+        preview = front.payload.preview if isinstance(front.payload, ToolPayload) else ""
+        app.approval_edit = ApprovalEdit(front, dict(fields), dict(fields), preview=preview)
     return app.approval_edit
 
 
@@ -1696,8 +1708,8 @@ def resolve_front(app: AppState, approved: bool, *, all_pending: bool = False) -
         if err:
             edit.error = err
             return False
-    decision = ApprovalDecision(approved=approved, payload=payload,
-                                reason="" if approved else (edit.reason.strip() or "rejected by the user"))
+    decision = (Approved(payload=payload) if approved
+                else Denied(reason=edit.reason.strip() or "rejected by the user"))
     try:
         app.engine.resolve(req.id, decision)
     except Exception as e:  # noqa: BLE001 - answered elsewhere, or cancelled meanwhile
@@ -1741,7 +1753,7 @@ def approval_editor(app: AppState, edit: ApprovalEdit, esc: bool) -> bool:
         imgui.text(f"Ticket {req.ticket_id}")
         imgui.same_line()
         imgui.text_disabled(f"track {req.track_id}")
-        desc = str(req.payload.get("description", ""))
+        desc = req.payload.description if isinstance(req.payload, SpawnPayload) else ""
         if desc:
             imgui.text_wrapped(desc)
         imgui.set_next_item_width(em(18).x)
@@ -1751,7 +1763,7 @@ def approval_editor(app: AppState, edit: ApprovalEdit, esc: bool) -> bool:
         imgui.text("Context")
         multiline("##Context", "context", 4)
     elif req.kind == "tool":
-        tool = str(req.payload.get("tool", ""))
+        tool = req.payload.tool if isinstance(req.payload, ToolPayload) else ""
         imgui.text(f"Tool: {tool}")
         imgui.same_line()
         imgui.text_disabled(f"ticket {req.ticket_id}")
@@ -1769,18 +1781,17 @@ def approval_editor(app: AppState, edit: ApprovalEdit, esc: bool) -> bool:
         multiline("##Script", "command", 5)
         imgui.set_next_item_width(em(24).x)
         _c, f["cwd"] = imgui.input_text("Working directory", f["cwd"])
-    elif req.kind == "step":
-        imgui.text(f"{req.ticket_id}: round {req.payload.get('round', '?')} done. Its last words:")
+    elif isinstance(req.payload, StepPayload):
+        imgui.text(f"{req.ticket_id}: round {req.payload.round} done. Its last words:")
         imgui.begin_child("last", ImVec2(-1, em(0, 8).y), imgui.ChildFlags_.borders)
-        imgui.text_wrapped(str(req.payload.get("last", "")) or "(nothing)")
+        imgui.text_wrapped(req.payload.last or "(nothing)")
         imgui.end_child()
         imgui.text_disabled("Approve continues to the next step; Reject stops the worker.")
-    elif req.kind == "budget":
+    elif isinstance(req.payload, BudgetPayload):
         p = req.payload
-        imgui.text_colored(AMBER, f"Spent {fmt_cost(float(p.get('spent_usd', 0)))} of "
-                                  f"{fmt_cost(float(p.get('budget_usd', 0)))}; "
-                                  f"{fmt_tokens(int(p.get('spent_tokens', 0)))} of "
-                                  f"{fmt_tokens(int(p.get('budget_tokens', 0)))} tokens.")
+        imgui.text_colored(AMBER, f"Spent {fmt_cost(p.spent_usd)} of {fmt_cost(p.budget_usd)}; "
+                                  f"{fmt_tokens(p.spent_tokens)} of "
+                                  f"{fmt_tokens(p.budget_tokens)} tokens.")
         imgui.text_disabled("Raise the budget above what is spent and approve to go on (0 = no limit).")
         imgui.set_next_item_width(em(12).x)
         _c, f["budget_usd"] = imgui.input_text("New budget (USD)", f["budget_usd"])
@@ -1794,8 +1805,10 @@ def refresh_preview(app: AppState, edit: ApprovalEdit) -> None:
     if err:
         edit.error = err
         return
-    args = (payload or {}).get("args", edit.request.payload.get("args", {}))
-    tool = str(edit.request.payload.get("tool", ""))
+    shown = payload or edit.request.payload
+    if not isinstance(shown, ToolPayload):
+        return
+    args, tool = shown.args, shown.tool
 
     def work() -> str:
         from tools import diff_preview
@@ -1920,7 +1933,7 @@ def panel_approvals(app: AppState) -> None:
             imgui.table_next_column()
             imgui.text_unformatted(short(r.title, 90))
             if r.kind == "shell":
-                imgui.set_item_tooltip(str(r.payload.get("command", "")))
+                imgui.set_item_tooltip(str(r.payload.command if isinstance(r.payload, ShellPayload) else ""))
             imgui.table_next_column()
             imgui.text(f"{int(now - r.created_at)} s")
         imgui.end_table()

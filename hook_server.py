@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from events import ErrorEvent, Event, Inbox, LogEvent
-from models import ApprovalDecision, DagError, Settings, Ticket, TrackProposal
+from models import Approved, DagError, Denied, Settings, Ticket, TrackProposal
 from multi_agent_conductor import (ApprovalAlreadyResolved, ApprovalNotFound, ConductorEngine,
                                    EngineError)
 
@@ -651,8 +651,8 @@ class _Handler(BaseHTTPRequestHandler):
         approved = _field(body, "approved", bool)
         payload = _field(body, "payload", dict, required=False)
         reason = _field(body, "reason", str, required=False, default="")
-        decision = ApprovalDecision(approved=approved, payload=payload, reason=reason,
-                                    source="api")
+        decision = (Approved(edits=payload, reason=reason, source="api") if approved
+                    else Denied(reason=reason, source="api"))
         self._engine(self.engine.resolve, id, decision)
         self._send_json(200, {"status": "resolved", "approval_id": id, "approved": approved})
 

@@ -41,7 +41,9 @@ from conductor_store import ConductorStore, StoreError
 from events import (ApprovalRequested, ApprovalResolved, AsyncEventQueue, ErrorEvent, Event,
                     Inbox, LogEvent, ProposalReady, StatusChange, StreamChunk, StreamEnd,
                     TrackChanged, WorkersChanged, put_threadsafe)
-from models import (MAX_WORKERS, ApprovalDecision, ApprovalRequest, DagError, EpicPlan,
+from models import (MAX_WORKERS, ApprovalDecision, ApprovalEditError, ApprovalRequest, Approved,
+                    BLOCKING_STATES, BudgetPayload, DagError, Denied, EpicPlan, ShellPayload,
+                    SpawnPayload, StepPayload, ToolPayload, ticket_action_refusal, edit_payload,
                     SATISFIED_STATES, Settings, Ticket, Track, TrackPlan, TrackProposal, Usage,
                     dag_problems, file_overlap_warnings, ready_tickets, stream_tier1,
                     stream_tier2, stream_tier3, stream_tier4, tick_subtasks, tickets_from_plan)
@@ -436,8 +438,7 @@ class ConductorEngine:
     async def _shutdown(self) -> None:
         for aid, (_req, fut) in list(self._pending.items()):
             if not fut.done():
-                fut.set_result(ApprovalDecision(approved=False, reason="the app is closing",
-                                                source="engine"))
+                fut.set_result(Denied(reason="the app is closing", source="engine"))
         self._pending.clear()
         await self._flush()
         await self._drain_queue_once()
@@ -604,7 +605,7 @@ class ConductorEngine:
     async def ask(self, req: ApprovalRequest) -> ApprovalDecision:
         """Await the user's decision on a request (loop thread)."""
         if self.auto_approve:
-            decision = ApprovalDecision(approved=True, reason="--yes", source="auto")
+            decision: ApprovalDecision = Approved(reason="--yes", source="auto")
             self._record_decision(req, decision)
             return decision
         fut: asyncio.Future[ApprovalDecision] = asyncio.get_running_loop().create_future()
@@ -626,7 +627,9 @@ class ConductorEngine:
                           ticket_id=req.ticket_id, direction="-",
                           data={"approval_id": req.id, "kind": req.kind, "title": req.title,
                                 "approved": d.approved, "reason": d.reason, "source": d.source,
-                                "requested": req.payload, "edited": d.payload}, wait=False)
+                                "requested": req.payload.model_dump(),
+                                "edited": d.payload.model_dump() if d.payload else None},
+                          wait=False)
 
     def ask_from_thread(self, req: ApprovalRequest) -> ApprovalDecision:
         """Block an executor thread until the user decides. The app closing answers for the
@@ -638,14 +641,17 @@ class ConductorEngine:
         except concurrent.futures.CancelledError:
             if not self._closed:
                 raise
-            return ApprovalDecision(approved=False, reason="the app is closing", source="engine")
+            return Denied(reason="the app is closing", source="engine")
 
     def pending_approvals(self) -> list[ApprovalRequest]:
         with self._lock:
             return [req for req, _ in self._pending.values() if req.id not in self._resolved]
 
     def resolve(self, approval_id: str, decision: ApprovalDecision) -> None:
-        """Answer an approval (thread-safe). Raises ApprovalNotFound for an unknown id and
+        """Answer an approval (thread-safe). An Approved decision's `edits` (a partial dict, as
+        the API and the CLI send) or `payload` (a whole typed payload, as the GUI sends) is
+        merged over the request's payload and checked; a bad edit raises EngineError and the
+        approval stays pending. Raises ApprovalNotFound for an unknown id and
         ApprovalAlreadyResolved when it was answered before."""
         with self._lock:
             if approval_id in self._resolved:
@@ -654,8 +660,15 @@ class ConductorEngine:
             if item is None:
                 raise ApprovalNotFound(f"no pending approval {approval_id}")
             req, fut = item
-            if decision.payload is not None and decision.approved:
-                self._check_payload(req, decision.payload)   # refused: still pending
+            if isinstance(decision, Approved) and (decision.payload is not None
+                                                   or decision.edits is not None):
+                try:
+                    final = edit_payload(req.payload, decision.payload)
+                    final = edit_payload(final, decision.edits)
+                    final.check_edit(req.payload)
+                except ApprovalEditError as e:
+                    raise EngineError(str(e)) from None   # refused: still pending
+                decision = decision.model_copy(update={"payload": final})
             self._resolved[approval_id] = None
             while len(self._resolved) > 4096:
                 self._resolved.popitem(last=False)
@@ -666,40 +679,12 @@ class ConductorEngine:
                 fut.set_result(decision)
         self.loop.call_soon_threadsafe(settle)
 
-    @staticmethod
-    def _check_payload(req: ApprovalRequest, payload: dict[str, Any]) -> None:
-        """An edited payload must have the request's shape; otherwise the approval stays
-        pending and the user is told what is wrong."""
-        if not isinstance(payload, dict):
-            raise EngineError("an edited payload must be an object")
-        expect: dict[str, tuple[type, ...]] = {
-            "spawn": {"prompt": (str,), "context": (str,), "model": (str,)},
-            "tool": {"args": (dict,), "tool": (str,)},
-            "shell": {"command": (str,), "cwd": (str,)},
-            "budget": {"budget_usd": (int, float), "budget_tokens": (int,)},
-        }.get(req.kind, {})
-        for key, types_ in expect.items():
-            if key in payload and not isinstance(payload[key], types_):
-                raise EngineError(f"{key!r} in the edited payload must be "
-                                  f"{' or '.join(t.__name__ for t in types_)}, "
-                                  f"not {type(payload[key]).__name__}")
-        if req.kind == "spawn" and isinstance(payload.get("prompt"), str) \
-                and not payload["prompt"].strip():
-            raise EngineError("the edited prompt is empty: a worker needs its ticket")
-        if req.kind == "tool" and "tool" in payload and payload["tool"] != req.payload.get("tool"):
-            raise EngineError(f"an approval cannot change which tool runs "
-                              f"({req.payload.get('tool')} → {payload['tool']}); reject it instead")
-        if req.kind == "shell" and isinstance(payload.get("command"), str) \
-                and not payload["command"].strip():
-            raise EngineError("the edited command is empty; reject the call instead")
-
     def approve_all(self, source: str = "user") -> int:
         """Approve every request pending right now, once. Not a standing grant."""
         n = 0
         for req in self.pending_approvals():
             try:
-                self.resolve(req.id, ApprovalDecision(approved=True, source=source,
-                                                      reason="approve all"))
+                self.resolve(req.id, Approved(source=source, reason="approve all"))
                 n += 1
             except (ApprovalNotFound, ApprovalAlreadyResolved):
                 continue   # answered meanwhile by someone else: that answer stands
@@ -709,8 +694,7 @@ class ConductorEngine:
         for req in self.pending_approvals():
             if req.ticket_id == ticket_id:
                 try:
-                    self.resolve(req.id, ApprovalDecision(approved=False, reason=reason,
-                                                          source="engine"))
+                    self.resolve(req.id, Denied(reason=reason, source="engine"))
                 except (ApprovalNotFound, ApprovalAlreadyResolved):
                     continue
 
@@ -1342,8 +1326,9 @@ class ConductorEngine:
                 decision = self.ask_from_thread(ApprovalRequest(
                     kind="spawn", title=f"Spawn a worker for {ticket.id}", stream_id=sid,
                     track_id=track.id, ticket_id=ticket.id,
-                    payload={"prompt": prompt, "context": context, "model": model,
-                             "description": description}))
+                    payload=SpawnPayload(prompt=prompt, context=context, model=model,
+                                         description=description,
+                                         attempt=retry_count + 1)))
                 if not decision.approved:
                     with self._lock:
                         if self._closed:      # rejected because the app is closing: interrupted
@@ -1357,11 +1342,11 @@ class ConductorEngine:
                             ticket.blocked_reason = ("spawn rejected" + (
                                 f": {decision.reason}" if decision.reason else ""))
                     return
-                edited = decision.payload or {}
-                prompt = str(edited.get("prompt", prompt))
-                context = str(edited.get("context", context))
-                if edited.get("model") and self.settings.provider != "offline":
-                    model = str(edited["model"])
+                if isinstance(decision.payload, SpawnPayload):
+                    prompt = decision.payload.prompt
+                    context = decision.payload.context
+                    if decision.payload.model and self.settings.provider != "offline":
+                        model = decision.payload.model
             if cancel.is_set():
                 raise Cancelled(f"{ticket.id} cancelled by the user")
             # queued, not written: it goes out with the worker's first request record
@@ -1489,7 +1474,7 @@ class ConductorEngine:
             status = {t.id: t.status for t in track.tickets}
             for t in track.tickets:
                 if t.status == "blocked" and not any(
-                        status.get(d) in ("failed", "cancelled", "blocked") for d in t.depends_on):
+                        status.get(d) in BLOCKING_STATES for d in t.depends_on):
                     t.status = "todo"
                     t.blocked_reason = ""
                     changed = True
@@ -1536,31 +1521,33 @@ class ConductorEngine:
             ask = not policy.shell_allowed(command)
         edited = False
         if ask and not self.auto_approve:
+            payload: ShellPayload | ToolPayload
             if spec.kind == "shell":
-                kind = "shell"
-                payload: dict[str, Any] = {"command": args.get("command", ""),
-                                           "cwd": args.get("cwd", ".")}
+                payload = ShellPayload(command=str(args.get("command", "")),
+                                       cwd=str(args.get("cwd", ".")))
                 title = f"{session.ticket_id} wants to run a shell command"
             else:
-                kind = "tool"
-                payload = {"tool": call.name, "args": args,
-                           "preview": diff_preview(self.ws, call.name, args)}
+                payload = ToolPayload(tool=call.name, args=args,
+                                      preview=diff_preview(self.ws, call.name, args))
                 title = f"{session.ticket_id} wants to call {call.name}"
             decision = self.ask_from_thread(ApprovalRequest(
-                kind=kind, title=title, stream_id=session.stream_id, track_id=session.track_id,
+                title=title, stream_id=session.stream_id, track_id=session.track_id,
                 ticket_id=session.ticket_id, payload=payload))
             if not decision.approved:
                 return ToolOutcome({"ok": False, "rejected": True,
                                     "error": "the user rejected this call" +
                                              (f": {decision.reason}" if decision.reason else "")},
                                    args)
-            if decision.payload:
-                if spec.kind == "shell":
+            final = decision.payload
+            if final is not None:
+                if isinstance(final, ShellPayload):
                     new_args = dict(args)
-                    new_args["command"] = decision.payload.get("command", args.get("command"))
-                    new_args["cwd"] = decision.payload.get("cwd", args.get("cwd", "."))
+                    new_args["command"] = final.command
+                    new_args["cwd"] = final.cwd
+                elif isinstance(final, ToolPayload):
+                    new_args = dict(final.args)
                 else:
-                    new_args = dict(decision.payload.get("args", args))
+                    raise EngineError(f"a {final.kind} payload cannot answer a tool call")
                 edited = new_args != args
                 args = new_args
         res = self.ws.execute(call.name, args)
@@ -1602,9 +1589,9 @@ class ConductorEngine:
     def _step_gate(self, session: AgentSession, round_no: int) -> None:
         last = next((m.text for m in reversed(session.history) if m.role == "model"), "")
         d = self.ask_from_thread(ApprovalRequest(
-            kind="step", title=f"{session.ticket_id}: continue to step {round_no + 1}?",
+            title=f"{session.ticket_id}: continue to step {round_no + 1}?",
             stream_id=session.stream_id, track_id=session.track_id, ticket_id=session.ticket_id,
-            payload={"round": round_no, "last": last[-2000:]}))
+            payload=StepPayload(round=round_no, last=last[-2000:])))
         if not d.approved:
             raise StepStopped(f"stopped before step {round_no + 1} by the user"
                               + (f": {d.reason}" if d.reason else ""))
@@ -1625,20 +1612,18 @@ class ConductorEngine:
                 return
             s, total = self.settings, self.comms.total()
             d = self.ask_from_thread(ApprovalRequest(
-                kind="budget", title="Budget reached: raise it to continue",
+                title="Budget reached: raise it to continue",
                 stream_id=session.stream_id, track_id=session.track_id,
                 ticket_id=session.ticket_id,
-                payload={"spent_usd": round(total.cost_usd, 6), "budget_usd": s.budget_usd,
-                         "spent_tokens": total.total_tokens, "budget_tokens": s.budget_tokens}))
+                payload=BudgetPayload(spent_usd=round(total.cost_usd, 6),
+                                      budget_usd=s.budget_usd, spent_tokens=total.total_tokens,
+                                      budget_tokens=s.budget_tokens)))
             if not d.approved:
                 raise BudgetExceeded("the budget is reached and the user chose to stop"
                                      + (f": {d.reason}" if d.reason else ""))
-            p = d.payload or {}
-            try:
-                new_usd = float(p.get("budget_usd", s.budget_usd))
-                new_tokens = int(p.get("budget_tokens", s.budget_tokens))
-            except (TypeError, ValueError) as e:
-                raise BudgetExceeded(f"the new budget is not a number: {e}") from None
+            p = d.payload if isinstance(d.payload, BudgetPayload) else None
+            new_usd = float(p.budget_usd) if p else s.budget_usd
+            new_tokens = int(p.budget_tokens) if p else s.budget_tokens
             if (new_usd and new_usd <= total.cost_usd) or (new_tokens and new_tokens <= total.total_tokens):
                 raise BudgetExceeded("the budget was approved but not raised above what is spent")
             self.update_settings(s.model_copy(update={"budget_usd": new_usd,
@@ -1667,9 +1652,9 @@ class ConductorEngine:
 
     def retry_ticket(self, ticket_id: str) -> concurrent.futures.Future[Track] | None:
         track, ticket = self._find(ticket_id)
-        if ticket.status not in ("failed", "cancelled", "blocked", "skipped"):
-            raise EngineError(f"{ticket_id} is {ticket.status}: only a failed, cancelled, "
-                              f"blocked or skipped ticket can be retried")
+        refusal = ticket_action_refusal(ticket.status, "retry", ticket_id=ticket_id)
+        if refusal:
+            raise EngineError(refusal)
         fut = self.submit(self._retry(track, ticket))
         fut.result(timeout=10)
         if not self.is_running(track.id):
@@ -1690,16 +1675,16 @@ class ConductorEngine:
 
     def skip_ticket(self, ticket_id: str, reason: str = "skipped by the user") -> None:
         track, ticket = self._find(ticket_id)
-        if ticket.status in ("in_progress", "completed"):
-            raise EngineError(f"{ticket_id} is {ticket.status}: cancel it first to skip it"
-                              if ticket.status == "in_progress" else
-                              f"{ticket_id} is already completed")
+        refusal = ticket_action_refusal(ticket.status, "skip", ticket_id=ticket_id)
+        if refusal:
+            raise EngineError(refusal)
         self.submit(self._set_status(track, ticket, "skipped", reason)).result(timeout=10)
 
     def cancel_ticket(self, ticket_id: str, reason: str = "cancelled by the user") -> None:
         track, ticket = self._find(ticket_id)
-        if ticket.status in TERMINAL:
-            raise EngineError(f"{ticket_id} is already {ticket.status}")
+        refusal = ticket_action_refusal(ticket.status, "cancel", ticket_id=ticket_id)
+        if refusal:
+            raise EngineError(refusal)
         with self._lock:
             flag = self._cancel_flags.get(ticket_id)
         if flag is not None:         # running: the worker stops at its next chunk or round
@@ -1729,8 +1714,10 @@ class ConductorEngine:
         _track, ticket = self._find(ticket_id)
         if self._git is None:
             raise EngineError("git commits are off for this workspace, so there is nothing to revert")
-        if not ticket.commit_sha:
-            raise EngineError(f"{ticket_id} has no commit to revert")
+        refusal = ticket_action_refusal(ticket.status, "revert", ticket_id=ticket_id,
+                                        commit_sha=ticket.commit_sha)
+        if refusal:
+            raise EngineError(refusal)
         if self.is_running(_track.id):
             raise EngineError(f"track {_track.id} is running; pause it and let its workers "
                               f"finish before reverting a ticket")
@@ -1753,8 +1740,6 @@ class ConductorEngine:
         self._status(track, ticket)
         self._emit(TrackChanged(track_id=track.id))
 
-
-TERMINAL = frozenset({"completed", "failed", "skipped", "cancelled"})
 
 _ATOMIC = (str, int, float, bool, type(None))
 

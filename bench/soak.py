@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from models import ApprovalDecision, Settings, TrackProposal  # noqa: E402
+from models import Approved, Denied, Settings, TrackProposal  # noqa: E402
 from multi_agent_conductor import ConductorEngine  # noqa: E402
 from test_soak import soak_tickets  # noqa: E402
 
@@ -46,7 +46,7 @@ def main() -> int:
                 rng.shuffle(p)
                 for r in p:
                     try:
-                        eng.resolve(r.id, ApprovalDecision(approved=True))
+                        eng.resolve(r.id, Approved())
                     except Exception as e:  # answered meanwhile: report, go on
                         print("approval:", e, file=sys.stderr)
                 eng.inbox.drain()

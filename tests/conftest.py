@@ -95,7 +95,7 @@ def wait_for(pred, timeout=10.0, interval=0.01, what="condition"):
 
 class Approver(threading.Thread):
     """Answers an engine's approvals from a test thread with a policy function
-    `decide(request) -> ApprovalDecision`."""
+    `decide(request) -> Approved | Denied`."""
 
     def __init__(self, engine, decide):
         super().__init__(daemon=True)

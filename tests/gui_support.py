@@ -176,7 +176,7 @@ def xvfb_scenario(out_dir: str, workspace: str) -> None:
         shot(ctx, "approval_spawn")
         ctx.item_click("//Approval/###Approve")
         wait_until(ctx, lambda: app.approval_edit and app.approval_edit.request.kind == "tool"
-                   and app.approval_edit.request.payload.get("tool") == "write_file", 20, "a write")
+                   and app.approval_edit.request.payload.kind == "tool" and app.approval_edit.request.payload.tool == "write_file", 20, "a write")
         shot(ctx, "approval_write")
         ctx.item_click("//Approval/###Approve")
         wait_until(ctx, lambda: app.approval_edit and app.approval_edit.request.kind == "tool", 20, "an edit")

@@ -7,7 +7,7 @@ import random
 import threading
 
 from conftest import fast_settings, wait_for
-from models import ApprovalDecision, Ticket, TrackProposal
+from models import Approved, Denied, Ticket, TrackProposal
 
 
 def test_eight_workers_answered_from_gui_thread_and_api(workspace):
@@ -29,9 +29,9 @@ def test_eight_workers_answered_from_gui_thread_and_api(workspace):
 
             def edit(req):
                 if req.kind == "spawn":   # each spawn names its own ticket in the prompt
-                    return {"prompt": req.payload["prompt"] + f"\nNOTE: approved for {req.ticket_id}\n"}
-                if req.kind == "tool" and req.payload["tool"] == "write_file":
-                    args = dict(req.payload["args"])
+                    return {"prompt": req.payload.prompt + f"\nNOTE: approved for {req.ticket_id}\n"}
+                if req.kind == "tool" and req.payload.tool == "write_file":
+                    args = dict(req.payload.args)
                     args["content"] = f"content for {req.ticket_id}\nSTATUS: draft\n"
                     return {"tool": "write_file", "args": args}
                 return None
@@ -55,7 +55,7 @@ def test_eight_workers_answered_from_gui_thread_and_api(workspace):
                         if via_api:
                             client.approve(req.id, payload=edit(req))
                         else:
-                            eng.resolve(req.id, ApprovalDecision(approved=True, payload=edit(req)))
+                            eng.resolve(req.id, Approved(edits=edit(req)))
             # all 8 spawns are pending at the same moment before anyone answers
             wait_for(lambda: len(eng.pending_approvals()) == 8, what="8 spawn approvals at once")
             threads = [threading.Thread(target=answer, args=(v,), daemon=True) for v in (True, False)]

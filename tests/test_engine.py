@@ -16,7 +16,7 @@ from ai_client import (FunctionProvider, ModelRequest, ModelResponse, OfflinePro
 from conftest import Approver, fast_settings, wait_for
 from events import (AsyncEventQueue, ErrorEvent, StatusChange, StreamChunk, StreamEnd,
                     put_threadsafe)
-from models import ApprovalDecision, DagError, Ticket, Usage
+from models import Approved, Denied, DagError, Ticket, Usage
 
 
 def tickets(*specs):
@@ -196,14 +196,14 @@ def test_edited_spawn_prompt_and_tool_args_are_what_runs(make_engine, workspace)
 
     def decide(req):
         if req.kind == "spawn":
-            p = dict(req.payload)
+            p = req.payload.model_dump(include={"prompt", "context", "model"})
             p["prompt"] = p["prompt"].replace("TARGET FILES: src/app.py", "TARGET FILES: src/edited.py")
-            return ApprovalDecision(approved=True, payload=p)
-        if req.kind == "tool" and req.payload["tool"] == "write_file":
-            args = dict(req.payload["args"])
+            return Approved(edits=p)
+        if req.kind == "tool" and req.payload.tool == "write_file":
+            args = dict(req.payload.args)
             args["content"] = args["content"] + "# edited by the user\n"
-            return ApprovalDecision(approved=True, payload={"tool": "write_file", "args": args})
-        return ApprovalDecision(approved=True)
+            return Approved(edits={"tool": "write_file", "args": args})
+        return Approved()
     ap = Approver(eng, decide)
     ap.start()
     try:
@@ -226,8 +226,8 @@ def test_edited_spawn_prompt_and_tool_args_are_what_runs(make_engine, workspace)
 def test_rejected_spawn_skips_the_ticket_with_the_reason(make_engine):
     eng = make_engine(auto_approve=False)
     tid = new_track(eng, tickets(("T-001", [], ["a.py"]), ("T-002", ["T-001"], ["b.py"])))
-    ap = Approver(eng, lambda r: ApprovalDecision(approved=False, reason="not today")
-                  if r.ticket_id == "T-001" else ApprovalDecision(approved=True))
+    ap = Approver(eng, lambda r: Denied(reason="not today")
+                  if r.ticket_id == "T-001" else Approved())
     ap.start()
     try:
         track = eng.start_track(tid).result(30)
@@ -244,8 +244,8 @@ def test_rejected_shell_command_does_not_run(make_engine, workspace):
 
     def decide(req):
         if req.kind == "shell":
-            return ApprovalDecision(approved=False, reason="no shell")
-        return ApprovalDecision(approved=True)
+            return Denied(reason="no shell")
+        return Approved()
     ap = Approver(eng, decide)
     ap.start()
     try:
@@ -268,8 +268,8 @@ def test_many_approvals_at_once_none_lost(make_engine):
     assert sorted(r.ticket_id for r in pending) == ids
     # answer in reverse order; then approve everything else as it comes
     for r in reversed(pending):
-        eng.resolve(r.id, ApprovalDecision(approved=True))
-    ap = Approver(eng, lambda r: ApprovalDecision(approved=True))
+        eng.resolve(r.id, Approved())
+    ap = Approver(eng, lambda r: Approved())
     ap.start()
     try:
         track = fut.result(30)
@@ -286,11 +286,11 @@ def test_answering_twice_and_unknown_ids(make_engine):
     tid = new_track(eng, tickets(("T-001", [], ["a.txt"])))
     fut = eng.start_track(tid)
     [req] = wait_for(lambda: eng.pending_approvals(), what="a spawn approval")
-    eng.resolve(req.id, ApprovalDecision(approved=False, reason="r"))
+    eng.resolve(req.id, Denied(reason="r"))
     with pytest.raises(ApprovalAlreadyResolved):
-        eng.resolve(req.id, ApprovalDecision(approved=True))
+        eng.resolve(req.id, Approved())
     with pytest.raises(ApprovalNotFound):
-        eng.resolve("A-nope", ApprovalDecision(approved=True))
+        eng.resolve("A-nope", Approved())
     assert fut.result(10).ticket("T-001").status == "skipped"
 
 
@@ -422,9 +422,9 @@ def test_pause_starts_nothing_new_and_resume_finishes(make_engine):
     fut = eng.start_track(tid)
     [req] = wait_for(lambda: eng.pending_approvals(), what="first spawn approval")
     eng.pause_track(tid)
-    eng.resolve(req.id, ApprovalDecision(approved=True))
-    ap = Approver(eng, lambda r: ApprovalDecision(approved=True) if r.ticket_id == "T-001"
-                  else ApprovalDecision(approved=True))
+    eng.resolve(req.id, Approved())
+    ap = Approver(eng, lambda r: Approved() if r.ticket_id == "T-001"
+                  else Approved())
     ap.start()
     try:
         wait_for(lambda: eng.track(tid).ticket("T-001").status == "completed", what="T-001 done")
@@ -447,8 +447,8 @@ def test_budget_reached_pauses_and_asks(make_engine):
     def decide(req):
         seen.append(req.kind)
         if req.kind == "budget":
-            return ApprovalDecision(approved=False, reason="too expensive")
-        return ApprovalDecision(approved=True)
+            return Denied(reason="too expensive")
+        return Approved()
     ap = Approver(eng, decide)
     ap.start()
     try:
@@ -502,11 +502,11 @@ def test_an_edited_payload_of_the_wrong_shape_is_refused_and_stays_pending(make_
     fut = eng.start_track(tid)
     [req] = wait_for(lambda: eng.pending_approvals(), what="a spawn approval")
     with pytest.raises(EngineError, match="'prompt' in the edited payload must be str"):
-        eng.resolve(req.id, ApprovalDecision(approved=True, payload={"prompt": 42}))
+        eng.resolve(req.id, Approved(edits={"prompt": 42}))
     with pytest.raises(EngineError, match="prompt is empty"):
-        eng.resolve(req.id, ApprovalDecision(approved=True, payload={"prompt": "  "}))
+        eng.resolve(req.id, Approved(edits={"prompt": "  "}))
     assert [r.id for r in eng.pending_approvals()] == [req.id]     # nothing lost
-    eng.resolve(req.id, ApprovalDecision(approved=False, reason="changed my mind"))
+    eng.resolve(req.id, Denied(reason="changed my mind"))
     assert fut.result(10).ticket("T-001").status == "skipped"
 
 
@@ -517,7 +517,7 @@ def test_shell_never_runs_without_approval_unless_allowlisted(make_engine, works
         eng = make_engine(auto_approve=False, approvals=policy)
         tid = new_track(eng, tickets((f"T-{len(policy.shell_allowlist) + 1:03d}", [], ["a.py"])))
         asked = []
-        ap = Approver(eng, lambda r: (asked.append(r.kind), ApprovalDecision(approved=True))[1])
+        ap = Approver(eng, lambda r: (asked.append(r.kind), Approved())[1])
         ap.start()
         try:
             eng.start_track(tid).result(30)
@@ -543,7 +543,7 @@ def test_an_allowlisted_simple_command_runs_without_asking(make_engine):
                       approvals=ApprovalPolicy(spawn="auto", shell_allowlist=["ls"]))
     tid = new_track(eng, tickets(("T-001", [], [])))
     asked = []
-    ap = Approver(eng, lambda r: (asked.append(r.kind), ApprovalDecision(approved=True))[1])
+    ap = Approver(eng, lambda r: (asked.append(r.kind), Approved())[1])
     ap.start()
     try:
         eng.start_track(tid).result(10)

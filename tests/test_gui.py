@@ -17,7 +17,7 @@ from gui_support import check, run_app_test, wait_until
 
 import gui_2
 from imgui_bundle import imgui
-from models import ApprovalRequest
+from models import ApprovalRequest, BudgetPayload, ShellPayload, SpawnPayload, ToolPayload
 
 CTRL_ENTER = imgui.Key.mod_ctrl | imgui.Key.enter
 PROMPT_MARK = "User note from the GUI: keep it tiny (prompt-edit-7f3a)."
@@ -83,7 +83,7 @@ def test_full_flow_edits_reach_the_engine(workspace):
         ctx.key_chars_replace(prompt)
         ctx.item_click("//Approval/###Approve")
         # 6. the first file write: invalid JSON first (inline error, nothing sent), then an edit
-        e = wait_front(ctx, app, lambda r: r.kind == "tool" and r.payload.get("tool") == "write_file",
+        e = wait_front(ctx, app, lambda r: r.kind == "tool" and r.payload.tool == "write_file",
                        "the first write_file approval")
         args = json.loads(e.fields["args"])
         ctx.item_click("//Approval/##Arguments")
@@ -99,12 +99,12 @@ def test_full_flow_edits_reach_the_engine(workspace):
         ctx.key_chars_replace(json.dumps(args, ensure_ascii=False))
         ctx.item_click("//Approval/###Approve")
         # 7. the edit_file: approve with the keyboard (Ctrl+Enter)
-        e = wait_front(ctx, app, lambda r: r.kind == "tool" and r.payload.get("tool") == "edit_file",
+        e = wait_front(ctx, app, lambda r: r.kind == "tool" and r.payload.tool == "edit_file",
                        "the edit_file approval")
         ctx.key_press(CTRL_ENTER)
         # 8. the shell command: Escape jumps to the reason, Enter rejects
         e = wait_front(ctx, app, lambda r: r.kind == "shell", "the shell approval")
-        seen["shell_command"] = e.request.payload["command"]
+        seen["shell_command"] = e.request.payload.command
         ctx.key_press(imgui.Key.escape)
         ctx.key_chars("not now, thanks")
         ctx.key_press(imgui.Key.enter)
@@ -572,33 +572,34 @@ def test_idle_streams_off_screen_are_unloaded_and_drawn_again(workspace):
 
 
 def test_approval_payload_rules():
-    req = ApprovalRequest(kind="tool", title="t", payload={"tool": "write_file",
-                                                           "args": {"path": "a.py", "content": "x"}})
+    req = ApprovalRequest(title="t", payload=ToolPayload(tool="write_file",
+                                                        args={"path": "a.py", "content": "x"}))
     fields = gui_2.approval_fields(req)
     edit = gui_2.ApprovalEdit(req, dict(fields), dict(fields))
     assert gui_2.approval_payload(edit) == (None, "")            # unchanged: as requested
     edit.fields["args"] = "[1, 2]"
     assert "JSON object" in gui_2.approval_payload(edit)[1]
     edit.fields["args"] = '{"path": "a.py", "content": "y"}'
-    assert gui_2.approval_payload(edit) == ({"tool": "write_file", "args": {"path": "a.py", "content": "y"}}, "")
-    shell = ApprovalRequest(kind="shell", title="s", payload={"command": "ls", "cwd": "."})
+    assert gui_2.approval_payload(edit) == (ToolPayload(tool="write_file", args={"path": "a.py", "content": "y"}), "")
+    shell = ApprovalRequest(title="s", payload=ShellPayload(command="ls", cwd="."))
     f = gui_2.approval_fields(shell)
     e2 = gui_2.ApprovalEdit(shell, dict(f), dict(f))
     e2.fields["command"] = "  "
     assert "empty" in gui_2.approval_payload(e2)[1]
-    budget = ApprovalRequest(kind="budget", title="b", payload={"spent_usd": 1.2, "budget_usd": 1.0,
-                                                                 "spent_tokens": 10, "budget_tokens": 0})
+    budget = ApprovalRequest(title="b", payload=BudgetPayload(spent_usd=1.2, budget_usd=1.0,
+                                                                spent_tokens=10, budget_tokens=0))
     f = gui_2.approval_fields(budget)
     e3 = gui_2.ApprovalEdit(budget, dict(f), dict(f))
     e3.fields["budget_usd"] = "two dollars"
     assert "numbers" in gui_2.approval_payload(e3)[1]
     e3.fields["budget_usd"] = "2.5"
-    assert gui_2.approval_payload(e3) == ({"budget_usd": 2.5, "budget_tokens": 0}, "")
-    spawn = ApprovalRequest(kind="spawn", title="s", payload={"prompt": "p", "context": "", "model": "m"})
+    assert gui_2.approval_payload(e3) == (BudgetPayload(spent_usd=1.2, budget_usd=2.5,
+                                                          spent_tokens=10, budget_tokens=0), "")
+    spawn = ApprovalRequest(title="s", payload=SpawnPayload(prompt="p", context="", model="m"))
     f = gui_2.approval_fields(spawn)
     e4 = gui_2.ApprovalEdit(spawn, dict(f), dict(f))
     e4.fields["prompt"] = "p, edited"
-    assert gui_2.approval_payload(e4) == ({"prompt": "p, edited", "context": "", "model": "m"}, "")
+    assert gui_2.approval_payload(e4) == (SpawnPayload(prompt="p, edited", context="", model="m"), "")
 
 
 @pytest.fixture

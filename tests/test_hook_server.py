@@ -18,7 +18,7 @@ import hook_server
 from conftest import fast_settings, wait_for
 from events import StreamChunk, WorkersChanged
 from hook_server import ApiClient, ApiError
-from models import ApprovalDecision, TrackProposal
+from models import TrackProposal
 
 EPIC = "Add a health endpoint and its tests"
 

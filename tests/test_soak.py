@@ -8,7 +8,7 @@ import threading
 import time
 
 from conftest import fast_settings
-from models import ApprovalDecision, Ticket, TrackProposal
+from models import Approved, Denied, Ticket, TrackProposal
 
 
 def soak_tickets(n: int, seed: int) -> list[Ticket]:
@@ -39,7 +39,7 @@ def test_soak_200_tickets_8_workers_random_order_approvals(workspace):
                     payload = None
                     if req.kind == "shell":
                         payload = {"command": f"echo ran-for-{req.ticket_id}", "cwd": "."}
-                    eng.resolve(req.id, ApprovalDecision(approved=True, payload=payload))
+                    eng.resolve(req.id, Approved(edits=payload))
                 time.sleep(0.001)
         th = threading.Thread(target=approver, daemon=True)
         th.start()

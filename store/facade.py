@@ -242,7 +242,7 @@ class ConductorStore:
     def _apply_tickets(plan: plan_mod.Plan, track: Track) -> None:
         """Edit `plan` so it says what the tickets say: markers, SHAs of ticked tasks, text the
         person changed, tasks it lacks. Every other character stays."""
-        ids, _ = match_ids(plan.tasks, [(t.id, t.description) for t in track.tickets],
+        ids, _ = match_ids(plan.tasks, [(t.id, t.description, t.phase) for t in track.tickets],
                            id_prefix(track.id))
         by_id = {t.id: t for t in track.tickets}
         form = plan_mod.sha_form(plan)

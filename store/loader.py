@@ -69,7 +69,7 @@ def track_status(entry: RegEntry | None, state_status: str | None, meta: dict[st
 def merge_tickets(track_id: str, plan: Plan | None, state: StateFile | None, plan_path: Path,
                   state_path: Path, problems: list[LoadProblem]) -> list[Ticket]:
     tasks = plan.tasks if plan else []
-    known = [(t.id, t.description) for t in state.tickets] if state else []
+    known = [(t.id, t.description, t.phase) for t in state.tickets] if state else []
     ids, dups = match_ids(tasks, known, id_prefix(track_id))
     for i, dup in dups:
         problems.append(LoadProblem(str(plan_path), tasks[i].line, (

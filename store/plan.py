@@ -38,7 +38,7 @@ _EXPLICIT_ID_RE = re.compile(r"^\[id:\s*([^\]\n]+?)\s*\]\s*")
 _SHA_FORMS = (("[]", re.compile(r"\s\[([0-9a-fA-F]{7,40})\]$")),
               ("()", re.compile(r"\s\(([0-9a-fA-F]{7,40})\)$")),
               ("``", re.compile(r"\s`([0-9a-fA-F]{7,40})`$")),
-              ("bare", re.compile(r"\s((?=[0-9a-fA-F]*[0-9])[0-9a-fA-F]{7,40})$")))
+              ("bare", re.compile(r"\s([0-9a-fA-F]{7,40})$")))
 _NOTE_TAIL_RE = re.compile(r"\s\([^()]*\)$")
 _DEPS_TAIL_RE = re.compile(r"\s*\(\s*depends\s+on\s*:\s*([^()]*)\)$", re.IGNORECASE)
 _HEADING_RE = re.compile(r"^(#{1,6})[ \t]+(.*?)[ \t]*$")
@@ -64,6 +64,7 @@ class PlanTask:
     sha_form: str            # "bare", "[]", "()", "``" or "" (none)
     phase: str
     checkpoint: bool
+    cont: list[str] = field(default_factory=list)   # continuation lines, de-indented
 
     @property
     def line(self) -> int:
@@ -189,7 +190,8 @@ def parse_plan(text: str, path: str = "plan.md") -> Plan:
         plan.tasks.append(PlanTask(
             idx=t["idx"], end=t["last"] + 1, indent=t["indent"], marker=marker,
             marker_col=t["col"], status=status, explicit_id=explicit, text=desc, deps=deps,
-            sha=sha, sha_form=form, phase=t["phase"], checkpoint=bool(_MANUAL_RE.search(first))))
+            sha=sha, sha_form=form, phase=t["phase"], checkpoint=bool(_MANUAL_RE.search(first)),
+            cont=cont))
 
     for i, raw in enumerate(lines):
         content = raw[:-1] if raw.endswith("\r") else raw
@@ -244,7 +246,18 @@ def set_marker(plan: Plan, task: PlanTask, mark: str) -> bool:
     col, width = task.marker_col, len(task.marker)
     plan.lines[task.idx] = line[:col] + mark + line[col + width:]
     task.marker, task.status = mark, MARK_STATUS[mark]
+    _reread(plan, task)    # a bare SHA is read on ticked tasks only: what the line says now
     return True
+
+
+def _reread(plan: Plan, task: PlanTask) -> None:
+    """Refresh what `task` says from its (edited) line, as parse_plan would read it."""
+    content, _ = _split_cr(plan.lines[task.idx])
+    m = _TASK_LINE_RE.match(content)
+    assert m is not None, "an edited task line is still a task line"
+    _, first, deps, sha, form = parse_head(m.group(3), task.marker in ("x", "X", "~"))
+    task.text = first + ("\n" + "\n".join(task.cont) if task.cont else "")
+    task.deps, task.sha, task.sha_form = deps, sha, form
 
 
 def sha_form(plan: Plan) -> str:

@@ -302,8 +302,7 @@ class ConductorStore:
             if text is None:
                 raise StoreError(f"track {track_id}: {path} is missing or not UTF-8 text")
             plan = plan_mod.parse_plan(text.text, str(path))
-            ph = plan.phase(phase) or next(
-                (p for p in plan.phases if phase_label(p.name) == phase_label(phase)), None)
+            ph = plan.phase(phase)
             if ph is None:
                 names = ", ".join(repr(p.name) for p in plan.phases) or "none"
                 raise StoreError(f"track {track_id}: plan.md has no phase {phase!r} (phases: {names})")

@@ -77,6 +77,7 @@ class PlanPhase:
     idx: int                 # index of its heading line
     checkpoint: str          # the sha of its [checkpoint: sha] tag, or ""
     numbered: bool           # "Phase N: ..." (a section heading is not)
+    heading: str = ""        # the heading's text, without #'s and the checkpoint tag
 
 
 @dataclass
@@ -91,7 +92,10 @@ class Plan:
         return "\n".join(self.lines)
 
     def phase(self, name: str) -> PlanPhase | None:
-        return next((p for p in self.phases if p.name == name), None)
+        """A phase by its name ("Setup"), its heading ("Phase 0: Setup") or its label."""
+        return (next((p for p in self.phases if p.name == name), None)
+                or next((p for p in self.phases if p.heading == name), None)
+                or next((p for p in self.phases if phase_label(p.name) == phase_label(name)), None))
 
     @property
     def crlf(self) -> bool:
@@ -124,7 +128,7 @@ def parse_head(text: str, ticked: bool = True) -> tuple[str | None, str, list[st
     pm = _TASK_PREFIX_RE.match(s)
     bold = False
     if pm:
-        bold = pm.group(1) == "**" and "**" in pm.group(0)[2:]
+        bold = pm.group(1) == "**" and "**" not in pm.group(0)[2:]   # "**Task: x**"
         s = s[pm.end():]
     explicit: str | None = None
     m = _EXPLICIT_ID_RE.match(s) if pm or s.startswith("[id:") else None
@@ -219,7 +223,8 @@ def parse_plan(text: str, path: str = "plan.md") -> Plan:
             got = _phase_of_heading(level, htext[:cm.start()] if cm else htext)
             if got is not None:
                 phase = got[0]
-                plan.phases.append(PlanPhase(phase, i, cm.group(1) if cm else "", got[1]))
+                plan.phases.append(PlanPhase(phase, i, cm.group(1) if cm else "", got[1],
+                                             (htext[:cm.start()] if cm else htext).strip()))
             continue
         tm = _TASK_LINE_RE.match(content)
         if tm:

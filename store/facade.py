@@ -259,6 +259,8 @@ class ConductorStore:
                 plan_mod.set_marker(plan, task, want)
             if want == "x" and t.commit_sha and not task.sha:
                 plan_mod.append_sha(plan, task, t.commit_sha, form)
+            elif want != "x" and task.sha and not t.commit_sha:
+                plan_mod.remove_sha(plan, task)          # its commit was reverted
             if t.description != task.text and plan_mod.set_description(plan, task, t.description):
                 reparse = True
         new = [(phase_label(t.phase), plan_mod.task_lines(t.description, t.status, t.commit_sha))

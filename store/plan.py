@@ -288,6 +288,20 @@ def append_sha(plan: Plan, task: PlanTask, sha: str, form: str | None = None) ->
     return True
 
 
+def remove_sha(plan: Plan, task: PlanTask) -> bool:
+    """Take the SHA off a task line (its commit was reverted): the inverse of append_sha."""
+    if not task.sha:
+        return False
+    content, cr = _split_cr(plan.lines[task.idx])
+    token = " " + format_sha(task.sha, task.sha_form or "bare")
+    at = content.rfind(token)
+    if at < 0:
+        return False
+    plan.lines[task.idx] = content[:at] + content[at + len(token):] + cr
+    _reread(plan, task)
+    return True
+
+
 def append_checkpoint(plan: Plan, phase: PlanPhase, sha: str) -> bool:
     """` [checkpoint: sha7]` at the end of the phase's heading, as the extension writes it."""
     sha7 = short_sha(sha)

@@ -189,3 +189,17 @@ def test_crlf_bom_and_no_final_newline_survive_a_tick(tmp_path: Path):
     store.save_track(track)
     assert (folder / "plan.md").read_bytes() == plan.replace("- [ ] Task: Two", "- [x] Task: Two 1234567").replace(
         "- [ ] Task: One  \r", "- [x] Task: One 89abcde  \r").encode()
+
+
+@pytest.mark.parametrize("form", ["{}", "[{}]", "({})", "`{}`"])
+def test_a_reverted_task_loses_its_marker_and_sha_and_nothing_else(tmp_path: Path, form: str):
+    plan = f"# Plan: X\n\n## Phase 1: P\n- [x] Task: One {form.format('abc1234')}\n- [ ] Task: Two\n"
+    store = project(tmp_path, plan)
+    track, _ = store.load_track(TID)
+    assert track.tickets[0].commit_sha == "abc1234"
+    track.tickets[0].status, track.tickets[0].commit_sha = "todo", ""
+    store.save_track(track)
+    assert (store.tracks_dir / TID / "plan.md").read_text() == (
+        "# Plan: X\n\n## Phase 1: P\n- [ ] Task: One\n- [ ] Task: Two\n")
+    again, _ = store.load_track(TID)
+    assert again.tickets[0].status == "todo" and again.tickets[0].commit_sha == ""

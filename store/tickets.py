@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from difflib import SequenceMatcher
 
-from store.names import one_line, phase_label
+from store.names import DEFAULT_PHASE, one_line, phase_label
 from store.plan import PlanTask
 
 
@@ -28,11 +28,20 @@ def _similar(a: str, b: str) -> bool:
     return m.real_quick_ratio() >= 0.6 and m.quick_ratio() >= 0.6 and m.ratio() >= 0.6
 
 
+def _same_place(t: PlanTask, k: tuple[str, str, str]) -> bool:
+    return ((t.explicit_id is None or t.explicit_id == k[0]) and t.text == k[1]
+            and (t.phase == (k[2] or DEFAULT_PHASE) or t.phase == k[2]
+                 or phase_label(t.phase) == phase_label(k[2])))
+
+
 def match_ids(tasks: Sequence[PlanTask], known: Sequence[tuple[str, str, str]], prefix: str
               ) -> tuple[list[str], list[tuple[int, str]]]:
     """(the ticket id of each task, [(task index, duplicate explicit id)] read under a new id).
     `known`: (ticket id, description, phase) of tickets known from elsewhere, in their order.
     Among tickets with the same text, one in the task's phase is taken first."""
+    if len(tasks) == len(known) and all(_same_place(t, k) for t, k in zip(tasks, known)):
+        # task i is ticket i (the usual save): what the full matching below gives, in O(n)
+        return [k[0] for k in known], []
     ids: list[str | None] = [None] * len(tasks)
     taken: set[str] = set()
     dups: list[tuple[int, str]] = []

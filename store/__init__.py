@@ -1,6 +1,9 @@
 """The store layer behind the `conductor_store.py` door: `conductor/` on disk, in the Gemini CLI
 Conductor extension's format, read in every form real projects use and edited in place.
 
+No module here keeps mutable module-level state; ConductorStore (facade) owns a lock and a
+small save cache per instance and is called from the engine's I/O thread, the CLI or tests.
+
 Modules (each says which thread it runs on and what state it owns):
     errors     StoreError, TrackExistsError, LoadProblem
     fsio       atomic writes, reads that keep a file's BOM and line endings, copies aside

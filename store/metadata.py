@@ -7,6 +7,8 @@ Pure functions; no thread affinity, no state.
 """
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import json
 from pathlib import Path
 from typing import Any
@@ -16,11 +18,11 @@ from store.errors import LoadProblem
 from store.names import one_line
 
 # metadata.json knows new / in_progress / completed / cancelled
-META_STATUS = {
+META_STATUS = MappingProxyType({
     "new": "new", "planned": "new", "completed": "completed", "cancelled": "cancelled",
     "in_progress": "in_progress", "paused": "in_progress", "failed": "in_progress",
     "needs_attention": "in_progress",
-}
+})
 
 
 def new_metadata_text(track: Track) -> str:

@@ -1,6 +1,6 @@
 """Texts of the files Clutch writes only in a new project or a track it creates itself: the
 project notes (product.md, tech-stack.md, workflow.md, index.md) and a track's index.md, as the
-Conductor extension's setup and newTrack write them. Constants only; no state.
+Conductor extension's setup and newTrack write them. Constants only: no state, usable from any thread.
 """
 from __future__ import annotations
 

@@ -20,6 +20,8 @@ Pure functions and per-call data: no thread affinity, no module state.
 """
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,8 +29,8 @@ from dataclasses import dataclass, field
 from store.errors import LoadProblem
 from store.names import one_line, phase_label, short_sha
 
-MARK_STATUS = {" ": "todo", "~": "in_progress", "x": "completed", "X": "completed"}
-TICKET_MARK = {"completed": "x", "in_progress": "~"}
+MARK_STATUS = MappingProxyType({" ": "todo", "~": "in_progress", "x": "completed", "X": "completed"})
+TICKET_MARK = MappingProxyType({"completed": "x", "in_progress": "~"})
 
 _TASK_LINE_RE = re.compile(r"^([ \t]*)[-*+][ \t]+\[([^\]]?)\](?!\()[ \t]*(.*)$")
 _TASK_PREFIX_RE = re.compile(r"^(\*{0,2})Task\*{0,2}\s*:\*{0,2}\s*", re.IGNORECASE)

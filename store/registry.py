@@ -15,6 +15,8 @@ Pure functions; no thread affinity, no state.
 """
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import re
 import urllib.parse
 from dataclasses import dataclass
@@ -23,8 +25,8 @@ from store.names import one_line
 
 # tracks.md: [ ] new, [~] in progress, [x] closed (completed, or cancelled: Conductor's
 # "implement" picks the first track not marked [x], and a cancelled one must not be picked)
-REGISTRY_MARK = {"new": " ", "planned": " ", "completed": "x", "cancelled": "x"}
-REGISTRY_STATUS = {" ": "new", "": "new", "~": "in_progress", "x": "completed", "X": "completed"}
+REGISTRY_MARK = MappingProxyType({"new": " ", "planned": " ", "completed": "x", "cancelled": "x"})
+REGISTRY_STATUS = MappingProxyType({" ": "new", "": "new", "~": "in_progress", "x": "completed", "X": "completed"})
 
 REGISTRY_HEADER = ("# Project Tracks\n\nThis file tracks all major tracks for the project. "
                    "Each track has its own detailed plan in its respective folder.\n")

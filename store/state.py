@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import tomli_w
@@ -22,7 +23,8 @@ STATE_FORMAT = 1
 _TOML_POS_RE = re.compile(r"\(at line (\d+), column (\d+)\)")
 _BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
 _TOML_ESCAPE_RE = re.compile('[\x00-\x08\x0a-\x1f\x7f"\\\\]')
-_TOML_COMPACT = {"\b": "\\b", "\n": "\\n", "\f": "\\f", "\r": "\\r", '"': '\\"', "\\": "\\\\"}
+_TOML_COMPACT = MappingProxyType({"\b": "\\b", "\n": "\\n", "\f": "\\f", "\r": "\\r", '"': '\\"',
+                                  "\\": "\\\\"})
 PREFIX = ("# Clutch's machine state for this track, kept alongside the Conductor files.\n"
           "# plan.md and spec.md are for people; this file holds what they cannot.\n")
 

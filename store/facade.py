@@ -177,12 +177,15 @@ class ConductorStore:
                 if meta_text is not None else {})
         if old_state_bytes is not None and old_state_bytes == cache.state_bytes:
             state_status = cache.status
+            before = [(i, f["description"], f["phase"]) for i, (f, _) in cache.tickets.items()]
         else:
             state_status = old_state.track.status if old_state is not None else None
+            before = ([(k.id, k.description, k.phase) for k in old_state.tickets]
+                      if old_state is not None else [])
         status_changed = track_status(entry, state_status, meta) != track.status
 
         plan, plan_bom, plan_before = self._plan_for_edit(plan_path, cache, track.title)
-        self._apply_tickets(plan, track)
+        self._apply_tickets(plan, track, before)
         plan_data = fsio.Text("", plan_bom).encode(plan.text())
         state_data = render_state(track, cache.tickets).encode("utf-8")
 
@@ -239,19 +242,31 @@ class ConductorStore:
         return plan_mod.parse_plan(text.text, str(path)), text.bom, raw
 
     @staticmethod
-    def _apply_tickets(plan: plan_mod.Plan, track: Track) -> None:
+    def _apply_tickets(plan: plan_mod.Plan, track: Track, before: list[tuple[str, str, str]]) -> None:
         """Edit `plan` so it says what the tickets say: markers, SHAs of ticked tasks, text the
-        person changed, tasks it lacks. Every other character stays."""
+        person changed, tasks it lacks, and no task whose ticket was removed in the app (one
+        state.toml knew, `before`: a task someone added to the file since is never removed).
+        Every other character stays."""
         ids, _ = match_ids(plan.tasks, [(t.id, t.description, t.phase) for t in track.tickets],
                            id_prefix(track.id))
         by_id = {t.id: t for t in track.tickets}
         form = plan_mod.sha_form(plan)
         reparse = False
         paired: set[str] = set()
+        orphans = [task for task, tid in zip(plan.tasks, ids) if tid not in by_id]
+        gone_known = [k for k in before if k[0] not in by_id]
+        gone: set[int] = set()
+        if orphans and gone_known:
+            gone_ids = {k[0] for k in gone_known}
+            got, _ = match_ids(orphans, gone_known, id_prefix(track.id))
+            gone = {task.idx for task, tid in zip(orphans, got) if tid in gone_ids}
         for task, tid in reversed(list(zip(plan.tasks, ids))):
             t = by_id.get(tid)
             if t is None:
-                continue      # a task with no ticket (removed in the app): its line stays
+                if task.idx in gone:   # removed in the app: its lines go
+                    del plan.lines[task.idx:task.end]
+                    reparse = True
+                continue      # a task no ticket knew of (added to the file since): it stays
             paired.add(tid)
             want = plan_mod.TICKET_MARK.get(t.status, " ")
             have = plan_mod.TICKET_MARK.get(plan_mod.MARK_STATUS.get(task.marker, "todo"), " ")

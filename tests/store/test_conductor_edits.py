@@ -203,3 +203,22 @@ def test_a_reverted_task_loses_its_marker_and_sha_and_nothing_else(tmp_path: Pat
         "# Plan: X\n\n## Phase 1: P\n- [ ] Task: One\n- [ ] Task: Two\n")
     again, _ = store.load_track(TID)
     assert again.tickets[0].status == "todo" and again.tickets[0].commit_sha == ""
+
+
+def test_a_ticket_removed_in_the_app_loses_its_line_a_task_added_by_hand_keeps_it(tmp_path: Path):
+    store = project(tmp_path, PLAN, REG)
+    track, _ = store.load_track(TID)
+    store.save_track(track)                                   # state.toml now knows D-1..D-4
+    path = store.tracks_dir / TID / "plan.md"
+    # meanwhile someone adds a task to the file by hand; the app removes D-3 from its copy
+    path.write_text(path.read_text().replace("- [ ] Task: Conductor - User Manual Verification 'Build'",
+                                             "- [ ] Task: Added by hand\n- [ ] Task: Conductor - User Manual Verification 'Build'"))
+    track.tickets = [k for k in track.tickets if k.id != "D-3"]
+    store.save_track(track)
+    text = path.read_text()
+    assert "Write the parser" not in text and "Sub-task: tokens" not in text
+    assert "- [ ] Task: Added by hand\n" in text
+    again, _ = store.load_track(TID)
+    assert [k.description for k in again.tickets][:3] == [
+        "Scaffold", "Conductor - User Manual Verification 'Phase 0: Setup' (Protocol in workflow.md)",
+        "Added by hand"]

@@ -185,6 +185,7 @@ class ConductorStore:
         status_changed = track_status(entry, state_status, meta) != track.status
 
         plan, plan_bom, plan_before = self._plan_for_edit(plan_path, cache, track.title)
+        cache.plan_bytes, cache.plan = None, None      # `plan` is edited below: not the file's
         self._apply_tickets(plan, track, before)
         plan_data = fsio.Text("", plan_bom).encode(plan.text())
         state_data = render_state(track, cache.tickets).encode("utf-8")
@@ -196,7 +197,6 @@ class ConductorStore:
         if old_state_bytes != state_data:
             fsio.atomic_write_bytes(state_path, state_data)
         cache.state_bytes, cache.status = state_data, track.status
-        cache.plan_bytes, cache.plan = None, None
         if plan_before != plan_data:
             fsio.atomic_write_bytes(plan_path, plan_data)
         cache.plan_bytes, cache.plan, cache.plan_bom = plan_data, plan, plan_bom
@@ -205,7 +205,7 @@ class ConductorStore:
         if meta_text is not None:
             if status_changed or meta.get("updated_at", track.updated_at) != track.updated_at:
                 edited = meta_mod.edit_metadata(meta_text.text, track.status if status_changed
-                                                else meta.get("status", ""), track.updated_at)
+                                                else None, track.updated_at)
                 if edited != meta_text.text:
                     fsio.atomic_write_bytes(meta_path, meta_text.encode(edited))
         elif new:
@@ -218,6 +218,8 @@ class ConductorStore:
                 if edited != reg_text.text:
                     fsio.atomic_write_bytes(self.registry_path, reg_text.encode(edited))
         elif new:
+            if reg_text is None and self.registry_path.exists():
+                fsio.copy_aside(self.registry_path)     # not UTF-8: kept, then a new registry
             text = reg_mod.append_entry(reg_text.text if reg_text else None, track.id,
                                         track.title, track.status)
             fsio.atomic_write_bytes(self.registry_path,
@@ -290,10 +292,9 @@ class ConductorStore:
 
     def _save_spec(self, path: Path, track: Track, new: bool) -> None:
         text = fsio.read_for_edit(path)
-        if text is None:
-            if new or not path.exists():
-                if new:
-                    fsio.atomic_write_bytes(path, spec_mod.new_spec_text(track).encode("utf-8"))
+        if text is None:      # absent (written only for a new track), or not UTF-8 (left alone)
+            if new and not path.exists():
+                fsio.atomic_write_bytes(path, spec_mod.new_spec_text(track).encode("utf-8"))
             return
         spec = spec_mod.parse_spec(text.text)
         changed = spec_mod.edit_spec(spec, track)

@@ -108,12 +108,12 @@ def copy_aside(path: Path) -> Path:
 
 
 def read_for_edit(path: Path) -> Text | None:
-    """An existing file we are about to edit: None if absent; undecodable -> copied aside, None."""
+    """An existing file we may edit: None if absent or not UTF-8 text (then it is not edited;
+    a caller that must replace it copies it aside first)."""
     raw = read_bytes(path)
     if raw is None:
         return None
     try:
         return decode(raw)
     except UnicodeDecodeError:
-        copy_aside(path)
         return None

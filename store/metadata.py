@@ -99,8 +99,9 @@ def top_level_spans(text: str) -> dict[str, tuple[int, int]]:
     return spans
 
 
-def edit_metadata(text: str, status: str, updated_at: str) -> str:
-    """`text` with only the string values of `status` / `updated_at` replaced (keys it has)."""
+def edit_metadata(text: str, status: str | None, updated_at: str) -> str:
+    """`text` with only the string values of `status` (None: left as it is) / `updated_at`
+    replaced, for the keys it has."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
@@ -109,7 +110,8 @@ def edit_metadata(text: str, status: str, updated_at: str) -> str:
         return text
     spans = top_level_spans(text)
     edits = []
-    for key, value in (("status", META_STATUS.get(status, "in_progress")), ("updated_at", updated_at)):
+    status_value = META_STATUS.get(status, "in_progress") if status is not None else ""
+    for key, value in (("status", status_value), ("updated_at", updated_at)):
         if key in spans and isinstance(data.get(key), str) and value and data[key] != value:
             edits.append((spans[key], json.dumps(value, ensure_ascii=False)))
     for (start, end), new in sorted(edits, reverse=True):

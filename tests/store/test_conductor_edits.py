@@ -222,3 +222,16 @@ def test_a_ticket_removed_in_the_app_loses_its_line_a_task_added_by_hand_keeps_i
     assert [k.description for k in again.tickets][:3] == [
         "Scaffold", "Conductor - User Manual Verification 'Phase 0: Setup' (Protocol in workflow.md)",
         "Added by hand"]
+
+
+def test_metadata_status_stays_when_only_the_time_moves(tmp_path: Path):
+    meta = '{"id": "x", "status": "pending", "updated_at": "2026-01-01T00:00:00Z", "phases": {"status": "n"}}'
+    store = project(tmp_path, PLAN, REG, meta)
+    track, _ = store.load_track(TID)
+    track.updated_at = "2026-02-02T00:00:00Z"
+    store.save_track(track)
+    assert (store.tracks_dir / TID / "metadata.json").read_text() == meta.replace("2026-01-01", "2026-02-02")
+    track.status = "completed"
+    store.save_track(track)
+    assert (store.tracks_dir / TID / "metadata.json").read_text() == meta.replace(
+        "2026-01-01", "2026-02-02").replace('"pending"', '"completed"')

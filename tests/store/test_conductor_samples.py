@@ -143,6 +143,15 @@ def only_marker_and_sha(old: str, new: str) -> bool:
         rest_new.rstrip()) is not None
 
 
+def sha_form(line: str) -> str:
+    """The form of the short SHA at the end of a task line: bare, [], (), `` or ""."""
+    m = re.search(r"(?:\[([0-9a-f]{7,40})\]|\(([0-9a-f]{7,40})\)|`([0-9a-f]{7,40})`|\s([0-9a-f]{7,40}))"
+                  r"(?:\s+\([^()]*\))?\s*$", line.rstrip())
+    if not m:
+        return ""
+    return ["[]", "()", "``", "bare"][next(i for i in range(4) if m.group(i + 1))]
+
+
 def only_the_marker(old: str, new: str) -> bool:
     """One character changed, and it is the one between a [ and a ]."""
     diff = [i for i, (a, b) in enumerate(zip(old, new)) if a != b]
@@ -224,6 +233,12 @@ def test_a_run_changes_only_the_allowed_lines(tmp_path: Path, name: str):
             assert len(ticks) == len(work) and all(only_marker_and_sha(o, n) for o, n in ticks), \
                 "\n".join(difflib.unified_diff([o for o, _ in lines], [n for _, n in lines], lineterm=""))
             assert len(heads) == (1 if checkpointed else 0)
+            # the SHA in the form the plan already uses (bare, the extension's, if it has none)
+            forms = [f for f in (sha_form(o) for o in data.decode().split("\n")
+                                 if re.match(r"^\s*[-*+]\s+\[[xX]\]", o)) if f]
+            want = max(set(forms), key=forms.count) if forms else "bare"
+            if len(set(forms)) < 2 or forms.count(want) > max(forms.count(f) for f in set(forms) - {want}):
+                assert {sha_form(n) for _, n in ticks} == {want}, (ticks, want)
             for o, n in heads:
                 assert n == o.rstrip() + " [checkpoint: fedcba9]" + o[len(o.rstrip()):]
         elif path == "conductor/tracks.md":

@@ -16,5 +16,6 @@ Modules (each says which thread it runs on and what state it owns):
     tickets    plan tasks <-> tickets: ids, default dependencies (plan order)
     loader     one track folder -> a Track
     settings   .clutch/config.toml
+    notes      the texts of a new project's notes and a new track's index.md
     facade     ConductorStore, the one object other layers use
 """

@@ -328,25 +328,44 @@ def task_lines(description: str, status: str, sha: str, indent: str = "") -> lis
     return [head] + [f"{indent}    {r.rstrip()}" if r.strip() else "" for r in rest]
 
 
+def _lead(s: str) -> str:
+    return s[:len(s) - len(s.lstrip())]
+
+
 def set_description(plan: Plan, task: PlanTask, description: str) -> bool:
-    """A person edited the task's text in the app: its line(s) say the new text; marker, prefix,
-    SHA and indentation stay. Returns True if lines were replaced (positions changed)."""
+    """The task's text changed (the person edited it in the app; the engine ticked its sub-task
+    lines): its lines say the new text. Each changed line is edited in place (its indentation,
+    tabs, marker, prefix, SHA and trailing spaces stay) when the text has as many lines as
+    before; otherwise the task's continuation lines are written anew, indented 4 under it.
+    Returns True if lines were added or removed (positions changed: re-parse)."""
     if description == task.text:
         return False
     content, cr = _split_cr(plan.lines[task.idx])
     m = _TASK_LINE_RE.match(content)
     assert m is not None, "a parsed task line is a task line"
     head = m.group(3)
-    explicit, first, _, _, _ = parse_head(head, task.marker in ("x", "X", "~"))
+    _, first, _, _, _ = parse_head(head, task.marker in ("x", "X", "~"))
     new_first, *rest = description.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     at = head.find(first) if first else -1
     if at < 0:
         return False
-    new_head = head[:at] + one_line(new_first) + head[at + len(first):]
+    new_head = content[:m.start(3)] + head[:at] + one_line(new_first) + head[at + len(first):] + cr
+    if len(rest) == len(task.cont) and all(
+            old == new or (old.strip() and new.strip() and _lead(old) == _lead(new))
+            for old, new in zip(task.cont, rest)):
+        plan.lines[task.idx] = new_head
+        for k, (old, new) in enumerate(zip(task.cont, rest)):
+            if old == new:
+                continue
+            raw, rcr = _split_cr(plan.lines[task.idx + 1 + k])
+            start, stop = len(_lead(raw)), len(raw.rstrip())
+            plan.lines[task.idx + 1 + k] = raw[:start] + new.strip() + raw[stop:] + rcr
+        task.cont = list(rest)
+        _reread(plan, task)
+        return False
     pad = " " * (task.indent + 4)
-    new = [content[:m.start(3)] + new_head + cr]
-    new += [f"{pad}{r.rstrip()}{cr}" if r.strip() else cr for r in rest]
-    plan.lines[task.idx:task.end] = new
+    new_lines = [new_head] + [f"{pad}{r.rstrip()}{cr}" if r.strip() else cr for r in rest]
+    plan.lines[task.idx:task.end] = new_lines
     return True
 
 

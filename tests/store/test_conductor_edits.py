@@ -235,3 +235,20 @@ def test_metadata_status_stays_when_only_the_time_moves(tmp_path: Path):
     store.save_track(track)
     assert (store.tracks_dir / TID / "metadata.json").read_text() == meta.replace(
         "2026-01-01", "2026-02-02").replace('"pending"', '"completed"')
+
+
+def test_ticked_sub_tasks_keep_their_indentation(tmp_path: Path):
+    plan = ("# Plan: X\n\n## Phase 1: P\n- [ ] Task: One\n  - [ ] Sub-task: a  \n\n\t- [ ] Sub-task: b\n"
+            "  - [ ] Note: keep\n- [ ] Task: Two\n")
+    store = project(tmp_path, plan)
+    track, _ = store.load_track(TID)
+    one = track.tickets[0]
+    assert one.description == "One\n- [ ] Sub-task: a\n\n  - [ ] Sub-task: b\n- [ ] Note: keep"   # a tab is 4
+    one.status, one.commit_sha = "completed", "abcdef1"
+    one.description = one.description.replace("[ ] Sub-task", "[x] Sub-task")   # as the engine does
+    store.save_track(track)
+    assert (store.tracks_dir / TID / "plan.md").read_text() == (
+        "# Plan: X\n\n## Phase 1: P\n- [x] Task: One abcdef1\n  - [x] Sub-task: a  \n\n\t- [x] Sub-task: b\n"
+        "  - [ ] Note: keep\n- [ ] Task: Two\n")
+    again, _ = store.load_track(TID)
+    assert again.tickets[0].description == one.description and again.tickets == track.tickets

@@ -252,7 +252,9 @@ class ConductorStore:
         ids, _ = match_ids(plan.tasks, [(t.id, t.description, t.phase) for t in track.tickets],
                            id_prefix(track.id))
         by_id = {t.id: t for t in track.tickets}
-        form = plan_mod.sha_form(plan)
+        form = ""                  # the plan's SHA form, worked out when a SHA is first appended
+        mark_of = dict(plan_mod.TICKET_MARK)
+        held = {m: mark_of.get(st, " ") for m, st in plan_mod.MARK_STATUS.items()}
         reparse = False
         paired: set[str] = set()
         orphans = [task for task, tid in zip(plan.tasks, ids) if tid not in by_id]
@@ -270,11 +272,11 @@ class ConductorStore:
                     reparse = True
                 continue      # a task no ticket knew of (added to the file since): it stays
             paired.add(tid)
-            want = plan_mod.TICKET_MARK.get(t.status, " ")
-            have = plan_mod.TICKET_MARK.get(plan_mod.MARK_STATUS.get(task.marker, "todo"), " ")
-            if want != have:
+            want = mark_of.get(t.status, " ")
+            if want != held.get(task.marker, " "):
                 plan_mod.set_marker(plan, task, want)
             if want == "x" and t.commit_sha and not task.sha:
+                form = form or plan_mod.sha_form(plan)
                 plan_mod.append_sha(plan, task, t.commit_sha, form)
             elif want != "x" and task.sha and not t.commit_sha:
                 plan_mod.remove_sha(plan, task)          # its commit was reverted

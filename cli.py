@@ -316,12 +316,16 @@ def cmd_tracks(args: argparse.Namespace) -> int:
     for p in problems:
         print(f"warning: {p}", file=sys.stderr)
     if args.json:
+        # status: the registry's marker (tracks.md) is a track's live status
         print(json.dumps({"tracks": [{"id": t.id, "title": t.title, "status": t.status,
                                       "tickets": [{"id": k.id, "status": k.status,
                                                    "description": k.description,
-                                                   "depends_on": k.depends_on}
+                                                   "depends_on": k.depends_on,
+                                                   "phase": k.phase, "commit_sha": k.commit_sha,
+                                                   "checkpoint": k.checkpoint}
                                                   for k in t.tickets],
-                                      "problems": t.problems} for t in tracks]},
+                                      "problems": t.problems} for t in tracks],
+                          "problems": [str(p) for p in problems]},
                          indent=2, ensure_ascii=False))
     else:
         for t in tracks:

@@ -72,6 +72,9 @@ class Ticket(BaseModel):
     result: str = ""
     commit_sha: str = ""
     phase: str = ""
+    # a plan's "User Manual Verification" task: a person checks the phase (no worker runs it);
+    # approved -> a checkpoint commit, the task ticked, [checkpoint: sha] on the phase heading
+    checkpoint: bool = False
 
     @field_validator("id")
     @classmethod

@@ -37,8 +37,11 @@ SandboxMode = Literal["bwrap", "none"]
 SANDBOX_MODES: tuple[str, ...] = ("bwrap", "none")
 
 # Environment variables a command inherits; everything else (API keys included) is dropped.
+# Besides PATH, locale and terminal: where toolchains live (no credentials in these).
 _ENV_KEEP = ("PATH", "LANG", "LANGUAGE", "TERM", "TZ", "USER", "LOGNAME", "COLORTERM",
-             "NO_COLOR", "SOURCE_DATE_EPOCH")
+             "NO_COLOR", "SOURCE_DATE_EPOCH", "PYENV_ROOT", "PYENV_VERSION", "VIRTUAL_ENV",
+             "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "PYTHONPATH", "JAVA_HOME", "GOROOT",
+             "GOPATH", "CARGO_HOME", "RUSTUP_HOME", "NVM_DIR")
 SANDBOX_HOME = "/tmp/home"
 # Credentials in the user's home a command has no business reading (its output goes to the
 # model). Directories become empty read-only tmpfs, files /dev/null.
@@ -83,6 +86,34 @@ def _home_secrets() -> list[pathlib.Path]:
     return [pathlib.Path(home, rel) for rel in _HOME_SECRETS]
 
 
+def _worktree_git_dirs(git: pathlib.Path) -> list[pathlib.Path]:
+    """For a git worktree (``.git`` is a file ``gitdir: X``): X and the main repository's git
+    directory it names in ``X/commondir``. [] for an ordinary repository or none."""
+    try:
+        if git.is_symlink() or not git.is_file() or git.stat().st_size > 4096:
+            return []
+        text = git.read_text("utf-8", "replace").strip()
+    except OSError:
+        return []
+    if not text.startswith("gitdir:"):
+        return []
+    gitdir = pathlib.Path(text[len("gitdir:"):].strip())
+    gitdir = (git.parent / gitdir) if not gitdir.is_absolute() else gitdir
+    found = [gitdir]
+    try:
+        common = (gitdir / "commondir").read_text("utf-8", "replace").strip()
+    except OSError:
+        common = ""
+    if common:
+        found.append(pathlib.Path(common) if os.path.isabs(common) else gitdir / common)
+    out: list[pathlib.Path] = []
+    for d in found:
+        d = d.resolve()
+        if d.is_dir() and not any(d == o or o in d.parents for o in out):
+            out = [o for o in out if d not in o.parents] + [d]
+    return out
+
+
 def bwrap_argv(bwrap: str, root: pathlib.Path, cwd: pathlib.Path, *, network: bool,
                hide: Iterable[pathlib.Path] = (), disable_userns: bool = True) -> list[str]:
     """The bwrap command line (up to the command itself) for a command run in ``cwd``.
@@ -121,6 +152,8 @@ def bwrap_argv(bwrap: str, root: pathlib.Path, cwd: pathlib.Path, *, network: bo
             continue
         (before if holds_root else after).extend(ops)
     argv += before
+    for gitdir in _worktree_git_dirs(root / ".git"):  # visible (read-only) even under /tmp
+        argv += ["--ro-bind", str(gitdir), str(gitdir)]
     argv += ["--bind", str(root), str(root)]
     git = root / ".git"
     if git.is_symlink() or git.exists():

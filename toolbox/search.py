@@ -216,7 +216,10 @@ def _search_fd(fd: int, relpath: str, state: _SearchState) -> None:
         state.binary += 1
         return
     shown = display(relpath)
-    for lineno, line in enumerate(data.decode("utf-8", errors="replace").split("\n"), 1):
+    lines = data.decode("utf-8", errors="replace").split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the end of the last line, not a line of its own
+    for lineno, line in enumerate(lines, 1):
         line = line.rstrip("\r")
         if len(line) > SEARCH_LINE_CHARS:
             state.long_lines += 1

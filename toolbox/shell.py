@@ -187,6 +187,7 @@ def _collect(proc: subprocess.Popen, limit_s: float, output_limit: int,
     deadline = started + limit_s
     reader.start()
     ended = ""  # "timeout" | "cancel" | ""
+    nap = 0.001  # the output closes a moment before the process can be waited for
     while not _exited(proc.pid):
         if cancel is not None and cancel.is_set():
             ended = "cancel"
@@ -196,8 +197,9 @@ def _collect(proc: subprocess.Popen, limit_s: float, output_limit: int,
             break
         if reader.is_alive():
             reader.join(_POLL_S)
-        else:  # the command closed its output but runs on
-            time.sleep(_POLL_S)
+        else:  # the command closed its output (or ended): look again soon, then less often
+            time.sleep(nap)
+            nap = min(_POLL_S, nap * 2)
     # The shell is not reaped yet, so its pid (the group id) cannot have been reused: kill
     # what is left of the group (everything, on timeout or cancel; background processes the
     # command left behind, when it ended by itself).

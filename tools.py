@@ -17,10 +17,12 @@ from toolbox.errors import SandboxError, ToolError
 from toolbox.git import GitRepo
 from toolbox.preview import diff_preview
 from toolbox.sandbox import NOT_FOUND_MESSAGE, SANDBOX_MODES, SandboxStatus
+from toolbox.shell import clamp_timeout
 from toolbox.specs import TOOL_SPECS, ToolResult, ToolSpec, tool_spec
 from toolbox.workspace import Workspace
 
 __all__ = (
     "SandboxError", "ToolError", "ToolSpec", "TOOL_SPECS", "tool_spec", "ToolResult",
     "Workspace", "diff_preview", "GitRepo", "SandboxStatus", "SANDBOX_MODES", "NOT_FOUND_MESSAGE",
+    "clamp_timeout",
 )

@@ -71,7 +71,8 @@ def main() -> int:
             figures[command] = {"bwrap": b, "none": n}
         for command, f in figures.items():
             mb, mn = median(f["bwrap"]), median(f["none"])
-            print(f"\n`{command.replace(sys.executable, 'python')}`: bwrap median {mb:.1f} ms (p90 {percentile(f['bwrap'], 90):.1f}), "
+            shown = command.replace(sys.executable, "python")
+            print(f"\n`{shown}`: bwrap median {mb:.1f} ms (p90 {percentile(f['bwrap'], 90):.1f}), "
                   f"none median {mn:.1f} ms (p90 {percentile(f['none'], 90):.1f}), "
                   f"ratio bwrap/none {mb / mn:.2f}")
             label = command if command == "true" else "python -S -c pass"

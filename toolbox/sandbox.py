@@ -195,7 +195,8 @@ def probe(mode: str, *, network: bool) -> SandboxStatus:
             continue
         if proc.returncode == 0:
             net = "allowed" if network else "off"
-            how = "" if disable_userns else "; this bwrap is older than 0.8: nested user namespaces are not blocked"
+            how = "" if disable_userns else ("; this bwrap is older than 0.8: nested user "
+                                             "namespaces are not blocked")
             return SandboxStatus(mode="bwrap", ready=True, bwrap=bwrap, disable_userns=disable_userns,
                                  message=f"shell commands run in bubblewrap ({bwrap}; network {net}{how})")
         said = proc.stderr.decode("utf-8", "replace").strip().splitlines()

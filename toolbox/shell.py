@@ -218,7 +218,8 @@ def _collect(proc: subprocess.Popen, limit_s: float, output_limit: int,
                           error=f"command timed out after {limit_s:g}s; its whole process tree was killed")
     if ended == "cancel":
         return ToolResult(ok=False, output=output, exit_code=code,
-                          error=f"command was cancelled after {elapsed:.1f}s; its whole process tree was killed")
+                          error=(f"command was cancelled after {elapsed:.1f}s; its whole process "
+                                 f"tree was killed"))
     if code == 0:
         return ToolResult(ok=True, output=output, exit_code=0)
     if code < 0:

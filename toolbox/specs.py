@@ -93,8 +93,9 @@ TOOL_SPECS: tuple[ToolSpec, ...] = (
         parameters=_schema({
             "command": {"type": "string", "description": "The bash script to run (bash -c)."},
             "cwd": {"type": "string", "description": "Directory to run in. " + _PATH_DOC + " Default '.'."},
-            "timeout": {"type": "number", "description": ("Seconds before the command is killed (default and maximum: the "
-                                                  "workspace's setting; a longer value is cut to it).")},
+            "timeout": {"type": "number", "description": (
+                "Seconds before the command is killed (default and maximum: the workspace's "
+                "setting; a longer value is cut to it).")},
         }, ["command"]),
         kind="shell",
     ),

@@ -86,9 +86,12 @@ class Arena:
         self.host_proc = subprocess.Popen(["sleep", "300"])
         self.before = {"git": _tree_digest(self.ws / ".git"), "clutch": _tree_digest(self.ws / ".clutch"),
                        "tmp": sorted(p.name for p in tmp.iterdir()),
-                       "host_tmp": sorted(p.name for p in pathlib.Path("/tmp").iterdir()
-                                          if marker in p.name)}
+                       "host_tmp": self._host_tmp_files()}
         self.workspace = Workspace(self.ws, shell_timeout_s=20)
+
+    def _host_tmp_files(self) -> list[str]:
+        return sorted(str(p) for d in ("/tmp", "/var/tmp", "/dev/shm") for p in pathlib.Path(d).iterdir()
+                      if self.marker in p.name)
 
     def fmt(self, command: str) -> str:
         # ESC''APED: the word is printed only when the command runs, never by echoing its line.
@@ -106,8 +109,7 @@ class Arena:
         assert (self.victim / "keep.txt").read_text() == "keep\n"
         assert sorted(p.name for p in self.tmp.iterdir()) == self.before["tmp"], \
             "something was created beside the workspace"
-        assert sorted(p.name for p in pathlib.Path("/tmp").iterdir()
-                      if self.marker in p.name) == self.before["host_tmp"], "the host /tmp was written"
+        assert self._host_tmp_files() == self.before["host_tmp"], "the host's /tmp was written"
         assert _tree_digest(self.ws / ".git") == self.before["git"], ".git was changed"
         assert _tree_digest(self.ws / ".clutch") == self.before["clutch"], ".clutch was changed"
         assert (self.ws / ".clutch" / "api.json").read_text() == f'{{"token": "{TOKEN}"}}\n'
@@ -152,8 +154,8 @@ ATTEMPTS: list[tuple[str, str]] = [
     ("write the host's /tmp", "echo x > /tmp/clutch-host-w-{marker}; ls /tmp"),
     ("read a secret in the host's /tmp", "cat {host_tmp}; ls -la /tmp"),
     ("read a secret in the host's /dev/shm", "cat {host_shm}; ls /dev/shm"),
-    ("write /var/tmp of the host", "touch /var/tmp/clutch-{marker} && test -e /var/tmp/clutch-{marker} "
-                                   "&& ls /proc/1/root/var/tmp >/dev/null; true"),
+    ("write the host's /var/tmp", "touch /var/tmp/clutch-w-{marker}"),
+    ("write the host's /dev/shm", "touch /dev/shm/clutch-w-{marker}"),
     ("read the parent's environ", "cat /proc/$PPID/environ | tr '\\0' '\\n'"),
     ("grep every environ for the key", "grep -a GEMINI_API_KEY= /proc/[0-9]*/environ"),
     ("read the test process's environ by pid", "cat /proc/{test_pid}/environ"),

@@ -233,3 +233,15 @@ def test_settings_carry_the_sandbox_choice():
     assert Settings(sandbox="none").sandbox == "none"
     with pytest.raises(ValueError):
         Settings(sandbox="off")
+
+
+def test_a_root_inside_a_clutch_dir_is_still_usable(tmp_path):
+    """A ticket's worktree may live under the user's .clutch/: only components below the
+    root are checked, so its own files stay reachable while its .clutch stays off limits."""
+    wt = tmp_path / "repo" / ".clutch" / "worktrees" / "T-1"
+    wt.mkdir(parents=True)
+    ws = Workspace(wt)
+    assert ws.write_file("src/a.py", "x = 1\n") == "wrote 6 bytes to src/a.py"
+    assert ws.read_file("src/a.py") == "x = 1\n"
+    with pytest.raises(SandboxError, match="off limits"):
+        ws.write_file(".clutch/config.toml", "")

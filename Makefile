@@ -3,9 +3,10 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_STAMP := $(VENV)/.apt-installed
+# -2: machines installed before bubblewrap and git were added check again
+APT_STAMP := $(VENV)/.apt-installed-2
 APT_PACKAGES := xvfb xauth libgl1 libegl1 libgl1-mesa-dri libglx-mesa0 libx11-6 libxrandr2 \
-	libxinerama1 libxcursor1 libxi6 libxext6 libxxf86vm1 fonts-dejavu-core
+	libxinerama1 libxcursor1 libxi6 libxext6 libxxf86vm1 fonts-dejavu-core bubblewrap git
 
 .PHONY: run test bench install apt clean
 
@@ -15,14 +16,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --only-binary=imgui-bundle -e '.[test]'
 	touch $(STAMP)
 
-# The GUI tests need Xvfb and Mesa's software GL. Installed once, as root, with apt.
+# The GUI tests need Xvfb and Mesa's software GL; shell commands run in bubblewrap; tickets
+# commit with git. Installed once, as root, with apt.
 $(APT_STAMP): | $(STAMP)
-	@if command -v Xvfb >/dev/null 2>&1 && [ -e /usr/lib/x86_64-linux-gnu/dri/swrast_dri.so -o -n "$$(ls /usr/lib/*/dri/swrast_dri.so 2>/dev/null)" ]; then \
+	@if command -v Xvfb >/dev/null 2>&1 && command -v bwrap >/dev/null 2>&1 && command -v git >/dev/null 2>&1 && [ -e /usr/lib/x86_64-linux-gnu/dri/swrast_dri.so -o -n "$$(ls /usr/lib/*/dri/swrast_dri.so 2>/dev/null)" ]; then \
 		echo "apt packages present"; \
 	elif [ "$$(id -u)" = 0 ]; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_PACKAGES); \
 	else \
-		echo "Xvfb missing: run 'sudo apt-get install $(APT_PACKAGES)'" >&2; exit 1; \
+		echo "Xvfb, bubblewrap or git missing: run 'sudo apt-get install $(APT_PACKAGES)'" >&2; exit 1; \
 	fi
 	touch $(APT_STAMP)
 

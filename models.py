@@ -274,7 +274,9 @@ class Settings(BaseModel):
     approvals: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     git_commits: bool = True
     context_window: int = Field(default=1_048_576, ge=1024)
-    shell_timeout_s: float = Field(default=60.0, gt=0)
+    shell_timeout_s: float = Field(default=60.0, gt=0)      # a model may ask for less, never more
+    sandbox: Literal["bwrap", "none"] = "bwrap"            # "none": commands run unsandboxed
+    sandbox_network: bool = False                          # commands may reach the network
     api_port: int = Field(default=0, ge=0, le=65535)
 
     def model_for(self, tier: str, override: str | None = None) -> str:

@@ -251,8 +251,9 @@ class ShellRule(BaseModel):
     """One hand-written shell rule: `[[approvals.rules]]` in .clutch/config.toml.
 
     It applies to a command when the program (the first word) is `program`, the leading
-    arguments match `args` in order, every argument matches one glob of `args_allow` (when
-    given) and none matches a glob of `args_forbid`. Globs are fnmatch-style (`*`, `?`, `[...]`,
+    arguments match `args` in order, some argument matches a glob of `args_any` (when given),
+    every argument matches one glob of `args_allow` (when given) and none matches a glob of
+    `args_forbid`. Globs are fnmatch-style (`*`, `?`, `[...]`,
     case-sensitive; `*` also matches `/`): no regular expressions, so no pattern can be slow.
     Where several rules apply, the strictest decision wins: deny > ask > allow. A pure value:
     any thread may read it.
@@ -262,6 +263,7 @@ class ShellRule(BaseModel):
     program: str
     decision: ShellDecision
     args: list[str] = Field(default_factory=list)
+    args_any: list[str] = Field(default_factory=list)
     args_allow: list[str] = Field(default_factory=list)
     args_forbid: list[str] = Field(default_factory=list)
     reason: str = ""
@@ -274,7 +276,7 @@ class ShellRule(BaseModel):
                              f"_ . + / -), e.g. \"git\" or \"pytest\"")
         return v.strip()
 
-    @field_validator("args", "args_allow", "args_forbid", mode="before")
+    @field_validator("args", "args_any", "args_allow", "args_forbid", mode="before")
     @classmethod
     def _globs(cls, v: Any, info: Any) -> list[str]:
         return _glob_list(v, info.field_name)
@@ -295,6 +297,8 @@ class ShellRule(BaseModel):
             return False
         if not all(fnmatch.fnmatchcase(a, p) for a, p in zip(rest, self.args)):
             return False
+        if self.args_any and not any(fnmatch.fnmatchcase(a, p) for a in rest for p in self.args_any):
+            return False
         if self.args_allow and not all(any(fnmatch.fnmatchcase(a, p) for p in self.args_allow)
                                        for a in rest):
             return False
@@ -303,7 +307,7 @@ class ShellRule(BaseModel):
     def describe(self) -> str:
         """The rule as a person wrote it, on one line: `program = "git", args = ["push"], ...`."""
         parts = [f"program = {self.program!r}"]
-        for name in ("args", "args_allow", "args_forbid"):
+        for name in ("args", "args_any", "args_allow", "args_forbid"):
             if getattr(self, name):
                 parts.append(f"{name} = {getattr(self, name)!r}")
         parts.append(f"decision = {self.decision!r}")

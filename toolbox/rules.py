@@ -26,6 +26,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterable
 from types import MappingProxyType
 from typing import Literal
 
@@ -215,6 +216,15 @@ def _outside(word: str, where: _Where) -> str | None:
     return None
 
 
+def _long_prefix(word: str, names: Iterable[str]) -> str | None:
+    """The long option of `names` that `word` names or abbreviates (getopt_long and git's
+    parse-options take any unambiguous prefix: `--upload=x` is `--upload-pack=x`), else None."""
+    given = word.split("=", 1)[0]
+    if not given.startswith("--") or len(given) < 3:
+        return None
+    return next((n for n in names if n.startswith(given)), None)
+
+
 def _short_cluster(word: str) -> str:
     """`-abc` -> "abc"; anything else (a long option, a plain word, `-`) -> ""."""
     return word[1:] if word.startswith("-") and not word.startswith("--") and len(word) > 1 else ""
@@ -279,6 +289,7 @@ _GIT_RISKY_LONG = MappingProxyType({
     "--open-files-in-pager": "opens the matches in a program",
     "--config": "sets any configuration (which can run programs) in the new repository",
     "--remote": "runs git on another machine",
+    "--output": "writes a file (the write tools' approval would not see it)",
 })
 _GIT_RISKY_SHORT = MappingProxyType({   # subcommand -> short options in a cluster that ask
     "clone": {"c": "git clone -c sets any configuration (which can run programs)",
@@ -289,6 +300,9 @@ _GIT_RISKY_SHORT = MappingProxyType({   # subcommand -> short options in a clust
 
 
 def _git(argv: list[str], where: _Where) -> Finding | None:
+    if where.cwd not in where.roots:
+        return (f"built-in: git runs in {where.cwd}, not at the workspace root: a repository made "
+                f"there could hold a configuration that runs programs", argv[0])
     i = 1
     while i < len(argv):
         a = argv[i]
@@ -309,6 +323,9 @@ def _git(argv: list[str], where: _Where) -> Finding | None:
             if not where.inside(target):
                 return (f"built-in: git -C runs git in {where.resolve(target)}, outside the "
                         f"workspace", target)
+            if where.resolve(target) != where.cwd:
+                return (f"built-in: git -C runs git in {target}: a repository made there could "
+                        f"hold a configuration that runs programs", target)
             i += 2
             continue
         if a in _GIT_FLAGS:
@@ -330,7 +347,7 @@ def _git(argv: list[str], where: _Where) -> Finding | None:
     for a in rest:
         if a == "--":
             break
-        name = _opt(a, frozenset(_GIT_RISKY_LONG))
+        name = _long_prefix(a, _GIT_RISKY_LONG)      # git takes any unambiguous prefix
         if name:
             return f"built-in: git {sub} {name} {_GIT_RISKY_LONG[name]}", a
         cluster = _short_cluster(a)
@@ -400,6 +417,8 @@ def _pytest(argv: list[str], where: _Where) -> Finding | None:
         nxt = args[i + 1] if i + 1 < len(args) else ""
         name = a.split("=", 1)[0]
         value = a.split("=", 1)[1] if "=" in a else nxt
+        if a.startswith("@"):
+            return "built-in: pytest @file reads more options from that file", a
         if name == "--basetemp":
             return ("built-in: pytest --basetemp deletes that folder before the run (even "
                     "inside the workspace)", a)
@@ -518,7 +537,7 @@ def _by_program(argv: list[str], where: _Where) -> Finding | None:
         return None
     if name == "tar":
         for a in argv[1:]:
-            if _opt(a, _TAR_LONG) or any(ch in "IF" for ch in _short_cluster(a)):
+            if _long_prefix(a, _TAR_LONG) or any(ch in "IF" for ch in _short_cluster(a)):
                 return f"built-in: tar {a.split('=', 1)[0]} runs a program", a
         return None
     if name == "rsync":

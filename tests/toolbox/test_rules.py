@@ -40,6 +40,11 @@ ESCAPES = [
     ("git config core.pager 'touch M'", "git config", "config"),
     ("git -C /abs status", "outside the workspace", "/abs"),
     ("git -C .. status", "outside the workspace", ".."),
+    ("git -C src log", "a repository made there", "src"),
+    ("git diff --output=src/a.py", "--output writes a file", "--output=src/a.py"),
+    ("git clone --upload=x src dst", "--upload-pack", "--upload=x"),
+    ("pytest @args.txt", "pytest @file reads more options", "@args.txt"),
+    ("tar -xf a.tar --to-com=sh", "tar --to-com", "--to-com=sh"),
     ("git --git-dir=evil status", "git --git-dir", "--git-dir=evil"),
     ("git grep -O'touch M' foo", "git grep -O", "-Otouch M"),
     ("git rebase -x 'touch M' HEAD~2", "git rebase -x", "-x"),
@@ -115,7 +120,7 @@ ORDINARY = ["pytest -q tests/", "git status", "git diff HEAD~1", "ls -la src", "
             "find . -name '*.py'", "git log --oneline -5", "git diff HEAD~1..HEAD -- src",
             "git show HEAD:src/a.py", "echo 'a | b; c > d'", 'grep -rn "def main" src',
             "pytest -q -x -p no:cacheprovider tests", "pytest -k 'not slow' tests/test_a.py",
-            "cat src/../README.md", "ls src/deep/../..", "git -C src status", "git --no-pager log",
+            "cat src/../README.md", "ls src/deep/../..", "git -C . status", "git --no-pager log",
             f"cat {'{ws}'}/README.md", "grep -rn café .", "ls ''", "echo \\;"]
 
 
@@ -258,6 +263,32 @@ def test_a_deny_rule_beats_everything_and_args_forbid_narrows_it(ws):
     assert not p.shell_allowed("git push origin main", evaluate=functools.partial(evaluate, workspace_root=ws))
 
 
+def test_args_any_needs_one_matching_argument_anywhere(ws):
+    p = ApprovalPolicy(shell_allowlist=["git"], rules=[
+        {"program": "git", "args": ["push"], "args_any": ["--force*", "-f"], "decision": "deny"}])
+    assert evaluate("git push origin main --force-with-lease", p, ws).decision == "deny"
+    assert evaluate("git push -f", p, ws).decision == "deny"
+    assert evaluate("git push origin main", p, ws).decision == "allow"
+    assert evaluate("git status --force", p, ws).decision == "allow"   # not a push
+
+
+def test_the_readme_example_does_what_the_readme_says(ws):
+    import re
+    import tomllib
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Approval rules", 1)[1]
+    block = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
+    p = Settings.model_validate(tomllib.loads(block)).approvals
+    m = evaluate("git push origin main", p, ws)
+    assert m.decision == "ask" and "pushing is public" in m.rule
+    assert evaluate("git reset --hard HEAD~1", p, ws).decision == "deny"
+    assert evaluate("git push --force origin", p, ws).decision == "deny"
+    assert evaluate("git push --force --dry-run origin", p, ws).decision == "ask"
+    assert evaluate("make test lint", p, ws).decision == "allow"
+    assert evaluate("make deploy", p, ws).decision == "ask"
+    assert evaluate("git status", p, ws).decision == "allow"
+
+
 def test_a_built_in_rule_beats_a_user_allow(ws):
     p = ApprovalPolicy(rules=[{"program": "find", "decision": "allow"}])
     assert evaluate("find . -name x", p, ws).decision == "allow"
@@ -278,6 +309,8 @@ def test_shell_auto_allows_all_but_a_deny_rule(ws):
 
 def test_paths_resolve_from_the_command_directory(ws):
     assert evaluate("cat ../README.md", POLICY, ws, cwd="src").decision == "allow"
+    m = evaluate("git status", POLICY, ws, cwd="src")
+    assert m.decision == "ask" and "not at the workspace root" in m.rule
     m = evaluate("cat ../README.md", POLICY, ws)
     assert m.decision == "ask" and str(ws.parent / "README.md") in m.rule
 

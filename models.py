@@ -345,8 +345,9 @@ def shell_program_guarded(program: str) -> bool:
 
 
 def _pathlike(word: str) -> bool:
-    """A word that may name a path outside the workspace (judged without knowing it)."""
-    if ".." in word:
+    """A word that may name a path outside the workspace, or Clutch's or git's own files
+    (judged without knowing the workspace)."""
+    if ".." in word or ".clutch" in word or ".git" in word:
         return True
     if word.startswith("-"):
         return "/" in word

@@ -208,11 +208,23 @@ def _path_pieces(word: str) -> list[str]:
     return pieces
 
 
-def _outside(word: str, where: _Where) -> str | None:
-    """The first path in `word` that resolves outside the workspace, resolved; else None."""
+_PRIVATE_DIRS = frozenset({".clutch", ".git"})
+
+
+def _path_finding(word: str, where: _Where) -> str | None:
+    """Why a path in `word` asks (outside the workspace, or in .clutch/ or .git/), else None."""
     for piece in _path_pieces(word):
-        if piece and _is_pathish(piece) and not where.inside(piece):
-            return where.resolve(piece)
+        if not piece:
+            continue
+        if _is_pathish(piece) and not where.inside(piece):
+            return f"the argument names {where.resolve(piece)}, outside the workspace"
+        resolved = where.resolve(piece)
+        for root in where.roots:
+            if resolved.startswith(root.rstrip(os.sep) + os.sep):
+                top = resolved[len(root.rstrip(os.sep)) + 1:].split(os.sep, 1)[0]
+                if top in _PRIVATE_DIRS:
+                    return (f"the argument names {top}/ (Clutch's settings and API token, or "
+                            f"git's own files), which the worker tools do not touch")
     return None
 
 
@@ -246,9 +258,9 @@ _GIT_COMMANDS = frozenset("""
 add am annotate apply archive bisect blame branch bundle cat-file check-attr check-ignore
 check-mailmap check-ref-format checkout checkout-index cherry cherry-pick clean clone commit
 commit-graph commit-tree count-objects describe diff diff-files diff-index diff-tree fetch
-fmt-merge-msg for-each-ref for-each-repo format-patch fsck gc get-tar-commit-id grep
+fmt-merge-msg for-each-ref format-patch fsck gc get-tar-commit-id grep
 hash-object index-pack init interpret-trailers log ls-files ls-remote ls-tree mailinfo mailsplit
-maintenance merge merge-base merge-file merge-tree mktag mktree multi-pack-index mv name-rev
+merge merge-base merge-file merge-tree mktag mktree multi-pack-index mv name-rev
 notes pack-objects pack-refs patch-id prune prune-packed pull push range-diff read-tree rebase
 reflog remote repack replace request-pull rerere reset restore rev-list rev-parse revert rm
 shortlog show show-branch show-index show-ref sparse-checkout stash status stripspace switch
@@ -268,6 +280,8 @@ _GIT_ASK_COMMANDS = MappingProxyType({
     "web--browse": "git web--browse starts a browser",
     "help": "git help starts a man page viewer or a web browser",
     "hook": "git hook runs the repository's hooks",
+    "maintenance": "git maintenance start schedules background jobs outside the workspace",
+    "for-each-repo": "git for-each-repo runs git in repositories a configuration lists",
     "credential": "git credential reads and stores credentials",
     "credential-store": "git credential-store reads and stores credentials",
     "credential-cache": "git credential-cache reads and stores credentials",
@@ -478,6 +492,9 @@ def _python(argv: list[str], where: _Where) -> Finding | None:
         a = args[i]
         if a == "--" or not a.startswith("-") or a == "-":
             return None                 # a script: it runs like any program of the workspace
+        if a == "--check-hash-based-pycs":
+            i += 2                      # the one long option that takes a value
+            continue
         cluster = _short_cluster(a)
         for j, ch in enumerate(cluster):
             if ch == "c":
@@ -567,9 +584,9 @@ def _builtin(argv: list[str], where: _Where) -> Finding | None:
     if found:
         return found
     for a in argv:
-        path = _outside(a, where)
-        if path is not None:
-            return f"built-in: the argument names {path}, outside the workspace", a
+        why = _path_finding(a, where)
+        if why is not None:
+            return f"built-in: {why}", a
     return None
 
 

@@ -92,6 +92,10 @@ ESCAPES = [
     ("ls \\\ntouch M", "line break", "\n"),
     ("ls\ntouch M", "line break", "\n"),
     ("cat <<EOF", "`<`", "<"),
+    ("cat .clutch/api.json", ".clutch/", ".clutch/api.json"),
+    ("grep -rn token src/../.clutch", ".clutch/", "src/../.clutch"),
+    ("cat --file=.git/config", ".git/", "--file=.git/config"),
+    ("git maintenance start", "schedules background jobs", "maintenance"),
     ("LD_PRELOAD=evil.so ls", "NAME=value", "LD_PRELOAD=evil.so"),
     ("", "empty", ""),
     ("   \t ", "empty", ""),
@@ -120,7 +124,7 @@ ORDINARY = ["pytest -q tests/", "git status", "git diff HEAD~1", "ls -la src", "
             "find . -name '*.py'", "git log --oneline -5", "git diff HEAD~1..HEAD -- src",
             "git show HEAD:src/a.py", "echo 'a | b; c > d'", 'grep -rn "def main" src',
             "pytest -q -x -p no:cacheprovider tests", "pytest -k 'not slow' tests/test_a.py",
-            "cat src/../README.md", "ls src/deep/../..", "git -C . status", "git --no-pager log",
+            "cat src/../README.md", "ls src/deep/../..", "cat .gitignore", "cat src/.clutchy", "git -C . status", "git --no-pager log",
             f"cat {'{ws}'}/README.md", "grep -rn café .", "ls ''", "echo \\;"]
 
 
@@ -325,7 +329,8 @@ def test_a_workspace_reached_through_a_symlink_counts_as_inside(tmp_path, ws):
 
 @pytest.mark.parametrize("command,why", [
     ("python3 -c 'import os'", "python3 -c"), ("python -Ic x", "python -c"),
-    ("python3.11 -c x", "python3.11 -c"), ("python3 -m pip install evil", "pip"),
+    ("python3.11 -c x", "python3.11 -c"),
+    ("python3 --check-hash-based-pycs always -c x", "python3 -c"), ("python3 -X dev -c x", "python3 -c"), ("python3 -m pip install evil", "pip"),
     ("python3 -m pytest --basetemp=x", "pytest --basetemp"), ("sh -c 'touch M'", "sh -c"),
     ("bash -ec 'touch M'", "bash -c"), ("bash -o posix -c x", "bash -c"),
     ("node -e 'x'", "node -e"), ("node --eval=x", "node --eval"), ("perl -ne 'x' f", "perl -ne"),
@@ -434,7 +439,8 @@ def test_every_program_the_built_ins_know_is_guarded_in_models():
 
 PLAIN = st.lists(st.sampled_from(["ls", "cat", "git", "echo", "rm", "make", "python3", "-la", "-c",
                                   "src", "src/a.py", "..", "../x", "/etc", "a=/x", "-o/x", "x:/y",
-                                  "--out=../z", "status", "x", "FOO=1", "-exec", "HEAD~1"]),
+                                  "--out=../z", "status", "x", "FOO=1", "-exec", "HEAD~1", ".clutch/api.json",
+                                  "src/../.git", "a=.clutch"]),
                  min_size=1, max_size=5)
 
 

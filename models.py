@@ -219,7 +219,7 @@ class GeminiSettings(BaseModel):
 
 
 ShellDecision = Literal["allow", "ask", "deny"]
-SHELL_DECISION_STRICTNESS: Mapping[str, int] = {"allow": 0, "ask": 1, "deny": 2}
+SHELL_DECISIONS: tuple[str, ...] = ("allow", "ask", "deny")   # from the loosest to the strictest
 _SHELL_PROGRAM_RE = re.compile(r"[A-Za-z0-9_.+/-]+")
 MAX_SHELL_PATTERN = 200        # characters in one glob of a shell rule
 MAX_SHELL_PATTERNS = 64        # globs in one list of a shell rule
@@ -436,7 +436,7 @@ class ApprovalPolicy(BaseModel):
         if self.shell == "auto":
             return not any(r.decision == "deny" and r.applies_to(argv) for r in self.rules)
         decisions = [r.decision for _, r in self.shell_rules() if r.applies_to(argv)]
-        return bool(decisions) and max(decisions, key=SHELL_DECISION_STRICTNESS.__getitem__) == "allow"
+        return bool(decisions) and max(decisions, key=SHELL_DECISIONS.index) == "allow"
 
 
 MAX_WORKERS = 64     # parallel Tier 3 workers at most (each holds one thread while it runs)

@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from types import MappingProxyType
 from typing import Literal
 
-from models import SHELL_DECISION_STRICTNESS, ApprovalPolicy, ShellRule
+from models import SHELL_DECISIONS, ApprovalPolicy, ShellRule
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class NotParsed(ValueError):
 # ---------------------------------------------------------------------------------------------
 
 _WORD_BREAK = " \t"          # bash's blanks; a newline separates commands (refused below)
-_UNQUOTED_META = {
+_UNQUOTED_META = MappingProxyType({
     ";": "`;` ends one command and starts another",
     "&": "`&` runs a command in the background or chains one (&&)",
     "|": "`|` pipes into another command",
@@ -76,9 +76,11 @@ _UNQUOTED_META = {
     "*": "`*` is a glob the shell expands", "?": "`?` is a glob the shell expands",
     "[": "`[` is a glob the shell expands", "]": "`]` is a glob the shell expands",
     "!": "`!` negates a pipeline or expands history",
-}
-_DQUOTE_META = {"$": "`$` inside double quotes still expands", "`": "backquotes inside double quotes still run a command",
-                "!": "`!` inside double quotes may expand history"}
+})
+_DQUOTE_META = MappingProxyType({
+    "$": "`$` inside double quotes still expands",
+    "`": "backquotes inside double quotes still run a command",
+    "!": "`!` inside double quotes may expand history"})
 
 
 def _char_problem(c: str) -> str | None:
@@ -306,10 +308,10 @@ _GIT_RISKY_LONG = MappingProxyType({
     "--output": "writes a file (the write tools' approval would not see it)",
 })
 _GIT_RISKY_SHORT = MappingProxyType({   # subcommand -> short options in a cluster that ask
-    "clone": {"c": "git clone -c sets any configuration (which can run programs)",
-              "u": "git clone -u names the program run for the transfer"},
-    "rebase": {"x": "git rebase -x runs a shell command after each commit"},
-    "grep": {"O": "git grep -O opens the matches in any program"},
+    "clone": MappingProxyType({"c": "git clone -c sets any configuration (which can run programs)",
+                               "u": "git clone -u names the program run for the transfer"}),
+    "rebase": MappingProxyType({"x": "git rebase -x runs a shell command after each commit"}),
+    "grep": MappingProxyType({"O": "git grep -O opens the matches in any program"}),
 })
 
 
@@ -365,7 +367,7 @@ def _git(argv: list[str], where: _Where) -> Finding | None:
         if name:
             return f"built-in: git {sub} {name} {_GIT_RISKY_LONG[name]}", a
         cluster = _short_cluster(a)
-        for letter, why in _GIT_RISKY_SHORT.get(sub, {}).items():
+        for letter, why in _GIT_RISKY_SHORT.get(sub, MappingProxyType({})).items():
             if letter in cluster:
                 return f"built-in: {why}", a
         if "::" in a.split("/", 1)[0]:
@@ -606,8 +608,8 @@ def _where(workspace_root: Path | str, cwd: Path | str | None) -> _Where:
 def _strictest(matches: list[tuple[str, ShellRule]]) -> tuple[str, ShellRule] | None:
     best: tuple[str, ShellRule] | None = None
     for named in matches:
-        if best is None or (SHELL_DECISION_STRICTNESS[named[1].decision]
-                            > SHELL_DECISION_STRICTNESS[best[1].decision]):
+        if best is None or (SHELL_DECISIONS.index(named[1].decision)
+                            > SHELL_DECISIONS.index(best[1].decision)):
             best = named
     return best
 

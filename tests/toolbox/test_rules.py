@@ -220,6 +220,17 @@ def test_evaluating_is_fast_and_starts_no_process(ws, monkeypatch):
     assert per_call < 0.001, f"{per_call * 1e6:.0f} µs per command"
 
 
+def test_no_glob_and_no_command_is_slow(ws):
+    p = ApprovalPolicy(rules=[{"program": "grep", "args_forbid": ["*a*a*a*a*a*a*a*a*a*a*a*a*b"],
+                               "args_any": ["*[a]*?*a*?*a*?*a*b"], "decision": "deny"}])
+    long_arg = "a" * 60_000
+    t0 = time.perf_counter()
+    assert evaluate(f"grep {long_arg} src", p, ws).decision == "ask"      # no rule applies
+    m = evaluate("ls " + "x" * (rules.MAX_COMMAND_CHARS + 1), POLICY, ws)
+    assert m.decision == "ask" and "more than the" in m.rule
+    assert time.perf_counter() - t0 < 0.5
+
+
 # ---------------------------------------------------------------------------------------------
 # User rules
 # ---------------------------------------------------------------------------------------------

@@ -312,6 +312,8 @@ _GIT_RISKY_SHORT = MappingProxyType({   # subcommand -> short options in a clust
                                "u": "git clone -u names the program run for the transfer"}),
     "rebase": MappingProxyType({"x": "git rebase -x runs a shell command after each commit"}),
     "grep": MappingProxyType({"O": "git grep -O opens the matches in any program"}),
+    "clean": MappingProxyType({"x": "git clean -x deletes ignored files too (.clutch/, build output)",
+                               "X": "git clean -X deletes ignored files (.clutch/, build output)"}),
 })
 
 
@@ -440,6 +442,8 @@ def _pytest(argv: list[str], where: _Where) -> Finding | None:
                     "inside the workspace)", a)
         if name == "--override-ini":
             return "built-in: pytest --override-ini sets any ini option (addopts can add any option)", a
+        if name == "--pastebin":
+            return "built-in: pytest --pastebin sends the test output to a web service", a
         if name == "--pdbcls":
             return "built-in: pytest --pdbcls imports and runs the class it names", a
         if name in _PYTEST_PATH_OPTS and value and not where.inside(value.split(":")[-1]):

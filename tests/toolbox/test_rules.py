@@ -95,6 +95,8 @@ ESCAPES = [
     ("cat .clutch/api.json", ".clutch/", ".clutch/api.json"),
     ("grep -rn token src/../.clutch", ".clutch/", "src/../.clutch"),
     ("cat --file=.git/config", ".git/", "--file=.git/config"),
+    ("git clean -fdx", "git clean -x deletes ignored files", "-fdx"),
+    ("pytest --pastebin=all", "pytest --pastebin", "--pastebin=all"),
     ("git maintenance start", "schedules background jobs", "maintenance"),
     ("LD_PRELOAD=evil.so ls", "NAME=value", "LD_PRELOAD=evil.so"),
     ("", "empty", ""),
@@ -124,7 +126,7 @@ ORDINARY = ["pytest -q tests/", "git status", "git diff HEAD~1", "ls -la src", "
             "find . -name '*.py'", "git log --oneline -5", "git diff HEAD~1..HEAD -- src",
             "git show HEAD:src/a.py", "echo 'a | b; c > d'", 'grep -rn "def main" src',
             "pytest -q -x -p no:cacheprovider tests", "pytest -k 'not slow' tests/test_a.py",
-            "cat src/../README.md", "ls src/deep/../..", "cat .gitignore", "cat src/.clutchy", "git -C . status", "git --no-pager log",
+            "cat src/../README.md", "ls src/deep/../..", "cat .gitignore", "git clean -fd", "cat src/.clutchy", "git -C . status", "git --no-pager log",
             f"cat {'{ws}'}/README.md", "grep -rn café .", "ls ''", "echo \\;"]
 
 

@@ -122,6 +122,45 @@ def test_each_escape_asks_and_names_the_rule(ws, command, rule, arg):
     assert not POLICY.shell_allowed(command, evaluate=functools.partial(evaluate, workspace_root=ws))
 
 
+def _git_ws(tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "GIT_CONFIG_NOSYSTEM": "1",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@e"}
+    for cmd in ["git init -q .", "git commit -q --allow-empty -m init", "echo foo > f.txt",
+                "git add f.txt", "git commit -qm f", "git init -q --bare ../src.git",
+                "git push -q ../src.git HEAD:refs/heads/main"]:
+        subprocess.run(["bash", "-c", cmd], cwd=ws, env=env, check=True, timeout=30)
+    return ws
+
+
+@pytest.mark.skipif(shutil.which("git") is None or shutil.which("bash") is None,
+                    reason="needs git and bash")
+def test_the_escapes_are_real_and_each_one_asks(tmp_path):
+    """Run for real, each of these runs a program or writes a file of the command's choosing
+    (a marker outside the workspace); with git and find allowed, each one asks."""
+    ws = _git_ws(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    cases = [
+        (f"git -c 'alias.x=!touch {out}/alias' x", "git -c", "alias"),
+        (f"git -c core.fsmonitor='touch {out}/fsmonitor; false' status", "git -c", "fsmonitor"),
+        (f"find . -maxdepth 0 -exec touch {out}/exec '{{}}' +", "find -exec", "exec"),
+        (f"find . -maxdepth 0 -fprint {out}/fprint", "find -fprint", "fprint"),
+        (f"git grep -O'touch {out}/grep' foo", "git grep -O", "grep"),
+        (f"git diff HEAD~1 --output={out}/diff", "--output writes a file", "diff"),
+        (f"git clone -q --no-local --upload='touch {out}/upload; git-upload-pack' ../src.git ../dst",
+         "--upload-pack", "upload"),
+    ]
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "GIT_CONFIG_NOSYSTEM": "1"}
+    for command, rule, marker in cases:
+        m = evaluate(command, POLICY, ws)
+        assert m.decision == "ask" and rule in m.rule, (command, m)
+        subprocess.run(["bash", "-c", command], cwd=ws, env=env, capture_output=True, timeout=30)
+        assert (out / marker).exists(), f"{command!r} did not do what the rule says it can"
+
+
 ORDINARY = ["pytest -q tests/", "git status", "git diff HEAD~1", "ls -la src", "grep -rn foo .",
             "find . -name '*.py'", "git log --oneline -5", "git diff HEAD~1..HEAD -- src",
             "git show HEAD:src/a.py", "echo 'a | b; c > d'", 'grep -rn "def main" src',

@@ -161,6 +161,26 @@ def test_the_escapes_are_real_and_each_one_asks(tmp_path):
         assert (out / marker).exists(), f"{command!r} did not do what the rule says it can"
 
 
+def test_pytest_basetemp_and_junitxml_really_delete_and_write_outside(tmp_path):
+    import sys
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "test_t.py").write_text("def test_t(tmp_path):\n    assert tmp_path.exists()\n")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("a person's file")
+    report = tmp_path / "report.xml"
+    command = f"pytest -q -p no:cacheprovider --basetemp={victim} --junitxml={report} test_t.py"
+    m = evaluate(command, POLICY, ws)
+    assert m.decision == "ask" and "pytest --basetemp deletes" in m.rule
+    assert evaluate(f"pytest -q --junitxml={report} test_t.py", POLICY, ws).rule == (
+        f"built-in: pytest --junitxml writes or reads {report}, outside the workspace")
+    run = subprocess.run([sys.executable, "-m", *split_command(command)], cwd=ws,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert not (victim / "precious.txt").exists() and report.exists()
+
+
 ORDINARY = ["pytest -q tests/", "git status", "git diff HEAD~1", "ls -la src", "grep -rn foo .",
             "find . -name '*.py'", "git log --oneline -5", "git diff HEAD~1..HEAD -- src",
             "git show HEAD:src/a.py", "echo 'a | b; c > d'", 'grep -rn "def main" src',

@@ -559,18 +559,20 @@ def _by_program(argv: list[str], where: _Where) -> Finding | None:
                 return f"built-in: {name} --eval runs the makefile text given on the command line", a
         return None
     if name == "tar":
-        for a in argv[1:]:
-            if _long_prefix(a, _TAR_LONG) or any(ch in "IF" for ch in _short_cluster(a)):
+        for k, a in enumerate(argv[1:]):
+            # `tar xIf cmd a.tar`: a first argument without a dash is a cluster of options too
+            cluster = a if k == 0 and not a.startswith("-") else _short_cluster(a)
+            if _long_prefix(a, _TAR_LONG) or any(ch in "IF" for ch in cluster):
                 return f"built-in: tar {a.split('=', 1)[0]} runs a program", a
         return None
     if name == "rsync":
         for a in argv[1:]:
-            if a.split("=", 1)[0] in ("--rsh", "--rsync-path") or "e" in _short_cluster(a):
+            if _long_prefix(a, ("--rsh", "--rsync-path")) or "e" in _short_cluster(a):
                 return f"built-in: rsync {a.split('=', 1)[0]} runs a program", a
         return None
     if name == "zip":
         for a in argv[1:]:
-            if a.split("=", 1)[0] in ("-TT", "--unzip-command"):
+            if a.startswith("-TT") or _long_prefix(a, ("--unzip-command",)):
                 return "built-in: zip -TT runs a program to test the archive", a
         return None
     if name in _RUNNERS:

@@ -410,7 +410,8 @@ def test_a_workspace_reached_through_a_symlink_counts_as_inside(tmp_path, ws):
     ("xargs rm", "xargs runs another program"), ("env FOO=1 ls", "env runs another program"),
     ("timeout 5 rm x", "timeout runs"), ("nohup sleep 60", "nohup runs"), ("exec ls", "shell keyword"),
     ("vim -c '!touch M'", "vim can run"), ("tar -xf a.tar --to-command=sh", "tar --to-command"),
-    ("tar -I 'sh -c x' -xf a.tar", "tar -I"), ("rsync -e 'sh -c x' a b", "rsync -e"),
+    ("tar -I 'sh -c x' -xf a.tar", "tar -I"), ("tar xIf 'sh -c x' a.tar", "tar xIf"),
+    ("zip -TTsh a.zip f", "zip -TT"), ("rsync --rsh=sh a b", "rsync --rsh"), ("rsync -e 'sh -c x' a b", "rsync -e"),
     ("pip install evil", "pip installs"),
 ])
 def test_interpreters_and_runners_ask_even_when_allowed(ws, command, why):

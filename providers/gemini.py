@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import Any
 
 from providers.base import (Cancelled, ChunkFn, Finish, MissingApiKey, ModelRequest,
@@ -20,9 +21,9 @@ from providers.gemini_wire import (BLOCK_FINISH, MISSING_KEY_MESSAGE,
 from providers.secrets import Scrubber
 
 # Gemini's finishReason -> Finish (anything else not in BLOCK_FINISH: OTHER)
-_FINISH = {"STOP": Finish.STOP, "MAX_TOKENS": Finish.MAX_TOKENS,
-           "MALFORMED_FUNCTION_CALL": Finish.MALFORMED,
-           "UNEXPECTED_TOOL_CALL": Finish.MALFORMED}
+_FINISH = MappingProxyType({"STOP": Finish.STOP, "MAX_TOKENS": Finish.MAX_TOKENS,
+                            "MALFORMED_FUNCTION_CALL": Finish.MALFORMED,
+                            "UNEXPECTED_TOOL_CALL": Finish.MALFORMED})
 
 
 class GeminiProvider:

@@ -124,6 +124,18 @@ class Scrubber:
         out.append(text[last:])
         return "".join(out)
 
+    def held_suffix(self, text: str) -> int:
+        """How many characters at the end of `text` could begin a piece of a secret that the
+        next chunk of a stream completes: the longest suffix (under 12 characters) that occurs
+        in a secret. A stream holds them back until the next chunk or its end."""
+        if self._re is None or not text:
+            return 0
+        for k in range(min(WINDOW - 1, len(text)), 0, -1):
+            tail = text[-k:]
+            if any(tail in s for s in self._secrets):
+                return k
+        return 0
+
     def scrub_obj(self, obj: Any) -> Any:
         """Strings scrubbed anywhere inside dicts, lists and tuples (a new object where
         something changed; the input is never modified)."""

@@ -95,6 +95,7 @@ class AgentSession:
         self.last_finish: Finish | None = None     # how the last answer ended
         self.requests_failed = 0                   # cut / refused calls booked as failures
         self._sent_upto = 0                        # history messages already in a request log
+        self._held = ""                            # stream text held back by the scrub
 
     @property
     def ended_normally(self) -> bool:
@@ -108,6 +109,8 @@ class AgentSession:
 
     def log(self, kind: str, direction: str = "", usage: Usage | None = None,
             **data: Any) -> dict[str, Any]:
+        if self.scrubber is not getattr(self.comms, "scrubber", None) and self.scrubber:
+            data = self.scrubber.scrub_obj(data)      # secrets the comms log does not know
         return self.comms.record(kind, direction=direction, usage=usage, data=data, **self._tags())
 
     def _check_cancel(self) -> None:
@@ -119,10 +122,23 @@ class AgentSession:
         if not text:
             return
         self.streamed_chars += len(text)
-        if self.emit is not None:
-            if self.scrubber:
-                text = self.scrubber.scrub(text)
-            self.emit(StreamChunk(stream_id=self.stream_id, text=text))
+        if self.emit is None:
+            return
+        if self.scrubber:
+            # a key piece may straddle two chunks: scrub with what was held back, and hold
+            # back the tail that could begin one (a few characters, until the next chunk)
+            text = self.scrubber.scrub(self._held + text)
+            k = self.scrubber.held_suffix(text)
+            text, self._held = (text[:-k], text[-k:]) if k else (text, "")
+            if not text:
+                return
+        self.emit(StreamChunk(stream_id=self.stream_id, text=text))
+
+    def _flush_stream(self) -> None:
+        """Emit what the stream scrub held back (at the end of an answer or a tool step)."""
+        if self._held and self.emit is not None:
+            held, self._held = self._held, ""
+            self.emit(StreamChunk(stream_id=self.stream_id, text=held))
 
     def _on_retry(self, info: dict[str, Any]) -> None:
         self.log("retry", direction="-", **info)
@@ -146,6 +162,8 @@ class AgentSession:
                 self.step_gate(self, self.rounds)
             resp, action = self._answer(tracker)
             self.rounds += 1
+            if self.scrubber:                 # the answer is kept, returned, sent back: scrubbed
+                resp.text = self.scrubber.scrub(resp.text)
             self.history.append(Message(role="model", text=resp.text,
                                         tool_calls=list(resp.tool_calls),
                                         thought_signature=resp.thought_signature))
@@ -216,8 +234,6 @@ class AgentSession:
         streamed_before = self.streamed_chars
         try:
             resp = self.provider.generate(req, self._on_chunk, self._on_retry)
-        except Cancelled:
-            raise
         except ProviderError as e:
             e.streamed = e.streamed or self.streamed_chars > streamed_before
             if self.scrubber:
@@ -233,6 +249,8 @@ class AgentSession:
                      streamed=e.streamed, failed=True,
                      finish=str(e.finish) if e.finish is not None else None)
             raise
+        finally:
+            self._flush_stream()
         usage = resp.usage.model_copy(update={
             "cost_usd": cost_of(resp.usage, self.price),
             "requests": max(resp.usage.requests, 1)})
@@ -262,6 +280,7 @@ class AgentSession:
             self.log("tool_result", direction="-", id=call.id, name=call.name,
                      args=outcome.args, result=_clip_result(result))
             self._on_chunk(_brief_result(ToolOutcome(result, outcome.args)) + "\n")
+            self._flush_stream()
             returns.append(ToolReturn(call_id=call.id, name=call.name, result=result))
         self.history.append(Message(role="tool", tool_returns=returns))
 

@@ -135,7 +135,7 @@ class ProviderError(Exception):
         super().__init__(message)
         # how the answer ended when the error is an ending (CUT, MAX_TOKENS, MALFORMED,
         # SAFETY); None for a failed call (HTTP error, bad key, network)
-        self.finish = finish
+        self.finish = Finish(finish) if finish is not None else None
         self.message = message
         self.usage = usage          # what the failed call still cost, when the API said
         self.status = status

@@ -67,12 +67,12 @@ class EndingTracker:
         self.token_retries = 0
 
     def on_error(self, e: ProviderError) -> Decision:
-        if e.finish is Finish.CUT and self.cuts < self.rules.max_cut_retries:
+        if e.finish == Finish.CUT and self.cuts < self.rules.max_cut_retries:
             self.cuts += 1
             return Decision(Action.RETRY, note=(
                 f"\n[{e.message}; asking again ({self.cuts} of "
                 f"{self.rules.max_cut_retries})]\n"))
-        if e.finish is Finish.CUT:
+        if e.finish == Finish.CUT:
             e.message += (f" (the answer was cut {self.cuts + 1} times in a row; "
                           f"gave up)")
             e.args = (e.message,)

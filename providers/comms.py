@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from functools import reduce as _reduce
 from itertools import repeat as _repeat
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from models import Usage
@@ -26,7 +27,8 @@ from providers.secrets import Scrubber
 
 # Characters str.splitlines() (and many JSONL readers) treat as line breaks, which
 # json.dumps(ensure_ascii=False) leaves raw: escaped so one entry is always one line.
-_LINE_BREAKS = {c: f"\\u{c:04x}" for c in (0x0B, 0x0C, 0x1C, 0x1D, 0x1E, 0x85, 0x2028, 0x2029)}
+_LINE_BREAKS = MappingProxyType(
+    {c: f"\\u{c:04x}" for c in (0x0B, 0x0C, 0x1C, 0x1D, 0x1E, 0x85, 0x2028, 0x2029)})
 _LINE_BREAK_RE = re.compile("[" + "".join(map(chr, _LINE_BREAKS)) + "]")
 
 

@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from models import Usage
@@ -24,8 +25,9 @@ MISSING_KEY_MESSAGE = (
     "No Gemini API key: set the GEMINI_API_KEY (or GOOGLE_API_KEY) environment variable and "
     "start Clutch again, or choose the offline provider in Settings.")
 # HTTP statuses worth another attempt, and the reason a retry entry gives for each.
-RETRY_STATUSES = {408: "timeout", 429: "rate_limited", 500: "server_error",
-                          502: "server_error", 503: "server_error", 504: "server_error"}
+RETRY_STATUSES = MappingProxyType({408: "timeout", 429: "rate_limited", 500: "server_error",
+                                   502: "server_error", 503: "server_error",
+                                   504: "server_error"})
 # Finish reasons that mean a filter stopped the answer (not "the model had nothing to say").
 BLOCK_FINISH = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT",
                                   "SPII", "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT",

@@ -73,8 +73,9 @@ class EndingTracker:
                 f"\n[{e.message}; asking again ({self.cuts} of "
                 f"{self.rules.max_cut_retries})]\n"))
         if e.finish == Finish.CUT:
-            e.message += (f" (the answer was cut {self.cuts + 1} times in a row; "
-                          f"gave up)")
+            n = self.cuts + 1
+            e.message += (f" (cut {'once' if n == 1 else f'{n} times in a row'}; "
+                          f"not asked again)")
             e.args = (e.message,)
         return Decision(Action.FAIL, error=e)
 

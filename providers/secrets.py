@@ -9,7 +9,8 @@ covers one whole 6-character block of that secret taken at an offset that is a m
 (blocks at offsets 0, 6, 12, ...; any 12 consecutive characters hold one of them). So the text
 is scanned once, by one compiled regex of those few blocks (a 39-character key has 6), and only
 where a block occurs is the match grown left and right against the secret, character by
-character. Text without any block costs one C-level regex pass and no allocation.
+character. Text without any block costs a few C-level substring searches (one per block,
+faster than the regex on a miss) and no allocation.
 
 Secrets shorter than 12 characters are matched whole; shorter than 8 are ignored (test stubs;
 scrubbing a 3-character "key" would blank ordinary words).
@@ -34,7 +35,7 @@ KEY_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API
 class Scrubber:
     """Removes any 12-character (or longer) substring of the given secrets from text."""
 
-    __slots__ = ("_secrets", "_short", "_blocks", "_re")
+    __slots__ = ("_secrets", "_short", "_blocks", "_re", "_needles")
 
     def __init__(self, secrets: Iterable[str | None] = ()):
         seen: list[str] = []
@@ -55,6 +56,7 @@ class Scrubber:
         self._blocks = blocks
         alts = sorted(blocks, key=len, reverse=True) + list(self._short)
         self._re = re.compile("|".join(map(re.escape, alts))) if alts else None
+        self._needles = tuple(alts)   # `in` checks first: faster than the regex on a miss
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None,
@@ -82,6 +84,11 @@ class Scrubber:
         secret) replaced by [redacted]. Returns `text` itself when there is nothing to do."""
         rx = self._re
         if rx is None or not text:
+            return text
+        for needle in self._needles:
+            if needle in text:
+                break
+        else:
             return text
         spans: list[tuple[int, int]] = []
         pos = 0

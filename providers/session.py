@@ -82,7 +82,9 @@ class AgentSession:
         self.max_output_tokens = max_output_tokens
         self.endings = endings or EndingRules()
         if scrubber is None:
-            scrubber = getattr(comms, "scrubber", None) or Scrubber()
+            scrubber = getattr(comms, "scrubber", None)
+            if scrubber is None:
+                scrubber = Scrubber()
             own = getattr(provider, "scrubber", None)
             if isinstance(own, Scrubber) and own:
                 scrubber = scrubber.merged(own)

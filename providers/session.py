@@ -201,10 +201,11 @@ class AgentSession:
             self.last_finish = resp.finish
             decision = tracker.on_response(resp, limit)
             if decision.action is Action.FAIL:
-                assert decision.error is not None
-                self.log("error", direction="-", error=decision.error.message,
-                         finish=str(resp.finish))
-                raise decision.error
+                error = decision.error or ProviderError(
+                    f"{self.stream_id}: the answer ended with {resp.finish_reason}",
+                    finish=resp.finish)
+                self.log("error", direction="-", error=error.message, finish=str(resp.finish))
+                raise error
             if decision.action is Action.RETRY:
                 limit = decision.max_output_tokens
                 self._note(decision.note)

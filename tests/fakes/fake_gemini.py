@@ -29,12 +29,41 @@ Reply selection for generate/stream requests: first the FIFO queue filled by
 ``countTokens`` never consumes the queue: it answers ``{"totalTokens": N}`` with
 N = ceil(chars of all text parts / 4).
 
-Usage on streams: the real API may put a partial ``usageMetadata`` (often only
-``promptTokenCount``) on intermediate chunks. This server puts NO usage on
-intermediate chunks and the full final usage on the LAST chunk only, so summing
-``usage_metadata`` over chunks, or taking the last chunk's, both give exactly
-what ``usage_sent()`` reports. Zero-valued optional fields (cached, thoughts,
-tool_use) are omitted, as the real API does, so the SDK shows them as ``None``.
+Usage on streams: the real API puts a partial ``usageMetadata`` (the prompt's
+``promptTokenCount`` / ``totalTokenCount``) on intermediate chunks. By default this
+server puts NO usage on intermediate chunks and the full final usage on the LAST
+chunk only, so summing ``usage_metadata`` over chunks, or taking the last chunk's,
+both give exactly what ``usage_sent()`` reports. ``partial_usage=True`` (on Text,
+Json, Calls, ``Fault.cut_stream``) sends the partial usage on every chunk, as the real
+API does: then a stream cut before its last chunk still carried usage, which is why
+"no finish reason and no usage" can never be the test for a cut. Zero-valued optional
+fields (cached, thoughts, tool_use) are omitted, as the real API does, so the SDK
+shows them as ``None``.
+
+How a stream ends (the endings Clutch must tell apart; issue 18). Wire format: the
+REST reference of ``models.streamGenerateContent`` (GenerateContentResponse per SSE
+``data:`` event; ``Candidate.finishReason`` is set on the last chunk only; FinishReason
+values STOP, MAX_TOKENS, SAFETY, RECITATION, MALFORMED_FUNCTION_CALL,
+UNEXPECTED_TOOL_CALL, ...) and the SDK source read for this, google-genai 3.6.1 in
+``site-packages/google/genai/``: ``_api_client.py`` ``_iter_response_stream`` (splits
+the body on blank lines, strips ``data: ``, and simply stops at EOF: a close-delimited
+body cut short is indistinguishable from a normal end), ``models.py``
+``generate_content_stream`` (``:streamGenerateContent?alt=sse``, one
+GenerateContentResponse yielded per event), ``types.py`` ``FinishReason`` and
+``Part.thought_signature`` (bytes; base64 in JSON).
+
+- normal: the last chunk has ``finishReason: "STOP"`` and the final usage.
+- no finish reason: ``Text(..., finish_reason=None)`` -- the chunked body ends properly,
+  the last chunk has usage but no finishReason (seen from the real API: gemini-cli #9397).
+- a cut: ``Fault.cut_stream(mode="abort")`` (incomplete chunked body: the HTTP client
+  raises) or ``mode="eof"`` (close-delimited: the SDK just stops yielding).
+- ``finish_reason="MAX_TOKENS"`` with the text so far; ``Fault.empty_candidate("no_parts",
+  finish_reason="MAX_TOKENS")`` when thinking used the whole limit.
+- ``Fault.empty_candidate("no_content", finish_reason="MALFORMED_FUNCTION_CALL")``: what
+  Gemini sends when the model's function call could not be parsed (no content).
+- ``trailing_signature=<base64>``: after the reply's parts, one more chunk whose only
+  part is ``{"text": "", "thoughtSignature": ...}`` carrying the finishReason (reported
+  for Gemini 3 streams: the signature of the turn's function call comes on its own).
 
 Bookkeeping: ``replies`` / ``usage_sent()`` are updated just BEFORE the bytes that
 carry them are written, so a test that has received a response can assert on them
@@ -232,8 +261,10 @@ class Text:
     text: str
     chunks: int = 1
     usage: Optional[Usage] = None          # None -> estimated from request/response text
-    finish_reason: str = "STOP"
+    finish_reason: Optional[str] = "STOP"  # None: the last chunk has no finishReason (a cut)
     chunk_delay: float = 0.0               # seconds slept between streamed chunks
+    partial_usage: bool = False            # every chunk carries usage (see the docstring)
+    trailing_signature: Optional[str] = None  # a last {"text": "", "thoughtSignature": ...}
 
 
 @dataclass
@@ -242,8 +273,10 @@ class Json:
     obj: Any
     chunks: int = 1
     usage: Optional[Usage] = None
-    finish_reason: str = "STOP"
+    finish_reason: Optional[str] = "STOP"
     chunk_delay: float = 0.0
+    partial_usage: bool = False
+    trailing_signature: Optional[str] = None
 
 
 @dataclass
@@ -252,15 +285,20 @@ class Calls:
     calls: list                             # [(name, args_dict), ...]
     text: Optional[str] = None
     usage: Optional[Usage] = None
-    finish_reason: str = "STOP"
+    finish_reason: Optional[str] = "STOP"
+    chunk_delay: float = 0.0
+    partial_usage: bool = False
+    trailing_signature: Optional[str] = None  # streamed as a last chunk of its own
 
 
 class Call(Calls):
     """A single functionCall part: ``Call("write_file", {"path": "a.py"}, text=None, usage=None)``."""
 
     def __init__(self, name: str, args: Optional[dict] = None, text: Optional[str] = None,
-                 usage: Optional[Usage] = None, finish_reason: str = "STOP"):
-        super().__init__([(name, args or {})], text=text, usage=usage, finish_reason=finish_reason)
+                 usage: Optional[Usage] = None, finish_reason: Optional[str] = "STOP",
+                 trailing_signature: Optional[str] = None, partial_usage: bool = False):
+        super().__init__([(name, args or {})], text=text, usage=usage, finish_reason=finish_reason,
+                         trailing_signature=trailing_signature, partial_usage=partial_usage)
 
 
 @dataclass
@@ -320,8 +358,9 @@ class Fault:
 
     @classmethod
     def cut_stream(cls, after_chunks: int = 2, text: str = "partial answer that never ends",
-                   mode: str = "abort") -> "Fault":
-        """Stream ``after_chunks`` text chunks of ``text`` (no finishReason, no usage), then:
+                   mode: str = "abort", partial_usage: bool = False) -> "Fault":
+        """Stream ``after_chunks`` text chunks of ``text`` (no finishReason; no usage, or with
+        ``partial_usage`` the partial usageMetadata the real API puts on every chunk), then:
         mode="abort": the body is chunked and the socket is closed without the final
         zero-length chunk -> the HTTP client sees an incomplete body and raises
         (httpx2.RemoteProtocolError with google-genai 3.6.1; see the tests);
@@ -330,7 +369,8 @@ class Fault:
         For a non-stream request it behaves like abort: headers with Content-Length, half a body."""
         if mode not in ("abort", "eof"):
             raise ValueError(f"mode={mode!r}")
-        return cls("cut_stream", after_chunks=after_chunks, text=text, mode=mode)
+        return cls("cut_stream", after_chunks=after_chunks, text=text, mode=mode,
+                   usage=Usage() if partial_usage else None)
 
     @classmethod
     def stream_error(cls, after_chunks: int = 1, status: int = 503, text: str = "partial",
@@ -747,9 +787,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
             parts_per_chunk = [parts]
             kind = "calls"
             out_tokens = count_text_tokens((reply.text or "") + json.dumps(calls))
-            delay = 0.0
+            delay = reply.chunk_delay
         else:
             raise TypeError(f"not a reply: {reply!r}")
+        if reply.trailing_signature is not None:   # Gemini 3: the signature on its own part
+            parts_per_chunk.append([{"text": "", "thoughtSignature": reply.trailing_signature}])
         usage = reply.usage or Usage(prompt=count_text_tokens(req.prompt_text), candidates=out_tokens)
         if not stream:  # one response: all parts together
             parts_per_chunk = [[p for ps in parts_per_chunk for p in ps]]
@@ -757,8 +799,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
         chunks = []
         for i, ps in enumerate(parts_per_chunk):
             last = i == len(parts_per_chunk) - 1
+            # the real API's intermediate chunks carry the prompt's usage so far
+            partial = Usage(prompt=usage.prompt, cached=usage.cached) if reply.partial_usage else None
             chunks.append(self._chunk(req, ps, reply.finish_reason if last else None,
-                                      usage if last else None))
+                                      usage if last else partial))
         self._complete(req, chunks, kind, usage, stream, sse, delay)
 
     @staticmethod
@@ -792,8 +836,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def _cut(self, req: RecordedRequest, reply: Fault, sse: bool) -> None:
         pieces = _split(reply.text, max(1, reply.after_chunks))[: reply.after_chunks]
-        events = [self._chunk(req, [{"text": p}]) for p in pieces]
-        self._record_sent(SentReply(req.rpc, req.model, 200, "cut_stream", None, len(events),
+        partial = (Usage(prompt=count_text_tokens(req.prompt_text))
+                   if reply.usage is not None and pieces else None)
+        events = [self._chunk(req, [{"text": p}], usage=partial) for p in pieces]
+        self._record_sent(SentReply(req.rpc, req.model, 200, "cut_stream", partial, len(events),
                                   completed=False))
         if not sse:
             data = json.dumps(events[0] if req.rpc == "generateContent" and events else events).encode()
@@ -886,7 +932,7 @@ def _merge_text(parts: list) -> list:
     """Join adjacent text parts (a non-stream response has one text part)."""
     out: list = []
     for p in parts:
-        if "text" in p and out and "text" in out[-1] and len(out[-1]) == 1:
+        if "text" in p and len(p) == 1 and out and "text" in out[-1] and len(out[-1]) == 1:
             out[-1] = {"text": out[-1]["text"] + p["text"]}
         else:
             out.append(dict(p))

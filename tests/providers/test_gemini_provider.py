@@ -15,7 +15,7 @@ import threading
 import pytest
 
 from conftest import run_threads
-from ai_client import (Cancelled, GeminiProvider, Message, MissingApiKey, ModelRequest,
+from ai_client import (Cancelled, Finish, GeminiProvider, Message, MissingApiKey, ModelRequest,
                        ProviderError, ToolCall, ToolReturn, make_provider)
 from models import EpicPlan, GeminiSettings, Settings, TrackPlan, Usage
 from tests.fakes.fake_gemini import (BAD_KEY_MESSAGE, Call, Calls, FakeGemini, Fault, Json, Raw,
@@ -227,7 +227,9 @@ def test_tool_declarations_come_from_tool_specs_and_calls_are_parsed(srv, provid
         assert "parameters" not in decl
     assert "responseMimeType" not in r.body["generationConfig"]
     # the SDK never runs a tool itself: automatic function calling is off
-    config = provider._config(req(tier="Tier 3", tools=TOOL_SPECS))
+    from google.genai import types
+    from providers.gemini_wire import build_config
+    config = build_config(types, req(tier="Tier 3", tools=TOOL_SPECS))
     assert config.automatic_function_calling.disable is True
 
 
@@ -359,7 +361,7 @@ def test_importing_ai_client_does_not_import_google_genai():
 
 def _root():
     from pathlib import Path
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -436,10 +438,12 @@ def test_timeout_with_nothing_streamed_is_retried(srv, make):
     assert "within 0.5 s" in info["error"]
 
 
-def test_stream_cut_before_any_text_is_retried(srv, provider):
+def test_stream_cut_before_any_text_is_a_cut_for_the_session(srv, provider):
+    # not retried here: the session asks the turn again (test_endings.py), with the ending named
     srv.enqueue(Fault.cut_stream(after_chunks=0), Text("whole"))
-    resp, rec = run(provider, req())
-    assert resp.text == "whole" and [i["reason"] for i in rec.retries] == ["stream_cut"]
+    e, rec = fail(provider, req(), match="the stream was cut before any text arrived")
+    assert (e.finish, e.retryable, e.streamed) == (Finish.CUT, True, False)
+    assert len(srv.requests) == 1 and rec.retries == []
 
 
 def test_malformed_json_is_retried_once(srv, provider):
@@ -481,45 +485,70 @@ def test_bad_key_message_never_contains_the_key(srv, make):
     assert "AIzaNOT" not in e.message and "AIzaNOT" not in repr(p)
 
 
-def test_stream_cut_after_text_is_not_retried(srv, provider):
+def test_stream_cut_after_text_is_a_cut(srv, provider):
     srv.enqueue(Fault.cut_stream(after_chunks=2, text="partial answer"), Text("never"))
     e, rec = fail(provider, req())
     assert rec.text == "partial answer"
-    assert e.message == ("the stream was cut after 14 characters; not retried because text "
-                         "had already been shown")
-    assert (e.streamed, e.retryable) == (True, False)
+    assert e.message.startswith("the stream was cut after 14 characters (RemoteProtocolError")
+    assert e.message.endswith("; the answer is incomplete")
+    assert (e.finish, e.streamed, e.retryable) == (Finish.CUT, True, True)
     assert len(srv.requests) == 1 and rec.retries == []
 
 
-def test_silently_truncated_stream_after_text_is_not_retried(srv, provider):
+def test_silently_truncated_stream_after_text_is_a_cut(srv, provider):
     srv.enqueue(Fault.cut_stream(after_chunks=2, text="half of it", mode="eof"), Text("never"))
-    e, rec = fail(provider, req(), match="cut after 10 characters")
-    assert rec.text == "half of it" and e.streamed and len(srv.requests) == 1
+    e, rec = fail(provider, req(), match=r"cut after 10 characters \(no finish reason\)")
+    assert rec.text == "half of it" and e.streamed and e.finish is Finish.CUT
+    assert len(srv.requests) == 1
 
 
-def test_timeout_after_text_is_not_retried(srv, make):
+def test_no_finish_reason_is_a_cut_although_every_chunk_had_usage(srv, provider):
+    srv.enqueue(Text("all of it?", chunks=3, finish_reason=None, partial_usage=True,
+                     usage=SentUsage(prompt=40, candidates=3)), Text("never"))
+    e, rec = fail(provider, req(), match=r"cut after 10 characters \(no finish reason\)")
+    assert rec.text == "all of it?" and e.finish is Finish.CUT
+    # the partial usage of the broken call travels with the error (booked as a failed call)
+    assert (e.usage.input_tokens, e.usage.output_tokens, e.usage.requests) == (40, 3, 1)
+
+
+def test_timeout_after_text_is_a_cut(srv, make):
     p = make(timeout_s=0.5)
     srv.enqueue(Text("first, then silence", chunks=2, chunk_delay=2.0), Text("never"))
-    e, rec = fail(p, req(), match="stalled for more than 0.5 s after 10 characters")
-    assert rec.text == "first, the" and (e.streamed, e.retryable) == (True, False)
+    e, rec = fail(p, req(), match="cut after 10 characters \\(the stream stalled for more "
+                                  "than 0.5 s\\)")
+    assert rec.text == "first, the" and (e.streamed, e.finish) == (True, Finish.CUT)
     assert len(srv.requests) == 1
 
 
-def test_error_mid_stream_after_text_is_not_retried(srv, provider):
+def test_error_mid_stream_after_text_is_a_cut(srv, provider):
     srv.enqueue(Fault.stream_error(after_chunks=1, status=503, text="some text"), Text("never"))
-    e, rec = fail(provider, req(), match="after 9 characters had been streamed")
-    assert rec.text == "some text" and e.status == 503 and e.streamed and not e.retryable
-    assert len(srv.requests) == 1
+    e, rec = fail(provider, req(), match="cut after 9 characters \\(Gemini reported 503")
+    assert rec.text == "some text" and e.status == 503 and e.streamed
+    assert e.finish is Finish.CUT and len(srv.requests) == 1
 
 
-@pytest.mark.parametrize("shape,finish", [("no_parts", "MAX_TOKENS"), ("no_content", "STOP"),
-                                          ("no_candidates", None)])
+@pytest.mark.parametrize("shape,finish", [("no_content", "STOP"), ("no_parts", "OTHER")])
 def test_empty_candidate_is_a_clear_error(srv, provider, shape, finish):
-    srv.enqueue(Fault.empty_candidate(shape, finish_reason=finish or "STOP"), Text("never"))
+    srv.enqueue(Fault.empty_candidate(shape, finish_reason=finish), Text("never"))
     e, rec = fail(provider, req())
-    assert e.message == ("the model returned an empty answer (finish reason "
-                         f"{finish or 'FINISH_REASON_UNSPECIFIED'})")
+    assert e.message == f"the model returned an empty answer (finish reason {finish})"
     assert len(srv.requests) == 1 and not e.retryable and rec.retries == []
+
+
+def test_no_candidates_at_all_is_a_cut(srv, provider):
+    srv.enqueue(Fault.empty_candidate("no_candidates"), Text("never"))
+    e, _ = fail(provider, req(), match="no finish reason")
+    assert e.finish is Finish.CUT and len(srv.requests) == 1
+
+
+@pytest.mark.parametrize("shape", ["no_parts", "no_content"])
+def test_max_tokens_with_nothing_is_a_response_that_says_so(srv, provider, shape):
+    # thinking can use the whole output limit: an empty MAX_TOKENS answer is reported, not
+    # raised, so the session can ask again with more room (endings.py)
+    srv.enqueue(Fault.empty_candidate(shape, finish_reason="MAX_TOKENS"), Text("never"))
+    resp, _ = run(provider, req())
+    assert (resp.text, resp.tool_calls, resp.finish) == ("", [], Finish.MAX_TOKENS)
+    assert resp.finish_reason == "MAX_TOKENS"
 
 
 def test_safety_blocked_answer(srv, provider):

@@ -134,7 +134,7 @@ def test_a_record_that_does_not_wait_does_no_io_until_the_next_write(tmp_path, m
     writes = []
     import os as _os
     real_write = _os.write
-    monkeypatch.setattr("ai_client.os.write", lambda fd, b: writes.append(len(b)) or real_write(fd, b))
+    monkeypatch.setattr("providers.comms.os.write", lambda fd, b: writes.append(len(b)) or real_write(fd, b))
     log.record("spawn", data={"n": 1}, wait=False)
     log.record("status", data={"n": 2}, wait=False)
     assert writes == [] and path.read_text() == ""
@@ -160,7 +160,7 @@ def test_a_failed_write_is_retried_before_newer_lines(tmp_path, monkeypatch):
         if calls["n"] == 1:
             raise OSError(28, "No space left on device")
         return real_write(fd, data)
-    monkeypatch.setattr("ai_client.os.write", failing_write)
+    monkeypatch.setattr("providers.comms.os.write", failing_write)
     with pytest.raises(OSError, match="No space left"):   # the caller is told
         log.record("log", data={"n": 2})
     assert len(log) == 2                 # kept in memory
@@ -183,7 +183,7 @@ def test_a_write_cut_short_resumes_where_it_stopped(tmp_path, monkeypatch):
         if calls["n"] == 2:
             raise OSError(28, "No space left on device")
         return real_write(fd, data)
-    monkeypatch.setattr("ai_client.os.write", short_then_fail)
+    monkeypatch.setattr("providers.comms.os.write", short_then_fail)
     with pytest.raises(OSError):
         log.record("log", data={"n": 1, "pad": "y" * 100})
     # readable meanwhile, from the queue (the file holds a fragment of it)

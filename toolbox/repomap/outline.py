@@ -120,10 +120,10 @@ def _py_imports(stmts: list[ast.stmt], out: list[str]) -> None:
         if t is ast.Import:
             out.extend(a.name for a in st.names)  # type: ignore[attr-defined]
         elif t is ast.ImportFrom:
+            # 'pkg:name': the submodule pkg/name.py when there is one, else pkg itself
             base = "." * st.level + (st.module or "")  # type: ignore[attr-defined]
-            out.append(base)
-            out.extend(f"{base}:{a.name}" for a in st.names  # type: ignore[attr-defined]
-                       if a.name != "*")
+            out.extend(base if a.name == "*" else f"{base}:{a.name}"
+                       for a in st.names)  # type: ignore[attr-defined]
         elif isinstance(st, _COMPOUND):
             _py_imports(st.body, out)  # type: ignore[attr-defined]
             if t is not ast.FunctionDef and t is not ast.ClassDef:
@@ -266,6 +266,21 @@ def _name_of(node: Any) -> str:
     return ""
 
 
+_FUNCTION_VALUES = {"arrow_function", "function_expression", "function", "class",
+                    "generator_function"}
+
+
+def _declares_function(node: Any) -> bool:
+    """`const f = (a) => ...` / `const C = class ...` in JS, a function prototype in C."""
+    for d in node.named_children:
+        if d.type == "variable_declarator":
+            v = d.child_by_field_name("value")
+            return v is not None and v.type in _FUNCTION_VALUES
+        if d.type == "function_declarator":
+            return True
+    return False
+
+
 def _signature(node: Any, src: bytes) -> str:
     body = node.child_by_field_name("body")
     end = body.start_byte if body is not None else node.end_byte
@@ -348,8 +363,9 @@ def outline_tree_sitter(data: bytes, lang: str, grammars: Grammars) -> Outline:
             if kind is None:
                 continue
             name = _name_of(n)
-            if kind in ("const", "decl") and (not name or "=>" not in n.text.decode(
-                    "utf-8", "replace")[:400] and "(" not in n.text.decode("utf-8", "replace")[:200]):
+            if kind == "mod" and n.child_by_field_name("body") is None:
+                continue  # rust `mod x;` brings in x.rs: an import, listed in the graph
+            if kind in ("const", "decl") and not _declares_function(n):
                 continue  # plain variables are not definitions worth a line in the map
             if name:
                 symbols.append(Symbol(kind, name, _signature(n, data), n.start_point[0] + 1,

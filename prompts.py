@@ -177,13 +177,18 @@ def tier3_sections(ticket_id: str, description: str, track_title: str,
                    target_files: Sequence[str], depends_on: Sequence[str], repo_map: str, *,
                    full_files: Mapping[str, str] | None = None,
                    skeletons: Mapping[str, str] | None = None,
-                   context_files: Sequence[str] = (), missing: Sequence[str] = ()
-                   ) -> list[ContextSection]:
-    """Tier 3: system prompt, the map focused on the ticket's files, each context file's
-    skeleton, each (small) target file in full, then the ticket. Context files that do not exist
-    are not listed for reading; the ticket says they are missing instead."""
-    sections = [_system(TIER3_SYSTEM),
-                map_section(repo_map, shared=False, focus="focused on the ticket's files")]
+                   context_files: Sequence[str] = (), missing: Sequence[str] = (),
+                   map_shared: bool = False) -> list[ContextSection]:
+    """Tier 3: system prompt, the map, each context file's skeleton, each (small) target file in
+    full, then the ticket. Context files that do not exist are not listed for reading; the ticket
+    says they are missing instead.
+
+    The map is either focused on the ticket's files (the default: most relevant, but specific to
+    the ticket, so only the system prompt is a cacheable prefix), or, with map_shared=True, one
+    map the caller renders once per track (focused on the track): then every ticket of the track
+    shares system prompt + map as a prefix, and the ticket's own files follow as sections."""
+    focus = "focused on the track" if map_shared else "focused on the ticket's files"
+    sections = [_system(TIER3_SYSTEM), map_section(repo_map, shared=map_shared, focus=focus)]
     for path, text in (skeletons or {}).items():
         sections.append(make_section(f"Skeleton: {path}", "skeleton",
                                      f"SKELETON {path}:\n{text.rstrip()}\n", path=path))

@@ -12,7 +12,11 @@ not see. Figures, each the median of 3 runs (all printed):
 - warm (same object): refresh() again with nothing changed (lists and stats, reads nothing);
 - warm (from disk): a new RepoMap that loads .clutch/cache/repomap.json, then refresh();
 - after touching 10 files' content: refresh() re-reads and re-parses only those;
-- render: the map for a ticket naming one module, cut to 2,048 tokens.
+- render: the map for a ticket naming one module, cut to 2,048 tokens;
+- Tier 3 requests: for 20 tickets (each targets one module, with two context files), the
+  tokens of the sections a spawn sends (prompts.tier3_sections: system prompt, the map focused on
+  the ticket's files at 2,048 tokens, skeletons, target in full, ticket; tool declarations are
+  not sections and not counted) and the share that is a prefix shared by every Tier 3 request.
 Targets: cold <= 2 s, warm <= 100 ms.
 """
 from __future__ import annotations
@@ -21,6 +25,7 @@ import _common  # noqa: F401  (sets sys.path: repository root first)
 
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -28,7 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from toolbox.repomap import RepoMap
+import prompts
+from toolbox.repomap import RepoMap, ticket_files
 
 OLD = time.time() - 3600   # file times an hour back, as in a checkout (fresh ones are re-read)
 
@@ -107,6 +113,13 @@ def make_repo(root: Path, seed: int = 7) -> int:
     return count + 1
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its reaped children (the map's worker processes)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def timed(fn) -> float:
     t = time.perf_counter()
     fn()
@@ -139,12 +152,14 @@ def main() -> None:
         base_ls = [timed(ls) for _ in range(3)]
         base_read = [timed(ls_read) for _ in range(3)]
         cache = root / ".clutch" / "cache" / "repomap.json"
-        cold, warm, disk, stats = [], [], [], None
+        cold, cold_cpu, warm, disk, stats = [], [], [], [], None
         for _ in range(3):
             if cache.exists():
                 cache.unlink()
             m = RepoMap(root)
+            cpu0 = cpu_seconds()
             cold.append(timed(m.refresh))
+            cold_cpu.append(cpu_seconds() - cpu0)
             stats = m.last_stats
             warm.append(timed(m.refresh))
             m2 = RepoMap(root)
@@ -167,14 +182,43 @@ def main() -> None:
         w = statistics.median(warm)
         print(f"cold build                       {med(cold)}   target <= 2000 ms: "
               f"{'PASS' if c <= 2 else 'MISS'}")
+        print(f"cold build, CPU (this + pool)    {med(cold_cpu)}   (the work itself: on an idle "
+              f"{os.cpu_count()}-core machine wall ~ CPU / cores + pool start)")
         print(f"warm build (same object)         {med(warm)}   target <= 100 ms: "
               f"{'PASS' if w <= 0.1 else 'MISS'}")
         print(f"warm build (cache file, new obj) {med(disk)}")
         print(f"10 files edited                  {inc * 1000:8.1f} ms  (read {inc_stats.read}, "
               f"parsed {inc_stats.parsed})")
         print(f"render for a ticket, 2,048 tokens {med(render)}  (graph built on first)")
+        track_map = m.render(text="Add retries to the helpers of pkg000 to pkg095",
+                             budget_tokens=2048)
+        for map_shared in (False, True):
+            tier3_figures(m, map_shared, track_map)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def tier3_figures(m: RepoMap, map_shared: bool, track_map: str) -> None:
+    totals, shared, spawn = [], [], []
+    for k in range(20):
+        target = f"pkg{k * 5:03d}/mod{k:03d}.py"
+        context = [f"pkg{k * 5:03d}/mod{k + 1:03d}.py", f"pkg{k * 5 + 1:03d}/mod{k:03d}.py"]
+        t = time.perf_counter()
+        tf = ticket_files(m, [target], context)
+        secs = prompts.tier3_sections(
+            f"T-{k:03d}", f"Add a retry to helper_{k}_0 in {target}", "Core", [target], [],
+            track_map if map_shared else
+            m.render(focus=[target, *context], text=f"helper_{k}_0", budget_tokens=2048),
+            full_files=tf.full, skeletons=tf.skeletons, context_files=context,
+            missing=tf.missing, map_shared=map_shared)
+        spawn.append(time.perf_counter() - t)
+        totals.append(sum(s.tokens for s in secs))
+        shared.append(prompts.shared_prefix_tokens(secs))
+    tot, sh = statistics.median(totals), statistics.median(shared)
+    how = "one map per track (shared)" if map_shared else "map focused per ticket"
+    print(f"Tier 3 sections, 20 tickets, {how}: median {tot:.0f} tokens "
+          f"(min {min(totals)}, max {max(totals)}); shared prefix {sh:.0f} tokens "
+          f"= {sh / tot:.0%}; assembling one: {statistics.median(spawn) * 1000:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -358,3 +358,24 @@ def test_ten_thousand_files_build_once_and_warm_refresh_reads_nothing(tmp_path):
     assert text.startswith("p03/m007.py: (named by the task)\n  class C353\n")
     assert estimate_tokens(text) <= 1024
     assert RepoMap(root).refresh().read == 0           # and from the cache file
+
+
+def test_symlinks_are_not_followed_out_of_the_workspace(tmp_path):
+    outside = tmp_path / "outside"
+    write(outside, {"secret.py": "def password():\n    return 'hunter2'\n", "README.md": "secret\n"})
+    root = git_repo(tmp_path / "repo", {"a.py": "def a():\n    pass\n"})
+    (root / "leak.py").symlink_to(outside / "secret.py")
+    (root / "README.md").symlink_to(outside / "README.md")
+    m = RepoMap(root)
+    assert "leak.py" not in m.outlines() and "password" not in m.render()
+    assert project_documents(root) == {}
+
+
+def test_pathological_nesting_is_an_error_not_a_crash(tmp_path):
+    root = git_repo(tmp_path / "repo", {"deep.py": "x = " + "(" * 5000 + ")" * 5000 + "\n",
+                                        "deep.js": "x = " + "[" * 20000 + "]" * 20000 + ";\n",
+                                        "ok.py": "def ok():\n    pass\n"})
+    outs = RepoMap(root).outlines()
+    assert "does not parse" in outs["deep.py"].error
+    assert outs["ok.py"].symbols[0].name == "ok"
+    assert "deep.js" in outs     # parsed or not, listed

@@ -42,12 +42,15 @@ def project_documents(root: str | Path, limit_tokens: int = DOCUMENT_TOKEN_LIMIT
                       ) -> dict[str, str]:
     """The project's own documents that exist (Conductor's product, tech stack and workflow,
     the README), path -> text, each cut to limit_tokens. Only the first README form found."""
-    root = Path(root)
+    root = Path(root).resolve()
     out: dict[str, str] = {}
     for rel in PROJECT_DOCUMENTS:
         if rel.startswith("README") and any(k.startswith("README") for k in out):
             continue
-        text = _read_text(root / rel, limit_tokens)
+        path = root / rel
+        if path.is_symlink() and not path.resolve().is_relative_to(root):
+            continue            # never bring a file from outside the workspace into a prompt
+        text = _read_text(path, limit_tokens)
         if text is not None and text.strip():
             out[rel] = text
     return out

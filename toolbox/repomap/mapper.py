@@ -79,11 +79,11 @@ class RepoMap:
             jobs: list[Job] = []
             for rel in names:
                 try:
-                    st = os.stat(root + rel)
+                    st = os.lstat(root + rel)
                 except OSError:
-                    continue            # tracked by git but deleted, or a dangling link
+                    continue            # tracked by git but deleted since
                 if not statmod.S_ISREG(st.st_mode):
-                    continue
+                    continue            # symlinks (which may point outside), sockets, ...
                 prev = old.get(rel)
                 if (prev is not None and not prev.racy and prev.size == st.st_size
                         and prev.mtime_ns == st.st_mtime_ns):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import importlib
 import logging
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 log = logging.getLogger(__name__)
@@ -63,14 +64,14 @@ def unpack(packed: str) -> Outline:
                          error[1:] if error else None))
 
 
-LANGUAGES: dict[str, str] = {
+LANGUAGES: MappingProxyType[str, str] = MappingProxyType({
     ".py": "python", ".pyi": "python",
     ".js": "javascript", ".jsx": "javascript", ".mjs": "javascript", ".cjs": "javascript",
     ".ts": "typescript", ".mts": "typescript", ".cts": "typescript", ".tsx": "tsx",
     ".go": "go", ".rs": "rust", ".java": "java",
     ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp", ".cxx": "cpp", ".hpp": "cpp",
     ".hh": "cpp", ".hxx": "cpp",
-}
+})
 
 MAX_SIGNATURE = 160
 
@@ -139,6 +140,8 @@ def _py_imports(stmts: list[ast.stmt], out: list[str]) -> None:
 def outline_python(text: str) -> Outline:
     try:
         tree = ast.parse(text)
+    except (RecursionError, MemoryError) as e:   # nesting deeper than the parser's stack
+        return Outline(error=f"does not parse: nested too deeply ({type(e).__name__})")
     except (SyntaxError, ValueError) as e:  # ValueError: source holds NUL bytes
         where = f" (line {e.lineno})" if isinstance(e, SyntaxError) and e.lineno else ""
         msg = e.msg if isinstance(e, SyntaxError) else str(e)
@@ -162,7 +165,7 @@ def outline_python(text: str) -> Outline:
 # ---------------------------------------------------------------- other languages: tree-sitter
 
 # language -> (grammar module, attribute of its language() function)
-GRAMMAR_MODULES: dict[str, tuple[str, str]] = {
+GRAMMAR_MODULES: MappingProxyType[str, tuple[str, str]] = MappingProxyType({
     "javascript": ("tree_sitter_javascript", "language"),
     "typescript": ("tree_sitter_typescript", "language_typescript"),
     "tsx": ("tree_sitter_typescript", "language_tsx"),
@@ -171,37 +174,37 @@ GRAMMAR_MODULES: dict[str, tuple[str, str]] = {
     "java": ("tree_sitter_java", "language"),
     "c": ("tree_sitter_c", "language"),
     "cpp": ("tree_sitter_cpp", "language"),
-}
+})
 
-_JS_DEFS = {"function_declaration": "function", "generator_function_declaration": "function",
+_JS_DEFS = MappingProxyType({"function_declaration": "function", "generator_function_declaration": "function",
             "class_declaration": "class", "abstract_class_declaration": "class",
             "interface_declaration": "interface", "type_alias_declaration": "type",
             "enum_declaration": "enum", "method_definition": "method",
-            "lexical_declaration": "const", "variable_declaration": "const"}
-DEF_TYPES: dict[str, dict[str, str]] = {
+            "lexical_declaration": "const", "variable_declaration": "const"})
+DEF_TYPES: MappingProxyType[str, MappingProxyType[str, str]] = MappingProxyType({
     "javascript": _JS_DEFS, "typescript": _JS_DEFS, "tsx": _JS_DEFS,
-    "go": {"function_declaration": "func", "method_declaration": "method",
-           "type_declaration": "type"},
-    "rust": {"function_item": "fn", "struct_item": "struct", "enum_item": "enum",
+    "go": MappingProxyType({"function_declaration": "func", "method_declaration": "method",
+           "type_declaration": "type"}),
+    "rust": MappingProxyType({"function_item": "fn", "struct_item": "struct", "enum_item": "enum",
              "trait_item": "trait", "impl_item": "impl", "mod_item": "mod",
-             "type_item": "type", "function_signature_item": "fn"},
-    "java": {"class_declaration": "class", "interface_declaration": "interface",
+             "type_item": "type", "function_signature_item": "fn"}),
+    "java": MappingProxyType({"class_declaration": "class", "interface_declaration": "interface",
              "enum_declaration": "enum", "record_declaration": "record",
-             "method_declaration": "method", "constructor_declaration": "constructor"},
-    "c": {"function_definition": "function", "struct_specifier": "struct",
-          "enum_specifier": "enum", "type_definition": "typedef", "declaration": "decl"},
-    "cpp": {"function_definition": "function", "struct_specifier": "struct",
+             "method_declaration": "method", "constructor_declaration": "constructor"}),
+    "c": MappingProxyType({"function_definition": "function", "struct_specifier": "struct",
+          "enum_specifier": "enum", "type_definition": "typedef", "declaration": "decl"}),
+    "cpp": MappingProxyType({"function_definition": "function", "struct_specifier": "struct",
             "class_specifier": "class", "enum_specifier": "enum", "type_definition": "typedef",
-            "namespace_definition": "namespace", "declaration": "decl"},
-}
+            "namespace_definition": "namespace", "declaration": "decl"}),
+})
 # containers whose members are listed one level down
-MEMBER_BODIES = {"class_declaration", "abstract_class_declaration", "class_body",
+MEMBER_BODIES = frozenset({"class_declaration", "abstract_class_declaration", "class_body",
                  "interface_declaration", "impl_item", "trait_item", "class_specifier",
                  "struct_specifier", "namespace_definition", "declaration_list",
-                 "field_declaration_list", "interface_body", "enum_body"}
-WRAPPERS = {"export_statement", "decorated_definition", "template_declaration"}
-IMPORT_TYPES = {"import_statement", "import_declaration", "import_spec", "use_declaration",
-                "preproc_include", "call_expression", "mod_item"}
+                 "field_declaration_list", "interface_body", "enum_body"})
+WRAPPERS = frozenset({"export_statement", "decorated_definition", "template_declaration"})
+IMPORT_TYPES = frozenset({"import_statement", "import_declaration", "import_spec", "use_declaration",
+                "preproc_include", "call_expression", "mod_item"})
 
 
 class Grammars:
@@ -266,8 +269,8 @@ def _name_of(node: Any) -> str:
     return ""
 
 
-_FUNCTION_VALUES = {"arrow_function", "function_expression", "function", "class",
-                    "generator_function"}
+_FUNCTION_VALUES = frozenset({"arrow_function", "function_expression", "function", "class",
+                    "generator_function"})
 
 
 def _declares_function(node: Any) -> bool:
@@ -333,11 +336,12 @@ def _walk_imports(node: Any, lang: str, out: list[str], depth: int) -> None:
 
 
 def _first_error(node: Any) -> Any | None:
-    if node.type == "ERROR" or node.is_missing:
-        return node
-    for c in node.children:
-        if c.has_error:
-            return _first_error(c)
+    """The first ERROR or missing node, following has_error down (iteratively: a pathological
+    file may nest thousands deep)."""
+    while node is not None:
+        if node.type == "ERROR" or node.is_missing:
+            return node
+        node = next((c for c in node.children if c.has_error), None)
     return None
 
 

@@ -88,7 +88,12 @@ def scan_file(root: str, job: Job, grammars: Grammars) -> Scanned:
     digest = hashlib.blake2b(data, digest_size=16).hexdigest()
     if digest == job.prev_digest:
         return Scanned(None, 1, 0)
-    return Scanned(entry(outline(rel, data, grammars), digest), 1, 1)
+    try:
+        out = outline(rel, data, grammars)
+    except Exception as e:  # a parser bug must cost one file's symbols, not the whole map
+        log.exception("repository map: outlining %s failed", rel)
+        out = Outline(error=f"outline failed: {type(e).__name__}: {e}")
+    return Scanned(entry(out, digest), 1, 1)
 
 
 def scan_batch(root: str, jobs: Sequence[Job]) -> list[tuple]:

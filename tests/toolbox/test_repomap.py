@@ -379,3 +379,19 @@ def test_pathological_nesting_is_an_error_not_a_crash(tmp_path):
     assert "does not parse" in outs["deep.py"].error
     assert outs["ok.py"].symbols[0].name == "ok"
     assert "deep.js" in outs     # parsed or not, listed
+
+
+def test_a_worktree_map_seeded_with_the_workspace_map_parses_only_what_differs(tmp_path):
+    root = git_repo(tmp_path / "repo", SMALL)
+    git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    main = RepoMap(root)
+    main.refresh()
+    wt = tmp_path / "wt"
+    git(root, "worktree", "add", "-q", str(wt), "-b", "track")
+    (wt / "util.py").write_text(SMALL["util.py"] + "\n\ndef multiply(a, b):\n    return a * b\n")
+    m = RepoMap(wt, persist=False, seed=main)
+    stats = m.refresh()
+    assert (stats.read, stats.parsed) == (3, 1)          # only the edited util.py is parsed
+    assert "def multiply(a, b)" in m.skeleton("util.py")
+    assert not (wt / ".clutch").exists()                 # nothing written into the worktree
+    assert "multiply" not in main.skeleton("util.py")    # the seed is not changed

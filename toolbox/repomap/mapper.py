@@ -49,7 +49,12 @@ class RepoMap:
     """The repository map of one directory. Create one per workspace and keep it."""
 
     def __init__(self, root: str | os.PathLike[str], *, cache_path: Path | None = None,
-                 persist: bool = True) -> None:
+                 persist: bool = True, seed: "RepoMap | None" = None) -> None:
+        """seed: another map of the same repository (a ticket's worktree seeded with the
+        workspace's map): on the first refresh a file whose content digest equals the seed's
+        entry for the same path keeps that outline, so only files that differ are parsed.
+        Give a worktree's map persist=False (or a cache_path outside it): the cache file must
+        not appear in the worker's tree."""
         self.root = Path(root).resolve()
         if not self.root.is_dir():
             raise NotADirectoryError(f"cannot map {self.root}: not a directory")
@@ -58,6 +63,8 @@ class RepoMap:
         self._lock = threading.RLock()
         self._grammars = Grammars()
         self._entries: dict[str, FileEntry] = {}
+        if seed is not None:   # stats differ (a checkout's mtimes are new): digests decide
+            self._entries = {p: e._replace(racy=True) for p, e in seed.entries().items()}
         self._loaded = False
         self._graph: graphmod.ImportGraph | None = None
         self.last_stats: RefreshStats | None = None
@@ -117,6 +124,8 @@ class RepoMap:
 
     def _load_cache(self) -> None:
         self._loaded = True
+        if self._entries:      # seeded from another map
+            return
         try:
             raw = self.cache_path.read_text("utf-8")
         except FileNotFoundError:

@@ -176,35 +176,38 @@ GRAMMAR_MODULES: MappingProxyType[str, tuple[str, str]] = MappingProxyType({
     "cpp": ("tree_sitter_cpp", "language"),
 })
 
-_JS_DEFS = MappingProxyType({"function_declaration": "function", "generator_function_declaration": "function",
-            "class_declaration": "class", "abstract_class_declaration": "class",
-            "interface_declaration": "interface", "type_alias_declaration": "type",
-            "enum_declaration": "enum", "method_definition": "method",
-            "lexical_declaration": "const", "variable_declaration": "const"})
-DEF_TYPES: MappingProxyType[str, MappingProxyType[str, str]] = MappingProxyType({
+_JS_DEFS = MappingProxyType({
+    "function_declaration": "function", "generator_function_declaration": "function",
+    "class_declaration": "class", "abstract_class_declaration": "class",
+    "interface_declaration": "interface", "type_alias_declaration": "type",
+    "enum_declaration": "enum", "method_definition": "method",
+    "lexical_declaration": "const", "variable_declaration": "const"})
+_P = MappingProxyType
+DEF_TYPES: MappingProxyType[str, MappingProxyType[str, str]] = _P({
     "javascript": _JS_DEFS, "typescript": _JS_DEFS, "tsx": _JS_DEFS,
-    "go": MappingProxyType({"function_declaration": "func", "method_declaration": "method",
-           "type_declaration": "type"}),
-    "rust": MappingProxyType({"function_item": "fn", "struct_item": "struct", "enum_item": "enum",
-             "trait_item": "trait", "impl_item": "impl", "mod_item": "mod",
-             "type_item": "type", "function_signature_item": "fn"}),
-    "java": MappingProxyType({"class_declaration": "class", "interface_declaration": "interface",
-             "enum_declaration": "enum", "record_declaration": "record",
-             "method_declaration": "method", "constructor_declaration": "constructor"}),
-    "c": MappingProxyType({"function_definition": "function", "struct_specifier": "struct",
-          "enum_specifier": "enum", "type_definition": "typedef", "declaration": "decl"}),
-    "cpp": MappingProxyType({"function_definition": "function", "struct_specifier": "struct",
-            "class_specifier": "class", "enum_specifier": "enum", "type_definition": "typedef",
-            "namespace_definition": "namespace", "declaration": "decl"}),
+    "go": _P({"function_declaration": "func", "method_declaration": "method",
+              "type_declaration": "type"}),
+    "rust": _P({"function_item": "fn", "struct_item": "struct", "enum_item": "enum",
+                "trait_item": "trait", "impl_item": "impl", "mod_item": "mod",
+                "type_item": "type", "function_signature_item": "fn"}),
+    "java": _P({"class_declaration": "class", "interface_declaration": "interface",
+                "enum_declaration": "enum", "record_declaration": "record",
+                "method_declaration": "method", "constructor_declaration": "constructor"}),
+    "c": _P({"function_definition": "function", "struct_specifier": "struct",
+             "enum_specifier": "enum", "type_definition": "typedef", "declaration": "decl"}),
+    "cpp": _P({"function_definition": "function", "struct_specifier": "struct",
+               "class_specifier": "class", "enum_specifier": "enum",
+               "type_definition": "typedef", "namespace_definition": "namespace",
+               "declaration": "decl"}),
 })
 # containers whose members are listed one level down
-MEMBER_BODIES = frozenset({"class_declaration", "abstract_class_declaration", "class_body",
-                 "interface_declaration", "impl_item", "trait_item", "class_specifier",
-                 "struct_specifier", "namespace_definition", "declaration_list",
-                 "field_declaration_list", "interface_body", "enum_body"})
+MEMBER_BODIES = frozenset({
+    "class_declaration", "abstract_class_declaration", "class_body", "interface_declaration",
+    "impl_item", "trait_item", "class_specifier", "struct_specifier", "namespace_definition",
+    "declaration_list", "field_declaration_list", "interface_body", "enum_body"})
 WRAPPERS = frozenset({"export_statement", "decorated_definition", "template_declaration"})
-IMPORT_TYPES = frozenset({"import_statement", "import_declaration", "import_spec", "use_declaration",
-                "preproc_include", "call_expression", "mod_item"})
+IMPORT_TYPES = frozenset({"import_statement", "import_declaration", "import_spec",
+                          "use_declaration", "preproc_include", "call_expression", "mod_item"})
 
 
 class Grammars:

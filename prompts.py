@@ -306,3 +306,9 @@ def parse_map(user_text: str) -> list[MapFile]:
         else:
             files.append(MapFile(ln[:-1] if ln.endswith(":") else ln, "", ()))
     return files
+
+
+def task_files(user_text: str) -> list[str]:
+    """The files the map of a rendered request marks as named by the task (the epic, track or
+    ticket), in order: what a planner should target instead of inventing new paths."""
+    return [f.path for f in parse_map(user_text) if f.reason == "named by the task"]

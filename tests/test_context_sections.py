@@ -64,6 +64,7 @@ def test_tier1_has_documents_and_the_map_before_the_epic(repo):
     assert user.rstrip().endswith(EPIC)
     assert prompts.parse_map(user)[0] == prompts.MapFile(
         "util.py", "named by the task", ("def add(a, b)", "def scale_vector(v, k)"))
+    assert prompts.task_files(user) == ["util.py", "tests/test_util.py"]
 
 
 def test_tier2_system_prompt_is_the_same_for_every_track(repo):

@@ -395,3 +395,29 @@ def test_a_worktree_map_seeded_with_the_workspace_map_parses_only_what_differs(t
     assert "def multiply(a, b)" in m.skeleton("util.py")
     assert not (wt / ".clutch").exists()                 # nothing written into the worktree
     assert "multiply" not in main.skeleton("util.py")    # the seed is not changed
+
+
+def test_one_map_shared_by_threads_that_refresh_and_render_while_files_change(tmp_path):
+    from conftest import run_threads
+    root = git_repo(tmp_path / "repo", {**SMALL, **{f"mod{i}.py": f"def f{i}():\n    pass\n"
+                                                    for i in range(50)}})
+    m = RepoMap(root)
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            for k in range(20):
+                if i == 0:
+                    write(root, {f"mod{k}.py": f"def g{k}(x):\n    return x\n"}, old=False)
+                    m.refresh()
+                else:
+                    text = m.render(text=EPIC, budget_tokens=300)
+                    assert text.startswith("util.py: (named by the task)\n")
+                    assert estimate_tokens(text) <= 300
+        except BaseException as e:  # collected and re-raised in the test thread below
+            errors.append(e)
+
+    run_threads(work, 4)
+    assert not errors, errors
+    m.refresh()
+    assert [s.name for s in m.outlines()["mod19.py"].symbols] == ["g19"]

@@ -314,8 +314,10 @@ def test_ticket_files_documents_and_failure_files(tmp_path):
                                         "big.py": "".join(f"def f{i}(x):\n    return x\n\n"
                                                           for i in range(2000))})
     m = RepoMap(root)
-    tf = ticket_files(m, ["util.py", "tests/test_util.py", "big.py", "new.py"],
+    write(root, {"logo.png": b"\x89PNG\0"})
+    tf = ticket_files(m, ["util.py", "tests/test_util.py", "big.py", "new.py", "logo.png"],
                       ["app.py", "README.md", "docs/missing.md"])
+    assert tf.binary == ["logo.png"]
     assert tf.full["util.py"] == SMALL["util.py"]
     assert "def f1999(x)  # line" in tf.skeletons["big.py"]        # too big: skeleton only
     assert tf.skeletons["app.py"] == "def main()  # line 4\n"

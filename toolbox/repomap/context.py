@@ -61,6 +61,7 @@ class TicketFiles:
     full: dict[str, str] = field(default_factory=dict)        # path -> whole text
     skeletons: dict[str, str] = field(default_factory=dict)   # path -> definitions
     missing: list[str] = field(default_factory=list)          # named but not in the workspace
+    binary: list[str] = field(default_factory=list)           # there, but not text: not shown
 
 
 def ticket_files(repomap: RepoMap, target_files: Sequence[str], context_files: Sequence[str],
@@ -69,8 +70,14 @@ def ticket_files(repomap: RepoMap, target_files: Sequence[str], context_files: S
     skeleton), code context files as skeletons, other context files (documents) in full, cut
     to the limit; files that do not exist are listed as missing (a target file may be new)."""
     outs = repomap.outlines()
+    binaries = {p for p, e in repomap.entries().items() if e.binary}
     res = TicketFiles()
+    for rel in dict.fromkeys([*target_files, *context_files]):
+        if rel in binaries:
+            res.binary.append(rel)
     for rel in dict.fromkeys(target_files):
+        if rel in binaries:
+            continue
         if rel not in outs:
             res.missing.append(rel)
             continue
@@ -80,7 +87,7 @@ def ticket_files(repomap: RepoMap, target_files: Sequence[str], context_files: S
         else:
             res.skeletons[rel] = repomap.skeleton(rel)
     for rel in dict.fromkeys(context_files):
-        if rel in res.full or rel in res.skeletons:
+        if rel in res.full or rel in res.skeletons or rel in binaries:
             continue
         if rel not in outs:
             res.missing.append(rel)

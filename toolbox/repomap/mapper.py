@@ -1,0 +1,223 @@
+"""`RepoMap`: one workspace's repository map, kept up to date incrementally.
+
+Threads: any; every public method takes the instance's lock, so the conductor thread and worker
+threads may share one map. State it owns: the entries of the last refresh (path -> size,
+mtime, content digest, outline), the import graph derived from them, the tree-sitter grammars it
+loaded, and the on-disk cache file (by default `<root>/.clutch/cache/repomap.json`), which it
+alone writes (atomically: temp file + os.replace).
+
+A refresh lists the files (git or a walk), stats each one, and re-reads only those whose size or
+mtime changed (or whose mtime was too recent to trust); a re-read file whose content digest is
+unchanged keeps its outline, so only edited files are parsed again.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat as statmod
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolbox.repomap import graph as graphmod
+from toolbox.repomap.listing import list_files
+from toolbox.repomap.outline import Grammars, Outline, pack, unpack
+from toolbox.repomap.scan import FileEntry, Job, scan_all
+from toolbox.repomap.render import render_ranked, skeleton
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+RACY_NS = 2_000_000_000   # an mtime this close to the scan may still change within its tick
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshStats:
+    files: int           # files in the map (binary ones excluded)
+    binary: int          # binary files left out
+    reused: int          # unchanged by stat: not read
+    read: int            # read from disk
+    parsed: int          # outlined (new or changed content)
+    seconds: float
+
+
+class RepoMap:
+    """The repository map of one directory. Create one per workspace and keep it."""
+
+    def __init__(self, root: str | os.PathLike[str], *, cache_path: Path | None = None,
+                 persist: bool = True, seed: "RepoMap | None" = None) -> None:
+        """seed: another map of the same repository (a ticket's worktree seeded with the
+        workspace's map): on the first refresh a file whose content digest equals the seed's
+        entry for the same path keeps that outline, so only files that differ are parsed.
+        Give a worktree's map persist=False (or a cache_path outside it): the cache file must
+        not appear in the worker's tree."""
+        self.root = Path(root).resolve()
+        if not self.root.is_dir():
+            raise NotADirectoryError(f"cannot map {self.root}: not a directory")
+        self.cache_path = cache_path or self.root / ".clutch" / "cache" / "repomap.json"
+        self.persist = persist
+        self._lock = threading.RLock()
+        self._grammars = Grammars()
+        self._entries: dict[str, FileEntry] = {}
+        if seed is not None:   # stats differ (a checkout's mtimes are new): digests decide
+            self._entries = {p: e._replace(racy=True) for p, e in seed.entries().items()}
+        self._loaded = False
+        self._graph: graphmod.ImportGraph | None = None
+        self.last_stats: RefreshStats | None = None
+
+    # ------------------------------------------------------------------ building
+
+    def refresh(self) -> RefreshStats:
+        """Bring the map up to date with the files on disk; returns what it had to do."""
+        with self._lock:
+            t0 = time.perf_counter()
+            if not self._loaded:
+                self._load_cache()
+            names = list_files(self.root)
+            now_ns = time.time_ns()
+            old = self._entries
+            new: dict[str, FileEntry] = {}
+            reused = read = parsed = 0
+            root = str(self.root) + os.sep
+            jobs: list[Job] = []
+            for rel in names:
+                try:
+                    st = os.lstat(root + rel)
+                except OSError:
+                    continue            # tracked by git but deleted since
+                if not statmod.S_ISREG(st.st_mode):
+                    continue            # symlinks (which may point outside), sockets, ...
+                prev = old.get(rel)
+                if (prev is not None and not prev.racy and prev.size == st.st_size
+                        and prev.mtime_ns == st.st_mtime_ns):
+                    new[rel] = prev
+                    reused += 1
+                    continue
+                jobs.append(Job(rel, st.st_size, st.st_mtime_ns, prev.digest if prev else "",
+                                now_ns - st.st_mtime_ns < RACY_NS))
+            for job, res in zip(jobs, scan_all(root, jobs, self._grammars)):
+                read += res.read
+                parsed += res.parsed
+                if res.entry is None:    # same content: keep the outline, note the new stat
+                    prev = old[job.rel]
+                    new[job.rel] = FileEntry(job.rel, job.size, job.mtime_ns, prev.digest,
+                                             prev.outline, prev.binary, job.racy)
+                else:
+                    new[job.rel] = res.entry
+            binary = sum(1 for e in new.values() if e.binary)
+            dirty = bool(jobs) or new.keys() != old.keys()
+            self._entries = new
+            if dirty:
+                self._graph = None
+                if self.persist:
+                    self._save_cache()
+            stats = RefreshStats(len(new) - binary, binary, reused, read, parsed,
+                                 time.perf_counter() - t0)
+            self.last_stats = stats
+            return stats
+
+    # ------------------------------------------------------------------ the cache file
+
+    def _load_cache(self) -> None:
+        self._loaded = True
+        if self._entries:      # seeded from another map
+            return
+        try:
+            raw = self.cache_path.read_text("utf-8")
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            log.warning("repository map cache %s unreadable (%s); rebuilding", self.cache_path, e)
+            return
+        try:
+            doc = json.loads(raw)
+            if doc.get("version") != CACHE_VERSION or doc.get("root") != str(self.root):
+                return
+            entries: dict[str, FileEntry] = {}
+            for rel, (size, mtime, digest, binary, packed) in doc["files"].items():
+                entries[rel] = FileEntry(rel, int(size), int(mtime), str(digest),
+                                         unpack(packed), bool(binary))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            log.warning("repository map cache %s is damaged (%s); rebuilding", self.cache_path, e)
+            return
+        self._entries = entries
+
+    def _save_cache(self) -> None:
+        files = {}
+        for rel, e in self._entries.items():
+            if e.racy:
+                continue            # re-read next time rather than trust a fresh mtime
+            files[rel] = (e.size, e.mtime_ns, e.digest, int(e.binary), pack(e.outline))
+        doc = {"version": CACHE_VERSION, "root": str(self.root), "files": files}
+        try:
+            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.cache_path.parent, prefix=".repomap.",
+                                       suffix=".tmp")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(doc, f, separators=(",", ":"))
+            os.replace(tmp, self.cache_path)
+        except OSError as e:
+            log.warning("repository map cache not saved to %s: %s", self.cache_path, e)
+
+    # ------------------------------------------------------------------ reading the map
+
+    def _ensure(self) -> None:
+        if self.last_stats is None:
+            self.refresh()
+
+    def outlines(self) -> dict[str, Outline]:
+        """path -> outline of every mapped (non-binary) file, as of the last refresh."""
+        with self._lock:
+            self._ensure()
+            return {p: e.outline for p, e in self._entries.items() if not e.binary}
+
+    def graph(self) -> graphmod.ImportGraph:
+        with self._lock:
+            self._ensure()
+            if self._graph is None:
+                self._graph = graphmod.build_graph(self.outlines())
+            return self._graph
+
+    def ranked(self, focus: Sequence[str] = (), text: str = "") -> list[graphmod.RankedFile]:
+        """Every mapped file, most relevant to the task (focus files, the text) first."""
+        with self._lock:
+            return graphmod.rank(self.outlines(), self.graph(), focus, text)
+
+    def mentioned_files(self, text: str) -> list[str]:
+        """Mapped files the text names ('util.py', 'src/app/main.ts'), in the order named."""
+        with self._lock:
+            return graphmod.mentioned_files(text, self.outlines())
+
+    def render(self, focus: Sequence[str] = (), text: str = "", budget_tokens: int = 1024) -> str:
+        """The map as prompt text: ranked for the task, cut to budget_tokens."""
+        with self._lock:
+            outs = self.outlines()
+            ranked = graphmod.rank(outs, self.graph(), focus, text)
+            return render_ranked(ranked, outs, budget_tokens)
+
+    def skeleton(self, path: str) -> str:
+        """One mapped file's definitions with line numbers; KeyError names an unknown path."""
+        with self._lock:
+            outs = self.outlines()
+            if path not in outs:
+                raise KeyError(f"{path} is not in the repository map of {self.root}")
+            return skeleton(path, outs[path])
+
+    def entries(self) -> dict[str, FileEntry]:
+        with self._lock:
+            self._ensure()
+            return dict(self._entries)
+
+    def symbols_named(self, names: Iterable[str]) -> dict[str, list[str]]:
+        """name -> files defining it, for the names asked about."""
+        wanted = set(names)
+        found: dict[str, list[str]] = {n: [] for n in wanted}
+        for path, out in self.outlines().items():
+            for s in out.symbols:
+                if s.name in wanted:
+                    found[s.name].append(path)
+        return found

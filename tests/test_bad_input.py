@@ -34,7 +34,7 @@ def test_corrupt_state_toml_keeps_the_file_and_flags_the_track(workspace):
         assert t.status == "needs_attention"
         assert any("state.toml" in p for p in t.problems)
         assert any("state.toml" in n for n in eng.notices)
-        assert [k.id for k in t.tickets] == ["T-001"]            # loaded from plan.md
+        assert [k.description for k in t.tickets] == ["a"]       # loaded from plan.md
     assert state.read_text() == "this is = = not toml\n"          # kept as it was
 
 

@@ -93,7 +93,9 @@ def _one(tmp_path: Path, i: int, delay: float) -> None:
         assert states == {k["id"]: "completed" for k in t["tickets"]}, (i, t["id"])
         assert state["track"]["status"] == "completed"
         for k in t["tickets"]:
-            assert re.search(rf"^- \[x\] Task: {re.escape(k['id'])} ", plan, re.M), (i, k["id"])
+            desc = next(s["description"] for s in state["tickets"] if s["id"] == k["id"])
+            assert re.search(rf"^- \[x\] Task: {re.escape(desc.splitlines()[0])}", plan, re.M), \
+                (i, k["id"])
 
 
 def test_sigkill_at_20_random_moments_then_resume(tmp_path):

@@ -56,7 +56,8 @@ def test_a_commit_per_ticket_with_only_its_files_and_the_sha_in_plan_md(workspac
             assert files == t.target_files, (t.id, files)   # only its own files
         plan = (workspace / "conductor/tracks" / track.id / "plan.md").read_text()
         for t in track.tickets:
-            assert re.search(rf"- \[x\] Task: {t.id} .*{t.commit_sha[:7]}", plan), plan
+            assert re.search(rf"^- \[x\] Task: {re.escape(t.description)} {t.commit_sha[:7]}$", plan,
+                             re.M), plan
         # revert one ticket's commit: its file is gone, the ticket goes back to todo
         sha = eng.revert_ticket("T-002")
         assert sha and not (workspace / "b.py").exists()

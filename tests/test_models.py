@@ -126,7 +126,8 @@ def test_shell_allowlist_only_lets_simple_commands_through():
     from models import ApprovalPolicy
     p = ApprovalPolicy(shell_allowlist=["ls", "pytest"])
     assert p.shell_allowed("ls -la src")
-    assert p.shell_allowed("pytest -q tests")
+    # pytest is a program the built-in rules look into: without the evaluator it asks
+    assert not p.shell_allowed("pytest -q tests")
     for cmd in ["rm -rf x", "ls && rm -rf x", "ls; rm x", "ls | sh", "ls $(rm x)", "ls `rm x`",
                 "ls > /etc/x", "ls\nrm x", "", "lsx"]:
         assert not p.shell_allowed(cmd), cmd

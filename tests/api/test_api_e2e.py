@@ -18,7 +18,7 @@ from ai_client import usage_from_entries
 from gui_support import Xvfb
 from hook_server import ApiClient
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EPIC = "Add a health endpoint and its tests"
 EDITED_FILE = "edited_over_api/health_check.py"
 TERMINAL = ("completed", "failed", "cancelled")

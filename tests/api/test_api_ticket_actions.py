@@ -1,0 +1,119 @@
+"""Ticket actions over the API: revert (a completed ticket's commit undone with git), and the
+routes' engine calls that work whether the engine answers at once or with a Future."""
+from __future__ import annotations
+
+import concurrent.futures
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import hook_server
+from conftest import fast_settings
+from hook_server import ApiClient, ApiError
+from models import Ticket, TrackProposal
+
+
+def git(ws: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(ws), *args], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def init_repo(ws: Path) -> None:
+    git(ws, "init", "-q")
+    git(ws, "config", "user.email", "t@example.com")
+    git(ws, "config", "user.name", "T")
+    git(ws, "add", "-A")
+    git(ws, "commit", "-qm", "init")
+
+
+def _engine_class(futures: bool):
+    from multi_agent_conductor import ConductorEngine
+    if not futures:
+        return ConductorEngine
+
+    class FutureEngine(ConductorEngine):
+        """The engine's commands under the one calling convention (each returns a Future that
+        raises its refusal), as the engine layer is adopting it."""
+        _pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="future-engine")
+
+        def _later(self, fn, *a):
+            return self._pool.submit(fn, *a)
+
+        def retry_ticket(self, *a):
+            return self._later(super().retry_ticket, *a)
+
+        def skip_ticket(self, *a):
+            return self._later(super().skip_ticket, *a)
+
+        def cancel_ticket(self, *a):
+            return self._later(super().cancel_ticket, *a)
+
+        def revert_ticket(self, *a):
+            return self._later(super().revert_ticket, *a)
+    return FutureEngine
+
+
+@pytest.fixture(params=[False, True], ids=["values", "futures"])
+def completed_run(request, workspace):
+    """A git workspace with one track run to completion over two tickets, served by the API."""
+    init_repo(workspace)
+    eng = _engine_class(request.param)(workspace, fast_settings(git_commits=True),
+                                       auto_approve=True).start()
+    srv = None
+    try:
+        [tr] = eng.accept_tracks([TrackProposal(title="Core: greeting", goal="g",
+                                                acceptance_criteria=["c"])]).result(10)
+        eng.set_tickets(tr.id, [Ticket(id="T-001", description="first", target_files=["a.py"]),
+                                Ticket(id="T-002", description="second",
+                                       target_files=["b.py"])]).result(10)
+        track = eng.start_track(tr.id).result(60)
+        assert [t.status for t in track.tickets] == ["completed", "completed"]
+        srv = hook_server.start_for_engine(eng)
+        yield eng, tr.id, ApiClient(srv.url, srv.token)
+    finally:
+        if srv is not None:
+            srv.stop()
+        eng.close()
+
+
+def test_revert_over_the_api_undoes_the_commit_and_reopens_the_ticket(completed_run, workspace):
+    eng, tid, client = completed_run
+    sha = eng.track(tid).ticket("T-002").commit_sha
+    assert (workspace / "b.py").exists()
+    out = client.revert_ticket("T-002")
+    assert out["status"] == "reverted" and out["ticket_id"] == "T-002" and out["revert_sha"]
+    assert not (workspace / "b.py").exists() and (workspace / "a.py").exists()
+    assert f"This reverts commit {sha}"[:30] in git(workspace, "log", "-1", "--format=%B")
+    t = {k["id"]: k for k in client.state()["tracks"][0]["tickets"]}
+    assert t["T-002"]["status"] == "todo" and not t["T-002"]["commit_sha"]
+    assert t["T-001"]["status"] == "completed"
+    # twice: the ticket has no commit any more, so the engine refuses with its reason
+    with pytest.raises(ApiError) as e:
+        client.revert_ticket("T-002")
+    assert e.value.status == 409 and "T-002" in e.value.message
+    with pytest.raises(ApiError) as e:
+        client.revert_ticket("T-404")
+    assert e.value.status == 404
+
+
+def test_refusals_reach_the_client_whether_raised_at_once_or_through_a_future(completed_run):
+    eng, tid, client = completed_run
+    for action in (client.retry_ticket, client.skip_ticket, client.cancel_ticket):
+        with pytest.raises(ApiError) as e:
+            action("T-001")                  # completed: none of these apply
+        assert e.value.status == 409 and "T-001" in e.value.message, e.value
+    assert eng.track(tid).ticket("T-001").status == "completed"
+
+
+def test_retry_after_revert_runs_the_ticket_again(completed_run, workspace):
+    eng, tid, client = completed_run
+    client.revert_ticket("T-001")
+    assert eng.track(tid).ticket("T-001").status == "todo"
+    client.skip_ticket("T-001", reason="later")
+    assert eng.track(tid).ticket("T-001").status == "skipped"
+    assert client.retry_ticket("T-001") == {"status": "retrying", "ticket_id": "T-001"}
+    t = client.wait_for_track_status(tid, "completed", timeout=60)
+    k = {k["id"]: k for k in t["tickets"]}
+    assert k["T-001"]["status"] == "completed" and k["T-001"]["retry_count"] == 1
+    assert (workspace / "a.py").exists()

@@ -8,6 +8,16 @@
 Sits above every layer: it only parses arguments and hands over. The engine modules are
 imported inside each command so that `clutch --help` is instant and the app's first frame
 waits for nothing it does not need.
+
+Process-level guards, taken here because they belong to the process, not to a layer:
+- the process is made non-dumpable at start (`prctl(PR_SET_DUMPABLE, 0)`), so other processes
+  of the same user cannot read its /proc/<pid>/environ (where an API key from the environment
+  lives) nor attach to it; where that is not available it says so on stderr;
+- one Clutch per workspace: the app, `clutch run` and `clutch serve` hold the workspace's
+  lock (store.lock) for their whole life; a second one stops at once naming the holder
+  (exit code 3). `clutch tracks` only reads and takes no lock.
+
+Runs on the main thread; the console thread of `clutch run` drains the engine's inbox.
 """
 from __future__ import annotations
 
@@ -65,18 +75,71 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+EXIT_BUSY = 3           # another Clutch holds the workspace
+PR_SET_DUMPABLE = 4     # <linux/prctl.h>
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    notice = make_undumpable()
+    if notice:
+        log.warning("%s", notice)
     if args.command == "run":
         return cmd_run(args)
     if args.command == "tracks":
         return cmd_tracks(args)
     if args.command == "serve":
         return cmd_serve(args)
+    return cmd_gui(args)
+
+
+def make_undumpable() -> str | None:
+    """Make this process non-dumpable: other processes of the same user can no longer read
+    its /proc/<pid>/environ or memory, nor ptrace it (root still can). Returns None when done,
+    else a notice saying why not."""
+    if not sys.platform.startswith("linux"):
+        return (f"note: on {sys.platform} Clutch cannot make itself non-dumpable; other "
+                f"processes of your user may be able to read its environment (API keys)")
+    import ctypes
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        rc = libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (OSError, AttributeError) as e:
+        return (f"note: prctl is not available ({e}); other processes of your user may be "
+                f"able to read Clutch's environment (API keys)")
+    if rc != 0:
+        err = ctypes.get_errno()
+        return (f"note: prctl(PR_SET_DUMPABLE, 0) failed ({os.strerror(err)}); other "
+                f"processes of your user may be able to read Clutch's environment (API keys)")
+    return None
+
+
+def _lock_workspace(ws: Path, command: str) -> Any:
+    """The workspace's lock, held by the caller for as long as it runs; WorkspaceBusy or
+    StoreError (both with a message for the user) when it cannot be taken."""
+    from conductor_store import WorkspaceLock
+    return WorkspaceLock(ws).acquire(command)
+
+
+def cmd_gui(args: argparse.Namespace) -> int:
+    from conductor_store import StoreError, WorkspaceBusy
+    ws = Path(args.workspace).expanduser()
+    lock = None
+    if ws.is_dir():          # else the app itself says what is wrong with the workspace
+        try:
+            lock = _lock_workspace(ws.resolve(), "clutch" + (" --api" if args.api else ""))
+        except WorkspaceBusy as e:
+            return _fail(str(e), EXIT_BUSY)
+        except StoreError as e:
+            return _fail(str(e))
     import gui_2
-    return gui_2.main(workspace=args.workspace, api=args.api, provider=args.provider)
+    try:
+        return gui_2.main(workspace=args.workspace, api=args.api, provider=args.provider)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _fail(msg: str, code: int = 2) -> int:
@@ -106,18 +169,17 @@ def _settings(workspace: Path, args: argparse.Namespace) -> tuple[Any, list[str]
 
 def _workspace(path: str, create: bool = False) -> Path:
     ws = Path(path).expanduser()
-    if create:
-        ws.mkdir(parents=True, exist_ok=True)
-    if not ws.is_dir():
-        raise ValueError(f"workspace {ws} is not a directory")
-    return ws.resolve()
+    try:
+        if create:
+            ws.mkdir(parents=True, exist_ok=True)
+        if not ws.is_dir():
+            raise ValueError(f"workspace {ws} is not a directory")
+        return ws.resolve()
+    except OSError as e:
+        raise ValueError(f"cannot use the workspace {ws}: {e.strerror or e}") from e
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ai_client import MissingApiKey
-    from multi_agent_conductor import ConductorEngine, EngineError
-    from models import DagError
-
     try:
         ws = _workspace(args.workspace, create=True)
         settings, notices = _settings(ws, args)
@@ -134,6 +196,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.yes and not sys.stdin.isatty():
         return _fail("approvals are needed but there is no terminal to ask on; run in a "
                      "terminal, or pass --yes to approve every spawn and tool call")
+    from conductor_store import StoreError, WorkspaceBusy
+    try:
+        lock = _lock_workspace(ws, "clutch run")
+    except WorkspaceBusy as e:
+        return _fail(str(e), EXIT_BUSY)
+    except StoreError as e:
+        return _fail(str(e))
+    with lock:
+        return _run_locked(args, ws, settings, notices, epic)
+
+
+def _run_locked(args: argparse.Namespace, ws: Path, settings: Any, notices: list[str],
+                epic: str | None) -> int:
+    from ai_client import MissingApiKey
+    from multi_agent_conductor import ConductorEngine, EngineError
+    from models import DagError
+
     for n in notices:
         log.warning(n)
     try:
@@ -346,7 +425,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings, notices = _settings(ws, args)
     except ValueError as e:
         return _fail(str(e))
-    return hook_server.serve_forever(ws, settings, port=args.port, auto_approve=args.yes)
+    from conductor_store import StoreError, WorkspaceBusy
+    try:
+        lock = _lock_workspace(ws, "clutch serve")
+    except WorkspaceBusy as e:
+        return _fail(str(e), EXIT_BUSY)
+    except StoreError as e:
+        return _fail(str(e))
+    with lock:
+        for n in notices:
+            log.warning(n)
+        return hook_server.serve_forever(ws, settings, port=args.port, auto_approve=args.yes)
 
 
 if __name__ == "__main__":

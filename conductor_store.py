@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from store.errors import LoadProblem, StoreError, TrackExistsError
 from store.facade import ConductorStore
+from store.lock import WorkspaceBusy, WorkspaceLock
 from store.names import DEFAULT_PHASE
 from store.registry import REGISTRY_HEADER
 from store.state import STATE_FORMAT
@@ -22,4 +23,5 @@ from store.state import ticket_dump as _ticket_dump
 from store.state import toml_ticket as _toml_ticket
 
 __all__ = ("StoreError", "TrackExistsError", "LoadProblem", "ConductorStore", "DEFAULT_PHASE",
-           "REGISTRY_HEADER", "STATE_FORMAT", "_ticket_dump", "_toml_ticket")
+           "REGISTRY_HEADER", "STATE_FORMAT", "_ticket_dump", "_toml_ticket", "WorkspaceLock",
+           "WorkspaceBusy")

@@ -29,7 +29,7 @@ log = logging.getLogger("clutch.api")
 MAX_BODY = 10 * 1024 * 1024
 ENGINE_WAIT_S = 30.0     # the longest a request waits for an engine command's future
 
-Route = tuple[str, "re.Pattern[str]", Callable[..., None]]
+Route = tuple[str, re.Pattern[str], Callable[..., None]]
 
 
 def describe(e: BaseException) -> str:

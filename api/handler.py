@@ -43,7 +43,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "clutch-api"
     sys_version = ""
     timeout = 20          # an idle keep-alive connection gives its pool thread back after 20 s
-    routes: list[Route] = []
+    routes: tuple[Route, ...] = ()      # set by api.routes.ApiHandler
 
     # -- plumbing ----------------------------------------------------------------------------
     def log_message(self, fmt: str, *args: Any) -> None:

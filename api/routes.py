@@ -198,7 +198,7 @@ def post_approval(h: Handler, id: str) -> None:
     h.send_json(200, {"status": "resolved", "approval_id": id, "approved": approved})
 
 
-ROUTES: list[Route] = [
+ROUTES: tuple[Route, ...] = (
     ("GET", re.compile(r"/status"), get_status),
     ("GET", re.compile(r"/state"), get_state),
     ("GET", re.compile(r"/events"), get_events),
@@ -212,7 +212,7 @@ ROUTES: list[Route] = [
     ("POST", re.compile(r"/tickets/(?P<id>[^/]+)/(?P<action>retry|skip|cancel)"), post_ticket),
     ("POST", re.compile(r"/tickets/(?P<id>[^/]+)/revert"), post_revert),
     ("POST", re.compile(r"/approvals/(?P<id>[^/]+)"), post_approval),
-]
+)
 
 
 class ApiHandler(Handler):

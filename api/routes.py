@@ -150,7 +150,8 @@ def post_revert(h: Handler, id: str) -> None:
 def _retry(h: Handler, ticket_id: str) -> None:
     """Retry, whichever way the engine answers: at once with the track's run (or None), or
     with a Future that gives it (or that is the run itself). The request waits until the
-    retry has taken effect (its count went up) or been refused, never for the run."""
+    retry has taken effect (its count went up and its track runs) or been refused, never for
+    the run to end."""
     before = _retry_count(h, ticket_id)
     track_id = _track_of(h, ticket_id)
     with h.engine_errors():
@@ -158,7 +159,8 @@ def _retry(h: Handler, ticket_id: str) -> None:
         job = out
         if isinstance(out, concurrent.futures.Future):
             deadline = time.monotonic() + ENGINE_WAIT_S
-            while not out.done() and _retry_count(h, ticket_id) <= before:
+            while not out.done() and not (_retry_count(h, ticket_id) > before
+                                          and h.engine.is_running(track_id)):
                 if time.monotonic() >= deadline:
                     raise concurrent.futures.TimeoutError()
                 concurrent.futures.wait([out], timeout=0.05)

@@ -184,3 +184,21 @@ def test_another_process_of_the_user_cannot_read_the_key_from_clutchs_environ(op
         finally:
             if serve.poll() is None:
                 serve.kill()
+
+
+def test_the_app_on_a_busy_workspace_stops_before_opening_a_window(tmp_path):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    holder = start("serve", "--workspace", str(ws), "--port", "0")
+    try:
+        url = json.loads(holder.stdout.readline())["url"]
+        env = clutch_env()
+        env.pop("DISPLAY", None)                        # it must not get as far as a window
+        app = subprocess.run([sys.executable, str(ROOT / "cli.py"), "--workspace", str(ws)],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
+        assert app.returncode == 3, app.stderr
+        assert f"pid {holder.pid}" in app.stderr and url in app.stderr
+        assert "clutch serve" in app.stderr and "Traceback" not in app.stderr
+    finally:
+        holder.send_signal(signal.SIGTERM)
+        holder.wait(30)

@@ -12,12 +12,12 @@ import re
 import time
 from typing import Any
 
-from api.handler import ENGINE_WAIT_S, Handler, Route, describe
+from api.handler import ENGINE_WAIT_S, Handler, Route
 from api.sse import get_events
 from api.validation import HttpError, field, models_of
 from models import Approved, Denied, Ticket, TrackProposal
 
-__all__ = ("ApiHandler", "ROUTES", "describe")
+__all__ = ("ApiHandler", "ROUTES")
 
 
 # -- read ------------------------------------------------------------------------------------

@@ -22,8 +22,9 @@ import time
 from typing import Any
 
 from api.apifile import API_FILE, HOST, api_file_path
+from api.handler import describe
 from api.pool import MAX_HANDLERS, PooledHTTPServer
-from api.routes import ApiHandler, describe
+from api.routes import ApiHandler
 from events import ErrorEvent, Event, Inbox, LogEvent
 from models import Settings
 from multi_agent_conductor import ConductorEngine, EngineError
@@ -136,8 +137,8 @@ class ApiServer:
     # -- background work started over the API ------------------------------------------------
     def track_job(self, key: str, fut: concurrent.futures.Future[Any] | None) -> None:
         """Remember a started operation so /state can say whether it is running, done or failed."""
-        if fut is None:
-            return
+        if not isinstance(fut, concurrent.futures.Future):
+            return          # the command finished at once: nothing to follow
         with self._jobs_lock:
             self._jobs[key] = {"state": "running", "error": "", "future": fut}
 

@@ -150,8 +150,8 @@ def function_for(spec: FuncSpec) -> Function:
             if word in op.words and (given is None or len(given) == len(op.params)):
                 params = given if given is not None else op.params
                 body = op.body.format(*params)
-                doc = op.doc.format(*params)
-                doc = doc[0].upper() + doc[1:]
+                doc = op.doc if op.doc.startswith("{") else op.doc[0].lower() + op.doc[1:]
+                doc = "Return " + doc.format(*params)
                 src = (f"def {spec.name}({', '.join(params)}):\n    \"\"\"{_doc(doc)}\"\"\"\n"
                        + "".join(f"    {ln}\n" for ln in body.splitlines()))
                 return Function(spec.name, params, src, op)

@@ -164,8 +164,8 @@ def tier2(user: str) -> str:
     code_ids: dict[str, str] = {}
     for code in scope.code:
         importers = [f.path for f in scope.by_path.values() if f.reason == f"imports {code}"]
-        what = f"Add {sig} to {code}" if sig else f"In {code}: {task}"
-        code_ids[code] = add(f"{what}. ({task})" if sig else what, [code], importers, [])
+        what = f"Add {sig} to {code}." if sig else f"In {code}: {task}"
+        code_ids[code] = add(_with_task(what, task, scope, code), [code], importers, [])
     for other in scope.other:
         add(f"Update {other}: {task}", [other], [], [])
     if scope.with_tests:
@@ -176,10 +176,16 @@ def tier2(user: str) -> str:
             by_test.setdefault(t, [])
         for test, codes in by_test.items():
             src = codes[0] if codes else (scope.code[0] if scope.code else "")
-            what = f"Test {sig} of {src} in {test}" if sig and src else f"Add tests to {test}"
-            add(f"{what}. ({task})", [test], codes,
+            what = f"Test {sig} of {src} in {test}." if sig and src else f"Add tests to {test}."
+            add(_with_task(what, task, scope, src), [test], codes,
                 [code_ids[c] for c in codes if c in code_ids])
     return _dump("tickets", tickets)
+
+
+def _with_task(what: str, task: str, scope: Scope, path: str) -> str:
+    """The ticket's line, then the track's task when it says more than the line does."""
+    told = all(f.name in what for f in scope.funcs) and path in task
+    return what if told and all(f.name in task for f in scope.funcs) else f"{what} ({task})"
 
 
 def _tier2_listing(title: str, first: int) -> str:

@@ -25,8 +25,7 @@ from providers.offline_text import (FuncSpec, TicketText, file_sections, is_test
 
 _TAG = re.compile(r"-(look|read|write|review|check)-\d+\.\d+$")
 _CUT = re.compile(r"\n?\[showing lines \d+-\d+[^\]]*\]\s*$")
-_COMPILE = ("import sys\nfor p in sys.argv[1:]:\n"
-            "    compile(open(p, encoding='utf-8').read(), p, 'exec')")
+_COMPILE = "import sys; [compile(open(p, encoding='utf-8').read(), p, 'exec') for p in sys.argv[1:]]"
 _MISSING = ("no such file", "no such directory")
 _COMMENT = {ext: mark for mark, exts in (
     ("#", "sh bash toml yaml yml cfg ini rb r pl ex exs"),
@@ -221,6 +220,13 @@ def _change(t: TicketText, path: str, k: Known, paths: list[str]) -> Change | st
     return _edits(path, text, [], block, "added a section")
 
 
+def _safe_change(t: TicketText, path: str, k: Known, paths: list[str]) -> Change | str:
+    try:
+        return _change(t, path, k, paths)
+    except ValueError as e:        # no text to anchor an edit to: said in the summary
+        return f"{path}: left alone ({e})"
+
+
 def _done_note(t: TicketText) -> str:
     rest = [ln.strip() for ln in t.description.splitlines()[1:] if ln.strip()]
     lines = [f"Ticket {t.ticket_id}" + (f" (track {t.track})" if t.track else "") + "."]
@@ -279,12 +285,14 @@ def worker_turn(messages: list[Message]) -> tuple[str, list[ToolCall]]:
         if unread and "read" not in done:
             return (f"Reading {', '.join(unread)} before changing it.\n",
                     calls("read", [("read_file", {"path": p}) for p in unread]))
-        changes = [_change(t, p, k, paths) for p in paths]
+        changes = [_safe_change(t, p, k, paths) for p in paths]
         items = [c for ch in changes if isinstance(ch, Change) for c in ch.calls]
         if items:
             said = "; ".join(f"{ch.path}: {ch.what}" if isinstance(ch, Change) else ch
                              for ch in changes)
             return f"Changing {said}.\n", calls("write", items)
+        left = [ch for ch in changes if isinstance(ch, str)]
+        return _summary(t, messages, pairs, [], refused + left, k), []
     written = [str(c.args.get("path", "")) for c, r in pairs
                if _tag(c) == "write" and r is not None and r.get("ok")]
     written = list(dict.fromkeys(written))
@@ -296,14 +304,15 @@ def worker_turn(messages: list[Message]) -> tuple[str, list[ToolCall]]:
     if "check" not in done and written:
         py = [p for p in written if p.endswith(".py")]
         # compile() rather than py_compile: no __pycache__ left in the person's tree
-        cmd = (f"python3 -c {shell_quote(_COMPILE)} " + " ".join(shell_quote(p) for p in py)
+        cmd = (f'python3 -c "{_COMPILE}" ' + " ".join(shell_quote(p) for p in py)
                + " && echo compiled" if py else
                "wc -l " + " ".join(shell_quote(p) for p in written))
         return "Checking the result.\n", calls("check", [("run_shell", {"command": cmd})])
-    return _summary(t, pairs, written, refused, k), []
+    return _summary(t, messages, pairs, written, refused, k), []
 
 
-def _summary(t: TicketText, pairs: list[tuple[ToolCall, dict[str, Any] | None]],
+def _summary(t: TicketText, messages: list[Message],
+             pairs: list[tuple[ToolCall, dict[str, Any] | None]],
              written: list[str], refused: list[str], k: Known) -> str:
     problems = []
     for call, res in pairs:
@@ -313,9 +322,18 @@ def _summary(t: TicketText, pairs: list[tuple[ToolCall, dict[str, Any] | None]],
                 and str(call.args.get("path", "")) in written:
             continue       # a file that was not there yet: it was then created
         problems.append(f"{call.name}: {str(res.get('error', ''))[:160]}")
-    problems += [f"{p}: refused (outside what a worker may write)" for p in refused]
+    problems += [p if ": left alone" in p else f"{p}: refused (outside what a worker may write)"
+                 for p in refused]
     problems += [f"{p}: {why}" for p, why in k.unreadable.items() if p not in written]
     summary = f"Done with {t.ticket_id}. Files: {', '.join(written) or '(none)'}."
+    said = [m for m in messages if m.role == "model" and m.tool_calls
+            and _tag(m.tool_calls[0]) == "write"]
+    if said:
+        summary += " " + re.sub(r"^Changing ", "Changed ", said[0].text.strip())
+    checks = [r for c, r in pairs if _tag(c) == "check" and r is not None]
+    if checks and checks[-1].get("ok") and checks[-1].get("exit_code", 0) == 0:
+        out = str(checks[-1].get("output", "")).strip().splitlines()
+        summary += f" The check passed ({out[-1][:80] if out else 'exit 0'})."
     if problems:
         summary += " Problems seen: " + "; ".join(dict.fromkeys(problems))
     return summary + "\n"

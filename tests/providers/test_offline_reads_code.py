@@ -256,3 +256,30 @@ def test_a_new_module_goes_beside_related_code_never_a_made_up_package(repo):
     targets = [f for p in plans for k in p.tickets for f in k.target_files]
     assert "pkg/perimeter.py" in targets and "tests/test_perimeter.py" in targets
     assert all("/" not in f or f.split("/")[0] in ("pkg", "tests") for f in targets)
+
+
+def test_a_new_module_and_its_new_test_pass_together(repo):
+    (repo / "pkg").mkdir()
+    (repo / "pkg/__init__.py").write_text("")
+    (repo / "pkg/shapes.py").write_text("def area(w, h):\n    return w * h\n")
+    _, plans = plan(repo, "Add a factorial(n) helper beside the shapes code, with tests")
+    for ticket in [k for p in plans for k in p.tickets]:
+        _, final = run_worker(repo, ticket)
+        assert "Problems" not in final, final
+    assert load(repo / "pkg/factorial.py", "pkg_factorial").factorial(5) == 120
+    test = (repo / "tests/test_factorial.py").read_text()
+    assert "from pkg.factorial import factorial\n" in test
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          "tests/test_factorial.py"], cwd=repo, capture_output=True, text=True)
+    assert run.returncode == 0 and "1 passed" in run.stdout, run.stdout + run.stderr
+
+
+def test_a_file_it_cannot_edit_is_left_alone_and_said_so(repo):
+    from models import Ticket
+    (repo / "data.json").write_text('{"a": 1}\n')
+    ticket = Ticket(id="T-011", description="Add a b key to data.json",
+                    target_files=["data.json"])
+    session, final = run_worker(repo, ticket)
+    assert (repo / "data.json").read_text() == '{"a": 1}\n'
+    assert "data.json: left alone" in final
+    assert not any(n in ("write_file", "edit_file") for n, _ in tool_calls(session))

@@ -206,18 +206,27 @@ def insertion(text: str, line: int, insert: str) -> tuple[str, str]:
             raise ValueError("no unique text to anchor the edit to")
 
 
-def append_block(text: str, block: str) -> tuple[int, str]:
-    """Where a top-level block goes in a Python file (before an `if __name__ == "__main__":`
-    guard, else at the end) and the block with the blank lines around it."""
-    lines = text.splitlines(keepends=True)
-    nl = "\r\n" if "\r\n" in text else "\n"
-    body = block.rstrip("\n").replace("\n", nl)
-    for i, ln in enumerate(lines):
+def main_guard(text: str) -> int | None:
+    """The line index of a Python file's `if __name__ == "__main__":` guard, if it has one."""
+    for i, ln in enumerate(text.splitlines()):
         if re.match(r"if\s+__name__\s*==\s*['\"]__main__['\"]\s*:", ln):
-            return i, body + nl + nl + nl
-    end = "" if not lines or lines[-1].endswith("\n") else nl
-    pad = "" if not text.strip() else nl + nl
-    return len(lines), end + pad + body + nl
+            return i
+    return None
+
+
+def at_end(text: str, block: str, blank_lines: int) -> tuple[str, str]:
+    """(old, new) for edit_file that appends `block` after the file's last line, blank_lines
+    apart. The anchor is the last lines without the final newline, so the edit matches whether
+    or not the file ends with one (a request's FILE section does not say), and the file keeps
+    its own ending. ValueError when the file has no text to anchor to."""
+    nl = "\r\n" if "\r\n" in text else "\n"
+    lines = text.rstrip("\r\n").splitlines(keepends=True)
+    for k in range(1, len(lines) + 1):
+        old = "".join(lines[-k:])
+        if old.strip() and count_occurrences(text, old) == 1:
+            body = block.rstrip("\n").replace("\n", nl)
+            return old, old + nl * (blank_lines + 1) + body
+    raise ValueError("no unique text to anchor the edit to")
 
 
 def apply(text: str, old: str, new: str) -> str:

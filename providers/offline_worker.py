@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from providers.base import Message, ToolCall
-from providers.offline_code import (Function, append_block, apply, doc_text, function_for,
-                                    insertion)
+from providers.offline_code import (Function, apply, at_end, doc_text, function_for, insertion,
+                                    main_guard)
 from providers.offline_text import (FuncSpec, TicketText, file_sections, is_test_path,
                                     module_name, named_functions, named_paths, notes_path, slug,
                                     ticket_text, writable)
@@ -185,11 +185,16 @@ def _python_change(t: TicketText, path: str, text: str | None, funcs: list[FuncS
 
 def _edits(path: str, text: str, calls: list[tuple[str, dict[str, Any]]], block: str,
            what: str) -> Change:
+    """The edit_file calls that add `block` to a file already there (its existing lines kept):
+    above a Python file's main guard, else after its last line."""
     if not text.strip():
         return Change(path, [("write_file", {"path": path, "content": text + block})], what)
-    at, insert = append_block(text, block) if path.endswith(".py") else \
-        (len(text.splitlines()), ("" if text.endswith("\n") else "\n") + "\n" + block)
-    old, new = insertion(text, at, insert)
+    guard = main_guard(text) if path.endswith(".py") else None
+    if guard is not None:
+        nl = "\r\n" if "\r\n" in text else "\n"
+        old, new = insertion(text, guard, block.rstrip("\n").replace("\n", nl) + nl * 3)
+    else:
+        old, new = at_end(text, block, 2 if path.endswith(".py") else 1)
     calls.append(("edit_file", {"path": path, "old": old, "new": new}))
     return Change(path, calls, what)
 

@@ -7,7 +7,6 @@ AgentSession with a real Workspace: the tool calls land on disk."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -283,3 +282,23 @@ def test_a_file_it_cannot_edit_is_left_alone_and_said_so(repo):
     assert (repo / "data.json").read_text() == '{"a": 1}\n'
     assert "data.json: left alone" in final
     assert not any(n in ("write_file", "edit_file") for n, _ in tool_calls(session))
+
+
+@pytest.mark.parametrize("ending", ["", "\n\n\n", "crlf"])
+def test_the_edit_matches_the_file_however_it_ends(repo, ending):
+    """A FILE section does not say how the file ends (no final newline, blank lines, CRLF):
+    the edit still matches, and the file keeps its own ending."""
+    from models import Ticket
+    text = UTIL.rstrip("\n") + ending if ending != "crlf" else UTIL.replace("\n", "\r\n")
+    (repo / "util.py").write_bytes(text.encode())
+    ticket = Ticket(id="T-012", description="Add multiply() to util.py",
+                    target_files=["util.py"])
+    _, final = run_worker(repo, ticket)
+    assert "Problems" not in final, final
+    after = (repo / "util.py").read_bytes().decode()
+    assert after.startswith(text.rstrip("\r\n"))
+    if ending == "crlf":
+        assert after.endswith("return a * b\r\n") and "\n" not in after.replace("\r\n", "")
+    else:
+        assert after.endswith("return a * b" + ending)
+    assert load(repo / "util.py", f"util_end{len(ending)}").multiply(2, 3) == 6

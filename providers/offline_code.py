@@ -214,14 +214,16 @@ def main_guard(text: str) -> int | None:
     return None
 
 
-def at_end(text: str, block: str, blank_lines: int) -> tuple[str, str]:
+def at_end(text: str, block: str, blank_lines: int, min_lines: int = 1) -> tuple[str, str]:
     """(old, new) for edit_file that appends `block` after the file's last line, blank_lines
     apart. The anchor is the last lines without the final newline, so the edit matches whether
     or not the file ends with one (a request's FILE section does not say), and the file keeps
-    its own ending. ValueError when the file has no text to anchor to."""
+    its own ending. min_lines: the fewest lines to anchor on (more when `text` is only the
+    tail of a long file, where uniqueness cannot be checked against the rest). ValueError when
+    the file has no text to anchor to."""
     nl = "\r\n" if "\r\n" in text else "\n"
     lines = text.rstrip("\r\n").splitlines(keepends=True)
-    for k in range(1, len(lines) + 1):
+    for k in range(min(min_lines, len(lines)), len(lines) + 1):
         old = "".join(lines[-k:])
         if old.strip() and count_occurrences(text, old) == 1:
             body = block.rstrip("\n").replace("\n", nl)

@@ -23,7 +23,8 @@ from providers.offline_text import (FuncSpec, TicketText, file_sections, is_test
                                     module_name, named_functions, named_paths, notes_path, slug,
                                     ticket_text, writable)
 
-_TAG = re.compile(r"-(look|read|write|review|check)-\d+\.\d+$")
+_TAG = re.compile(r"-(look|read|tail|write|review|check)-\d+\.\d+$")
+TAIL_LINES = 40
 _CUT = re.compile(r"\n?\[showing lines \d+-\d+[^\]]*\]\s*$")
 _COMPILE = "import sys; [compile(open(p, encoding='utf-8').read(), p, 'exec') for p in sys.argv[1:]]"
 _MISSING = ("no such file", "no such directory")
@@ -41,6 +42,9 @@ class Known:
     unreadable: dict[str, str] = field(default_factory=dict)  # path -> why it is left alone
     listing: str = ""
     asked: set[str] = field(default_factory=set)            # paths already read (any answer)
+    long: dict[str, int] = field(default_factory=dict)      # too long to read whole: lines
+    heads: dict[str, str] = field(default_factory=dict)     # ... and their first lines
+    partial: set[str] = field(default_factory=set)          # texts[path] is only the tail
 
 
 @dataclass
@@ -69,15 +73,22 @@ def _known(first: str, pairs: list[tuple[ToolCall, dict[str, Any] | None]]) -> K
         path = str(call.args.get("path", ""))
         if call.name == "list_dir" and path in (".", "") and res.get("ok"):
             k.listing = str(res.get("output", ""))
-        if call.name != "read_file" or _tag(call) not in ("look", "read"):
+        if call.name != "read_file" or _tag(call) not in ("look", "read", "tail"):
             continue
         k.asked.add(path)
         if res.get("ok"):
             out = str(res.get("output", ""))
-            if _CUT.search(out):
-                k.unreadable[path] = "too long for the offline model to edit whole"
+            cut = _CUT.search(out)
+            total = re.search(r"\[showing lines \d+-\d+ of (\d+);", out)
+            if cut and total and _tag(call) != "tail":
+                k.long[path] = int(total.group(1))
+                k.heads[path] = out[:cut.start()]
+            elif cut:
+                k.unreadable[path] = "too long for the offline model to read"
             else:
                 k.texts[path] = out
+                if _tag(call) == "tail":
+                    k.partial.add(path)
         elif any(s in str(res.get("error", "")).lower() for s in _MISSING):
             k.missing.add(path)
         else:
@@ -124,7 +135,9 @@ def _test_source(funcs: list[Function], taken: str, prefix: str) -> str:
 
 
 def _python_change(t: TicketText, path: str, text: str | None, funcs: list[FuncSpec],
-                   paths: list[str]) -> Change:
+                   paths: list[str], head: str | None = None) -> Change:
+    """head: a long file's first lines when text is only its tail (then imports go inside
+    the new tests, and a function already defined in either part is not added again)."""
     fns = [function_for(s) for s in funcs]
     test = is_test_path(path)
     if test:
@@ -144,7 +157,8 @@ def _python_change(t: TicketText, path: str, text: str | None, funcs: list[FuncS
                           f"new test file ({', '.join(names) or 'import check'})", new=True)
         calls: list[tuple[str, dict[str, Any]]] = []
         prefix = ""
-        line = re.search(rf"^from {re.escape(mod)} import ([\w, ]+?)[ \t]*$", text, re.M)
+        line = None if head is not None else re.search(
+            rf"^from {re.escape(mod)} import ([\w, ]+?)[ \t]*$", text, re.M)
         if fns and line:
             have = [n.strip() for n in line.group(1).split(",")]
             add = [n for n in names if n not in have]
@@ -153,10 +167,10 @@ def _python_change(t: TicketText, path: str, text: str | None, funcs: list[FuncS
                 new = old + ", " + ", ".join(add)
                 calls.append(("edit_file", {"path": path, "old": old, "new": new}))
                 text = apply(text, old, new)
-        elif fns and re.search(rf"^import {re.escape(mod)}[ \t]*$", text, re.M):
+        elif fns and head is None and re.search(rf"^import {re.escape(mod)}[ \t]*$", text, re.M):
             prefix = mod + "."
         if fns:
-            block = _test_source(fns, text, prefix)
+            block = _test_source(fns, (head or "") + text, prefix)
             if not line and not prefix:    # no import of the module to extend: import in place
                 block = re.sub(r"^(def test_\w+\(\):\n)",
                                rf"\1    from {mod} import {', '.join(names)}\n", block, flags=re.M)
@@ -166,8 +180,9 @@ def _python_change(t: TicketText, path: str, text: str | None, funcs: list[FuncS
                      f"    import importlib\n"
                      f"    assert importlib.import_module({mod!r}) is not None\n")
             what = f"added an import check of {mod}"
-        return _edits(path, text, calls, block, what)
-    fresh = [f for f in fns if text is None or not re.search(rf"^def {f.name}\b", text, re.M)]
+        return _edits(path, text, calls, block, what, 1 if head is None else 3)
+    seen = (head or "") + (text or "")
+    fresh = [f for f in fns if not re.search(rf"^def {f.name}\b", seen, re.M)]
     if text is None:
         if not fresh:
             return Change(path, [("write_file", {"path": path, "content": legacy_file(
@@ -178,13 +193,13 @@ def _python_change(t: TicketText, path: str, text: str | None, funcs: list[FuncS
                       "new module with " + ", ".join(f.name for f in fresh), new=True)
     if fresh:
         return _edits(path, text, [], "\n\n".join(f.source for f in fresh),
-                      "added " + ", ".join(f.name for f in fresh))
+                      "added " + ", ".join(f.name for f in fresh), 1 if head is None else 3)
     return _edits(path, text, [], f"# {t.ticket_id}: {t.headline[:200]}\n",
-                  "noted the ticket (no new function named)")
+                  "noted the ticket (no new function named)", 1 if head is None else 3)
 
 
 def _edits(path: str, text: str, calls: list[tuple[str, dict[str, Any]]], block: str,
-           what: str) -> Change:
+           what: str, min_lines: int = 1) -> Change:
     """The edit_file calls that add `block` to a file already there (its existing lines kept):
     above a Python file's main guard, else after its last line."""
     if not text.strip():
@@ -194,7 +209,7 @@ def _edits(path: str, text: str, calls: list[tuple[str, dict[str, Any]]], block:
         nl = "\r\n" if "\r\n" in text else "\n"
         old, new = insertion(text, guard, block.rstrip("\n").replace("\n", nl) + nl * 3)
     else:
-        old, new = at_end(text, block, 2 if path.endswith(".py") else 1)
+        old, new = at_end(text, block, 2 if path.endswith(".py") else 1, min_lines)
     calls.append(("edit_file", {"path": path, "old": old, "new": new}))
     return Change(path, calls, what)
 
@@ -206,8 +221,10 @@ def _change(t: TicketText, path: str, k: Known, paths: list[str]) -> Change | st
     text = k.texts.get(path)
     stems = frozenset(posixpath.basename(p)[:-3] for p in paths if p.endswith(".py"))
     funcs = named_functions(t.description, stems)
+    if path in k.long and path not in k.partial:
+        return f"{path}: left alone (its end could not be read)"
     if path.endswith(".py"):
-        return _python_change(t, path, text, funcs, paths)
+        return _python_change(t, path, text, funcs, paths, k.heads.get(path))
     ext = path.rsplit(".", 1)[-1].lower() if "." in posixpath.basename(path) else ""
     if text is None:
         return Change(path, [("write_file", {"path": path, "content": legacy_file(
@@ -222,7 +239,7 @@ def _change(t: TicketText, path: str, k: Known, paths: list[str]) -> Change | st
         block = f"{_COMMENT[ext]} {t.ticket_id}: {t.headline[:200]}\n"
     else:
         return f"{path}: left alone (the offline model cannot edit .{ext} files)"
-    return _edits(path, text, [], block, "added a section")
+    return _edits(path, text, [], block, "added a section", 3 if path in k.partial else 1)
 
 
 def _safe_change(t: TicketText, path: str, k: Known, paths: list[str]) -> Change | str:
@@ -290,6 +307,11 @@ def worker_turn(messages: list[Message]) -> tuple[str, list[ToolCall]]:
         if unread and "read" not in done:
             return (f"Reading {', '.join(unread)} before changing it.\n",
                     calls("read", [("read_file", {"path": p}) for p in unread]))
+        tails = [p for p in paths if p in k.long and p not in k.partial]
+        if tails and "tail" not in done:      # a long file: its last lines, to append after
+            return (f"Reading the end of {', '.join(tails)}.\n", calls("tail", [
+                ("read_file", {"path": p, "offset": max(k.long[p] - TAIL_LINES, 0)})
+                for p in tails]))
         changes = [_safe_change(t, p, k, paths) for p in paths]
         items = [c for ch in changes if isinstance(ch, Change) for c in ch.calls]
         if items:

@@ -302,3 +302,20 @@ def test_the_edit_matches_the_file_however_it_ends(repo, ending):
     else:
         assert after.endswith("return a * b" + ending)
     assert load(repo / "util.py", f"util_end{len(ending)}").multiply(2, 3) == 6
+
+
+def test_a_long_file_is_read_to_its_end_and_appended_to(repo):
+    """A file longer than one read_file answer: the worker reads its last lines and appends
+    after them; every line of the file stays."""
+    from models import Ticket
+    body = "".join(f"def f{i}(x):\n    return x + {i}\n\n\n" for i in range(700))
+    (repo / "big.py").write_text(body + "def add(a, b):\n    return a + b\n")
+    ticket = Ticket(id="T-013", description="Add multiply() to big.py", target_files=["big.py"])
+    session, final = run_worker(repo, ticket)
+    assert "Problems" not in final, final
+    reads = [a for n, a in tool_calls(session) if n == "read_file" and a["path"] == "big.py"]
+    assert len(reads) == 2 and reads[1]["offset"] > 2000
+    text = (repo / "big.py").read_text()
+    assert text.startswith(body) and text.endswith("    return a * b\n")
+    mod = load(repo / "big.py", "big")
+    assert mod.multiply(3, 5) == 15 and mod.f699(1) == 700

@@ -47,7 +47,8 @@ class Scope:
         self.tests = [p for p in named if is_test_path(p)]
         self.other = [p for p in named if p not in self.code and p not in self.tests]
         if not self.code and (self.funcs or not self.other) and not self.tests:
-            base = self.funcs[0].name if self.funcs else slug(text)
+            base = self.funcs[0].name if self.funcs else slug(
+                re.sub(r"\b(?:tests?|testing|tested|helpers?|module|code)\b", " ", text), 2)
             self.code = [beside_related(self.mapped, base, text)]
         self.with_tests = wants_tests(text) or any(is_test_path(p) for p in self.mapped)
 

@@ -319,3 +319,27 @@ def test_a_long_file_is_read_to_its_end_and_appended_to(repo):
     assert text.startswith(body) and text.endswith("    return a * b\n")
     mod = load(repo / "big.py", "big")
     assert mod.multiply(3, 5) == 15 and mod.f699(1) == 700
+
+
+def test_the_older_ticket_prompt_edits_an_existing_target_in_place(repo):
+    """The engine's older request (tier3_prompt + tier3_context, no FILE sections): the worker
+    reads the target first and edits it; it never overwrites a file that is there."""
+    prompt = prompts.tier3_prompt("T-014", "Add multiply() to util.py", "Core", ["util.py"], [])
+    text = prompt + "\n" + prompts.tier3_context(["app.py"])
+    ws = Workspace(repo, sandbox="none")
+    session = AgentSession(OfflineProvider(pace_s=0), tier="Tier 3", model="offline",
+                           stream_id="Tier 3 (Worker): T-014", system=prompts.TIER3_SYSTEM,
+                           comms=CommsLog(), price=Price(), ticket_id="T-014", tools=TOOL_SPECS,
+                           tool_handler=lambda c: ToolOutcome(
+                               ws.execute(c.name, c.args).to_dict(), c.args))
+    final = session.send(text)
+    assert "Problems" not in final, final
+    assert not any(n == "write_file" for n, _ in tool_calls(session))
+    assert (repo / "util.py").read_text().startswith(UTIL)
+    assert load(repo / "util.py", "util_old_prompt").multiply(2, 2) == 4
+
+
+def test_a_new_module_without_named_functions_is_named_for_the_task(repo):
+    _, plans = plan(repo, "Add a health endpoint and its tests")
+    targets = [f for p in plans for k in p.tickets for f in k.target_files]
+    assert targets == ["health_endpoint.py", "tests/test_health_endpoint.py"]

@@ -112,8 +112,8 @@ def named_paths(text: str) -> list[str]:
 # Functions the text names
 # ---------------------------------------------------------------------------------------------
 
-_NOT_FUNCS = frozenset(dir(builtins)) | frozenset(keyword.kwlist) | STOP_WORDS | frozenset(
-    "e g i ie eg etc see note".split())
+_NOT_FUNCS = frozenset(dir(builtins)) | frozenset(keyword.kwlist)
+_NOT_NAMES = _NOT_FUNCS | STOP_WORDS | frozenset("e g i ie eg etc see note".split())
 
 
 @dataclass(frozen=True)
@@ -140,8 +140,8 @@ def named_functions(text: str, module_stems: frozenset[str] = frozenset()) -> li
     is one of module_stems (`util.multiply()`); builtins and keywords never count."""
     found: dict[str, FuncSpec] = {}
 
-    def keep(name: str, params: tuple[str, ...] | None) -> None:
-        if name.lower() in _NOT_FUNCS or name.startswith("__") or not name.isidentifier():
+    def keep(name: str, params: tuple[str, ...] | None, words: bool = False) -> None:
+        if name.lower() in (_NOT_NAMES if words else _NOT_FUNCS) or name.startswith("__"):
             return
         prev = found.get(name)
         if prev is None or (prev.params is None and params is not None):
@@ -155,7 +155,7 @@ def named_functions(text: str, module_stems: frozenset[str] = frozenset()) -> li
     for m in re.finditer(r"\bfunctions?\s+(?:called\s+|named\s+)`?([A-Za-z_]\w*)`?"
                          r"|`([A-Za-z_]\w*)`\s+(?:function|helper)\b|\bdef\s+([A-Za-z_]\w*)",
                          text):
-        keep(next(g for g in m.groups() if g), None)
+        keep(next(g for g in m.groups() if g), None, words=True)
     return list(found.values())
 
 

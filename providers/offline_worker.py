@@ -14,6 +14,7 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from providers.base import Message, ToolCall
@@ -28,10 +29,10 @@ TAIL_LINES = 40
 _CUT = re.compile(r"\n?\[showing lines \d+-\d+[^\]]*\]\s*$")
 _COMPILE = "import sys; [compile(open(p, encoding='utf-8').read(), p, 'exec') for p in sys.argv[1:]]"
 _MISSING = ("no such file", "no such directory")
-_COMMENT = {ext: mark for mark, exts in (
+_COMMENT = MappingProxyType({ext: mark for mark, exts in (
     ("#", "sh bash toml yaml yml cfg ini rb r pl ex exs"),
     ("//", "js mjs cjs ts tsx jsx go rs java kt c h cc cpp hpp cs fs fsx swift scala php dart"),
-    ("--", "sql lua hs")) for ext in exts.split()}
+    ("--", "sql lua hs")) for ext in exts.split()})
 
 
 @dataclass
@@ -144,13 +145,13 @@ def _python_change(t: TicketText, path: str, text: str | None, funcs: list[FuncS
         mod = _module_for_tests(t, path, paths)
         names = [f.name for f in fns]
         if text is None:
-            head = (f'"""Tests written by {t.ticket_id}: {doc_text(t.headline)}"""\n'
-                    f"# STATUS: draft\n")
+            top = (f'"""Tests written by {t.ticket_id}: {doc_text(t.headline)}"""\n'
+                   f"# STATUS: draft\n")
             if fns:
-                src = (head + f"from {mod} import {', '.join(names)}\n\n\n"
+                src = (top + f"from {mod} import {', '.join(names)}\n\n\n"
                        + _test_source(fns, "", ""))
             else:
-                src = (head + "import importlib\n\n\n"
+                src = (top + "import importlib\n\n\n"
                        f"def test_{slug(mod, 4)}_imports():\n"
                        f"    assert importlib.import_module({mod!r}) is not None\n")
             return Change(path, [("write_file", {"path": path, "content": src})],

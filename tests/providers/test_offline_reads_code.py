@@ -343,3 +343,18 @@ def test_a_new_module_without_named_functions_is_named_for_the_task(repo):
     _, plans = plan(repo, "Add a health endpoint and its tests")
     targets = [f for p in plans for k in p.tickets for f in k.target_files]
     assert targets == ["health_endpoint.py", "tests/test_health_endpoint.py"]
+
+
+def test_a_task_with_no_target_files_writes_its_notes_under_docs_when_there_is_one(repo):
+    from models import Ticket
+    (repo / "docs").mkdir()
+    (repo / "docs/guide.md").write_text("# Guide\n")
+    ticket = Ticket(id="GO-003", description="Define the HUD theme types\n"
+                    "    - Create a module for UI definitions (`Pomo.Core/Domain/UI.fs` or similar)",
+                    target_files=[])
+    session, final = run_worker(repo, ticket)
+    written = [a["path"] for n, a in tool_calls(session) if n == "write_file"]
+    assert written == ["docs/go-003-define-hud-theme-types.md"], final
+    text = (repo / written[0]).read_text()
+    assert "# Define the HUD theme types" in text and "Pomo.Core/Domain/UI.fs" in text
+    assert not (repo / "Pomo.Core").exists()

@@ -192,6 +192,10 @@ class Usage(BaseModel):
     tool_use_tokens: int = 0
     total_tokens: int = 0
     requests: int = 0
+    # the part of input_tokens written to the prompt cache on this call (Anthropic's
+    # cache_creation_input_tokens, OpenAI's prompt_tokens_details.cache_write_tokens): priced
+    # at the vendor's cache-write rate. Kept before cost_usd (the comms log's sums rely on it).
+    cache_write_tokens: int = 0
     cost_usd: float = 0.0
 
     def __add__(self, other: Usage) -> Usage:
@@ -205,6 +209,7 @@ class Usage(BaseModel):
             tool_use_tokens=self.tool_use_tokens + other.tool_use_tokens,
             total_tokens=self.total_tokens + other.total_tokens,
             requests=self.requests + other.requests,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
             cost_usd=self.cost_usd + other.cost_usd,
         )
 
@@ -218,37 +223,113 @@ class Usage(BaseModel):
             "tool_use_tokens": self.tool_use_tokens,
             "total_tokens": self.total_tokens,
             "requests": self.requests,
+            "cache_write_tokens": self.cache_write_tokens,
             "cost_usd": round(self.cost_usd, 6),
         }
 
 
 class Price(BaseModel):
-    """USD per million tokens."""
+    """USD per million tokens. `cached`: a cache read; `cache_write`: a token written to the
+    prompt cache (None: priced as `input`, for vendors whose cache writes cost nothing extra)."""
     input: float = 0.0
     output: float = 0.0
     cached: float = 0.0
+    cache_write: float | None = None
 
 
-# Published list prices (USD per 1M tokens, prompts up to 200k) as of 2026; user-editable in
-# Settings. The offline model is free.
+# Published list prices (USD per 1M tokens; Gemini: prompts up to 200k) as of 2026;
+# user-editable in Settings. Keys are model names (a dated or suffixed name takes the price of
+# its longest known prefix). The offline model and local models (Ollama) are free: the `ollama`
+# provider is priced 0 whatever its model is called (Settings.price_for).
+# Anthropic: cache reads 0.1x input, 5-minute cache writes 1.25x input. OpenAI: cached input
+# as listed, no cache-write charge. DeepSeek (OpenAI-compatible): cache hit / miss.
 DEFAULT_PRICES: dict[str, dict[str, float]] = {
     "offline": {"input": 0.0, "output": 0.0, "cached": 0.0},
     "gemini-2.5-pro": {"input": 1.25, "output": 10.0, "cached": 0.31},
     "gemini-2.5-flash": {"input": 0.30, "output": 2.50, "cached": 0.075},
     "gemini-2.5-flash-lite": {"input": 0.10, "output": 0.40, "cached": 0.025},
+    "gpt-5": {"input": 1.25, "output": 10.0, "cached": 0.125},
+    "gpt-5-mini": {"input": 0.25, "output": 2.0, "cached": 0.025},
+    "gpt-5-nano": {"input": 0.05, "output": 0.40, "cached": 0.005},
+    "gpt-4.1": {"input": 2.0, "output": 8.0, "cached": 0.50},
+    "gpt-4.1-mini": {"input": 0.40, "output": 1.60, "cached": 0.10},
+    "gpt-4o": {"input": 2.50, "output": 10.0, "cached": 1.25},
+    "gpt-4o-mini": {"input": 0.15, "output": 0.60, "cached": 0.075},
+    "o4-mini": {"input": 1.10, "output": 4.40, "cached": 0.275},
+    "claude-opus-4": {"input": 15.0, "output": 75.0, "cached": 1.50, "cache_write": 18.75},
+    "claude-opus-4-5": {"input": 5.0, "output": 25.0, "cached": 0.50, "cache_write": 6.25},
+    "claude-sonnet-4": {"input": 3.0, "output": 15.0, "cached": 0.30, "cache_write": 3.75},
+    "claude-haiku-4-5": {"input": 1.0, "output": 5.0, "cached": 0.10, "cache_write": 1.25},
+    "claude-3-5-haiku": {"input": 0.80, "output": 4.0, "cached": 0.08, "cache_write": 1.0},
+    "deepseek-chat": {"input": 0.28, "output": 0.42, "cached": 0.028},
+    "deepseek-reasoner": {"input": 0.28, "output": 0.42, "cached": 0.028},
 }
 
 
 def cost_of(usage: Usage, price: Price) -> float:
-    """Cost of one call: uncached input, cached input at its own rate, output plus thoughts."""
-    uncached = max(usage.input_tokens - usage.cached_tokens, 0) + usage.tool_use_tokens
+    """Cost of one call: uncached input, cached input (reads) and cache writes at their own
+    rates, output plus thoughts."""
+    written = usage.cache_write_tokens
+    uncached = (max(usage.input_tokens - usage.cached_tokens - written, 0)
+                + usage.tool_use_tokens)
     out = usage.output_tokens + usage.thoughts_tokens
-    return (uncached * price.input + usage.cached_tokens * price.cached + out * price.output) / 1e6
+    write_rate = price.input if price.cache_write is None else price.cache_write
+    return (uncached * price.input + usage.cached_tokens * price.cached
+            + written * write_rate + out * price.output) / 1e6
 
 
 # ---------------------------------------------------------------------------------------------
 # Settings
 # ---------------------------------------------------------------------------------------------
+
+ProviderName = Literal["offline", "gemini", "openai", "ollama", "anthropic"]
+PROVIDER_NAMES: tuple[str, ...] = ("offline", "gemini", "openai", "ollama", "anthropic")
+TIERS: tuple[str, ...] = ("Tier 1", "Tier 2", "Tier 3", "Tier 4")
+
+# Each provider's model per tier, until the person picks others (Settings.<provider>.models;
+# Gemini's are Settings.models).
+DEFAULT_MODELS: dict[str, dict[str, str]] = {
+    "gemini": {"Tier 1": "gemini-2.5-pro", "Tier 2": "gemini-2.5-flash",
+               "Tier 3": "gemini-2.5-flash-lite", "Tier 4": "gemini-2.5-flash-lite"},
+    "openai": {"Tier 1": "gpt-5", "Tier 2": "gpt-5-mini", "Tier 3": "gpt-5-mini",
+               "Tier 4": "gpt-5-nano"},
+    "anthropic": {"Tier 1": "claude-opus-4-5", "Tier 2": "claude-sonnet-4-5",
+                  "Tier 3": "claude-sonnet-4-5", "Tier 4": "claude-haiku-4-5"},
+    "ollama": {"Tier 1": "qwen2.5-coder:7b", "Tier 2": "qwen2.5-coder:7b",
+               "Tier 3": "qwen2.5-coder:7b", "Tier 4": "qwen2.5-coder:7b"},
+}
+
+
+class _HttpProviderSettings(BaseModel):
+    """What every HTTP provider (OpenAI-compatible, Anthropic) shares: timeouts and retries."""
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=5, ge=0, le=50)
+    retry_initial_delay_s: float = Field(default=1.0, ge=0)
+    retry_max_delay_s: float = Field(default=60.0, ge=0)
+
+
+class OpenAISettings(_HttpProviderSettings):
+    base_url: str = ""          # empty: the SDK's own OPENAI_BASE_URL, else api.openai.com/v1
+    models: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_MODELS["openai"]))
+    # OpenAI's own API wants max_completion_tokens (reasoning models refuse max_tokens); some
+    # compatible servers know only max_tokens
+    max_tokens_param: Literal["max_completion_tokens", "max_tokens"] = "max_completion_tokens"
+
+
+class OllamaSettings(_HttpProviderSettings):
+    host: str = ""              # empty: OLLAMA_HOST, else http://127.0.0.1:11434
+    models: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_MODELS["ollama"]))
+    timeout_s: float = Field(default=600.0, gt=0)       # a local model may load for minutes
+    max_retries: int = Field(default=2, ge=0, le=50)
+
+
+class AnthropicSettings(_HttpProviderSettings):
+    base_url: str = ""          # empty: the SDK's own ANTHROPIC_BASE_URL, else its default
+    models: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_MODELS["anthropic"]))
+    # the Messages API requires max_tokens on every request: this when the agent sets none
+    max_output_tokens: int = Field(default=16_000, ge=1, le=128_000)
+    prompt_caching: bool = True  # cache_control on the shared prefix (tools, system)
+
 
 class GeminiSettings(BaseModel):
     base_url: str = ""          # empty: the SDK's own GOOGLE_GEMINI_BASE_URL or its default
@@ -484,16 +565,19 @@ MAX_WORKERS = 64     # parallel Tier 3 workers at most (each holds one thread wh
 
 
 class Settings(BaseModel):
-    provider: Literal["offline", "gemini"] = "offline"
-    models: dict[str, str] = Field(default_factory=lambda: {
-        "Tier 1": "gemini-2.5-pro",
-        "Tier 2": "gemini-2.5-flash",
-        "Tier 3": "gemini-2.5-flash-lite",
-        "Tier 4": "gemini-2.5-flash-lite",
-    })
+    provider: ProviderName = "offline"     # every tier's provider, unless tier_providers says
+    # one tier on another provider: {"Tier 3": "ollama"}
+    tier_providers: dict[Tier, ProviderName] = Field(default_factory=dict)
+    # one tier on a model of its own (on its provider): {"Tier 3": "qwen2.5-coder:7b"}
+    tier_models: dict[Tier, str] = Field(default_factory=dict)
+    # Gemini's model per tier (each other provider's are in its own settings)
+    models: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_MODELS["gemini"]))
     prices: dict[str, Price] = Field(
         default_factory=lambda: {k: Price(**v) for k, v in DEFAULT_PRICES.items()})
     gemini: GeminiSettings = Field(default_factory=GeminiSettings)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
+    ollama: OllamaSettings = Field(default_factory=OllamaSettings)
+    anthropic: AnthropicSettings = Field(default_factory=AnthropicSettings)
     offline_pace_s: float = Field(default=0.01, ge=0.0, le=5.0)  # seconds between streamed chunks
     offline_latency_s: float = Field(default=0.0, ge=0.0, le=60.0)  # fixed latency per call
     max_workers: int = Field(default=4, ge=1, le=MAX_WORKERS)
@@ -509,12 +593,41 @@ class Settings(BaseModel):
     sandbox_network: bool = False                          # commands may reach the network
     api_port: int = Field(default=0, ge=0, le=65535)
 
-    def model_for(self, tier: str, override: str | None = None) -> str:
-        if self.provider == "offline":
-            return "offline"
-        return override or self.models.get(tier) or "gemini-2.5-flash"
+    def provider_for(self, tier: str) -> str:
+        """The provider that runs `tier`: its own (tier_providers), else the default."""
+        return self.tier_providers.get(tier) or self.provider   # type: ignore[call-overload]
 
-    def price_for(self, model: str) -> Price:
+    def models_of(self, provider: str) -> dict[str, str]:
+        """A provider's model per tier (Gemini's: `models`)."""
+        if provider == "gemini":
+            return self.models
+        own = getattr(self, provider, None)
+        return own.models if isinstance(own, _HttpProviderSettings) else {}
+
+    def model_for(self, tier: str, override: str | None = None) -> str:
+        """The model that runs `tier`: the ticket's override, else the tier's own model, else
+        its provider's model for the tier. "offline" on the offline provider."""
+        provider = self.provider_for(tier)
+        if provider == "offline":
+            return "offline"
+        return (override or self.tier_models.get(tier)   # type: ignore[call-overload]
+                or self.models_of(provider).get(tier)
+                or DEFAULT_MODELS.get(provider, {}).get(tier) or "gemini-2.5-flash")
+
+    def providers_in_use(self) -> list[str]:
+        """Every provider some tier runs on, in tier order."""
+        out: list[str] = []
+        for tier in TIERS:
+            p = self.provider_for(tier)
+            if p not in out:
+                out.append(p)
+        return out
+
+    def price_for(self, model: str, provider: str | None = None) -> Price:
+        """The price of `model` (the longest known prefix of its name); a local model (the
+        offline or ollama provider) costs nothing, whatever its name."""
+        if provider in ("offline", "ollama"):
+            return Price()
         if model in self.prices:
             return self.prices[model]
         # "gemini-2.5-flash-001" -> the longest known prefix

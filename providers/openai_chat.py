@@ -10,6 +10,7 @@ that it has no json_schema response_format), guarded by `_lock`.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,8 @@ from providers.openai_wire import (OPENAI_MISSING_KEY, ChatAttempt, build_messag
 from providers.sdk_retry import (Attempt, Failure, RetryPolicy, StreamCut, classify_sdk_error,
                                  key_from_env, run_with_retries)
 from providers.secrets import Scrubber
+
+_log = logging.getLogger(__name__)
 
 # finish_reason -> Finish
 _FINISH = MappingProxyType({"stop": Finish.STOP, "tool_calls": Finish.TOOL_CALLS,
@@ -166,10 +169,16 @@ class OpenAIChatProvider:
     def _attempt(self, request: ModelRequest, kw: dict[str, Any], on_chunk: ChunkFn,
                  st: ChatAttempt) -> ModelResponse:
         stream = self._client.chat.completions.create(**kw)
+        whole = False
         try:
             for chunk in stream:
                 take_chunk(chunk, st, on_chunk)
+                if st.finish is not None and st.usage is not None:
+                    whole = True        # the answer and its usage: only [DONE] follows
+                    break
         finally:
+            if whole:
+                _release(stream.response)
             stream.close()
         if st.finish is None:
             raise StreamCut("the stream ended without a finish_reason")
@@ -224,3 +233,20 @@ class OpenAIChatProvider:
                 raise _JsonSchemaRefused(f.message) from e
             return f
         return classify
+
+
+def _release(response: Any, limit: int = 65_536) -> None:
+    """Read what is left of a finished stream's body (`data: [DONE]` and the chunked
+    terminator) so its connection goes back to the pool. The sync SDK stops at [DONE] and
+    closes the response unread, which throws the connection away: a new TCP and TLS
+    handshake for every request. (The SDK's async stream drains it the same way.) A failure
+    here costs only the connection, never the answer: it is logged, not raised."""
+    read = 0
+    try:
+        for piece in response.stream:
+            read += len(piece)
+            if read > limit:
+                break
+    except Exception as e:  # noqa: BLE001 -- the answer is whole; logged, the connection closed
+        _log.debug("could not read the end of a finished stream (%s: %s); its connection is "
+                   "closed", type(e).__name__, e)

@@ -22,6 +22,7 @@ class Recorded:
     query: dict
     headers: dict            # lowercased keys
     body: Any                # parsed JSON, or None
+    client_port: int = 0     # the connection it came on (a kept-alive one is reused)
 
 
 class Cut(Exception):
@@ -161,7 +162,8 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         req = Recorded(method, parts.path, {k: v[0] for k, v in parse_qs(parts.query).items()},
-                       {k.lower(): v for k, v in self.headers.items()}, body)
+                       {k.lower(): v for k, v in self.headers.items()}, body,
+                       self.client_address[1])
         fake.record(req)
         try:
             fake.route(self, req)

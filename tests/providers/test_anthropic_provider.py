@@ -157,6 +157,13 @@ def test_tool_results_echo_tool_use_ids_in_one_user_turn(srv, provider):
                                       "cache_control": {"type": "ephemeral"}}
 
 
+def test_requests_reuse_one_connection(srv, provider):
+    for i in range(3):
+        srv.enqueue(AText(f"answer {i}"))
+        assert run(provider, req())[0].text == f"answer {i}"
+    assert len({r.client_port for r in srv.requests}) == 1
+
+
 def test_structured_output_is_a_forced_tool_with_the_plan_schema(srv, provider):
     srv.enqueue(AJson(PLAN, json_chunks=5))
     resp, rec = run(provider, req(tier="Tier 1", schema=EpicPlan))

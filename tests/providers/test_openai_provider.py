@@ -296,6 +296,15 @@ def test_cancel_between_chunks(srv, provider):
     assert len(seen) == 1
 
 
+def test_a_finished_stream_gives_its_connection_back(srv, provider):
+    # the sync SDK closes a stream's response at [DONE] unread; the provider reads the rest,
+    # so requests reuse one kept-alive connection instead of a new handshake each
+    for i in range(4):
+        srv.enqueue(OText(f"answer {i} " * 30, chunks=10, usage_on_finish=i % 2 == 1))
+        assert run(provider, req())[0].text == f"answer {i} " * 30
+    assert len({r.client_port for r in srv.requests}) == 1
+
+
 def test_one_provider_serves_threads_in_parallel(srv, provider):
     srv.script(lambda r: OText("answer to " + r.body["messages"][-1]["content"], chunks=3))
     out: dict[int, str] = {}

@@ -18,8 +18,8 @@ from types import MappingProxyType
 from typing import Any
 
 from models import Usage
-from providers.base import (ChunkFn, Finish, MissingApiKey, ModelRequest, ModelResponse, ProviderError,
-                            RetryFn, ToolCall)
+from providers.base import (ChunkFn, Finish, MissingApiKey, ModelRequest, ModelResponse,
+                            ProviderError, RetryFn, ToolCall)
 from providers.openai_wire import (OPENAI_MISSING_KEY, ChatAttempt, build_messages,
                                    build_tools, json_mode_system, lacks_json_schema,
                                    ollama_host, response_format, take_chunk)

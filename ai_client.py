@@ -5,7 +5,13 @@ this module re-exports its public face, so other layers, tests and bench import 
 - `Provider` is the model seam: `generate(request, on_chunk, on_retry) -> ModelResponse`,
   blocking, called from executor threads. `OfflineProvider` is the embedded deterministic
   model; `FunctionProvider` wraps a plain function (tests); `GeminiProvider` talks to
-  google-genai (imported lazily, on construction: importing this module never imports it).
+  google-genai, `OpenAIChatProvider` to any OpenAI-compatible server (OpenAI, Ollama, vLLM,
+  llama.cpp, OpenRouter, DeepSeek) through `openai`, `AnthropicProvider` to Claude through
+  `anthropic` (each SDK imported lazily, on construction: importing this module imports none).
+- `make_provider(settings, tier)` builds the provider a tier runs on
+  (Settings.tier_providers, else Settings.provider); `ProviderPool(settings).for_tier(tier)`
+  keeps one per name for an engine. `keys_present()` says which keys the environment holds
+  (names only); `list_ollama_models(host)` what a local Ollama server has.
 - Every answer reports how it ended as a `Finish` (STOP, TOOL_CALLS, MAX_TOKENS, CUT,
   MALFORMED, SAFETY, OTHER); `providers/endings.py` holds what each ending leads to.
 - `AgentSession` owns one agent's history and runs the tool loop. After `send()` returns,
@@ -28,17 +34,23 @@ from providers.base import (ChunkFn, Cancelled, Finish, Message, MissingApiKey, 
                             estimate_tokens, request_text, tools_text)
 from providers.comms import CommsLog, usage_from_entries
 from providers.endings import CONTINUE_PROMPT, EndingRules
-from providers.factory import make_provider
+from providers.anthropic_messages import AnthropicProvider
+from providers.factory import (PROVIDERS, ProviderPool, build_provider, make_provider,
+                               parse_tier_provider)
 from providers.function import FunctionProvider
 from providers.gemini import GeminiProvider
 from providers.gemini_wire import gemini_api_key_from_env
 from providers.offline import OfflineProvider
+from providers.openai_chat import OpenAIChatProvider
+from providers.openai_wire import list_ollama_models, ollama_host
+from providers.sdk_retry import keys_present
 from providers.secrets import Scrubber
 from providers.session import AgentSession, ToolHandler, ToolOutcome, get_history_bleed_stats
 from providers.structured import parse_structured, run_structured
 
 __all__ = [
-    "AgentSession", "CONTINUE_PROMPT", "Cancelled", "ChunkFn", "CommsLog", "EndingRules",
+    "AgentSession", "AnthropicProvider", "OpenAIChatProvider", "PROVIDERS", "ProviderPool",
+    "build_provider", "keys_present", "list_ollama_models", "ollama_host", "parse_tier_provider", "CONTINUE_PROMPT", "Cancelled", "ChunkFn", "CommsLog", "EndingRules",
     "Finish", "FunctionProvider", "GeminiProvider", "Message", "MissingApiKey", "ModelRequest",
     "ModelResponse", "OfflineProvider", "PlanError", "Provider", "ProviderError", "RetryFn",
     "RoundLimit", "Scrubber", "ToolCall", "ToolDecl", "ToolHandler", "ToolOutcome",

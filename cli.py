@@ -36,12 +36,17 @@ from typing import Any
 log = logging.getLogger("clutch")
 
 
+_PROVIDERS = ["offline", "gemini", "openai", "ollama", "anthropic"]
+_TIER_PROVIDER_HELP = ('one tier on its own provider (and model), repeatable: '
+                       '"Tier 3=ollama:qwen2.5-coder:7b" or "Tier 1=anthropic"')
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clutch", description="Run a hierarchy of LLM coding agents "
                                 "with a human in control.")
     p.add_argument("--workspace", "-w", default=".", help="the repository to work in (default: .)")
     p.add_argument("--api", action="store_true", help="start the loopback automation API too")
-    p.add_argument("--provider", choices=["offline", "gemini"], help="override the provider")
+    p.add_argument("--provider", choices=_PROVIDERS, help="override the provider")
     sub = p.add_subparsers(dest="command")
 
     r = sub.add_parser("run", help="plan and run an epic headless, JSON summary on stdout")
@@ -57,7 +62,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="approve every spawn, tool call and shell command without asking")
     r.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     r.add_argument("--max-workers", type=int, default=None, help="parallel workers (default 4)")
-    r.add_argument("--provider", choices=["offline", "gemini"], help="override the provider")
+    r.add_argument("--provider", choices=_PROVIDERS, help="override the provider")
+    r.add_argument("--tier-provider", action="append", default=[], metavar="TIER=PROVIDER[:MODEL]",
+                   help=_TIER_PROVIDER_HELP)
     r.add_argument("--pace", type=float, default=None,
                    help="offline model: seconds between streamed chunks")
     r.add_argument("--step", action="store_true", help="ask before every worker step")
@@ -70,7 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="the engine and the loopback API, without a window")
     s.add_argument("--workspace", "-w", default=".")
     s.add_argument("--port", type=int, default=None)
-    s.add_argument("--provider", choices=["offline", "gemini"], help="override the provider")
+    s.add_argument("--provider", choices=_PROVIDERS, help="override the provider")
+    s.add_argument("--tier-provider", action="append", default=[], metavar="TIER=PROVIDER[:MODEL]",
+                   help=_TIER_PROVIDER_HELP)
     s.add_argument("--yes", "-y", action="store_true", help="approve everything automatically")
     return p
 
@@ -152,8 +161,19 @@ def _settings(workspace: Path, args: argparse.Namespace) -> tuple[Any, list[str]
     store = ConductorStore(workspace)
     settings, notices = store.load_settings()
     upd: dict[str, Any] = {}
-    if getattr(args, "provider", None):
-        upd["provider"] = args.provider
+    if getattr(args, "provider", None):       # every tier: a tier's own choice is dropped
+        upd.update(provider=args.provider, tier_providers={}, tier_models={})
+    if getattr(args, "tier_provider", None):
+        from ai_client import parse_tier_provider
+        tiers = dict(upd.get("tier_providers", settings.tier_providers))
+        models = dict(upd.get("tier_models", settings.tier_models))
+        for spec in args.tier_provider:
+            tier, name, model = parse_tier_provider(spec)
+            tiers[tier] = name
+            models.pop(tier, None)
+            if model:
+                models[tier] = model
+        upd.update(tier_providers=tiers, tier_models=models)
     if getattr(args, "max_workers", None) is not None:
         if args.max_workers < 1:
             raise ValueError("--max-workers must be at least 1")

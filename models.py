@@ -46,6 +46,14 @@ from domain.usage import (  # noqa: F401  (re-exported)
     cost_of,
 )
 from domain.settings import (  # noqa: F401  (re-exported)
+    ProviderName,
+    PROVIDER_NAMES,
+    TIERS,
+    DEFAULT_MODELS,
+    _HttpProviderSettings,
+    OpenAISettings,
+    OllamaSettings,
+    AnthropicSettings,
     GeminiSettings,
     ShellDecision,
     SHELL_DECISIONS,

@@ -12,11 +12,60 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from domain.core import TIERS, Tier
 from domain.usage import DEFAULT_PRICES, Price
 
 # ---------------------------------------------------------------------------------------------
 # Settings
 # ---------------------------------------------------------------------------------------------
+
+ProviderName = Literal["offline", "gemini", "openai", "ollama", "anthropic"]
+PROVIDER_NAMES: tuple[str, ...] = ("offline", "gemini", "openai", "ollama", "anthropic")
+
+# Each provider's model per tier, until the person picks others (Settings.<provider>.models;
+# Gemini's are Settings.models).
+DEFAULT_MODELS: dict[str, dict[str, str]] = {
+    "gemini": {"Tier 1": "gemini-2.5-pro", "Tier 2": "gemini-2.5-flash",
+               "Tier 3": "gemini-2.5-flash-lite", "Tier 4": "gemini-2.5-flash-lite"},
+    "openai": {"Tier 1": "gpt-5", "Tier 2": "gpt-5-mini", "Tier 3": "gpt-5-mini",
+               "Tier 4": "gpt-5-nano"},
+    "anthropic": {"Tier 1": "claude-opus-4-5", "Tier 2": "claude-sonnet-4-5",
+                  "Tier 3": "claude-sonnet-4-5", "Tier 4": "claude-haiku-4-5"},
+    "ollama": {"Tier 1": "qwen2.5-coder:7b", "Tier 2": "qwen2.5-coder:7b",
+               "Tier 3": "qwen2.5-coder:7b", "Tier 4": "qwen2.5-coder:7b"},
+}
+
+
+class _HttpProviderSettings(BaseModel):
+    """What every HTTP provider (OpenAI-compatible, Anthropic) shares: timeouts and retries."""
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=5, ge=0, le=50)
+    retry_initial_delay_s: float = Field(default=1.0, ge=0)
+    retry_max_delay_s: float = Field(default=60.0, ge=0)
+
+
+class OpenAISettings(_HttpProviderSettings):
+    base_url: str = ""          # empty: the SDK's own OPENAI_BASE_URL, else api.openai.com/v1
+    models: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_MODELS["openai"]))
+    # OpenAI's own API wants max_completion_tokens (reasoning models refuse max_tokens); some
+    # compatible servers know only max_tokens
+    max_tokens_param: Literal["max_completion_tokens", "max_tokens"] = "max_completion_tokens"
+
+
+class OllamaSettings(_HttpProviderSettings):
+    host: str = ""              # empty: OLLAMA_HOST, else http://127.0.0.1:11434
+    models: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_MODELS["ollama"]))
+    timeout_s: float = Field(default=600.0, gt=0)       # a local model may load for minutes
+    max_retries: int = Field(default=2, ge=0, le=50)
+
+
+class AnthropicSettings(_HttpProviderSettings):
+    base_url: str = ""          # empty: the SDK's own ANTHROPIC_BASE_URL, else its default
+    models: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_MODELS["anthropic"]))
+    # the Messages API requires max_tokens on every request: this when the agent sets none
+    max_output_tokens: int = Field(default=16_000, ge=1, le=128_000)
+    prompt_caching: bool = True  # cache_control on the shared prefix (tools, system)
+
 
 class GeminiSettings(BaseModel):
     base_url: str = ""          # empty: the SDK's own GOOGLE_GEMINI_BASE_URL or its default
@@ -252,16 +301,19 @@ MAX_WORKERS = 64     # parallel Tier 3 workers at most (each holds one thread wh
 
 
 class Settings(BaseModel):
-    provider: Literal["offline", "gemini"] = "offline"
-    models: dict[str, str] = Field(default_factory=lambda: {
-        "Tier 1": "gemini-2.5-pro",
-        "Tier 2": "gemini-2.5-flash",
-        "Tier 3": "gemini-2.5-flash-lite",
-        "Tier 4": "gemini-2.5-flash-lite",
-    })
+    provider: ProviderName = "offline"     # every tier's provider, unless tier_providers says
+    # one tier on another provider: {"Tier 3": "ollama"}
+    tier_providers: dict[Tier, ProviderName] = Field(default_factory=dict)
+    # one tier on a model of its own (on its provider): {"Tier 3": "qwen2.5-coder:7b"}
+    tier_models: dict[Tier, str] = Field(default_factory=dict)
+    # Gemini's model per tier (each other provider's are in its own settings)
+    models: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_MODELS["gemini"]))
     prices: dict[str, Price] = Field(
         default_factory=lambda: {k: Price(**v) for k, v in DEFAULT_PRICES.items()})
     gemini: GeminiSettings = Field(default_factory=GeminiSettings)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
+    ollama: OllamaSettings = Field(default_factory=OllamaSettings)
+    anthropic: AnthropicSettings = Field(default_factory=AnthropicSettings)
     offline_pace_s: float = Field(default=0.01, ge=0.0, le=5.0)  # seconds between streamed chunks
     offline_latency_s: float = Field(default=0.0, ge=0.0, le=60.0)  # fixed latency per call
     max_workers: int = Field(default=4, ge=1, le=MAX_WORKERS)
@@ -277,12 +329,41 @@ class Settings(BaseModel):
     sandbox_network: bool = False                          # commands may reach the network
     api_port: int = Field(default=0, ge=0, le=65535)
 
-    def model_for(self, tier: str, override: str | None = None) -> str:
-        if self.provider == "offline":
-            return "offline"
-        return override or self.models.get(tier) or "gemini-2.5-flash"
+    def provider_for(self, tier: str) -> str:
+        """The provider that runs `tier`: its own (tier_providers), else the default."""
+        return self.tier_providers.get(tier) or self.provider   # type: ignore[call-overload]
 
-    def price_for(self, model: str) -> Price:
+    def models_of(self, provider: str) -> dict[str, str]:
+        """A provider's model per tier (Gemini's: `models`)."""
+        if provider == "gemini":
+            return self.models
+        own = getattr(self, provider, None)
+        return own.models if isinstance(own, _HttpProviderSettings) else {}
+
+    def model_for(self, tier: str, override: str | None = None) -> str:
+        """The model that runs `tier`: the ticket's override, else the tier's own model, else
+        its provider's model for the tier. "offline" on the offline provider."""
+        provider = self.provider_for(tier)
+        if provider == "offline":
+            return "offline"
+        return (override or self.tier_models.get(tier)   # type: ignore[call-overload]
+                or self.models_of(provider).get(tier)
+                or DEFAULT_MODELS.get(provider, {}).get(tier) or "gemini-2.5-flash")
+
+    def providers_in_use(self) -> list[str]:
+        """Every provider some tier runs on, in tier order."""
+        out: list[str] = []
+        for tier in TIERS:
+            p = self.provider_for(tier)
+            if p not in out:
+                out.append(p)
+        return out
+
+    def price_for(self, model: str, provider: str | None = None) -> Price:
+        """The price of `model` (the longest known prefix of its name); a local model (the
+        offline or ollama provider) costs nothing, whatever its name."""
+        if provider in ("offline", "ollama"):
+            return Price()
         if model in self.prices:
             return self.prices[model]
         # "gemini-2.5-flash-001" -> the longest known prefix

@@ -47,7 +47,7 @@ def test_corrupt_config_is_backed_up_and_defaults_used(store: ConductorStore):
 
 @pytest.mark.parametrize("text, named", [
     ("max_workers = 0\n", "max_workers"),
-    ('provider = "openai"\n', "provider"),
+    ('provider = "mistral"\n', "provider"),
     ("max_workerz = 3\n", "max_workerz"),
     ("[gemini]\ntimeout = 3\n", "gemini.timeout"),
 ])

@@ -20,13 +20,11 @@ and commit, and where it merged), written atomically.
 """
 from __future__ import annotations
 
-import json
-import os
 import pathlib
 import shutil
 import threading
 
-from toolbox.worktrees_dirs import WorktreeDirs
+from toolbox.worktrees_dirs import TrackRecords, WorktreeDirs, revert_in_scratch
 from toolbox.worktrees_merge import (advance_branch, commit_tree, conflict_result,
                                      files_with_markers, merge_tree, message_of, tree_of,
                                      update_refs)
@@ -74,6 +72,7 @@ class TrackBranches:
             common_dir = (self.root / common_dir).resolve()
         self.git = GitRunner(self.top)
         self._dirs = WorktreeDirs(self.git, self.top, common_dir)
+        self._records = TrackRecords(self._dirs.base_dir)
         if self.git.rev("HEAD") is None:
             self.reason = (f"the git repository at {str(self.top)!r} has no commits yet, so there "
                            f"is nothing to branch a track from; make a first commit (for example "
@@ -109,29 +108,10 @@ class TrackBranches:
         ``root`` is of the repository."""
         return pathlib.Path(worktree) / self.prefix if self.prefix else pathlib.Path(worktree)
 
-    def _record_path(self, track_id: str) -> pathlib.Path:
-        return self._need().base_dir / f"{track_id}.track.json"
-
-    def _read_record(self, track_id: str) -> dict | None:
-        p = self._record_path(track_id)
-        if not p.exists():
-            return None
-        try:
-            data = json.loads(p.read_text("utf-8"))
-        except (OSError, ValueError) as e:
-            raise WorktreeError(f"the track record {p} cannot be read ({e}); delete it and start "
-                                f"the track again") from e
-        if not isinstance(data, dict) or not isinstance(data.get("base_sha"), str):
-            raise WorktreeError(f"the track record {p} has no base_sha; delete it and start the "
-                                f"track again")
-        return data
-
-    def _write_record(self, track_id: str, data: dict) -> None:
-        p = self._record_path(track_id)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(f".tmp-{os.getpid()}-{threading.get_ident()}")
-        tmp.write_text(json.dumps(data, indent=1) + "\n", "utf-8")
-        os.replace(tmp, p)
+    def sandbox_hide(self) -> list[pathlib.Path]:
+        """What a worker's command sandbox must hide (``Workspace(sandbox_hide=...)``): the
+        repository's ``.clutch/``, which holds every other ticket's worktree."""
+        return [self._need().top.joinpath(".clutch")]
 
     def _tip(self, branch: str, what: str) -> str:
         sha = self.git.rev(f"refs/heads/{branch}")
@@ -148,7 +128,7 @@ class TrackBranches:
         dirs.ensure_excluded()
         branch = track_branch(track_id)
         with self._lock:
-            rec = self._read_record(track_id)
+            rec = self._records.read(track_id)
             tip = self.git.rev(f"refs/heads/{branch}")
             if tip is not None and rec is not None:
                 return TrackBranch(track_id, branch, rec.get("base"), rec["base_sha"], tip)
@@ -161,14 +141,14 @@ class TrackBranches:
                 tip, base_sha = head, head
             else:  # the branch survived but its record did not: the fork point is the base
                 base_sha = self.git.out("merge-base", head, tip)
-            self._write_record(track_id, {"track_id": track_id, "base": base,
+            self._records.write(track_id, {"track_id": track_id, "base": base,
                                           "base_sha": base_sha, "merged_into": None})
             return TrackBranch(track_id, branch, base, base_sha, tip)
 
     def track(self, track_id: str) -> TrackBranch:
         """The started track (WorktreeError when it was not started)."""
         self._need()
-        rec = self._read_record(check_id(track_id, "track id"))
+        rec = self._records.read(check_id(track_id, "track id"))
         branch = track_branch(track_id)
         tip = self.git.rev(f"refs/heads/{branch}")
         if rec is None or tip is None:
@@ -327,9 +307,9 @@ class TrackBranches:
                 if refused is not None:
                     return refused
                 result = MergeResult(sha=new, how=how, merged_into=target)
-            rec = self._read_record(track_id) or {}
+            rec = self._records.read(track_id) or {}
             rec["merged_into"] = target
-            self._write_record(track_id, rec)
+            self._records.write(track_id, rec)
             return result
 
     # -- see and undo one ticket ---------------------------------------------------------------
@@ -360,29 +340,11 @@ class TrackBranches:
         commit = self.git.rev(sha) if isinstance(sha, str) and sha.strip() else None
         if commit is None:
             raise WorktreeError(f"revert: {sha!r} names no commit")
-        scratch = dirs.base_dir / "_scratch" / f"revert-{os.getpid()}-{threading.get_ident()}"
         with self._lock:
             tip = self._tip(target, "the")
             if not self.git.is_ancestor(commit, tip):
                 raise WorktreeError(f"revert: {commit[:12]} is not on {target}")
-            dirs.remove(scratch, discard=True)
-            scratch.parent.mkdir(parents=True, exist_ok=True)
-            self.git.run("worktree", "add", "-q", "--detach", str(scratch), tip)
-            try:
-                parents = self.git.out("rev-list", "--parents", "-n", "1", commit).split()[1:]
-                mainline = ["-m", "1"] if len(parents) > 1 else []
-                proc = self.git.run("revert", "--no-edit", *mainline, commit, cwd=scratch,
-                                    check=False, identity=True)
-                if proc.returncode != 0:
-                    un = self.git.run("diff", "--name-only", "--diff-filter=U", cwd=scratch,
-                                      check=False).stdout.decode("utf-8", "replace").split()
-                    detail = (f"conflicts with later changes in {', '.join(un)}" if un
-                              else f"failed: {said(proc)}")
-                    raise WorktreeError(f"reverting {commit[:12]} on {target} {detail}; "
-                                        f"nothing was changed")
-                new = self.git.out("rev-parse", "HEAD", cwd=scratch)
-            finally:
-                dirs.remove(scratch, discard=True)
+            new = revert_in_scratch(self.git, dirs, tip, commit, target)
             refused = advance_branch(self.git, target, new, tip, f"the revert of {commit[:12]}")
             if refused is not None:
                 raise WorktreeError(refused.message)
@@ -438,7 +400,7 @@ class TrackBranches:
         branch = track_branch(track_id)
         tip = self.git.rev(f"refs/heads/{branch}")
         if not keep_branch and not discard and tip is not None:
-            rec = self._read_record(track_id) or {}
+            rec = self._records.read(track_id) or {}
             into = rec.get("merged_into")
             into_tip = self.git.rev(f"refs/heads/{into}") if into else None
             if into_tip is None or not self.git.is_ancestor(tip, into_tip):
@@ -450,7 +412,7 @@ class TrackBranches:
         if not keep_branch:
             with self._lock:
                 dirs.delete_branch(branch)
-                self._record_path(track_id).unlink(missing_ok=True)
+                self._records.path(track_id).unlink(missing_ok=True)
         self.git.run("worktree", "prune")
 
     def list_worktrees(self) -> list[WorktreeInfo]:

@@ -3,10 +3,13 @@ remove, and keep ``.clutch/`` out of git through ``info/exclude``.
 
 Threads: the engine's executor threads, several at once (one per ticket): git serialises its
 own metadata writes; this module adds no lock of its own except around the exclude file.
-State: :class:`WorktreeDirs` owns the repository's paths and that lock.
+State: :class:`WorktreeDirs` owns the repository's paths and that lock; :class:`TrackRecords`
+one JSON file per track; ``revert_in_scratch`` a throw-away worktree while it runs.
 """
 from __future__ import annotations
 
+import json
+import os
 import pathlib
 import secrets
 import shutil
@@ -147,3 +150,60 @@ class WorktreeDirs:
         proc = self.git.run("branch", "-D", "-q", branch, check=False)
         if proc.returncode != 0 and self.git.rev(f"refs/heads/{branch}") is not None:
             raise WorktreeError(f"could not delete branch {branch}: {said(proc)}")
+
+
+def revert_in_scratch(git: GitRunner, dirs: WorktreeDirs, tip: str, commit: str,
+                      target: str) -> str:
+    """``git revert`` of ``commit`` on top of ``tip`` in a throw-away detached worktree; the
+    new commit (no branch moves). A conflict: WorktreeError naming the files."""
+    scratch = dirs.base_dir / "_scratch" / f"revert-{os.getpid()}-{threading.get_ident()}"
+    dirs.remove(scratch, discard=True)
+    scratch.parent.mkdir(parents=True, exist_ok=True)
+    git.run("worktree", "add", "-q", "--detach", str(scratch), tip)
+    try:
+        parents = git.out("rev-list", "--parents", "-n", "1", commit).split()[1:]
+        mainline = ["-m", "1"] if len(parents) > 1 else []
+        proc = git.run("revert", "--no-edit", *mainline, commit, cwd=scratch, check=False,
+                       identity=True)
+        if proc.returncode != 0:
+            unmerged = git.run("diff", "--name-only", "--diff-filter=U", cwd=scratch,
+                               check=False).stdout.decode("utf-8", "replace").split()
+            detail = (f"conflicts with later changes in {', '.join(unmerged)}" if unmerged
+                      else f"failed: {said(proc)}")
+            raise WorktreeError(f"reverting {commit[:12]} on {target} {detail}; nothing was "
+                                f"changed")
+        return git.out("rev-parse", "HEAD", cwd=scratch)
+    finally:
+        dirs.remove(scratch, discard=True)
+
+
+class TrackRecords:
+    """``<base_dir>/<track_id>.track.json``: a track's base branch and commit and where it
+    merged, written atomically (temp file + os.replace)."""
+
+    def __init__(self, base_dir: pathlib.Path):
+        self.base_dir = base_dir
+
+    def path(self, track_id: str) -> pathlib.Path:
+        return self.base_dir / f"{track_id}.track.json"
+
+    def read(self, track_id: str) -> dict | None:
+        p = self.path(track_id)
+        if not p.exists():
+            return None
+        try:
+            data = json.loads(p.read_text("utf-8"))
+        except (OSError, ValueError) as e:
+            raise WorktreeError(f"the track record {p} cannot be read ({e}); delete it and start "
+                                f"the track again") from e
+        if not isinstance(data, dict) or not isinstance(data.get("base_sha"), str):
+            raise WorktreeError(f"the track record {p} has no base_sha; delete it and start the "
+                                f"track again")
+        return data
+
+    def write(self, track_id: str, data: dict) -> None:
+        p = self.path(track_id)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(f".tmp-{os.getpid()}-{threading.get_ident()}")
+        tmp.write_text(json.dumps(data, indent=1) + "\n", "utf-8")
+        os.replace(tmp, p)

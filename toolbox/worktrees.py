@@ -28,7 +28,7 @@ from toolbox.worktrees_dirs import TrackRecords, WorktreeDirs, revert_in_scratch
 from toolbox.worktrees_merge import (advance_branch, commit_tree, conflict_result,
                                      files_with_markers, merge_tree, message_of, tree_of,
                                      update_refs)
-from toolbox.worktrees_model import (CONFLICT_SUFFIX, ConflictSide, GitRunner,
+from toolbox.worktrees_model import (CONFLICT_SUFFIX, POOL_DIR, ConflictSide, GitRunner,
                                      MergeResult, TrackBranch, WorktreeError, WorktreeInfo,
                                      check_id, merged_ref, repair_branch, said, ticket_branch,
                                      track_branch)
@@ -164,7 +164,11 @@ class TrackBranches:
         path = self.worktree_path(track_id, ticket_id)
         self._tip(track_branch(track_id), f"track {track_id}'s")
         dirs.ensure_excluded()
-        return dirs.add(path, ticket_branch(track_id, ticket_id), track_branch(track_id))
+        return dirs.add(path, ticket_branch(track_id, ticket_id), track_branch(track_id),
+                        pool=self._pool(track_id))
+
+    def _pool(self, track_id: str) -> pathlib.Path:
+        return self._need().base_dir / track_id / POOL_DIR
 
     def commit_ticket(self, worktree, message: str) -> str | None:
         """Commit everything changed in ``worktree`` (``git add -A``: .gitignore respected) as
@@ -360,10 +364,12 @@ class TrackBranches:
         return track_tip is not None and self.git.is_ancestor(tip, track_tip)
 
     def cleanup_ticket(self, track_id: str, ticket_id: str, keep_branch: bool = False,
-                       discard: bool = False) -> None:
+                       discard: bool = False, recycle: bool = False) -> None:
         """Remove the ticket's worktrees (its own and a conflict one) and, unless
         ``keep_branch``, its branches. Uncommitted changes or an unmerged branch are refused
-        unless ``discard`` (the person dropped the ticket)."""
+        unless ``discard`` (the person dropped the ticket). With ``recycle`` (while the track has
+        tickets to come) a clean worktree goes to the track's pool instead, so the next
+        ticket's set-up checks out only what differs; ``cleanup_track`` empties the pool."""
         dirs = self._need()
         path = self.worktree_path(track_id, ticket_id)
         conflict = path.with_name(ticket_id + CONFLICT_SUFFIX)
@@ -377,7 +383,8 @@ class TrackBranches:
                     raise WorktreeError(f"the worktree {p} has uncommitted changes "
                                         f"({', '.join(dirs.dirty(p)[:5])}); commit them or pass "
                                         f"discard=True")
-        dirs.remove(path, discard=discard)
+        if not (recycle and dirs.recycle(path, self._pool(track_id))):
+            dirs.remove(path, discard=discard)
         dirs.remove(conflict, discard=True)  # a conflict tree's state lives on in its branch
         if not keep_branch:
             with self._lock:
@@ -396,7 +403,8 @@ class TrackBranches:
             tickets |= {r.rsplit("/", 1)[1] for r in refs.split()}
         track_dir = dirs.base_dir / track_id
         if track_dir.is_dir():
-            tickets |= {p.name.removesuffix(CONFLICT_SUFFIX) for p in track_dir.iterdir()}
+            tickets |= {p.name.removesuffix(CONFLICT_SUFFIX) for p in track_dir.iterdir()
+                        if p.name != POOL_DIR}
         branch = track_branch(track_id)
         tip = self.git.rev(f"refs/heads/{branch}")
         if not keep_branch and not discard and tip is not None:
@@ -408,7 +416,9 @@ class TrackBranches:
                                     f"(merge_track), keep it (keep_branch=True) or pass "
                                     f"discard=True to drop it")
         for ticket_id in sorted(tickets):
-            self.cleanup_ticket(track_id, ticket_id, keep_branch=keep_branch, discard=discard)
+            self.cleanup_ticket(track_id, ticket_id, keep_branch=keep_branch, discard=discard,
+                                recycle=False)
+        dirs.drain_pool(self._pool(track_id))
         if not keep_branch:
             with self._lock:
                 dirs.delete_branch(branch)

@@ -63,9 +63,11 @@ class WorktreeDirs:
         proc = self.git.run("rev-parse", "--show-toplevel", cwd=path, check=False)
         return proc.returncode == 0 and same_path(pathlib.Path(proc.stdout.decode().strip()), path)
 
-    def add(self, path: pathlib.Path, branch: str, start: str | None) -> pathlib.Path:
+    def add(self, path: pathlib.Path, branch: str, start: str | None,
+            pool: pathlib.Path | None = None) -> pathlib.Path:
         """A worktree at ``path`` on ``branch``: reused when healthy, else cleared away and
-        made again (``branch`` created at ``start`` when it does not exist yet)."""
+        made again (``branch`` created at ``start`` when it does not exist yet), from a
+        recycled worktree in ``pool`` when there is one (a checkout of only what differs)."""
         if self.healthy(path, branch):
             return path
         self.remove(path, discard=False, keep_files=True)
@@ -75,6 +77,9 @@ class WorktreeDirs:
             holder = next((w for w in self.git.worktrees() if w.branch == branch), None)
             if holder is not None and not holder.main:
                 self._drop_registration(holder)
+        if pool is not None and self._from_pool(pool, path, branch, None if exists else start):
+            return path
+        if exists:
             args = ["worktree", "add", "-q", str(path), branch]
         else:
             if start is None:
@@ -82,6 +87,44 @@ class WorktreeDirs:
             args = ["worktree", "add", "-q", "-b", branch, str(path), start]
         self.git.run(*args)
         return path
+
+    # -- recycling: a finished ticket's tree becomes the next ticket's, so set-up checks out
+    # -- only the files that differ instead of every file of the repository ------------------
+
+    def recycle(self, path: pathlib.Path, pool: pathlib.Path) -> bool:
+        """Move the (clean) worktree at ``path`` into ``pool``, detached from its branch.
+        False (and nothing done) when it is not a clean, registered worktree."""
+        info = self.find(path)
+        if info is None or info.locked or info.prunable or self.dirty(path):
+            return False
+        self.git.run("switch", "-q", "--detach", cwd=path)
+        pool.mkdir(parents=True, exist_ok=True)
+        dest = pool / f"{secrets.token_hex(4)}"
+        self.git.run("worktree", "move", str(path), str(dest))
+        return True
+
+    def _from_pool(self, pool: pathlib.Path, path: pathlib.Path, branch: str,
+                   start: str | None) -> bool:
+        """Claim a pooled worktree for ``path`` and check out ``branch`` in it (created at
+        ``start`` when given); untracked and ignored leftovers of its last ticket removed."""
+        candidates = sorted(pool.iterdir()) if pool.is_dir() else []
+        for entry in candidates:
+            claimed = self.git.run("worktree", "move", str(entry), str(path), check=False)
+            if claimed.returncode != 0:
+                continue  # another thread took it, or it is broken: the track's cleanup drops it
+            new = ["-b", branch, start] if start is not None else [branch, "--"]
+            self.git.run("checkout", "-q", "-f", *new, cwd=path)
+            self.git.run("clean", "-ffdxq", cwd=path)
+            return True
+        return False
+
+    def drain_pool(self, pool: pathlib.Path) -> None:
+        """Remove every pooled worktree (their files were all committed or discarded)."""
+        if pool.is_dir():
+            for entry in sorted(pool.iterdir()):
+                self.remove(entry, discard=True)
+            if pool.is_dir() and not any(pool.iterdir()):
+                pool.rmdir()
 
     def _drop_registration(self, info: WorktreeInfo) -> None:
         """Forget a worktree git still lists elsewhere (a moved repository, a stale entry)."""

@@ -19,6 +19,7 @@ from toolbox.git import GitRepo
 CLUTCH_NAME = "Clutch"
 CLUTCH_EMAIL = "clutch@localhost"
 WORKTREES_DIR = (".clutch", "worktrees")
+POOL_DIR = "_pool"                     # ids start with a letter or digit: no ticket is "_pool"
 CONFLICT_SUFFIX = "@conflict"          # ids never contain "@", so this cannot name a ticket
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _GIT_TIMEOUT_S = 300.0

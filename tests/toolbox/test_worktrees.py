@@ -434,3 +434,30 @@ def test_workspace_in_a_subdirectory_maps_into_the_worktree(tmp_path):
 def test_merge_result_is_plain_data():
     r = MergeResult(sha="a" * 40, how="fast-forward")
     assert r.ok and not r.conflict and r.paths == () and r.sides == {}
+
+
+def test_recycled_worktrees_carry_nothing_over_and_the_track_cleanup_drains_them(tb, repo):
+    tb.start_track("t1")
+    wt_a = tb.ticket_worktree("t1", "A")
+    (wt_a / "a.py").write_text("A\n")
+    (wt_a / "build.log").write_text("ignored leftover\n")         # ignored by .gitignore
+    tb.commit_ticket(wt_a, "A")
+    tb.merge_ticket("t1", "A")
+    tb.cleanup_ticket("t1", "A", recycle=True)
+    assert not wt_a.exists() and len(worktree_paths(repo)) == 2    # one tree in the pool
+    assert git(repo, "branch", "--list", "clutch-ticket/t1/A") == ""
+    wt_b = tb.ticket_worktree("t1", "B")                           # taken from the pool
+    assert len(worktree_paths(repo)) == 2
+    assert git(wt_b, "symbolic-ref", "--short", "HEAD") == "clutch-ticket/t1/B"
+    assert git(wt_b, "rev-parse", "HEAD") == git(repo, "rev-parse", "clutch/t1")
+    assert (wt_b / "a.py").read_text() == "A\n" and not (wt_b / "build.log").exists()
+    assert git(wt_b, "status", "--porcelain", "--ignored") == ""
+    wt_c = tb.ticket_worktree("t1", "C")                           # pool empty: a new one
+    (wt_c / "half.py").write_text("unsaved\n")
+    with pytest.raises(WorktreeError, match="uncommitted"):
+        tb.cleanup_ticket("t1", "C", recycle=True, keep_branch=True)
+    tb.cleanup_ticket("t1", "B", recycle=True)
+    tb.merge_track("t1")
+    tb.cleanup_track("t1", discard=True)
+    assert worktree_paths(repo) == [str(repo)]
+    assert not (repo / ".clutch" / "worktrees" / "t1").exists()

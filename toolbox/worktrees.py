@@ -20,6 +20,7 @@ and commit, and where it merged), written atomically.
 """
 from __future__ import annotations
 
+import os
 import pathlib
 import shutil
 import threading
@@ -166,6 +167,24 @@ class TrackBranches:
         dirs.ensure_excluded()
         return dirs.add(path, ticket_branch(track_id, ticket_id), track_branch(track_id),
                         pool=self._pool(track_id))
+
+    def prewarm(self, track_id: str, count: int = 1) -> int:
+        """Fill the track's pool with up to ``count`` checked-out worktrees (detached at the
+        track tip), so later tickets' set-up checks out only what differs. Meant to run off
+        the critical path (while the person reads the plan). Returns how many the pool holds."""
+        dirs = self._need()
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= 64:
+            raise WorktreeError(f"prewarm: count must be an integer from 0 to 64, got {count!r}")
+        tip = self._tip(track_branch(check_id(track_id, "track id")), f"track {track_id}'s")
+        pool = self._pool(track_id)
+        have = len(list(pool.iterdir())) if pool.is_dir() else 0
+        dirs.ensure_excluded()
+        pool.mkdir(parents=True, exist_ok=True)
+        for _ in range(max(0, count - have)):
+            dest = pool / f"{os.getpid()}-{threading.get_ident()}-{have}"
+            self.git.run("worktree", "add", "-q", "--detach", str(dest), tip)
+            have += 1
+        return have
 
     def _pool(self, track_id: str) -> pathlib.Path:
         return self._need().base_dir / track_id / POOL_DIR

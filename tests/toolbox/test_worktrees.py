@@ -461,3 +461,18 @@ def test_recycled_worktrees_carry_nothing_over_and_the_track_cleanup_drains_them
     tb.cleanup_track("t1", discard=True)
     assert worktree_paths(repo) == [str(repo)]
     assert not (repo / ".clutch" / "worktrees" / "t1").exists()
+
+
+def test_prewarm_fills_the_pool_and_tickets_take_from_it(tb, repo):
+    tb.start_track("t1")
+    assert tb.prewarm("t1", 2) == 2 and tb.prewarm("t1", 2) == 2
+    ticket_done(tb, "t1", "A", {"a.py": "A\n"})
+    tb.merge_ticket("t1", "A")
+    wt_b = tb.ticket_worktree("t1", "B")        # pooled tree at the old tip, moved to the new one
+    assert (wt_b / "a.py").read_text() == "A\n"
+    assert len(worktree_paths(repo)) == 3       # main, A, B: both pooled trees taken
+    with pytest.raises(WorktreeError, match="count must be"):
+        tb.prewarm("t1", -1)
+    tb.merge_track("t1")
+    tb.cleanup_track("t1", discard=True)
+    assert worktree_paths(repo) == [str(repo)]

@@ -20,15 +20,14 @@ and commit, and where it merged), written atomically.
 """
 from __future__ import annotations
 
-import os
 import pathlib
 import shutil
 import threading
 
 from toolbox.worktrees_dirs import TrackRecords, WorktreeDirs, revert_in_scratch
-from toolbox.worktrees_merge import (advance_branch, commit_tree, conflict_result,
-                                     files_with_markers, merge_tree, message_of, tree_of,
-                                     update_refs)
+from toolbox.worktrees_merge import (advance_branch, commit_tree, conflict_result, diff_between,
+                                     files_with_markers, merge_tree, message_of, ticket_merged,
+                                     tree_of, update_refs)
 from toolbox.worktrees_model import (CONFLICT_SUFFIX, POOL_DIR, ConflictSide, GitRunner,
                                      MergeResult, TrackBranch, WorktreeError, WorktreeInfo,
                                      check_id, merged_ref, repair_branch, said, ticket_branch,
@@ -176,15 +175,8 @@ class TrackBranches:
         if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= 64:
             raise WorktreeError(f"prewarm: count must be an integer from 0 to 64, got {count!r}")
         tip = self._tip(track_branch(check_id(track_id, "track id")), f"track {track_id}'s")
-        pool = self._pool(track_id)
-        have = len(list(pool.iterdir())) if pool.is_dir() else 0
         dirs.ensure_excluded()
-        pool.mkdir(parents=True, exist_ok=True)
-        for _ in range(max(0, count - have)):
-            dest = pool / f"{os.getpid()}-{threading.get_ident()}-{have}"
-            self.git.run("worktree", "add", "-q", "--detach", str(dest), tip)
-            have += 1
-        return have
+        return dirs.fill_pool(self._pool(track_id), tip, count)
 
     def _pool(self, track_id: str) -> pathlib.Path:
         return self._need().base_dir / track_id / POOL_DIR
@@ -349,10 +341,7 @@ class TrackBranches:
             tip = self._tip(ticket_branch(track_id, ticket_id), f"ticket {ticket_id}'s")
             a = self.git.out("merge-base", self._tip(track_branch(track_id), "track"), tip)
             b = tip
-        names = self.git.run("diff", "--name-only", "-z", a, b).stdout
-        files = [f for f in names.decode("utf-8", "surrogateescape").split("\0") if f]
-        diff = self.git.run("diff", "--no-color", "--no-ext-diff", "--binary", a, b).stdout
-        return files, diff.decode("utf-8", "replace")
+        return diff_between(self.git, a, b)
 
     def revert_ticket(self, track_id: str, sha: str, on: str | None = None) -> str:
         """Revert commit ``sha`` on the track branch (or on branch ``on``, e.g. the user's after
@@ -375,13 +364,6 @@ class TrackBranches:
 
     # -- clean up ------------------------------------------------------------------------------
 
-    def _ticket_merged(self, track_id: str, ticket_id: str) -> bool:
-        tip = self.git.rev(f"refs/heads/{ticket_branch(track_id, ticket_id)}")
-        track_tip = self.git.rev(f"refs/heads/{track_branch(track_id)}")
-        if tip is None or self.git.rev(merged_ref(track_id, ticket_id)):
-            return True
-        return track_tip is not None and self.git.is_ancestor(tip, track_tip)
-
     def cleanup_ticket(self, track_id: str, ticket_id: str, keep_branch: bool = False,
                        discard: bool = False, recycle: bool = False) -> None:
         """Remove the ticket's worktrees (its own and a conflict one) and, unless
@@ -392,7 +374,7 @@ class TrackBranches:
         dirs = self._need()
         path = self.worktree_path(track_id, ticket_id)
         conflict = path.with_name(ticket_id + CONFLICT_SUFFIX)
-        if not discard and not keep_branch and not self._ticket_merged(track_id, ticket_id):
+        if not discard and not keep_branch and not ticket_merged(self.git, track_id, ticket_id):
             raise WorktreeError(f"ticket {ticket_id}'s branch {ticket_branch(track_id, ticket_id)} "
                                 f"is not merged into {track_branch(track_id)}; merge it, keep "
                                 f"the branch, or pass discard=True to drop its change")

@@ -118,6 +118,17 @@ class WorktreeDirs:
             return True
         return False
 
+    def fill_pool(self, pool: pathlib.Path, tip: str, count: int) -> int:
+        """Add detached worktrees at ``tip`` to ``pool`` until it holds ``count``; how many
+        it holds."""
+        have = len(list(pool.iterdir())) if pool.is_dir() else 0
+        pool.mkdir(parents=True, exist_ok=True)
+        while have < count:
+            dest = pool / f"{os.getpid()}-{threading.get_ident()}-{secrets.token_hex(4)}"
+            self.git.run("worktree", "add", "-q", "--detach", str(dest), tip)
+            have += 1
+        return have
+
     def drain_pool(self, pool: pathlib.Path) -> None:
         """Remove every pooled worktree (their files were all committed or discarded)."""
         if pool.is_dir():

@@ -10,7 +10,8 @@ import pathlib
 import re
 
 from toolbox.worktrees_model import (SIDE_LIMIT, ConflictSide, GitRunner, MergeResult,
-                                     WorktreeError, said)
+                                     WorktreeError, merged_ref, said, ticket_branch,
+                                     track_branch)
 
 _MARKER_RE = re.compile(rb"^(<{7}|>{7}|\|{7})( |$)", re.MULTILINE)
 
@@ -157,3 +158,21 @@ def advance_branch(g: GitRunner, branch: str, new: str, old: str,
     if g.rev("HEAD", cwd=where) != new:
         raise WorktreeError(f"git merge --ff-only in {where} did not move {branch} to {new[:12]}")
     return None
+
+
+def diff_between(g: GitRunner, a: str, b: str) -> tuple[list[str], str]:
+    """(files changed, unified diff with binary patches) from commit ``a`` to ``b``."""
+    names = g.run("diff", "--name-only", "-z", a, b).stdout
+    files = [f for f in names.decode("utf-8", "surrogateescape").split("\0") if f]
+    diff = g.run("diff", "--no-color", "--no-ext-diff", "--binary", a, b).stdout
+    return files, diff.decode("utf-8", "replace")
+
+
+def ticket_merged(g: GitRunner, track_id: str, ticket_id: str) -> bool:
+    """Whether deleting the ticket's branch loses nothing: it is gone, recorded as merged, or
+    contained in the track branch."""
+    tip = g.rev(f"refs/heads/{ticket_branch(track_id, ticket_id)}")
+    if tip is None or g.rev(merged_ref(track_id, ticket_id)):
+        return True
+    track_tip = g.rev(f"refs/heads/{track_branch(track_id)}")
+    return track_tip is not None and g.is_ancestor(tip, track_tip)

@@ -1,0 +1,135 @@
+"""Worktrees: a ticket's worktree set-up and teardown on a 10,000-file repository, side by side
+with what the same machine does without Clutch in the same run.
+
+A repository of 10,000 small files (100 directories, ~120 bytes each, one commit) is made once.
+Then, ROUNDS times, alternating:
+- clutch fresh: `TrackBranches.ticket_worktree` (set-up: a full checkout on its own branch),
+  one file written, `commit_ticket` + `merge_ticket` (the ticket's commit onto the track
+  branch, no checkout), `cleanup_ticket` (teardown: worktree and branch removed);
+- clutch recycled: the same, but set-up takes a finished ticket's worktree from the track's
+  pool (checks out only what differs) and teardown puts it back (`recycle=True`): what a
+  track's second and later tickets cost;
+- git add/remove: `git worktree add -b` + `git worktree remove --force` (the floor for a full
+  checkout: what Clutch's set-up and teardown are built on);
+- git --no-checkout: `git worktree add --no-checkout` + remove (metadata only, no files);
+- cp -r: a plain copy of the working tree (no .git) + `rm -rf`.
+
+Target: set-up + teardown < 1 s per ticket (median), fresh and recycled. The merge is
+reported on its own. After the run `git worktree list` must show only the main tree.
+"""
+from __future__ import annotations
+
+import _common  # noqa: F401  (sets sys.path: repository root first)
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from _common import header, median, percentile, report, summary
+
+FILES = 10_000
+ROUNDS = 5
+TARGET_S = 1.0
+
+
+def git(repo: Path, *args: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@x", GIT_COMMITTER_NAME="b",
+               GIT_COMMITTER_EMAIL="b@x")
+    subprocess.run(["git", "-C", str(repo), *args], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+
+
+def make_repo(root: Path) -> Path:
+    repo = root / "repo"
+    for i in range(FILES):
+        d = repo / f"pkg{i % 100:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"mod{i:05d}.py").write_text(f"# module {i}\nVALUE_{i} = {i}\n\ndef f{i}():\n"
+                                          f"    return VALUE_{i} * 2\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "10,000 files")
+    return repo
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    from toolbox.worktrees import TrackBranches
+
+    header(f"Worktree set-up and teardown, {FILES:,} files, {ROUNDS} rounds (median, p90)")
+    tmp = Path(tempfile.mkdtemp(prefix="clutch-bench-wt-"))
+    try:
+        t0 = time.perf_counter()
+        repo = make_repo(tmp)
+        print(f"(repository made in {time.perf_counter() - t0:.1f} s)")
+        tb = TrackBranches(repo)
+        tb.start_track("bench")
+        tb.start_track("fresh")       # a second track: its pool stays empty
+        times: dict[str, list[float]] = {k: [] for k in (
+            "clutch fresh set-up", "clutch fresh teardown", "clutch fresh total",
+            "clutch recycled set-up", "clutch recycled teardown", "clutch recycled total",
+            "clutch commit+merge", "git add", "git remove", "git --no-checkout add+remove",
+            "cp -r + rm -rf")}
+        side = tmp / "side"
+
+        def ticket(tid: str, kind: str, recycle: bool) -> None:
+            track = "bench" if recycle else "fresh"
+            setup = timed(lambda: tb.ticket_worktree(track, tid))
+            wt = tb.worktree_path(track, tid)
+            (wt / f"new_{tid}.py").write_text("X = 1\n")
+
+            def commit_merge():
+                tb.commit_ticket(wt, f"{tid}: work")
+                assert tb.merge_ticket(track, tid).ok
+            times["clutch commit+merge"].append(timed(commit_merge))
+            teardown = timed(lambda: tb.cleanup_ticket(track, tid, recycle=recycle))
+            times[f"clutch {kind} set-up"].append(setup)
+            times[f"clutch {kind} teardown"].append(teardown)
+            times[f"clutch {kind} total"].append(setup + teardown)
+
+        tb.ticket_worktree("bench", "prime")                 # the pool's first tree
+        tb.cleanup_ticket("bench", "prime", recycle=True, keep_branch=True)
+        for r in range(ROUNDS):
+            ticket(f"F-{r}", "fresh", recycle=False)
+            ticket(f"R-{r}", "recycled", recycle=True)
+
+            plain = tmp / f"plain-{r}"
+            times["git add"].append(timed(lambda: git(repo, "worktree", "add", "-q", "-b",
+                                                      f"plain-{r}", str(plain), "main")))
+            times["git remove"].append(timed(lambda: git(repo, "worktree", "remove", "--force",
+                                                         str(plain))))
+            bare = tmp / f"bare-{r}"
+            times["git --no-checkout add+remove"].append(timed(lambda: (
+                git(repo, "worktree", "add", "-q", "--no-checkout", "-b", f"bare-{r}",
+                    str(bare), "main"),
+                git(repo, "worktree", "remove", "--force", str(bare)))))
+
+            def copy():
+                shutil.copytree(repo, side, ignore=shutil.ignore_patterns(".git", ".clutch"))
+                shutil.rmtree(side)
+            times["cp -r + rm -rf"].append(timed(copy))
+        for name, values in times.items():
+            target = TARGET_S if name.endswith(" total") and name.startswith("clutch") else None
+            report(f"{name} per ticket", median(values), "s", target=target,
+                   note=f"p90 {percentile(values, 90):.3f} s")
+        tb.cleanup_track("bench", discard=True)
+        tb.cleanup_track("fresh", discard=True)
+        left = subprocess.run(["git", "-C", str(repo), "worktree", "list"], capture_output=True,
+                              text=True).stdout.strip().splitlines()
+        print(f"worktrees left after teardown: {len(left) - 1} (besides the main tree)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return summary("worktrees")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,478 @@
+"""One worktree per ticket, merged in DAG order: on real git repositories with history,
+branches, uncommitted changes and conflicts."""
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+from conftest import run_threads
+from toolbox.worktrees import MergeResult, TrackBranches, WorktreeError
+
+
+def git(repo, *args, check=True) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(GIT_AUTHOR_NAME="Dev", GIT_AUTHOR_EMAIL="dev@example.com",
+               GIT_COMMITTER_NAME="Dev", GIT_COMMITTER_EMAIL="dev@example.com")
+    p = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env=env)
+    if check and p.returncode != 0:
+        raise AssertionError(f"git {args} failed: {p.stderr}")
+    return p.stdout.strip()
+
+
+def make_repo(path: pathlib.Path, branch: str = "main") -> pathlib.Path:
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", branch)
+    (path / "app.py").write_text("def f():\n    return 1\n\n\ndef g():\n    return 2\n")
+    (path / "README.md").write_text("# demo\n")
+    (path / ".gitignore").write_text("*.log\n")
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "first")
+    (path / "lib.py").write_text("X = 1\n")
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "second")
+    return path
+
+
+@pytest.fixture
+def repo(tmp_path) -> pathlib.Path:
+    return make_repo(tmp_path / "my repo")          # a path with a space in it
+
+
+@pytest.fixture
+def tb(repo) -> TrackBranches:
+    tb, why = TrackBranches.detect(repo)
+    assert why == "" and tb is not None
+    return tb
+
+
+def worktree_paths(repo) -> list[str]:
+    return [ln.split(" ", 1)[1] for ln in git(repo, "worktree", "list", "--porcelain").splitlines()
+            if ln.startswith("worktree ")]
+
+
+def ticket_done(tb, track, ticket, files: dict[str, str], msg=None) -> str | None:
+    wt = tb.ticket_worktree(track, ticket)
+    for rel, text in files.items():
+        (wt / rel).parent.mkdir(parents=True, exist_ok=True)
+        (wt / rel).write_text(text)
+    return tb.commit_ticket(wt, msg or f"{ticket}: work")
+
+
+# -- detection ---------------------------------------------------------------------------------
+
+def test_outside_git_is_not_git_with_a_reason(tmp_path):
+    d = tmp_path / "plain"
+    d.mkdir()
+    tb, why = TrackBranches.detect(d)
+    assert tb is None and "not inside a git work tree" in why and "git init" in why
+    t = TrackBranches(d)
+    assert not t.is_git
+    with pytest.raises(WorktreeError, match="not inside a git work tree"):
+        t.start_track("t1")
+
+
+def test_repository_without_commits_says_what_to_do(tmp_path):
+    d = tmp_path / "empty"
+    d.mkdir()
+    git(d, "init", "-q")
+    tb, why = TrackBranches.detect(d)
+    assert tb is None and "no commits yet" in why and "git commit --allow-empty" in why
+
+
+def test_bad_ids_are_refused_clearly(tb):
+    for bad in ("", "a/b", "..x", "x.lock", "-x", "a b", "x" * 101):
+        with pytest.raises(WorktreeError, match="cannot name a git branch"):
+            tb.start_track(bad)
+
+
+# -- a track and its tickets ---------------------------------------------------------------------
+
+def test_start_track_is_idempotent_and_remembers_the_base(tb, repo):
+    head = git(repo, "rev-parse", "HEAD")
+    t = tb.start_track("auth_20251201")
+    assert (t.branch, t.base, t.base_sha, t.head) == ("clutch/auth_20251201", "main", head, head)
+    git(repo, "commit", "-q", "--allow-empty", "-m", "user moves on")
+    again = tb.start_track("auth_20251201")             # resume: the same track, same base
+    assert again == t
+    exclude = pathlib.Path(git(repo, "rev-parse", "--git-common-dir"))
+    exclude = (repo / exclude if not exclude.is_absolute() else exclude) / "info" / "exclude"
+    assert ".clutch/" in exclude.read_text().splitlines()
+    assert not (repo / ".gitignore").read_text().count(".clutch")
+
+
+def test_ticket_worktree_is_on_its_own_branch_and_ignored_by_the_main_tree(tb, repo):
+    tb.start_track("t1")
+    wt = tb.ticket_worktree("t1", "T-1")
+    assert wt == repo / ".clutch" / "worktrees" / "t1" / "T-1"
+    assert git(wt, "symbolic-ref", "--short", "HEAD") == "clutch-ticket/t1/T-1"
+    assert (wt / "lib.py").read_text() == "X = 1\n"
+    (wt / "new.py").write_text("print(1)\n")
+    assert git(repo, "status", "--porcelain") == ""    # .clutch/ excluded, user's tree clean
+    assert tb.ticket_worktree("t1", "T-1") == wt and (wt / "new.py").exists()   # reused
+
+
+def test_commit_ticket_stages_everything_respects_gitignore_and_none_when_unchanged(tb, repo):
+    tb.start_track("t1")
+    wt = tb.ticket_worktree("t1", "T-1")
+    assert tb.commit_ticket(wt, "nothing") is None
+    (wt / "app.py").write_text("changed\n")
+    (wt / "lib.py").unlink()
+    (wt / "pkg").mkdir()
+    (wt / "pkg" / "m.py").write_text("M = 1\n")
+    (wt / "debug.log").write_text("noise\n")
+    sha = tb.commit_ticket(wt, "T-1: change things")
+    assert len(sha) == 40
+    assert git(repo, "show", "--name-status", "--format=%an <%ae>|%s", sha).splitlines()[:1] == \
+        ["Clutch <clutch@localhost>|T-1: change things"]
+    assert set(git(repo, "show", "--name-only", "--format=", sha).split()) == \
+        {"app.py", "lib.py", "pkg/m.py"}
+    with pytest.raises(WorktreeError, match="empty"):
+        tb.commit_ticket(wt, "  ")
+    with pytest.raises(WorktreeError, match="not one of Clutch's ticket worktrees"):
+        tb.commit_ticket(repo, "sneaky commit in the user's tree")
+
+
+def test_a_ticket_cannot_see_another_tickets_uncommitted_files(tb):
+    tb.start_track("t1")
+    a = tb.ticket_worktree("t1", "A")
+    b = tb.ticket_worktree("t1", "B")
+    (a / "half_written.py").write_text("def broken(:\n")
+    (a / "app.py").write_text("garbage\n")
+    out = subprocess.run(["sh", "-c", "ls; cat app.py"], cwd=b, capture_output=True, text=True)
+    assert "half_written.py" not in out.stdout and "def f():" in out.stdout
+
+
+def test_merge_in_dag_order_fast_forward_then_rebase_and_dependents_start_from_it(tb, repo):
+    tb.start_track("t1")
+    sha_a = ticket_done(tb, "t1", "A", {"a.py": "A = 1\n"})
+    sha_b = ticket_done(tb, "t1", "B", {"b.py": "B = 1\n"})
+    ra = tb.merge_ticket("t1", "A")
+    assert (ra.how, ra.sha, ra.conflict) == ("fast-forward", sha_a, False)
+    rb = tb.merge_ticket("t1", "B")                  # the track moved on: rebased onto it
+    assert rb.how == "rebase" and rb.sha != sha_b
+    assert git(repo, "rev-parse", "clutch/t1") == rb.sha
+    assert git(repo, "rev-parse", f"{rb.sha}^") == sha_a            # linear history
+    assert git(repo, "log", "-1", "--format=%s", rb.sha) == "B: work"
+    c = tb.ticket_worktree("t1", "C")                # a dependent of A and B
+    assert (c / "a.py").exists() and (c / "b.py").exists()
+    assert tb.merge_ticket("t1", "A").how == "already merged"       # resume after a merge
+    assert tb.merge_ticket("t1", "C").how == "nothing to merge"
+    files, diff = tb.ticket_diff("t1", "B")
+    assert files == ["b.py"] and "+B = 1" in diff and "a.py" not in diff
+
+
+def test_parallel_tickets_on_the_same_file_merge_cleanly_or_name_the_conflict(tb, repo):
+    tb.start_track("t1")
+    base = (repo / "app.py").read_text()
+    ticket_done(tb, "t1", "top", {"app.py": base.replace("return 1", "return 10")})
+    ticket_done(tb, "t1", "bottom", {"app.py": base.replace("return 2", "return 20")})
+    ticket_done(tb, "t1", "clash", {"app.py": base.replace("return 1", "return 99")})
+    assert tb.merge_ticket("t1", "top").ok
+    both = tb.merge_ticket("t1", "bottom")
+    assert both.how == "rebase"
+    merged = git(repo, "show", "clutch/t1:app.py")
+    assert "return 10" in merged and "return 20" in merged          # neither side lost
+    before = git(repo, "rev-parse", "clutch/t1")
+    r = tb.merge_ticket("t1", "clash")
+    assert r.conflict and r.paths == ("app.py",) and r.sha is None and not r.ok
+    side = r.sides["app.py"]
+    assert "return 10" in side.ours and "return 99" in side.theirs and "return 1\n" in side.base
+    assert git(repo, "rev-parse", "clutch/t1") == before             # track branch untouched
+    assert "conflicts in app.py" in r.message
+
+
+def test_parallel_merges_from_threads_lose_nothing(tb, repo):
+    tb.start_track("t1")
+    n = 6
+    for i in range(n):
+        ticket_done(tb, "t1", f"P{i}", {f"p{i}.py": f"P = {i}\n"})
+    results: dict[int, MergeResult] = {}
+    run_threads(lambda i: results.__setitem__(i, tb.merge_ticket("t1", f"P{i}")), n)
+    assert len(results) == n and all(r.ok and r.sha for r in results.values())
+    tree = git(repo, "ls-tree", "--name-only", "clutch/t1").split()
+    assert all(f"p{i}.py" in tree for i in range(n))
+
+
+def test_conflict_worktree_repair_and_finish(tb, repo):
+    tb.start_track("t1")
+    ticket_done(tb, "t1", "one", {"README.md": "# one\n"})
+    ticket_done(tb, "t1", "two", {"README.md": "# two\n"})
+    tb.merge_ticket("t1", "one")
+    assert tb.merge_ticket("t1", "two").conflict
+    cw = tb.conflict_worktree("t1", "two")
+    text = (cw / "README.md").read_text()
+    assert "<<<<<<<" in text and "# one" in text and "# two" in text
+    assert tb.conflict_worktree("t1", "two") == cw                  # resume: same merge
+    r = tb.finish_conflict("t1", "two")
+    assert r.conflict and r.paths == ("README.md",) and "markers remain" in r.message
+    (cw / "README.md").write_text("# one and two\n")
+    done = tb.finish_conflict("t1", "two")
+    assert done.ok and done.how == "merge"
+    assert git(repo, "show", "clutch/t1:README.md") == "# one and two"
+    assert len(git(repo, "rev-list", "--parents", "-n1", done.sha).split()) == 3
+    files, _ = tb.ticket_diff("t1", "two")
+    assert files == ["README.md"]
+    tb.cleanup_ticket("t1", "two")
+    tb.cleanup_ticket("t1", "one")
+    assert worktree_paths(repo) == [str(repo)]
+
+
+def test_repair_that_cannot_resolve_leaves_the_track_intact(tb, repo):
+    tb.start_track("t1")
+    ticket_done(tb, "t1", "one", {"lib.py": "X = 'one'\n"})
+    ticket_done(tb, "t1", "two", {"lib.py": "X = 'two'\n"})
+    tb.merge_ticket("t1", "one")
+    tip = git(repo, "rev-parse", "clutch/t1")
+    cw = tb.conflict_worktree("t1", "two")
+    r = tb.finish_conflict("t1", "two")                 # the repair changed nothing
+    assert r.conflict and "lib.py" in r.paths
+    assert git(repo, "rev-parse", "clutch/t1") == tip
+    assert git(repo, "show", "clutch/t1:lib.py") == "X = 'one'"
+    tb.cleanup_ticket("t1", "two", discard=True)        # the person drops the ticket
+    assert not cw.exists() and git(repo, "branch", "--list", "clutch-*/t1/two") == ""
+    assert git(repo, "branch", "--list", "clutch-ticket/t1/one") != ""
+
+
+# -- the track into the user's branch --------------------------------------------------------------
+
+def test_merge_track_into_a_clean_checked_out_branch_updates_the_tree(tb, repo):
+    tb.start_track("t1")
+    ticket_done(tb, "t1", "A", {"a.py": "A = 1\n"})
+    tb.merge_ticket("t1", "A")
+    r = tb.merge_track("t1")
+    assert (r.how, r.merged_into) == ("fast-forward", "main")
+    assert (repo / "a.py").read_text() == "A = 1\n" and git(repo, "status", "--porcelain") == ""
+    assert tb.merge_track("t1").how == "up-to-date"
+    tb.cleanup_track("t1")
+    assert worktree_paths(repo) == [str(repo)]
+    assert git(repo, "branch", "--list", "clutch*") == ""
+
+
+def test_uncommitted_user_edits_survive_byte_for_byte(tb, repo):
+    tb.start_track("t1")
+    ticket_done(tb, "t1", "A", {"a.py": "A = 1\n", "lib.py": "X = 2\n"})
+    tb.merge_ticket("t1", "A")
+    git(repo, "commit", "-q", "--allow-empty", "-m", "the user commits meanwhile")
+    dirty = b"# my edit\r\n\x00\xff not saved anywhere else\n"
+    (repo / "README.md").write_bytes(dirty)             # unrelated to the track: merge proceeds
+    r = tb.merge_track("t1")
+    assert r.how == "merge" and r.ok
+    assert (repo / "README.md").read_bytes() == dirty
+    assert (repo / "a.py").read_text() == "A = 1\n"
+    assert git(repo, "rev-list", "--parents", "-n1", "HEAD").count(" ") == 2
+
+
+def test_a_merge_that_would_overwrite_uncommitted_work_is_refused(tb, repo):
+    tb.start_track("t1")
+    ticket_done(tb, "t1", "A", {"lib.py": "X = 'ticket'\n"})
+    tb.merge_ticket("t1", "A")
+    dirty = b"X = 'mine, unsaved'\n"
+    (repo / "lib.py").write_bytes(dirty)
+    head = git(repo, "rev-parse", "HEAD")
+    r = tb.merge_track("t1")
+    assert r.how == "refused" and not r.ok and "lib.py" in r.message
+    assert "kept" in r.message and "Commit or stash" in r.message
+    assert (repo / "lib.py").read_bytes() == dirty and git(repo, "rev-parse", "HEAD") == head
+    assert git(repo, "rev-parse", "--verify", "clutch/t1")
+    with pytest.raises(WorktreeError, match="not merged"):
+        tb.cleanup_track("t1")                          # the branch is kept for later
+    tb.cleanup_track("t1", keep_branch=True)
+    assert git(repo, "rev-parse", "--verify", "clutch/t1")
+
+
+def test_an_untracked_user_file_in_the_way_is_refused_not_overwritten(tb, repo):
+    tb.start_track("t1")
+    ticket_done(tb, "t1", "A", {"notes.txt": "from the ticket\n"})
+    tb.merge_ticket("t1", "A")
+    (repo / "notes.txt").write_text("the user's own notes\n")
+    r = tb.merge_track("t1")
+    assert r.how == "refused" and "notes.txt" in r.message
+    assert (repo / "notes.txt").read_text() == "the user's own notes\n"
+
+
+def test_merge_track_conflict_with_the_users_branch_touches_nothing(tb, repo):
+    tb.start_track("t1")
+    ticket_done(tb, "t1", "A", {"lib.py": "X = 'ticket'\n"})
+    tb.merge_ticket("t1", "A")
+    (repo / "lib.py").write_text("X = 'user'\n")
+    git(repo, "commit", "-q", "-am", "user change")
+    head = git(repo, "rev-parse", "HEAD")
+    r = tb.merge_track("t1")
+    assert r.conflict and r.paths == ("lib.py",)
+    assert "'user'" in r.sides["lib.py"].ours and "'ticket'" in r.sides["lib.py"].theirs
+    assert git(repo, "rev-parse", "HEAD") == head and git(repo, "status", "--porcelain") == ""
+
+
+def test_merge_track_into_a_branch_not_checked_out_moves_only_the_ref(tb, repo):
+    tb.start_track("t1")
+    ticket_done(tb, "t1", "A", {"a.py": "A = 1\n"})
+    tb.merge_ticket("t1", "A")
+    git(repo, "switch", "-q", "-c", "other")
+    r = tb.merge_track("t1")                            # into "main", no longer checked out
+    assert r.how == "fast-forward" and git(repo, "rev-parse", "main") == r.sha
+    assert not (repo / "a.py").exists()
+
+
+def test_detached_head_track_needs_a_target_branch(tb, repo):
+    git(repo, "switch", "-q", "--detach", "HEAD~1")
+    t = tb.start_track("t1")
+    assert t.base is None and t.base_sha == git(repo, "rev-parse", "HEAD")
+    ticket_done(tb, "t1", "A", {"a.py": "A\n"})
+    tb.merge_ticket("t1", "A")
+    with pytest.raises(WorktreeError, match="detached HEAD"):
+        tb.merge_track("t1")
+    r = tb.merge_track("t1", into="main")
+    assert r.how == "merge" and git(repo, "show", "main:a.py") == "A"
+
+
+# -- undo ---------------------------------------------------------------------------------------
+
+def test_revert_one_ticket_on_the_track_and_on_the_users_branch(tb, repo):
+    tb.start_track("t1")
+    ticket_done(tb, "t1", "A", {"a.py": "A\n"})
+    ticket_done(tb, "t1", "B", {"b.py": "B\n"})
+    sha_a = tb.merge_ticket("t1", "A").sha
+    tb.merge_ticket("t1", "B")
+    new = tb.revert_ticket("t1", sha_a)
+    tree = git(repo, "ls-tree", "--name-only", "clutch/t1").split()
+    assert "a.py" not in tree and "b.py" in tree and git(repo, "rev-parse", "clutch/t1") == new
+    assert git(repo, "status", "--porcelain") == ""
+    tb.merge_track("t1")
+    (repo / "README.md").write_text("dirty but unrelated\n")
+    sha_b = git(repo, "rev-parse", "HEAD~1")
+    tb.revert_ticket("t1", sha_b, on="main")
+    assert not (repo / "b.py").exists() and (repo / "README.md").read_text() == \
+        "dirty but unrelated\n"
+    with pytest.raises(WorktreeError, match="names no commit"):
+        tb.revert_ticket("t1", "deadbeef")
+
+
+def test_revert_that_conflicts_changes_nothing(tb, repo):
+    tb.start_track("t1")
+    ticket_done(tb, "t1", "A", {"lib.py": "X = 'a'\n"})
+    ticket_done(tb, "t1", "B", {"other.py": "1\n"})
+    sha_a = tb.merge_ticket("t1", "A").sha
+    tb.merge_ticket("t1", "B")
+    wt = tb.ticket_worktree("t1", "C")
+    (wt / "lib.py").write_text("X = 'c'\n")
+    tb.commit_ticket(wt, "C")
+    tb.merge_ticket("t1", "C")
+    tip = git(repo, "rev-parse", "clutch/t1")
+    with pytest.raises(WorktreeError, match="conflicts with later changes in lib.py"):
+        tb.revert_ticket("t1", sha_a)
+    assert git(repo, "rev-parse", "clutch/t1") == tip
+    assert worktree_paths(repo)[0] == str(repo) and not any("_scratch" in p
+                                                             for p in worktree_paths(repo))
+
+
+# -- resume and cleanup ----------------------------------------------------------------------------
+
+def test_resume_reuses_a_healthy_worktree_and_recreates_broken_ones(tb, repo):
+    tb.start_track("t1")
+    wt = tb.ticket_worktree("t1", "A")
+    (wt / "a.py").write_text("A\n")
+    sha = tb.commit_ticket(wt, "A")
+    # the process died; a new one comes up
+    tb2 = TrackBranches(repo)
+    assert tb2.ticket_worktree("t1", "A") == wt and git(wt, "rev-parse", "HEAD") == sha
+    # the directory was deleted behind git's back: recreated on the same branch, commit kept
+    import shutil
+    shutil.rmtree(wt)
+    again = tb2.ticket_worktree("t1", "A")
+    assert again == wt and (wt / "a.py").read_text() == "A\n"
+    # a locked, half-made worktree (killed during `git worktree add`)
+    git(repo, "worktree", "lock", "--reason", "initializing", str(wt))
+    (wt / ".git").unlink()
+    again = tb2.ticket_worktree("t1", "A")
+    assert (again / "a.py").read_text() == "A\n" and git(again, "rev-parse", "HEAD") == sha
+    # a stray directory git does not know: its files are set aside, not lost
+    stray = tb2.worktree_path("t1", "B")
+    stray.mkdir(parents=True)
+    (stray / "precious.txt").write_text("keep me\n")
+    tb2.ticket_worktree("t1", "B")
+    found = list((repo / ".clutch" / "lost+found").rglob("precious.txt"))
+    assert found and found[0].read_text() == "keep me\n"
+
+
+def test_cleanup_refuses_to_lose_work_and_leaves_only_the_main_tree(tb, repo):
+    tb.start_track("t1")
+    ticket_done(tb, "t1", "A", {"a.py": "A\n"})
+    wt_b = tb.ticket_worktree("t1", "B")
+    (wt_b / "b.py").write_text("unsaved\n")
+    with pytest.raises(WorktreeError, match="not merged"):
+        tb.cleanup_ticket("t1", "A")
+    tb.merge_ticket("t1", "A")
+    tb.cleanup_ticket("t1", "A")
+    assert git(repo, "branch", "--list", "clutch-ticket/t1/A") == ""
+    with pytest.raises(WorktreeError, match="uncommitted changes"):
+        tb.cleanup_ticket("t1", "B", keep_branch=True)
+    assert (wt_b / "b.py").exists()
+    tb.merge_track("t1")
+    tb.cleanup_track("t1", discard=True)
+    assert worktree_paths(repo) == [str(repo)]
+    assert [w.main for w in tb.list_worktrees()] == [True]
+    assert git(repo, "branch", "--format=%(refname:short)") == "main"
+    assert git(repo, "status", "--porcelain") == ""
+
+
+def test_workspace_in_a_subdirectory_maps_into_the_worktree(tmp_path):
+    repo = make_repo(tmp_path / "r")
+    (repo / "sub").mkdir()
+    (repo / "sub" / "x.txt").write_text("x\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "sub")
+    tb = TrackBranches(repo / "sub")
+    tb.start_track("t1")
+    wt = tb.ticket_worktree("t1", "A")
+    assert wt.parent.parent.parent.parent == repo       # under <repo>/.clutch/worktrees
+    assert (tb.workspace_path(wt) / "x.txt").read_text() == "x\n"
+
+
+def test_merge_result_is_plain_data():
+    r = MergeResult(sha="a" * 40, how="fast-forward")
+    assert r.ok and not r.conflict and r.paths == () and r.sides == {}
+
+
+def test_recycled_worktrees_carry_nothing_over_and_the_track_cleanup_drains_them(tb, repo):
+    tb.start_track("t1")
+    wt_a = tb.ticket_worktree("t1", "A")
+    (wt_a / "a.py").write_text("A\n")
+    (wt_a / "build.log").write_text("ignored leftover\n")         # ignored by .gitignore
+    tb.commit_ticket(wt_a, "A")
+    tb.merge_ticket("t1", "A")
+    tb.cleanup_ticket("t1", "A", recycle=True)
+    assert not wt_a.exists() and len(worktree_paths(repo)) == 2    # one tree in the pool
+    assert git(repo, "branch", "--list", "clutch-ticket/t1/A") == ""
+    wt_b = tb.ticket_worktree("t1", "B")                           # taken from the pool
+    assert len(worktree_paths(repo)) == 2
+    assert git(wt_b, "symbolic-ref", "--short", "HEAD") == "clutch-ticket/t1/B"
+    assert git(wt_b, "rev-parse", "HEAD") == git(repo, "rev-parse", "clutch/t1")
+    assert (wt_b / "a.py").read_text() == "A\n" and not (wt_b / "build.log").exists()
+    assert git(wt_b, "status", "--porcelain", "--ignored") == ""
+    wt_c = tb.ticket_worktree("t1", "C")                           # pool empty: a new one
+    (wt_c / "half.py").write_text("unsaved\n")
+    with pytest.raises(WorktreeError, match="uncommitted"):
+        tb.cleanup_ticket("t1", "C", recycle=True, keep_branch=True)
+    tb.cleanup_ticket("t1", "B", recycle=True)
+    tb.merge_track("t1")
+    tb.cleanup_track("t1", discard=True)
+    assert worktree_paths(repo) == [str(repo)]
+    assert not (repo / ".clutch" / "worktrees" / "t1").exists()
+
+
+def test_prewarm_fills_the_pool_and_tickets_take_from_it(tb, repo):
+    tb.start_track("t1")
+    assert tb.prewarm("t1", 2) == 2 and tb.prewarm("t1", 2) == 2
+    ticket_done(tb, "t1", "A", {"a.py": "A\n"})
+    tb.merge_ticket("t1", "A")
+    wt_b = tb.ticket_worktree("t1", "B")        # pooled tree at the old tip, moved to the new one
+    assert (wt_b / "a.py").read_text() == "A\n"
+    assert len(worktree_paths(repo)) == 3       # main, A, B: both pooled trees taken
+    with pytest.raises(WorktreeError, match="count must be"):
+        tb.prewarm("t1", -1)
+    tb.merge_track("t1")
+    tb.cleanup_track("t1", discard=True)
+    assert worktree_paths(repo) == [str(repo)]

@@ -1,0 +1,433 @@
+"""One worktree per ticket, merged into its track branch in DAG order (issue 17, git layer).
+
+A track works on ``clutch/<track_id>``, started at the commit checked out when the track
+starts. Each ticket gets a worktree at ``<repo>/.clutch/worktrees/<track_id>/<ticket_id>`` on
+``clutch-ticket/<track_id>/<ticket_id>``, made from the track branch as it stands. A finished
+ticket is committed there and merged into the track branch without any checkout of the user's
+tree (``git merge-tree --write-tree`` + ``commit-tree`` + one atomic ``update-ref``): a
+fast-forward when the ticket has one commit on the current track tip, else one commit rebased
+onto it; a conflict leaves the track branch untouched and names both sides. A finished track
+reaches the user's branch only through ``merge_track``, where git itself refuses to overwrite
+uncommitted changes. Outside git, ``TrackBranches.detect`` says why and callers keep sharing
+the directory.
+
+Threads: the engine's executor threads, several tickets at once. Worktree creation runs in
+parallel (git locks its own metadata); everything that moves a branch is serialised by the
+instance's lock and also checked by compare-and-swap, so another process moving a branch
+fails the operation instead of losing a commit. State: the lock, the repository's paths, and
+one small JSON record per track (``.clutch/worktrees/<track_id>.track.json``: the base branch
+and commit, and where it merged), written atomically.
+"""
+from __future__ import annotations
+
+import pathlib
+import shutil
+import threading
+
+from toolbox.worktrees_dirs import TrackRecords, WorktreeDirs, revert_in_scratch
+from toolbox.worktrees_merge import (advance_branch, commit_tree, conflict_result, diff_between,
+                                     files_with_markers, merge_tree, message_of, ticket_merged,
+                                     tree_of, update_refs)
+from toolbox.worktrees_model import (CONFLICT_SUFFIX, POOL_DIR, ConflictSide, GitRunner,
+                                     MergeResult, TrackBranch, WorktreeError, WorktreeInfo,
+                                     check_id, merged_ref, repair_branch, said, ticket_branch,
+                                     track_branch)
+
+__all__ = ("TrackBranches", "TrackBranch", "MergeResult", "ConflictSide", "WorktreeInfo",
+           "WorktreeError")
+
+
+class TrackBranches:
+    """Track branches and ticket worktrees of the git repository holding ``root``.
+
+    Construct with :meth:`detect` (or directly: then ``is_git``/``reason`` tell, and every
+    operation on a non-repository raises WorktreeError with that reason)."""
+
+    def __init__(self, root):
+        self.root = pathlib.Path(root).resolve()
+        self.reason = ""
+        self.top: pathlib.Path | None = None
+        self.prefix = ""
+        self._lock = threading.Lock()
+        self._dirs: WorktreeDirs | None = None
+        self.git = GitRunner(self.root)
+        if shutil.which("git") is None:
+            self.reason = "git is not installed (not found on PATH)"
+            return
+        if not self.root.is_dir():
+            self.reason = f"{str(self.root)!r} is not a directory"
+            return
+        proc = self.git.run("rev-parse", "--show-toplevel", "--show-prefix", "--git-common-dir",
+                            check=False)
+        if proc.returncode != 0:
+            self.reason = (f"{str(self.root)!r} is not inside a git work tree, so parallel "
+                           f"tickets share one directory and can see each other's changes "
+                           f"(run `git init` and commit to give each ticket its own worktree)")
+            return
+        top, prefix, common = proc.stdout.decode("utf-8", "surrogateescape").split("\n")[:3]
+        self.top = pathlib.Path(top)
+        self.prefix = prefix
+        common_dir = pathlib.Path(common)
+        if not common_dir.is_absolute():
+            common_dir = (self.root / common_dir).resolve()
+        self.git = GitRunner(self.top)
+        self._dirs = WorktreeDirs(self.git, self.top, common_dir)
+        self._records = TrackRecords(self._dirs.base_dir)
+        if self.git.rev("HEAD") is None:
+            self.reason = (f"the git repository at {str(self.top)!r} has no commits yet, so there "
+                           f"is nothing to branch a track from; make a first commit (for example "
+                           f"`git commit --allow-empty -m init`) to give each ticket its own "
+                           f"worktree. Until then tickets share the directory")
+
+    @classmethod
+    def detect(cls, root) -> tuple["TrackBranches | None", str]:
+        """(instance, "") for a git repository with at least one commit; else (None, why)."""
+        tb = cls(root)
+        return (tb, "") if tb.is_git else (None, tb.reason)
+
+    @property
+    def is_git(self) -> bool:
+        return self.reason == ""
+
+    def __repr__(self) -> str:
+        return f"TrackBranches({str(self.root)!r})"
+
+    def _need(self) -> WorktreeDirs:
+        if not self.is_git or self._dirs is None:
+            raise WorktreeError(self.reason)
+        return self._dirs
+
+    # -- paths and records ---------------------------------------------------------------------
+
+    def worktree_path(self, track_id: str, ticket_id: str) -> pathlib.Path:
+        return self._need().base_dir / check_id(track_id, "track id") / check_id(ticket_id,
+                                                                                   "ticket id")
+
+    def workspace_path(self, worktree: pathlib.Path) -> pathlib.Path:
+        """The directory a worker works in: the worktree, or the same sub-directory of it as
+        ``root`` is of the repository."""
+        return pathlib.Path(worktree) / self.prefix if self.prefix else pathlib.Path(worktree)
+
+    def sandbox_hide(self) -> list[pathlib.Path]:
+        """What a worker's command sandbox must hide (``Workspace(sandbox_hide=...)``): the
+        repository's ``.clutch/``, which holds every other ticket's worktree."""
+        return [self._need().top.joinpath(".clutch")]
+
+    def _tip(self, branch: str, what: str) -> str:
+        sha = self.git.rev(f"refs/heads/{branch}")
+        if sha is None:
+            raise WorktreeError(f"{what} branch {branch} does not exist")
+        return sha
+
+    # -- a track -------------------------------------------------------------------------------
+
+    def start_track(self, track_id: str) -> TrackBranch:
+        """``clutch/<track_id>`` at the commit checked out now; the same track on resume."""
+        dirs = self._need()
+        check_id(track_id, "track id")
+        dirs.ensure_excluded()
+        branch = track_branch(track_id)
+        with self._lock:
+            rec = self._records.read(track_id)
+            tip = self.git.rev(f"refs/heads/{branch}")
+            if tip is not None and rec is not None:
+                return TrackBranch(track_id, branch, rec.get("base"), rec["base_sha"], tip)
+            head = self.git.out("rev-parse", "HEAD", cwd=self.root)
+            sym = self.git.run("symbolic-ref", "-q", "--short", "HEAD", cwd=self.root,
+                               check=False)
+            base = sym.stdout.decode().strip() or None if sym.returncode == 0 else None
+            if tip is None:
+                self.git.run("branch", "--no-track", branch, head)
+                tip, base_sha = head, head
+            else:  # the branch survived but its record did not: the fork point is the base
+                base_sha = self.git.out("merge-base", head, tip)
+            self._records.write(track_id, {"track_id": track_id, "base": base,
+                                          "base_sha": base_sha, "merged_into": None})
+            return TrackBranch(track_id, branch, base, base_sha, tip)
+
+    def track(self, track_id: str) -> TrackBranch:
+        """The started track (WorktreeError when it was not started)."""
+        self._need()
+        rec = self._records.read(check_id(track_id, "track id"))
+        branch = track_branch(track_id)
+        tip = self.git.rev(f"refs/heads/{branch}")
+        if rec is None or tip is None:
+            raise WorktreeError(f"track {track_id} has not been started (call start_track)")
+        return TrackBranch(track_id, branch, rec.get("base"), rec["base_sha"], tip)
+
+    # -- a ticket's worktree -------------------------------------------------------------------
+
+    def ticket_worktree(self, track_id: str, ticket_id: str) -> pathlib.Path:
+        """The ticket's worktree, made from the track branch as it stands now; an existing
+        healthy one is reused (resume), a broken one made again (its branch kept)."""
+        dirs = self._need()
+        path = self.worktree_path(track_id, ticket_id)
+        self._tip(track_branch(track_id), f"track {track_id}'s")
+        dirs.ensure_excluded()
+        return dirs.add(path, ticket_branch(track_id, ticket_id), track_branch(track_id),
+                        pool=self._pool(track_id))
+
+    def prewarm(self, track_id: str, count: int = 1) -> int:
+        """Fill the track's pool with up to ``count`` checked-out worktrees (detached at the
+        track tip), so later tickets' set-up checks out only what differs. Meant to run off
+        the critical path (while the person reads the plan). Returns how many the pool holds."""
+        dirs = self._need()
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= 64:
+            raise WorktreeError(f"prewarm: count must be an integer from 0 to 64, got {count!r}")
+        tip = self._tip(track_branch(check_id(track_id, "track id")), f"track {track_id}'s")
+        dirs.ensure_excluded()
+        return dirs.fill_pool(self._pool(track_id), tip, count)
+
+    def _pool(self, track_id: str) -> pathlib.Path:
+        return self._need().base_dir / track_id / POOL_DIR
+
+    def commit_ticket(self, worktree, message: str) -> str | None:
+        """Commit everything changed in ``worktree`` (``git add -A``: .gitignore respected) as
+        Clutch; the commit's SHA, or None when nothing changed."""
+        self._need()
+        wt = pathlib.Path(worktree)
+        if not isinstance(message, str) or not message.strip():
+            raise WorktreeError("commit_ticket: the commit message is empty")
+        if not (wt / ".git").is_file() or not wt.resolve().is_relative_to(self._need().base_dir):
+            raise WorktreeError(f"{str(wt)!r} is not one of Clutch's ticket worktrees")
+        self.git.run("add", "-A", cwd=wt)
+        staged = self.git.run("diff", "--cached", "--quiet", cwd=wt, check=False)
+        if staged.returncode == 0:
+            return None
+        if staged.returncode != 1:
+            raise WorktreeError(f"git diff --cached failed in {wt}: {said(staged)}")
+        self.git.run("commit", "-q", "--no-verify", "-F", "-", cwd=wt, identity=True,
+                     input=message.encode("utf-8"))
+        return self.git.out("rev-parse", "HEAD", cwd=wt)
+
+    # -- merging a ticket into its track -------------------------------------------------------
+
+    def merge_ticket(self, track_id: str, ticket_id: str) -> MergeResult:
+        """Merge the ticket's branch into the track branch (no checkout anywhere)."""
+        self._need()
+        tb = track_branch(check_id(track_id, "track id"))
+        kb = ticket_branch(track_id, check_id(ticket_id, "ticket id"))
+        with self._lock:
+            track_tip = self._tip(tb, f"track {track_id}'s")
+            ticket_tip = self._tip(kb, f"ticket {ticket_id}'s")
+            done = self.git.rev(merged_ref(track_id, ticket_id))
+            if done and self.git.is_ancestor(done, track_tip):
+                return MergeResult(sha=done, how="already merged", merged_into=tb)
+            fork = self.git.out("merge-base", track_tip, ticket_tip)
+            if fork == ticket_tip:
+                return MergeResult(sha=None, how="nothing to merge", merged_into=tb,
+                                   message=f"{kb} has no commit that {tb} lacks")
+            single = self.git.out("rev-list", "--count", f"{fork}..{ticket_tip}") == "1"
+            if fork == track_tip and single:
+                new, how = ticket_tip, "fast-forward"
+            else:
+                tree, conflicts = merge_tree(self.git, track_tip, ticket_tip)
+                if conflicts:
+                    return conflict_result(self.git, conflicts, kb, tb)
+                if tree == tree_of(self.git, track_tip):
+                    return MergeResult(sha=None, how="nothing to merge", merged_into=tb,
+                                       message=f"{tb} already holds every change of {kb}")
+                new = commit_tree(self.git, tree, [track_tip],
+                                  message_of(self.git, fork, ticket_tip), author_of=ticket_tip)
+                how = "rebase"
+            update_refs(self.git, [(f"refs/heads/{tb}", new, track_tip),
+                                   (merged_ref(track_id, ticket_id), new, None)])
+            return MergeResult(sha=new, how=how, merged_into=tb)
+
+    def conflict_worktree(self, track_id: str, ticket_id: str) -> pathlib.Path:
+        """A fresh worktree on ``clutch-repair/<track>/<ticket>`` holding the conflicted merge
+        of the ticket into the track (markers in the files), for a repair worker or the
+        person; the same one again on resume while its merge is still in progress."""
+        dirs = self._need()
+        path = self.worktree_path(track_id, ticket_id).with_name(ticket_id + CONFLICT_SUFFIX)
+        rb, kb = repair_branch(track_id, ticket_id), ticket_branch(track_id, ticket_id)
+        self._tip(kb, f"ticket {ticket_id}'s")
+        if dirs.healthy(path, rb) and self.git.rev("MERGE_HEAD", cwd=path):
+            return path
+        dirs.remove(path, discard=False, keep_files=True)
+        with self._lock:
+            dirs.delete_branch(rb)
+        dirs.ensure_excluded()
+        dirs.add(path, rb, track_branch(track_id))
+        proc = self.git.run("merge", "--no-ff", "--no-commit", kb, cwd=path, check=False,
+                            identity=True)
+        if proc.returncode not in (0, 1) or self.git.rev("MERGE_HEAD", cwd=path) is None:
+            raise WorktreeError(f"could not start the merge of {kb} in {path}: {said(proc)}")
+        return path
+
+    def finish_conflict(self, track_id: str, ticket_id: str,
+                        message: str | None = None) -> MergeResult:
+        """Commit the resolution in the conflict worktree and merge it onto the track branch.
+        Conflict markers left in any changed file: a conflict result naming them, nothing
+        committed (the worktree stays for another try)."""
+        self._need()
+        path = self.worktree_path(track_id, ticket_id).with_name(ticket_id + CONFLICT_SUFFIX)
+        if not (path / ".git").is_file() or self.git.rev("MERGE_HEAD", cwd=path) is None:
+            raise WorktreeError(f"no conflicted merge of ticket {ticket_id} is in progress "
+                                f"(call conflict_worktree first)")
+        self.git.run("add", "-A", cwd=path)
+        changed = [p for p in self.git.run("diff", "--cached", "--name-only", "-z", "HEAD",
+                                           cwd=path).stdout.decode("utf-8", "surrogateescape")
+                   .split("\0") if p]
+        marked = files_with_markers(path, changed)
+        if marked:
+            return MergeResult(sha=None, how="conflict", conflict=True, paths=tuple(marked),
+                               message=f"conflict markers remain in {', '.join(marked)}; "
+                                       f"nothing was committed")
+        msg = message or (f"Merge ticket {ticket_id} into {track_branch(track_id)} "
+                          f"(conflict resolved)\n")
+        self.git.run("commit", "-q", "--no-verify", "-F", "-", cwd=path, identity=True,
+                     input=msg.encode("utf-8"))
+        resolved = self.git.out("rev-parse", "HEAD", cwd=path)
+        tb = track_branch(track_id)
+        with self._lock:
+            track_tip = self._tip(tb, f"track {track_id}'s")
+            new = resolved
+            if self.git.out("rev-parse", f"{resolved}^1") != track_tip:  # the track moved on
+                tree, conflicts = merge_tree(self.git, track_tip, resolved)
+                if conflicts:
+                    return conflict_result(self.git, conflicts, repair_branch(track_id,
+                                                                              ticket_id), tb)
+                new = commit_tree(self.git, tree, [track_tip, resolved], msg)
+            update_refs(self.git, [(f"refs/heads/{tb}", new, track_tip),
+                                   (merged_ref(track_id, ticket_id), new, None)])
+        return MergeResult(sha=new, how="merge", merged_into=tb)
+
+    # -- a track into the user's branch --------------------------------------------------------
+
+    def merge_track(self, track_id: str, into: str | None = None) -> MergeResult:
+        """Merge ``clutch/<track_id>`` into ``into`` (default: the branch checked out when the
+        track started). A branch checked out with uncommitted changes the merge would
+        overwrite: refused, nothing changed, the track branch kept."""
+        tr = self.track(track_id)
+        target = into or tr.base
+        if not target:
+            raise WorktreeError(f"track {track_id} started on a detached HEAD ({tr.base_sha[:12]}), "
+                                f"so there is no branch to merge it into; name one with into=")
+        with self._lock:
+            tgt_tip = self._tip(target, "the target")
+            if self.git.is_ancestor(tr.head, tgt_tip):
+                result = MergeResult(sha=tgt_tip, how="up-to-date", merged_into=target)
+            else:
+                if self.git.is_ancestor(tgt_tip, tr.head):
+                    new, how = tr.head, "fast-forward"
+                else:
+                    tree, conflicts = merge_tree(self.git, tgt_tip, tr.head)
+                    if conflicts:
+                        return conflict_result(self.git, conflicts, tr.branch, target)
+                    new, how = commit_tree(self.git, tree, [tgt_tip, tr.head],
+                                           f"Merge {tr.branch} (track {track_id}) into "
+                                           f"{target}\n"), "merge"
+                refused = advance_branch(self.git, target, new, tgt_tip, tr.branch)
+                if refused is not None:
+                    return refused
+                result = MergeResult(sha=new, how=how, merged_into=target)
+            rec = self._records.read(track_id) or {}
+            rec["merged_into"] = target
+            self._records.write(track_id, rec)
+            return result
+
+    # -- see and undo one ticket ---------------------------------------------------------------
+
+    def ticket_diff(self, track_id: str, ticket_id: str) -> tuple[list[str], str]:
+        """(files changed, unified diff) of one ticket: its merged commit against the track
+        before it, or, before the merge, its branch against where it forked."""
+        self._need()
+        merged = self.git.rev(merged_ref(check_id(track_id, "track id"),
+                                         check_id(ticket_id, "ticket id")))
+        if merged is not None:
+            a, b = f"{merged}^1", merged
+        else:
+            tip = self._tip(ticket_branch(track_id, ticket_id), f"ticket {ticket_id}'s")
+            a = self.git.out("merge-base", self._tip(track_branch(track_id), "track"), tip)
+            b = tip
+        return diff_between(self.git, a, b)
+
+    def revert_ticket(self, track_id: str, sha: str, on: str | None = None) -> str:
+        """Revert commit ``sha`` on the track branch (or on branch ``on``, e.g. the user's after
+        the track merged); the new commit's SHA. A conflict: WorktreeError naming the files,
+        nothing changed. The user's checked-out tree only ever fast-forwards."""
+        dirs = self._need()
+        target = on or track_branch(check_id(track_id, "track id"))
+        commit = self.git.rev(sha) if isinstance(sha, str) and sha.strip() else None
+        if commit is None:
+            raise WorktreeError(f"revert: {sha!r} names no commit")
+        with self._lock:
+            tip = self._tip(target, "the")
+            if not self.git.is_ancestor(commit, tip):
+                raise WorktreeError(f"revert: {commit[:12]} is not on {target}")
+            new = revert_in_scratch(self.git, dirs, tip, commit, target)
+            refused = advance_branch(self.git, target, new, tip, f"the revert of {commit[:12]}")
+            if refused is not None:
+                raise WorktreeError(refused.message)
+            return new
+
+    # -- clean up ------------------------------------------------------------------------------
+
+    def cleanup_ticket(self, track_id: str, ticket_id: str, keep_branch: bool = False,
+                       discard: bool = False, recycle: bool = False) -> None:
+        """Remove the ticket's worktrees (its own and a conflict one) and, unless
+        ``keep_branch``, its branches. Uncommitted changes or an unmerged branch are refused
+        unless ``discard`` (the person dropped the ticket). With ``recycle`` (while the track has
+        tickets to come) a clean worktree goes to the track's pool instead, so the next
+        ticket's set-up checks out only what differs; ``cleanup_track`` empties the pool."""
+        dirs = self._need()
+        path = self.worktree_path(track_id, ticket_id)
+        conflict = path.with_name(ticket_id + CONFLICT_SUFFIX)
+        if not discard and not keep_branch and not ticket_merged(self.git, track_id, ticket_id):
+            raise WorktreeError(f"ticket {ticket_id}'s branch {ticket_branch(track_id, ticket_id)} "
+                                f"is not merged into {track_branch(track_id)}; merge it, keep "
+                                f"the branch, or pass discard=True to drop its change")
+        if not discard:
+            for p in (path, conflict):
+                if (p / ".git").is_file() and dirs.find(p) is not None and dirs.dirty(p):
+                    raise WorktreeError(f"the worktree {p} has uncommitted changes "
+                                        f"({', '.join(dirs.dirty(p)[:5])}); commit them or pass "
+                                        f"discard=True")
+        if not (recycle and dirs.recycle(path, self._pool(track_id))):
+            dirs.remove(path, discard=discard)
+        dirs.remove(conflict, discard=True)  # a conflict tree's state lives on in its branch
+        if not keep_branch:
+            with self._lock:
+                dirs.delete_branch(ticket_branch(track_id, ticket_id))
+                dirs.delete_branch(repair_branch(track_id, ticket_id))
+
+    def cleanup_track(self, track_id: str, keep_branch: bool = False,
+                      discard: bool = False) -> None:
+        """Clean up every ticket of the track, then the track branch unless ``keep_branch``
+        (refused while it is not merged, unless ``discard``)."""
+        dirs = self._need()
+        check_id(track_id, "track id")
+        tickets = set()
+        for ns in ("clutch-ticket", "clutch-repair"):
+            refs = self.git.out("for-each-ref", "--format=%(refname)", f"refs/heads/{ns}/{track_id}/")
+            tickets |= {r.rsplit("/", 1)[1] for r in refs.split()}
+        track_dir = dirs.base_dir / track_id
+        if track_dir.is_dir():
+            tickets |= {p.name.removesuffix(CONFLICT_SUFFIX) for p in track_dir.iterdir()
+                        if p.name != POOL_DIR}
+        branch = track_branch(track_id)
+        tip = self.git.rev(f"refs/heads/{branch}")
+        if not keep_branch and not discard and tip is not None:
+            rec = self._records.read(track_id) or {}
+            into = rec.get("merged_into")
+            into_tip = self.git.rev(f"refs/heads/{into}") if into else None
+            if into_tip is None or not self.git.is_ancestor(tip, into_tip):
+                raise WorktreeError(f"{branch} is not merged into the user's branch; merge it "
+                                    f"(merge_track), keep it (keep_branch=True) or pass "
+                                    f"discard=True to drop it")
+        for ticket_id in sorted(tickets):
+            self.cleanup_ticket(track_id, ticket_id, keep_branch=keep_branch, discard=discard,
+                                recycle=False)
+        dirs.drain_pool(self._pool(track_id))
+        if not keep_branch:
+            with self._lock:
+                dirs.delete_branch(branch)
+                self._records.path(track_id).unlink(missing_ok=True)
+        self.git.run("worktree", "prune")
+
+    def list_worktrees(self) -> list[WorktreeInfo]:
+        """Every worktree git knows of (the main one first)."""
+        self._need()
+        return self.git.worktrees()
+

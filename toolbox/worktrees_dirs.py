@@ -1,0 +1,263 @@
+"""The worktree directories under ``<repo>/.clutch/worktrees/``: add, check, reuse, recreate,
+remove, and keep ``.clutch/`` out of git through ``info/exclude``.
+
+Threads: the engine's executor threads, several at once (one per ticket): git serialises its
+own metadata writes; this module adds no lock of its own except around the exclude file.
+State: :class:`WorktreeDirs` owns the repository's paths and that lock; :class:`TrackRecords`
+one JSON file per track; ``revert_in_scratch`` a throw-away worktree while it runs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import secrets
+import shutil
+import threading
+import time
+
+from toolbox.worktrees_model import (WORKTREES_DIR, GitRunner, WorktreeError, WorktreeInfo, said,
+                                     same_path)
+
+
+class WorktreeDirs:
+    """Linked worktrees of the repository at ``top`` (its top-level directory)."""
+
+    def __init__(self, git: GitRunner, top: pathlib.Path, common_dir: pathlib.Path):
+        self.git = git
+        self.top = top
+        self.common_dir = common_dir
+        self.base_dir = top.joinpath(*WORKTREES_DIR)
+        self._exclude_lock = threading.Lock()
+
+    # -- .clutch/ is ignored without touching the user's .gitignore ----------------------------
+
+    def ensure_excluded(self) -> None:
+        exclude = self.common_dir / "info" / "exclude"
+        with self._exclude_lock:
+            text = exclude.read_text("utf-8", "replace") if exclude.exists() else ""
+            lines = {ln.strip() for ln in text.splitlines()}
+            if lines & {".clutch/", "/.clutch/", ".clutch", "/.clutch"}:
+                return
+            exclude.parent.mkdir(parents=True, exist_ok=True)
+            with open(exclude, "a", encoding="utf-8") as f:
+                if text and not text.endswith("\n"):
+                    f.write("\n")
+                f.write("# Clutch's own files and worktrees (added by Clutch)\n.clutch/\n")
+
+    # -- one worktree ------------------------------------------------------------------------
+
+    def find(self, path: pathlib.Path) -> WorktreeInfo | None:
+        return next((w for w in self.git.worktrees() if same_path(w.path, path)
+                     or w.path == path), None)
+
+    def healthy(self, path: pathlib.Path, branch: str) -> bool:
+        """Registered, present, not half-made, and on ``branch``."""
+        info = self.find(path)
+        if info is None or info.prunable or info.branch != branch:
+            return False
+        if not (path / ".git").is_file():
+            return False
+        if info.locked and "initializing" in info.lock_reason:
+            return False  # `git worktree add` locks while it checks out: killed midway
+        proc = self.git.run("rev-parse", "--show-toplevel", cwd=path, check=False)
+        return proc.returncode == 0 and same_path(pathlib.Path(proc.stdout.decode().strip()), path)
+
+    def add(self, path: pathlib.Path, branch: str, start: str | None,
+            pool: pathlib.Path | None = None) -> pathlib.Path:
+        """A worktree at ``path`` on ``branch``: reused when healthy, else cleared away and
+        made again (``branch`` created at ``start`` when it does not exist yet), from a
+        recycled worktree in ``pool`` when there is one (a checkout of only what differs)."""
+        if self.healthy(path, branch):
+            return path
+        self.remove(path, discard=False, keep_files=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        exists = self.git.rev(f"refs/heads/{branch}") is not None
+        if exists:
+            holder = next((w for w in self.git.worktrees() if w.branch == branch), None)
+            if holder is not None and not holder.main:
+                self._drop_registration(holder)
+        if pool is not None and self._from_pool(pool, path, branch, None if exists else start):
+            return path
+        if exists:
+            args = ["worktree", "add", "-q", str(path), branch]
+        else:
+            if start is None:
+                raise WorktreeError(f"branch {branch} does not exist and no start was given")
+            args = ["worktree", "add", "-q", "-b", branch, str(path), start]
+        self.git.run(*args)
+        return path
+
+    # -- recycling: a finished ticket's tree becomes the next ticket's, so set-up checks out
+    # -- only the files that differ instead of every file of the repository ------------------
+
+    def recycle(self, path: pathlib.Path, pool: pathlib.Path) -> bool:
+        """Move the (clean) worktree at ``path`` into ``pool``, detached from its branch.
+        False (and nothing done) when it is not a clean, registered worktree."""
+        info = self.find(path)
+        if info is None or info.locked or info.prunable or self.dirty(path):
+            return False
+        self.git.run("switch", "-q", "--detach", cwd=path)
+        pool.mkdir(parents=True, exist_ok=True)
+        dest = pool / f"{secrets.token_hex(4)}"
+        self.git.run("worktree", "move", str(path), str(dest))
+        return True
+
+    def _from_pool(self, pool: pathlib.Path, path: pathlib.Path, branch: str,
+                   start: str | None) -> bool:
+        """Claim a pooled worktree for ``path`` and check out ``branch`` in it (created at
+        ``start`` when given); untracked and ignored leftovers of its last ticket removed."""
+        candidates = sorted(pool.iterdir()) if pool.is_dir() else []
+        for entry in candidates:
+            claimed = self.git.run("worktree", "move", str(entry), str(path), check=False)
+            if claimed.returncode != 0:
+                continue  # another thread took it, or it is broken: the track's cleanup drops it
+            new = ["-b", branch, start] if start is not None else [branch, "--"]
+            self.git.run("checkout", "-q", "-f", *new, cwd=path)
+            self.git.run("clean", "-ffdxq", cwd=path)
+            return True
+        return False
+
+    def fill_pool(self, pool: pathlib.Path, tip: str, count: int) -> int:
+        """Add detached worktrees at ``tip`` to ``pool`` until it holds ``count``; how many
+        it holds."""
+        have = len(list(pool.iterdir())) if pool.is_dir() else 0
+        pool.mkdir(parents=True, exist_ok=True)
+        while have < count:
+            dest = pool / f"{os.getpid()}-{threading.get_ident()}-{secrets.token_hex(4)}"
+            self.git.run("worktree", "add", "-q", "--detach", str(dest), tip)
+            have += 1
+        return have
+
+    def drain_pool(self, pool: pathlib.Path) -> None:
+        """Remove every pooled worktree (their files were all committed or discarded)."""
+        if pool.is_dir():
+            for entry in sorted(pool.iterdir()):
+                self.remove(entry, discard=True)
+            if pool.is_dir() and not any(pool.iterdir()):
+                pool.rmdir()
+
+    def _drop_registration(self, info: WorktreeInfo) -> None:
+        """Forget a worktree git still lists elsewhere (a moved repository, a stale entry)."""
+        if info.locked:
+            self.git.run("worktree", "unlock", str(info.path), check=False)
+        if info.path.exists():
+            self.remove(info.path, discard=False, keep_files=True)
+        else:
+            self.git.run("worktree", "prune")
+
+    def dirty(self, path: pathlib.Path) -> list[str]:
+        """Uncommitted paths (untracked included, ignored not) in the worktree at ``path``."""
+        proc = self.git.run("status", "--porcelain=v1", "-z", "--untracked-files=all", cwd=path)
+        entries = [e for e in proc.stdout.decode("utf-8", "surrogateescape").split("\0") if e]
+        return [e[3:] for e in entries if len(e) > 3]
+
+    def remove(self, path: pathlib.Path, discard: bool, keep_files: bool = False) -> None:
+        """Remove the worktree at ``path``. Uncommitted changes there are refused unless
+        ``discard``; with ``keep_files`` a directory git cannot remove cleanly (a half-made
+        or unregistered one) is moved to ``.clutch/lost+found/`` instead of deleted."""
+        info = self.find(path)
+        if info is not None and info.prunable:
+            self.git.run("worktree", "prune")
+            info = None
+        if info is not None:
+            if info.locked:
+                self.git.run("worktree", "unlock", str(path), check=False)
+            if not discard and (path / ".git").is_file():
+                changed = self.dirty(path)
+                if changed and not keep_files:
+                    shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
+                    raise WorktreeError(
+                        f"the worktree {path} has uncommitted changes ({shown}); commit them "
+                        f"(commit_ticket) or pass discard=True to drop them")
+                if changed:
+                    self._set_aside(path)
+            proc = self.git.run("worktree", "remove", "--force", "--force", str(path), check=False)
+            if proc.returncode != 0 and path.exists():
+                if keep_files and any(path.iterdir()):
+                    self._set_aside(path)
+                shutil.rmtree(path)
+                self.git.run("worktree", "prune")
+        elif path.exists():
+            if keep_files and any(path.iterdir()):
+                self._set_aside(path)
+            shutil.rmtree(path)
+        parent = path.parent
+        while parent != self.base_dir and parent.is_relative_to(self.base_dir):
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+
+    def _set_aside(self, path: pathlib.Path) -> None:
+        """Copy a directory's files to ``.clutch/lost+found/`` (nothing a worker wrote is lost)."""
+        rel = path.relative_to(self.base_dir) if path.is_relative_to(self.base_dir) else path.name
+        stamp = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+        dest = self.top / ".clutch" / "lost+found" / f"{str(rel).replace('/', '__')}-{stamp}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(path, dest, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+
+    def delete_branch(self, branch: str) -> None:
+        if self.git.rev(f"refs/heads/{branch}") is None:
+            return
+        proc = self.git.run("branch", "-D", "-q", branch, check=False)
+        if proc.returncode != 0 and self.git.rev(f"refs/heads/{branch}") is not None:
+            raise WorktreeError(f"could not delete branch {branch}: {said(proc)}")
+
+
+def revert_in_scratch(git: GitRunner, dirs: WorktreeDirs, tip: str, commit: str,
+                      target: str) -> str:
+    """``git revert`` of ``commit`` on top of ``tip`` in a throw-away detached worktree; the
+    new commit (no branch moves). A conflict: WorktreeError naming the files."""
+    scratch = dirs.base_dir / "_scratch" / f"revert-{os.getpid()}-{threading.get_ident()}"
+    dirs.remove(scratch, discard=True)
+    scratch.parent.mkdir(parents=True, exist_ok=True)
+    git.run("worktree", "add", "-q", "--detach", str(scratch), tip)
+    try:
+        parents = git.out("rev-list", "--parents", "-n", "1", commit).split()[1:]
+        mainline = ["-m", "1"] if len(parents) > 1 else []
+        proc = git.run("revert", "--no-edit", *mainline, commit, cwd=scratch, check=False,
+                       identity=True)
+        if proc.returncode != 0:
+            unmerged = git.run("diff", "--name-only", "--diff-filter=U", cwd=scratch,
+                               check=False).stdout.decode("utf-8", "replace").split()
+            detail = (f"conflicts with later changes in {', '.join(unmerged)}" if unmerged
+                      else f"failed: {said(proc)}")
+            raise WorktreeError(f"reverting {commit[:12]} on {target} {detail}; nothing was "
+                                f"changed")
+        return git.out("rev-parse", "HEAD", cwd=scratch)
+    finally:
+        dirs.remove(scratch, discard=True)
+
+
+class TrackRecords:
+    """``<base_dir>/<track_id>.track.json``: a track's base branch and commit and where it
+    merged, written atomically (temp file + os.replace)."""
+
+    def __init__(self, base_dir: pathlib.Path):
+        self.base_dir = base_dir
+
+    def path(self, track_id: str) -> pathlib.Path:
+        return self.base_dir / f"{track_id}.track.json"
+
+    def read(self, track_id: str) -> dict | None:
+        p = self.path(track_id)
+        if not p.exists():
+            return None
+        try:
+            data = json.loads(p.read_text("utf-8"))
+        except (OSError, ValueError) as e:
+            raise WorktreeError(f"the track record {p} cannot be read ({e}); delete it and start "
+                                f"the track again") from e
+        if not isinstance(data, dict) or not isinstance(data.get("base_sha"), str):
+            raise WorktreeError(f"the track record {p} has no base_sha; delete it and start the "
+                                f"track again")
+        return data
+
+    def write(self, track_id: str, data: dict) -> None:
+        p = self.path(track_id)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(f".tmp-{os.getpid()}-{threading.get_ident()}")
+        tmp.write_text(json.dumps(data, indent=1) + "\n", "utf-8")
+        os.replace(tmp, p)

@@ -411,7 +411,7 @@ def test_skip_unblocks_dependents(make_engine):
         else OfflineProvider(pace_s=0).generate(r, lambda s: None)))
     tid = new_track(eng, tickets(("T-001", [], ["a.txt"]), ("T-002", ["T-001"], ["b.txt"])))
     assert eng.start_track(tid).result(10).ticket("T-002").status == "blocked"
-    eng.skip_ticket("T-001")
+    eng.skip_ticket("T-001").result(10)
     assert eng.track(tid).ticket("T-002").status == "todo"
     assert eng.start_track(tid).result(10).ticket("T-002").status == "completed"
 

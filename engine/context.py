@@ -3,8 +3,8 @@ emit and status helpers, start and close.
 
 Threads: `start`/`close`/`submit` are called from any thread; `_pump`, `_emit`, `_status`,
 `_apply` and `_workers_changed` run on the conductor (loop) thread; `_emitter()` hands an
-executor thread an emit that goes through `put_threadsafe` (run_coroutine_threadsafe). State
-owned: the loop, the queue, the conductor thread, the spill flag and the last worker figures
+executor thread an emit that goes through `put_threadsafe` (run_coroutine_threadsafe).
+State owned: the loop, the queue, the conductor thread, the spill flag and the last worker figures
 reported (loop thread only).
 """
 from __future__ import annotations

@@ -2,8 +2,8 @@
 editing tracks, and replacing a track's tickets.
 
 Threads: the public methods are called from any thread and return futures; the coroutines run
-on the conductor (loop) thread; each model call runs in an executor thread (`work`). State
-owned: the last proposal and epic (`proposal`, `last_epic`), written on the loop thread. Tracks
+on the conductor (loop) thread; each model call runs in an executor thread (`work`).
+State owned: the last proposal and epic (`proposal`, `last_epic`), written on the loop thread. Tracks
 and tickets are changed under the track lock (`_lock`).
 """
 from __future__ import annotations

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 
-from engine.errors import EngineError
+from engine.errors import EngineError, copy_track
 from events import TrackChanged
 from models import Ticket, Track, stream_tier3, ticket_action_refusal
 
@@ -41,7 +41,8 @@ class TicketActions:
 
     def retry_ticket(self, ticket_id: str) -> concurrent.futures.Future[Track]:
         """Put a failed, cancelled, skipped or blocked ticket back to todo and run its track.
-        The future completes with the track when that run ends."""
+        The future completes once that is done and on disk and the track runs, with a copy of
+        the track then; `track_run(track_id)` gives the future of the run itself."""
         track, ticket = self._find(ticket_id)
         self._refuse(ticket, "retry")
         return self.submit(self._retry(track, ticket))
@@ -61,7 +62,10 @@ class TicketActions:
             run = self._running.get(track.id)
         if run is None or run.done():
             run = self.start_track(track.id)
-        return await asyncio.wrap_future(run)
+            while track.status != "in_progress" and not run.done():
+                await asyncio.sleep(0)        # the run's first step marks the track running
+        with self._lock:
+            return copy_track(track)
 
     def skip_ticket(self, ticket_id: str,
                     reason: str = "skipped by the user") -> concurrent.futures.Future[None]:

@@ -7,6 +7,7 @@ part that is itself thread-safe). State owned: none.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import os
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,12 @@ class Reads:
         with self._lock:
             f = self._running.get(track_id)
             return f is not None and not f.done()
+
+    def track_run(self, track_id: str) -> concurrent.futures.Future[Track] | None:
+        """The future of the track's current (or last) run: it completes with the track when
+        nothing more can run. None when the track was never started in this session."""
+        with self._lock:
+            return self._running.get(track_id)
 
     def is_paused(self, track_id: str) -> bool:
         with self._lock:

@@ -67,7 +67,10 @@ def test_ticket_commands_return_futures_and_never_wait_for_a_busy_loop(make_engi
     t0 = time.monotonic()
     retry = eng.retry_ticket("T-001")
     assert time.monotonic() - t0 < 0.3, "retry_ticket waited for the loop"
-    final = retry.result(20)                  # the track's run, which the retry started
+    applied = retry.result(10)                # applied, on disk, and the track running
+    assert applied.ticket("T-001").status in ("todo", "in_progress") and applied.status == "in_progress"
+    assert applied.ticket("T-001").retry_count == 1
+    final = eng.track_run(tid).result(20)
     assert final.ticket("T-001").retry_count == 1
     assert final.ticket("T-002").status == "completed"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import EngineError, copy_track
-from models import ApprovalRequest, Track, Usage
+from models import ApprovalRequest, EpicPlan, Track, Usage
 from tools import SandboxStatus
 from tools import diff_preview as _diff_preview
 
@@ -61,6 +61,11 @@ class Reads:
 
     def effective_cap(self) -> int:
         return self.cap.effective()
+
+    def current_proposal(self) -> tuple[str, EpicPlan] | None:
+        """The epic and the Tier 1 plan waiting to be accepted, or None."""
+        plan, epic = self.proposal, self.last_epic
+        return (epic, plan) if plan is not None else None
 
     def pending_approvals(self) -> list[ApprovalRequest]:
         return self.approvals.pending()

@@ -116,6 +116,9 @@ def test_the_read_api_gives_streams_comms_previews_and_files(make_engine, worksp
     assert eng.workspace == workspace.resolve()
     assert eng.track_dir(tid) == workspace.resolve() / "conductor" / "tracks" / tid
     assert eng.sandbox_status().mode in ("bwrap", "none")
+    assert eng.current_proposal() is None
+    plan = eng.plan_epic("Add a health endpoint").result(20)
+    assert eng.current_proposal() == ("Add a health endpoint", plan)
 
 
 def test_each_engine_part_is_its_own_module_with_its_thread_and_state_named():

@@ -94,11 +94,9 @@ class Reads:
 
     # -- streams -------------------------------------------------------------------------------
     def stream_text(self, stream_id: str, offset: int = 0) -> str:
-        """A stream's text from `offset` characters; "" for a stream that has not begun."""
-        try:
-            return self.streams.text(stream_id, offset)
-        except KeyError:
-            return ""
+        """A stream's text from `offset` characters. KeyError for a stream that has not begun
+        (the API answers 404); OSError when its ended text cannot be read back from disk."""
+        return self.streams.text(stream_id, offset)
 
     def stream_info(self) -> dict[str, dict[str, Any]]:
         """Every stream's length (characters) and state ("streaming", "done", ...)."""

@@ -100,7 +100,8 @@ def test_the_read_api_gives_streams_comms_previews_and_files(make_engine, worksp
     wait_for(lambda: eng.stream_info().get(sid, {}).get("state") == "done", what="stream end")
     text = eng.stream_text(sid)
     assert text and eng.stream_text(sid, 5) == text[5:]
-    assert eng.stream_text("Tier 3 (Worker): T-999") == ""
+    with pytest.raises(KeyError):
+        eng.stream_text("Tier 3 (Worker): T-999")
     n = eng.comms_count()
     assert n > 2
     entries = eng.comms_entries()

@@ -74,6 +74,7 @@ class ShellPayload(_Payload):
     cwd: str = "."
     timeout_s: float | None = None  # what the command will be given (the setting's, or less)
     rule: str = ""                  # the approval rule that matched, in words
+    argument: str = ""              # the word of the command that rule is about, if any
     EDITABLE: ClassVar[tuple[str, ...]] = ("command", "cwd", "timeout_s")
 
     def check_edit(self, original: _Payload) -> None:

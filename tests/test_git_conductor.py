@@ -59,7 +59,7 @@ def test_a_commit_per_ticket_with_only_its_files_and_the_sha_in_plan_md(workspac
             assert re.search(rf"^- \[x\] Task: {re.escape(t.description)} {t.commit_sha[:7]}$", plan,
                              re.M), plan
         # revert one ticket's commit: its file is gone, the ticket goes back to todo
-        sha = eng.revert_ticket("T-002")
+        sha = eng.revert_ticket("T-002").result(30)
         assert sha and not (workspace / "b.py").exists()
         t2 = eng.track(track.id).ticket("T-002")
         assert t2.status == "todo" and not t2.commit_sha

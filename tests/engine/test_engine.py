@@ -399,7 +399,10 @@ def test_cancel_a_running_ticket_then_retry(make_engine):
     assert track.ticket("T-001").status == "cancelled"
     assert track.ticket("T-002").status == "blocked"
     assert track.ticket("T-003").status == "completed"
-    track = eng.retry_ticket("T-001").result(10)
+    applied = eng.retry_ticket("T-001").result(10)
+    assert applied.ticket("T-001").status in ("todo", "in_progress") and applied.status == "in_progress"
+    assert applied.ticket("T-001").retry_count == 1
+    track = eng.track_run(tid).result(10)
     assert track.ticket("T-001").status == "completed" and track.ticket("T-001").retry_count == 1
     assert track.ticket("T-002").status == "completed"
     assert track.status == "completed"
@@ -411,7 +414,7 @@ def test_skip_unblocks_dependents(make_engine):
         else OfflineProvider(pace_s=0).generate(r, lambda s: None)))
     tid = new_track(eng, tickets(("T-001", [], ["a.txt"]), ("T-002", ["T-001"], ["b.txt"])))
     assert eng.start_track(tid).result(10).ticket("T-002").status == "blocked"
-    eng.skip_ticket("T-001")
+    eng.skip_ticket("T-001").result(10)
     assert eng.track(tid).ticket("T-002").status == "todo"
     assert eng.start_track(tid).result(10).ticket("T-002").status == "completed"
 

@@ -46,6 +46,7 @@ from engine.scheduler import Scheduler
 from engine.sessions import SessionRegistry
 from engine.streams import StreamBuffers
 from engine.ticket import TicketLife
+from engine.checkpoint import CheckpointGate
 from engine.toolcalls import ToolCalls
 from engine.reads import Reads
 from engine.writer import TrackWriter
@@ -60,8 +61,8 @@ __all__ = ("ConductorEngine", "EngineError", "ApprovalNotFound", "ApprovalAlread
            "ApprovalBroker", "WorkerCap", "SessionRegistry")
 
 
-class ConductorEngine(LoopContext, TrackWriter, Planning, Scheduler, TicketLife, ToolCalls,
-                      Agents, TicketActions, Reads):
+class ConductorEngine(LoopContext, TrackWriter, Planning, Scheduler, TicketLife, CheckpointGate,
+                      ToolCalls, Agents, TicketActions, Reads):
     """The whole hierarchy, headless. Use as a context manager, or call start()/close()."""
 
     def __init__(self, workspace: str | Path, settings: Settings | None = None, *,

@@ -37,6 +37,10 @@ class StepStopped(Exception):
     pass
 
 
+class NoChange(Exception):
+    """A worker finished without changing a file: no evidence, so its task is not ticked."""
+
+
 _ATOMIC = (str, int, float, bool, type(None))
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import prompts
 from ai_client import Cancelled
-from engine.errors import BudgetExceeded, StepStopped, describe
+from engine.errors import BudgetExceeded, NoChange, StepStopped, describe
 from events import ErrorEvent, StreamEnd
 from models import (ApprovalRequest, SpawnPayload, Ticket, Track, stream_tier3, stream_tier4,
                     tick_subtasks)
@@ -60,6 +60,9 @@ class TicketLife:
         sid = stream_tier3(ticket.id)
         emit = self._emitter()
         try:
+            if ticket.checkpoint:       # a phase's manual verification: the person's, no worker
+                self._checkpoint_life(track, ticket, cancel)
+                return
             with self._lock:
                 prompt = prompts.tier3_prompt(ticket.id, ticket.description, track.title,
                                               ticket.target_files, ticket.depends_on)
@@ -106,6 +109,12 @@ class TicketLife:
             with self._written_lock:
                 files = sorted(self._written.pop(ticket.id, set()))
             sha = self._commit(ticket, files)
+            if self._git is not None and not sha:
+                # Evidence for a tick: in a git workspace a task is ticked only with the SHA
+                # of the commit that did it; no change, no commit, and the task stays open.
+                raise NoChange(f"the worker changed no file, so there is nothing to show for "
+                               f"{ticket.id}: the task stays open (its answer: "
+                               f"{self._scrub(result).strip()[:300]!r})")
             with self._lock:
                 ticket.result = self._scrub(result)[-4000:]
                 ticket.status = "completed"

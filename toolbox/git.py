@@ -107,6 +107,16 @@ class GitRepo:
     def _short_head(self) -> str:
         return self._git("rev-parse", "--short", "HEAD").stdout.decode().strip()
 
+    def commit_checkpoint(self, message: str) -> str:
+        """An empty commit recording a person's verification of a phase (the Conductor
+        extension's checkpoint commit); returns its short SHA."""
+        if not isinstance(message, str) or not message.strip():
+            raise ToolError("commit_checkpoint: the commit message is empty")
+        with self._lock:
+            self._git(*self._identity(), "commit", "-q", "--allow-empty", "--no-verify",
+                      "-m", message)
+            return self._short_head()
+
     def commit_paths(self, paths: list[str], message: str) -> str:
         """Stage only ``paths`` (added, modified or deleted), commit them, return the short SHA;
         "" when none of them changed."""

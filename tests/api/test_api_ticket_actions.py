@@ -1,10 +1,8 @@
-"""Ticket actions over the API: revert (a completed ticket's commit undone with git), and the
-routes' engine calls that work whether the engine answers at once or with a Future."""
+"""Ticket actions over the API: revert (a completed ticket's commit undone with git), and
+retry after it; the engine's commands return futures, which the routes wait for."""
 from __future__ import annotations
 
-import concurrent.futures
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
@@ -28,45 +26,12 @@ def init_repo(ws: Path) -> None:
     git(ws, "commit", "-qm", "init")
 
 
-def _engine_class(futures: bool):
-    from multi_agent_conductor import ConductorEngine
-    if not futures:
-        return ConductorEngine
-
-    class FutureEngine(ConductorEngine):
-        """The engine's commands under the one calling convention (each returns a Future that
-        raises its refusal), as the engine layer is adopting it."""
-        def _later(self, fn, *a):
-            fut: concurrent.futures.Future = concurrent.futures.Future()
-
-            def run():
-                try:
-                    fut.set_result(fn(*a))
-                except BaseException as e:   # the refusal travels in the Future
-                    fut.set_exception(e)
-            threading.Thread(target=run, daemon=True, name="future-engine").start()
-            return fut
-
-        def retry_ticket(self, *a):
-            return self._later(super().retry_ticket, *a)
-
-        def skip_ticket(self, *a):
-            return self._later(super().skip_ticket, *a)
-
-        def cancel_ticket(self, *a):
-            return self._later(super().cancel_ticket, *a)
-
-        def revert_ticket(self, *a):
-            return self._later(super().revert_ticket, *a)
-    return FutureEngine
-
-
-@pytest.fixture(params=[False, True], ids=["values", "futures"])
-def completed_run(request, workspace):
+@pytest.fixture
+def completed_run(workspace):
     """A git workspace with one track run to completion over two tickets, served by the API."""
     init_repo(workspace)
-    eng = _engine_class(request.param)(workspace, fast_settings(git_commits=True),
-                                       auto_approve=True).start()
+    from multi_agent_conductor import ConductorEngine   # its commands return futures
+    eng = ConductorEngine(workspace, fast_settings(git_commits=True), auto_approve=True).start()
     srv = None
     try:
         [tr] = eng.accept_tracks([TrackProposal(title="Core: greeting", goal="g",

@@ -195,7 +195,7 @@ def xvfb_scenario(out_dir: str, workspace: str) -> None:
         while time.monotonic() < deadline:
             if eng.track(tid).status in ("completed", "failed") and not eng.is_running(tid):
                 break
-            streaming = [v for v in app.streams.values()
+            streaming = [v for v in app.streams.views.values()
                          if v.state == "streaming" and v.stream_id.startswith("Tier 3")]
             if not midrun and len(streaming) >= 3 and app.modal.current is None:
                 shot(ctx, "midrun")

@@ -33,7 +33,7 @@ from gui.chrome import (load_fonts, notification_strip, setup_style, show_gui, s
                         show_status)
 from gui.dialogs.approval import (approval_fields, approval_payload, current_approval,
                                   resolve_front)
-from gui.frame import apply_event, guarded, per_frame
+from gui.frame import apply_event, guarded, per_frame, shielded
 from gui.panels.approvals import panel_approvals
 from gui.panels.comms import panel_comms
 from gui.panels.epic import apply_settings, panel_epic
@@ -120,16 +120,16 @@ def runner_params(app: AppState, *, ini_disable: bool = False, headless: bool = 
     rp.imgui_window_params.show_status_bar = True
     rp.imgui_window_params.show_status_fps = False
     rp.imgui_window_params.remember_status_bar_settings = False
-    rp.callbacks.show_menus = lambda: show_menus(app)
-    rp.callbacks.show_status = lambda: show_status(app)
+    rp.callbacks.show_menus = shielded(app, "menu bar", lambda: show_menus(app))
+    rp.callbacks.show_status = shielded(app, "status bar", lambda: show_status(app))
     rp.callbacks.show_gui = lambda: guarded(app, "dialog", show_gui)
-    rp.callbacks.pre_new_frame = lambda: per_frame(app)
-    rp.callbacks.load_additional_fonts = lambda: load_fonts(app)
-    rp.callbacks.setup_imgui_style = setup_style
+    rp.callbacks.pre_new_frame = shielded(app, "frame update", lambda: per_frame(app))
+    rp.callbacks.load_additional_fonts = shielded(app, "font loading", lambda: load_fonts(app))
+    rp.callbacks.setup_imgui_style = shielded(app, "style", setup_style)
     strip = hello_imgui.EdgeToolbarOptions()
     strip.size_em = 2.0
     strip.window_padding_em = ImVec2(0.5, 0.35)
-    rp.callbacks.add_edge_toolbar(hello_imgui.EdgeToolbarType.top, lambda: notification_strip(app), strip)
+    rp.callbacks.add_edge_toolbar(hello_imgui.EdgeToolbarType.top, shielded(app, "notification strip", lambda: notification_strip(app)), strip)
     rp.docking_params = docking_params(app)
     rp.fps_idling.enable_idling = not headless
     if ini_disable:
@@ -152,8 +152,8 @@ def runner_params(app: AppState, *, ini_disable: bool = False, headless: bool = 
             ed.destroy_editor(app.tickets.graph_editor)
             app.tickets.graph_editor = None
 
-    rp.callbacks.post_init = post_init
-    rp.callbacks.before_exit = before_exit
+    rp.callbacks.post_init = shielded(app, "start-up", post_init)
+    rp.callbacks.before_exit = shielded(app, "shut-down", before_exit)
     if headless:
         rp.platform_backend_type = hello_imgui.PlatformBackendType.null
         rp.renderer_backend_type = hello_imgui.RendererBackendType.null
@@ -247,6 +247,8 @@ def main(workspace: str | os.PathLike = ".", api: bool = False, provider: str | 
     code = 0
     try:
         immapp.run(rp, addons)
+        if app.interrupted is not None:
+            raise app.interrupted       # Ctrl+C or the like, caught in a callback (see interrupt)
     except RuntimeError as e:
         if app.frame > 0:
             raise

@@ -138,13 +138,14 @@ def per_frame(app: AppState) -> None:
 
 
 def guarded(app: AppState, name: str, fn: Callable[[AppState], None]) -> None:
-    """Run one panel; if it raises, recover ImGui's stacks, show the message, keep the app up."""
+    """Run one panel; if it raises, recover ImGui's stacks, show the message, keep the app up.
+    An interruption (Ctrl+C, a test's time limit) also recovers the stacks, then closes the app
+    cleanly (see `interrupt`): it must never unwind through ImGui's C++ frames."""
     state = imgui.internal.ErrorRecoveryState()
     imgui.internal.error_recovery_store_state(state)
     try:
         fn(app)
-    except Exception as e:  # noqa: BLE001 - one broken panel must not close the others
-        log.exception("the %s panel failed", name)
+    except BaseException as e:  # noqa: BLE001 - one broken panel must not close the others
         io = imgui.get_io()
         keep = io.config_error_recovery_enable_assert
         io.config_error_recovery_enable_assert = False
@@ -152,6 +153,37 @@ def guarded(app: AppState, name: str, fn: Callable[[AppState], None]) -> None:
             imgui.internal.error_recovery_try_to_recover_state(state)
         finally:
             io.config_error_recovery_enable_assert = keep
+        if not isinstance(e, Exception):
+            interrupt(app, e)
+            return
+        log.exception("the %s panel failed", name)
         app.notify("error", f"The {name} panel failed: {describe_error(e)} (details in the log)",
                    name if name in WINDOWS else "")
 
+
+def interrupt(app: AppState, e: BaseException) -> None:
+    """A KeyboardInterrupt or a test runner's timeout raised inside a callback C++ called: kept
+    on the app (re-raised by whoever ran the window, once it has closed) and the window asked
+    to close. Raised through hello_imgui instead, it would leave the test engine's coroutine
+    running and the ImGui context alive, and the process aborts (SIGABRT)."""
+    if app.interrupted is None:
+        app.interrupted = e
+    app.exit_requested = True
+    try:
+        hello_imgui.get_runner_params().app_shall_exit = True
+    except RuntimeError:
+        log.warning("interrupted with no window running: %s", describe_error(e))
+
+
+def shielded(app: AppState, name: str, fn: Callable[[], None]) -> Callable[[], None]:
+    """A runner callback that lets nothing propagate into hello_imgui's C++ frames: an error is
+    logged and shown on the strip, an interruption closes the window (`interrupt`)."""
+    def run() -> None:
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - shown on the strip, details in the log
+            log.exception("the %s callback failed", name)
+            app.notify("error", f"The {name} failed: {describe_error(e)} (details in the log)")
+        except BaseException as e:  # noqa: BLE001 - re-raised once the window has closed
+            interrupt(app, e)
+    return run

@@ -264,6 +264,7 @@ class AppState:
         self.mono_font: imgui.ImFont | None = None
         self.font_notice = ""
         self.api_server: Any = None
+        self.interrupted: BaseException | None = None   # see gui.frame.interrupt
         self._seed_from_engine()
 
     def _seed_from_engine(self) -> None:

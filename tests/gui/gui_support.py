@@ -36,8 +36,14 @@ def run_app_test(app: Any, test_fn: Callable[[Any], None], *, headless: bool = T
         io.config_watchdog_warning = 600.0
         io.config_watchdog_kill_test = 900.0
     rp.callbacks.register_tests = register_tests
-    testing.run(test_function=test_fn, runner_params=rp, add_ons_params=addons,
-                run_speed=testing.TestRunSpeed.fast)
+    try:
+        testing.run(test_function=test_fn, runner_params=rp, add_ons_params=addons,
+                    run_speed=testing.TestRunSpeed.fast)
+    finally:
+        if app.interrupted is not None:
+            # pytest-timeout's exception (or Ctrl+C), caught in a callback so that it did not
+            # unwind through hello_imgui (which aborted the whole run): raised here instead
+            raise app.interrupted
 
 
 def wait_until(ctx: Any, pred: Callable[[], Any], timeout: float = 20.0, what: str = "condition",

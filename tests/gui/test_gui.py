@@ -19,6 +19,10 @@ import gui_2
 from imgui_bundle import imgui
 from models import ApprovalRequest, BudgetPayload, ShellPayload, SpawnPayload, ToolPayload
 
+# The whole flows run the real app with many workers: on a loaded 2-core machine they can pass
+# the suite's 120 s. Their own waits (wait_until) bound them; this is the backstop.
+pytestmark = pytest.mark.timeout(600)
+
 CTRL_ENTER = imgui.Key.mod_ctrl | imgui.Key.enter
 PROMPT_MARK = "User note from the GUI: keep it tiny (prompt-edit-7f3a)."
 ARGS_MARK = "# args-edit-91c2: edited in the approval dialog"
@@ -659,3 +663,40 @@ def test_stream_pane_cost_does_not_grow_with_the_stream(bare_imgui, monkeypatch)
         big_v.feed("more text\n" * 20)
         frames(big_v, 1)
     assert not big_v.at_bottom
+
+
+def test_an_interruption_inside_the_window_closes_it_cleanly(workspace, monkeypatch):
+    """pytest-timeout's exception (or Ctrl+C) raised while a panel draws used to unwind through
+    hello_imgui's C++ frames and abort the whole run (SIGABRT, "ImGuiTestEngine_CrashHandler()
+    Crashed while running 'auto'"). Now the window closes, the exception comes back to the
+    caller, and the next app in the same process runs."""
+    class TimeUp(BaseException):
+        pass
+    frames = []
+
+    def interrupting(app):
+        frames.append(app.frame)
+        if len(frames) == 3:
+            raise TimeUp("time is up")
+    monkeypatch.setattr(gui_2, "panel_usage", interrupting)
+    eng, app = make_app(workspace)
+    try:
+        with pytest.raises(TimeUp, match="time is up"):
+            run_app_test(app, lambda ctx: ctx.yield_(200))
+    finally:
+        eng.close()
+        app.close()
+    assert app.exit_requested and len(frames) >= 3
+    monkeypatch.undo()
+    eng2, app2 = make_app(workspace)
+    seen = {}
+    try:
+        def t(ctx):
+            ctx.item_click("//Epic/##epic")
+            ctx.key_chars("next run")
+            seen["epic"] = app2.epic_text
+        run_app_test(app2, t)
+    finally:
+        eng2.close()
+        app2.close()
+    assert seen["epic"] == "next run"

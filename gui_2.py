@@ -32,7 +32,7 @@ from imgui_bundle import imgui_node_editor as ed
 from gui.chrome import (load_fonts, notification_strip, setup_style, show_gui, show_menus,
                         show_status)
 from gui.dialogs.approval import (approval_fields, approval_payload, current_approval,
-                                  resolve_front)
+                                  preview_heading, resolve_front)
 from gui.frame import apply_event, guarded, per_frame, shielded
 from gui.panels.approvals import panel_approvals
 from gui.panels.comms import panel_comms
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AppState", "ApprovalEdit", "StreamView", "STREAM_KEEP_CHARS", "WRAP_COLS",
            "apply_event", "apply_settings", "approval_fields", "approval_payload",
-           "current_approval", "ensure_loaded", "hello_imgui", "main", "make_engine",
+           "current_approval", "ensure_loaded", "preview_heading", "hello_imgui", "main", "make_engine",
            "resolve_front", "runner_params", "stream_text_view"]
 
 log = logging.getLogger("clutch.gui")

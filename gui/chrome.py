@@ -207,4 +207,10 @@ def setup_style() -> None:
     tweaked.theme = hello_imgui.ImGuiTheme_.darcula_darker
     tweaked.tweaks.rounding = 4.0
     hello_imgui.apply_tweaked_theme(tweaked)
+    # The theme's windows and popups are slightly translucent: a dialog, a menu or a drop-down
+    # showed the table behind it through its text (issue 20, defect 1). Opaque backgrounds.
+    style = imgui.get_style()
+    for col in (imgui.Col_.window_bg, imgui.Col_.popup_bg, imgui.Col_.menu_bar_bg):
+        c = style.color_(col)
+        style.set_color_(col, ImVec4(c.x, c.y, c.z, 1.0))
 

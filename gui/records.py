@@ -168,5 +168,6 @@ class ApprovalEdit:
     error: str = ""
     reason: str = ""
     preview: str = ""
+    preview_of: dict[str, str] | None = None   # the fields the preview shows (None: as requested)
     focus_reason: bool = False
 

@@ -5,6 +5,8 @@ GUI thread only. State: none (what they show comes in as arguments).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from imgui_bundle import ImVec2, ImVec4, imgui
 from imgui_bundle import icons_fontawesome_4 as fa
 
@@ -79,15 +81,19 @@ def diff_view(app: AppState, text: str, height: float) -> None:
     imgui.end_child()
 
 
-def begin_sized_modal(title: str, width_em: float, height_em: float, max_height: float) -> bool:
+def begin_sized_modal(title: str, width_em: float, height_em: float, max_height: float,
+                      on_close: Callable[[], None] | None = None) -> bool:
     """A resizable modal centred on first appearance, at most 90 % wide and `max_height` of
-    the viewport high. True when open (call imgui.end_popup() then)."""
+    the viewport high. True when open (call imgui.end_popup() then). With `on_close`, the title
+    bar has a close button, and clicking it calls `on_close`."""
     vp = imgui.get_main_viewport()
     imgui.set_next_window_size(ImVec2(min(em(width_em).x, vp.work_size.x * 0.9),
                                       min(em(0, height_em).y, vp.work_size.y * max_height)),
                                imgui.Cond_.appearing)
     imgui.set_next_window_pos(vp.get_center(), imgui.Cond_.appearing, ImVec2(0.5, 0.5))
-    opened, _ = imgui.begin_popup_modal(title, None)
+    opened, still_open = imgui.begin_popup_modal(title, True if on_close is not None else None)
+    if on_close is not None and not still_open:    # the close button (ImGui closed it)
+        on_close()
     return opened
 
 

@@ -158,7 +158,7 @@ def approval_editor(app: AppState, edit: ApprovalEdit, esc: bool) -> bool:
         imgui.text("Arguments (JSON)")
         multiline("##Arguments", "args", 8)
         if edit.preview or tool in ("write_file", "edit_file"):
-            imgui.text("What it changes" + (" (as requested)" if f != edit.original else ""))
+            imgui.text(preview_heading(edit))
             imgui.same_line()
             if imgui.small_button("Preview my edit"):
                 refresh_preview(app, edit)
@@ -188,6 +188,17 @@ def approval_editor(app: AppState, edit: ApprovalEdit, esc: bool) -> bool:
     return ctrl_enter
 
 
+def preview_heading(edit: ApprovalEdit) -> str:
+    """What the diff under it shows: the request as made, or the user's edit (issue 20, 9)."""
+    if edit.preview_of is not None:
+        if edit.fields == edit.preview_of:
+            return "What it changes (with your edit)"
+        return "What it changes (your earlier edit: Preview my edit again)"
+    if edit.fields != edit.original:
+        return "What it changes (as requested, not your edit: Preview my edit)"
+    return "What it changes"
+
+
 def refresh_preview(app: AppState, edit: ApprovalEdit) -> None:
     payload, err = approval_payload(edit)
     if err:
@@ -201,8 +212,11 @@ def refresh_preview(app: AppState, edit: ApprovalEdit) -> None:
     def work() -> str:
         return engine_reads.diff_preview(app.engine, tool, args)
 
+    shown_fields = dict(edit.fields)
+
     def done(text: str) -> None:
         edit.preview = text or "(no change)"
+        edit.preview_of = shown_fields if shown_fields != edit.original else None
     app.background("Preview", work, panel="Approvals", on_done=done)
 
 

@@ -29,8 +29,13 @@ def open_settings(app: AppState) -> None:
 
 
 def settings_modal(app: AppState) -> None:
-    if not begin_sized_modal("Settings", 50, 42, 0.9):
+    def discard() -> None:
+        app.modal.settings_draft = None
+    if not begin_sized_modal("Settings", 50, 42, 0.9, on_close=discard):
         return
+    # Escape closes the dialog without saving (issue 20, defect 7), unless it is editing a
+    # field, where Escape reverts that field first
+    escape = imgui.is_key_pressed(imgui.Key.escape, False) and not imgui.is_any_item_active()
     d = app.modal.settings_draft
     if d is None:
         app.modal.current = None
@@ -117,6 +122,8 @@ def settings_modal(app: AppState) -> None:
     imgui.end_disabled()
     imgui.same_line()
     if imgui.button("Cancel", em(8, 0)):
+        app.modal.settings_draft = None
+    if escape:
         app.modal.settings_draft = None
     if app.modal.settings_draft is None:
         app.modal.current = None

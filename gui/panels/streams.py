@@ -84,9 +84,11 @@ def stream_header(app: AppState, v: StreamView) -> None:
 
 
 def panel_streams(app: AppState) -> None:
-    # follow activity: switch to the tier that is talking, at most every 1.5 s
-    if app.streams.follow_activity and app.streams.last_active:
-        sid = app.streams.last_active
+    # follow activity: switch to the tier that is talking now, at most every 1.5 s. Only while
+    # it talks: once it has ended, the tab the user picks stays (issue 20, defect 2)
+    talking = app.streams.views.get(app.streams.last_active)
+    if app.streams.follow_activity and talking is not None and talking.state == "streaming":
+        sid = talking.stream_id
         tier = tier_of_stream(sid)
         now = time.monotonic()
         if app.streams.selected.get(tier) != sid or app.streams.tab != tier:

@@ -13,9 +13,9 @@ from imgui_bundle import icons_fontawesome_4 as fa
 from pydantic import ValidationError
 
 from gui.state import AppState
-from gui.theme import BLUE, GREEN, RED, WRAP, describe_error, em, validation_messages
+from gui.theme import BLUE, GREEN, RED, WRAP, em, validation_messages
 from gui.widgets import panel_error
-from models import Settings, TIERS
+from models import TIERS, Settings
 
 
 def plan_epic(app: AppState) -> None:
@@ -29,14 +29,11 @@ def plan_epic(app: AppState) -> None:
     def failed(_e: BaseException) -> None:
         app.planning = False
 
-    try:
-        fut = app.engine.plan_epic(epic)
-    except Exception as e:  # noqa: BLE001 - EngineError for an empty or huge epic
-        app.notify("error", f"Plan epic: {describe_error(e)}", "Epic")
+    # an empty or huge epic is refused at once (EngineError): shown, nothing in flight
+    if not app.command("Plan epic", app.engine.plan_epic, epic, panel="Epic", on_done=done,
+                       on_error=failed):
         return
-    app.panel_errors.pop("Epic", None)
     app.planning = True
-    app.track_op("Plan epic", fut, "Epic", done, failed)
     app.streams.tab, app.streams.tab_request = "Tier 1", "Tier 1"
 
 

@@ -40,10 +40,27 @@ def run_app_test(app: Any, test_fn: Callable[[Any], None], *, headless: bool = T
         testing.run(test_function=test_fn, runner_params=rp, add_ons_params=addons,
                     run_speed=testing.TestRunSpeed.fast)
     finally:
+        restore_signal_handlers()
         if app.interrupted is not None:
             # pytest-timeout's exception (or Ctrl+C), caught in a callback so that it did not
             # unwind through hello_imgui (which aborted the whole run): raised here instead
             raise app.interrupted
+
+
+def restore_signal_handlers() -> None:
+    """The test engine installs its crash handler for SIGPIPE, SIGSEGV, SIGABRT... and leaves it
+    installed after the app is gone; the next socket write to a closed peer (any later test's
+    HTTP server) then ran that handler on freed state and the whole suite died with SIGSEGV.
+    Put back what Python had: SIGPIPE ignored (so a write raises BrokenPipeError), and
+    faulthandler for the fatal signals when it was on (pytest turns it on)."""
+    import faulthandler
+    import signal
+    import sys
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    for sig in (signal.SIGSEGV, signal.SIGABRT, signal.SIGFPE, signal.SIGBUS, signal.SIGILL):
+        signal.signal(sig, signal.SIG_DFL)
+    if faulthandler.is_enabled():
+        faulthandler.enable(file=sys.__stderr__, all_threads=True)
 
 
 def wait_until(ctx: Any, pred: Callable[[], Any], timeout: float = 20.0, what: str = "condition",

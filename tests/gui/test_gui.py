@@ -700,3 +700,22 @@ def test_an_interruption_inside_the_window_closes_it_cleanly(workspace, monkeypa
         eng2.close()
         app2.close()
     assert seen["epic"] == "next run"
+
+
+def test_a_write_to_a_closed_socket_after_a_gui_run_is_an_error_not_a_crash(workspace):
+    """The test engine's crash handler stayed installed for SIGPIPE after the app closed: the
+    next write to a closed socket (a later test's fake HTTP server) crashed the whole suite
+    with SIGSEGV. After a run, such a write raises BrokenPipeError as Python intends."""
+    import socket
+    eng, app = make_app(workspace)
+    try:
+        run_app_test(app, lambda ctx: ctx.yield_(2))
+    finally:
+        eng.close()
+        app.close()
+    a, b = socket.socketpair()
+    b.close()
+    with pytest.raises((BrokenPipeError, ConnectionResetError)):
+        for _ in range(100):
+            a.sendall(b"x" * 65536)
+    a.close()

@@ -83,7 +83,7 @@ def child(total_chars: int) -> None:
                 text = text_block(rng, per_stream)
                 for k in range(0, len(text), 4096):
                     gui_2.apply_event(app, ev.StreamChunk(stream_id=sid, text=text[k:k + 4096]))
-            assert sum(app.streams[s].chars for s in sids) == per_stream * STREAMS
+            assert sum(app.streams.views[s].chars for s in sids) == per_stream * STREAMS
 
             stop = threading.Event()
             emit = eng._emitter()
@@ -138,8 +138,8 @@ def child(total_chars: int) -> None:
             frame_ms = [x * 1000 for x in times[WARMUP:]]
             shown = {k: v for k, v in calls.items() if v >= FRAMES // 2}
             print(json.dumps({"frame_ms": frame_ms, "shown": shown,
-                              "chars": sum(app.streams[s].chars for s in sids),
-                              "rows": sum(len(app.streams[s].rows) for s in sids)}), flush=True)
+                              "chars": sum(app.streams.views[s].chars for s in sids),
+                              "rows": sum(len(app.streams.views[s].rows) for s in sids)}), flush=True)
         finally:
             app.close() if "app" in locals() else None
             eng.close()

@@ -12,6 +12,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+# tests/gui/gui_support.py (the app under the test engine, Xvfb) is shared with other layers'
+# tests (test_api_e2e uses its Xvfb): importable from any test directory
+if str(ROOT / "tests" / "gui") not in sys.path:
+    sys.path.append(str(ROOT / "tests" / "gui"))
 
 # Tests never reach a real API: no key leaks in from the developer's shell.
 for _k in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL", "OPENAI_API_KEY",

@@ -19,6 +19,10 @@ import gui_2
 from imgui_bundle import imgui
 from models import ApprovalRequest, BudgetPayload, ShellPayload, SpawnPayload, ToolPayload
 
+# The whole flows run the real app with many workers: on a loaded 2-core machine they can pass
+# the suite's 120 s. Their own waits (wait_until) bound them; this is the backstop.
+pytestmark = pytest.mark.timeout(600)
+
 CTRL_ENTER = imgui.Key.mod_ctrl | imgui.Key.enter
 PROMPT_MARK = "User note from the GUI: keep it tiny (prompt-edit-7f3a)."
 ARGS_MARK = "# args-edit-91c2: edited in the approval dialog"
@@ -31,7 +35,7 @@ def make_app(workspace: Path, **settings_kw):
 
 
 def front(app):
-    edit = gui_2.current_approval(app) if app.modal == "approval" else None
+    edit = gui_2.current_approval(app) if app.modal.current == "approval" else None
     return edit
 
 
@@ -52,25 +56,25 @@ def test_full_flow_edits_reach_the_engine(workspace):
         ctx.item_click("//Epic/##epic")
         ctx.key_chars("Build a tiny greeting library → with ✓ tests")
         ctx.key_press(CTRL_ENTER)
-        wait_until(ctx, lambda: app.modal == "proposal", 20, "the proposal dialog")
-        seen["proposed"] = len(app.proposal)
+        wait_until(ctx, lambda: app.modal.current == "proposal", 20, "the proposal dialog")
+        seen["proposed"] = len(app.modal.proposal)
         # 2. edit the first track's title, remove the others, accept
         ctx.item_click("//Proposed tracks/**/track0/Title")
         ctx.key_chars_replace("Greeting core (edited in review)")
-        while len(app.proposal) > 1 and not ctx.is_error():
+        while len(app.modal.proposal) > 1 and not ctx.is_error():
             ctx.item_click("//Proposed tracks/**/track1/###Remove track")
         ctx.item_click("//Proposed tracks/###Accept")
-        wait_until(ctx, lambda: app.selected_track and not app.busy("Accept tracks"), 10, "the accepted track")
-        tid = app.selected_track
+        wait_until(ctx, lambda: app.tickets.selected_track and not app.busy("Accept tracks"), 10, "the accepted track")
+        tid = app.tickets.selected_track
         seen["tid"] = tid
         # 3. plan tickets (Tier 2), see them in the Tickets window, list and graph
         ctx.item_click("//Tracks/###Plan tickets (Tier 2)")
-        wait_until(ctx, lambda: (t := app.track_by_id(tid)) and t.tickets, 20, "Tier 2's tickets")
+        wait_until(ctx, lambda: (t := app.tickets.track_by_id(tid)) and t.tickets, 20, "Tier 2's tickets")
         ctx.yield_(3)
         check(ctx, "//Tickets/tickets-tabs/Graph")
         ctx.item_click("//Tickets/tickets-tabs/Graph")
         ctx.yield_(4)
-        seen["graph_nodes"] = len(app.graph_ids)
+        seen["graph_nodes"] = len(app.tickets.graph_ids)
         ctx.item_click("//Tickets/tickets-tabs/List")
         # 4. start
         ctx.item_click("//Tracks/###Start")
@@ -90,8 +94,8 @@ def test_full_flow_edits_reach_the_engine(workspace):
         ctx.key_chars_replace('{"path": "oops", ')
         ctx.item_click("//Approval/###Approve")
         ctx.yield_(2)
-        seen["json_error"] = app.approval_edit.error if app.approval_edit else ""
-        seen["json_kept"] = app.approval_edit.fields["args"] if app.approval_edit else ""
+        seen["json_error"] = app.approvals.edit.error if app.approvals.edit else ""
+        seen["json_kept"] = app.approvals.edit.fields["args"] if app.approvals.edit else ""
         seen["still_pending"] = any(r.id == e.request.id for r in eng.pending_approvals())
         args["content"] = args["content"] + ARGS_MARK + "\n"
         seen["write_path"] = args["path"]
@@ -111,8 +115,8 @@ def test_full_flow_edits_reach_the_engine(workspace):
         wait_until(ctx, lambda: e.request.id not in {r.id for r in eng.pending_approvals()}, 5,
                    "the shell rejection")
         # 9. two spawns wait at once (T-001 done, two slots): "Approve all 2 pending", once
-        wait_until(ctx, lambda: app.modal == "approval" and len(eng.pending_approvals()) >= 2
-                   and len([r for r in app.approvals if r.id not in app.answered]) >= 2, 20,
+        wait_until(ctx, lambda: app.modal.current == "approval" and len(eng.pending_approvals()) >= 2
+                   and len(app.approvals.waiting()) >= 2, 20,
                    "two pending spawns")
         seen["all_ids"] = {r.id for r in eng.pending_approvals()}
         ctx.item_click("//Approval/###Approve all")
@@ -124,8 +128,8 @@ def test_full_flow_edits_reach_the_engine(workspace):
             tr = eng.track(tid)
             if tr.status in ("completed", "failed") and not eng.is_running(tid):
                 break
-            if app.modal == "approval":
-                pending = [r for r in app.approvals if r.id not in app.answered]
+            if app.modal.current == "approval":
+                pending = app.approvals.waiting()
                 if len(pending) > 1:
                     ctx.item_click("//Approval/###Approve all")
                     seen["approve_all"] = seen.get("approve_all", 0) + 1
@@ -145,12 +149,12 @@ def test_full_flow_edits_reach_the_engine(workspace):
             check(ctx, f"//Streams/**/###{sid}")
             ctx.item_click(f"//Streams/**/###{sid}")
             ctx.yield_(1)
-            seen.setdefault("streams", {})[sid] = (app.stream_selected.get("Tier 3"),
-                                                    app.streams[sid].chars, app.streams[sid].line_count)
+            seen.setdefault("streams", {})[sid] = (app.streams.selected.get("Tier 3"),
+                                                    app.streams.views[sid].chars, app.streams.views[sid].line_count)
         # 11. the Usage pane
         app.focus_window("Usage")
         ctx.yield_(3)
-        seen["usage"] = {tier: u.total_tokens for tier, u in app.usage_tier.items()}
+        seen["usage"] = {tier: u.total_tokens for tier, u in app.usage.tier.items()}
 
     t0 = time.monotonic()
     try:
@@ -214,12 +218,12 @@ def test_retry_a_ticket_from_the_tickets_window(workspace):
         ctx.item_click("//Epic/##epic")
         ctx.key_chars("A small thing")
         ctx.key_press(CTRL_ENTER)
-        wait_until(ctx, lambda: app.modal == "proposal", 20, "the proposal")
+        wait_until(ctx, lambda: app.modal.current == "proposal", 20, "the proposal")
         ctx.item_click("//Proposed tracks/###Accept")
-        wait_until(ctx, lambda: app.selected_track and not app.busy("Accept tracks"), 10, "a track")
-        tid = seen["tid"] = app.selected_track
+        wait_until(ctx, lambda: app.tickets.selected_track and not app.busy("Accept tracks"), 10, "a track")
+        tid = seen["tid"] = app.tickets.selected_track
         ctx.item_click("//Tracks/###Plan tickets (Tier 2)")
-        wait_until(ctx, lambda: app.track_by_id(tid) and app.track_by_id(tid).tickets, 20, "tickets")
+        wait_until(ctx, lambda: app.tickets.track_by_id(tid) and app.tickets.track_by_id(tid).tickets, 20, "tickets")
         ctx.item_click("//Tracks/###Start")
         e = wait_front(ctx, app, lambda r: r.kind == "spawn", "the first spawn")
         first = seen["first"] = e.request.ticket_id
@@ -230,8 +234,8 @@ def test_retry_a_ticket_from_the_tickets_window(workspace):
         while time.monotonic() < deadline and not ctx.is_error():
             if not eng.is_running(tid) and not app.busy("Run track"):
                 break
-            if app.modal == "approval":
-                pending = [r for r in app.approvals if r.id not in app.answered]
+            if app.modal.current == "approval":
+                pending = app.approvals.waiting()
                 ctx.item_click("//Approval/###Approve all" if len(pending) > 1 else "//Approval/###Approve")
             ctx.yield_()
         ctx.yield_(3)
@@ -278,7 +282,7 @@ def test_errors_show_where_the_user_looks(workspace):
         ctx.yield_(2)
         seen["after_dismiss"] = len(app.active_notices())
         # a failing future (plan_track on a track id that vanished) is shown, not raised
-        app.call("Plan tickets", eng.plan_track, "no-such-track", panel="Tracks")
+        app.command("Plan tickets", eng.plan_track, "no-such-track", panel="Tracks")
         ctx.yield_(2)
         seen["tracks_error"] = app.panel_errors.get("Tracks", "")
 
@@ -360,18 +364,18 @@ def test_missing_api_key_and_proposal_validation_are_shown(workspace, monkeypatc
         seen["epic_error"] = app.panel_errors.get("Epic", "")
         seen["strip"] = [n.message for n in app.active_notices()]
         # a proposal with an emptied title is refused inline, the dialog stays open
-        app.open_proposal("an epic", [{"title": "A", "goal": "g", "acceptance_criteria": ["c"]}])
-        wait_until(ctx, lambda: app.modal == "proposal", 5, "the proposal dialog")
+        app.modal.open_proposal("an epic", [{"title": "A", "goal": "g", "acceptance_criteria": ["c"]}])
+        wait_until(ctx, lambda: app.modal.current == "proposal", 5, "the proposal dialog")
         ctx.item_click("//Proposed tracks/**/track0/Title")
         ctx.key_chars_replace("")
         ctx.item_click("//Proposed tracks/###Accept")
         ctx.yield_(2)
-        seen["proposal_error"] = app.proposal_error
-        seen["still_open"] = app.modal == "proposal"
+        seen["proposal_error"] = app.modal.proposal_error
+        seen["still_open"] = app.modal.current == "proposal"
         seen["tracks"] = len(eng.tracks())
         ctx.item_click("//Proposed tracks/Cancel")
         ctx.yield_(2)
-        seen["closed"] = app.modal is None and app.proposal is None
+        seen["closed"] = app.modal.current is None and app.modal.proposal is None
 
     try:
         run_app_test(app, t)
@@ -392,25 +396,25 @@ def test_comms_export_and_filters(workspace):
         ctx.item_click("//Epic/##epic")
         ctx.key_chars("Export me")
         ctx.key_press(CTRL_ENTER)
-        wait_until(ctx, lambda: app.modal == "proposal", 20, "the proposal")
+        wait_until(ctx, lambda: app.modal.current == "proposal", 20, "the proposal")
         ctx.item_click("//Proposed tracks/Cancel")
         app.focus_window("Comms")
         ctx.yield_(3)
-        seen["all"] = len(app.comms_filtered)
-        app.comms_filter_kind = "response"
-        gui_2.refilter_comms(app)
+        seen["all"] = len(app.comms.filtered)
+        app.comms.filter_kind = "response"
+        app.comms.refilter()
         ctx.yield_(2)
-        seen["responses"] = len(app.comms_filtered)
-        first = app.comms_filtered[-1]      # the table follows the newest entries
-        app.comms_selected = first          # as a click on its row does
+        seen["responses"] = len(app.comms.filtered)
+        first = app.comms.filtered[-1]      # the table follows the newest entries
+        app.comms.selected = first          # as a click on its row does
         ctx.yield_(2)
-        seen["selected"] = app.comms_selected
-        seen["detail"] = json.loads(app.comms_detail[1])
+        seen["selected"] = app.comms.selected
+        seen["detail"] = json.loads(app.comms.detail[1])
         seen["entry"] = eng.comms.entries(first, first + 1)[0]
         ctx.item_click("//Comms/###Export JSONL")
-        wait_until(ctx, lambda: app.last_export or [n.message for n in app.notices], 5, "the export")
+        wait_until(ctx, lambda: app.comms.last_export or [n.message for n in app.notices], 5, "the export")
         seen["notices"] = [n.message for n in app.notices]
-        seen["path"] = app.last_export
+        seen["path"] = app.comms.last_export
 
     try:
         run_app_test(app, t)
@@ -433,26 +437,26 @@ def test_settings_validation_and_save(workspace):
 
     def t(ctx):
         ctx.key_press(imgui.Key.mod_ctrl | imgui.Key.comma)
-        wait_until(ctx, lambda: app.modal == "settings", 5, "the settings dialog")
+        wait_until(ctx, lambda: app.modal.current == "settings", 5, "the settings dialog")
         ctx.item_input_value("//Settings/**/Max workers", 0)
         ctx.item_click("//Settings/###Save")
         ctx.yield_(2)
-        seen["errors"] = list(app.settings_errors)
-        seen["open"] = app.modal == "settings"
+        seen["errors"] = list(app.modal.settings_errors)
+        seen["open"] = app.modal.current == "settings"
         ctx.item_input_value("//Settings/**/Max workers", 3)
         ctx.item_click("//Settings/**/Shell allowlist")
         ctx.key_chars_replace("ls, cat")
         ctx.item_click("//Settings/###Save")
         wait_until(ctx, lambda: eng.settings.max_workers == 3 and not app.busy("Save settings"), 5,
                    "the saved settings")
-        seen["closed"] = app.modal is None
+        seen["closed"] = app.modal.current is None
         # F1: the shortcuts
         ctx.key_press(imgui.Key.f1)
-        wait_until(ctx, lambda: app.modal == "shortcuts", 5, "the shortcuts dialog")
+        wait_until(ctx, lambda: app.modal.current == "shortcuts", 5, "the shortcuts dialog")
         check(ctx, "//Keyboard shortcuts/Close")
         ctx.item_click("//Keyboard shortcuts/Close")
         ctx.yield_(2)
-        seen["shortcuts_closed"] = app.modal is None
+        seen["shortcuts_closed"] = app.modal.current is None
 
     try:
         run_app_test(app, t)
@@ -475,14 +479,14 @@ def test_ticket_edits_are_validated_inline_and_saved(workspace):
         ctx.item_click("//Epic/##epic")
         ctx.key_chars("Add a health endpoint")
         ctx.item_click("//Epic/###Plan epic (Tier 1)")
-        wait_until(ctx, lambda: app.modal == "proposal", 20, "the proposal")
+        wait_until(ctx, lambda: app.modal.current == "proposal", 20, "the proposal")
         ctx.item_click("//Proposed tracks/###Accept")
-        wait_until(ctx, lambda: app.selected_track and not app.busy("Accept tracks"), 10, "a track")
-        tid = app.selected_track
+        wait_until(ctx, lambda: app.tickets.selected_track and not app.busy("Accept tracks"), 10, "a track")
+        tid = app.tickets.selected_track
         ctx.item_click("//Tracks/###Plan tickets (Tier 2)")
-        wait_until(ctx, lambda: app.track_by_id(tid) and app.track_by_id(tid).tickets, 20, "tickets")
+        wait_until(ctx, lambda: app.tickets.track_by_id(tid) and app.tickets.track_by_id(tid).tickets, 20, "tickets")
         ctx.yield_(3)
-        draft = app.drafts[tid]
+        draft = app.tickets.drafts[tid]
         second = draft.rows[1].id
         first = draft.rows[0].id
         # an unknown dependency, typed into the second ticket's "depends on"
@@ -490,20 +494,20 @@ def test_ticket_edits_are_validated_inline_and_saved(workspace):
         ctx.item_click(ref)
         ctx.key_chars_replace("T-999")
         ctx.yield_(2)
-        seen["unknown"] = list(app.drafts[tid].problems)
+        seen["unknown"] = list(app.tickets.drafts[tid].problems)
         # a cycle: the first ticket depends on the second, which depends on the first
         ctx.key_chars_replace(first)
         ctx.item_click(f"//Tickets/**/{first}/##deps")
         ctx.key_chars_replace(second)
         ctx.yield_(2)
-        seen["cycle"] = list(app.drafts[tid].problems)
+        seen["cycle"] = list(app.tickets.drafts[tid].problems)
         ctx.key_chars_replace("")
         ctx.item_click(f"//Tickets/**/{second}/##desc")
         ctx.key_chars_replace("Implement the core, edited in the GUI")
         ctx.yield_(2)
-        seen["fixed"] = list(app.drafts[tid].problems)
+        seen["fixed"] = list(app.tickets.drafts[tid].problems)
         ctx.item_click("//Tickets/**/###Save tickets")
-        wait_until(ctx, lambda: tid not in app.drafts or not app.drafts[tid].dirty, 5, "the save")
+        wait_until(ctx, lambda: tid not in app.tickets.drafts or not app.tickets.drafts[tid].dirty, 5, "the save")
         seen["tid"], seen["second"] = tid, second
 
     try:
@@ -556,12 +560,12 @@ def test_an_unloaded_stream_view_comes_back_as_it_was():
 def test_idle_streams_off_screen_are_unloaded_and_drawn_again(workspace):
     eng, app = make_app(workspace)
     try:
-        on_screen, idle = app.view("Tier 3 (Worker): T-1"), app.view("Tier 3 (Worker): T-2")
+        on_screen, idle = app.streams.view("Tier 3 (Worker): T-1"), app.streams.view("Tier 3 (Worker): T-2")
         for v in (on_screen, idle):
             v.feed("z" * (gui_2.STREAM_KEEP_CHARS + 10))
             v.state = "done"
-        app.stream_selected["Tier 3"] = on_screen.stream_id
-        gui_2.unload_idle_streams(app, time.monotonic() + 60)
+        app.streams.selected["Tier 3"] = on_screen.stream_id
+        app.streams.unload_idle(time.monotonic() + 60)
         assert idle.unloaded and not on_screen.unloaded
         eng.streams.append(idle.stream_id, "z" * (gui_2.STREAM_KEEP_CHARS + 10))
         gui_2.ensure_loaded(app, idle)
@@ -659,3 +663,59 @@ def test_stream_pane_cost_does_not_grow_with_the_stream(bare_imgui, monkeypatch)
         big_v.feed("more text\n" * 20)
         frames(big_v, 1)
     assert not big_v.at_bottom
+
+
+def test_an_interruption_inside_the_window_closes_it_cleanly(workspace, monkeypatch):
+    """pytest-timeout's exception (or Ctrl+C) raised while a panel draws used to unwind through
+    hello_imgui's C++ frames and abort the whole run (SIGABRT, "ImGuiTestEngine_CrashHandler()
+    Crashed while running 'auto'"). Now the window closes, the exception comes back to the
+    caller, and the next app in the same process runs."""
+    class TimeUp(BaseException):
+        pass
+    frames = []
+
+    def interrupting(app):
+        frames.append(app.frame)
+        if len(frames) == 3:
+            raise TimeUp("time is up")
+    monkeypatch.setattr(gui_2, "panel_usage", interrupting)
+    eng, app = make_app(workspace)
+    try:
+        with pytest.raises(TimeUp, match="time is up"):
+            run_app_test(app, lambda ctx: ctx.yield_(200))
+    finally:
+        eng.close()
+        app.close()
+    assert app.exit_requested and len(frames) >= 3
+    monkeypatch.undo()
+    eng2, app2 = make_app(workspace)
+    seen = {}
+    try:
+        def t(ctx):
+            ctx.item_click("//Epic/##epic")
+            ctx.key_chars("next run")
+            seen["epic"] = app2.epic_text
+        run_app_test(app2, t)
+    finally:
+        eng2.close()
+        app2.close()
+    assert seen["epic"] == "next run"
+
+
+def test_a_write_to_a_closed_socket_after_a_gui_run_is_an_error_not_a_crash(workspace):
+    """The test engine's crash handler stayed installed for SIGPIPE after the app closed: the
+    next write to a closed socket (a later test's fake HTTP server) crashed the whole suite
+    with SIGSEGV. After a run, such a write raises BrokenPipeError as Python intends."""
+    import socket
+    eng, app = make_app(workspace)
+    try:
+        run_app_test(app, lambda ctx: ctx.yield_(2))
+    finally:
+        eng.close()
+        app.close()
+    a, b = socket.socketpair()
+    b.close()
+    with pytest.raises((BrokenPipeError, ConnectionResetError)):
+        for _ in range(100):
+            a.sendall(b"x" * 65536)
+    a.close()

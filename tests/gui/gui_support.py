@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts" / "screenshots"
 
 
@@ -36,8 +36,31 @@ def run_app_test(app: Any, test_fn: Callable[[Any], None], *, headless: bool = T
         io.config_watchdog_warning = 600.0
         io.config_watchdog_kill_test = 900.0
     rp.callbacks.register_tests = register_tests
-    testing.run(test_function=test_fn, runner_params=rp, add_ons_params=addons,
-                run_speed=testing.TestRunSpeed.fast)
+    try:
+        testing.run(test_function=test_fn, runner_params=rp, add_ons_params=addons,
+                    run_speed=testing.TestRunSpeed.fast)
+    finally:
+        restore_signal_handlers()
+        if app.interrupted is not None:
+            # pytest-timeout's exception (or Ctrl+C), caught in a callback so that it did not
+            # unwind through hello_imgui (which aborted the whole run): raised here instead
+            raise app.interrupted
+
+
+def restore_signal_handlers() -> None:
+    """The test engine installs its crash handler for SIGPIPE, SIGSEGV, SIGABRT... and leaves it
+    installed after the app is gone; the next socket write to a closed peer (any later test's
+    HTTP server) then ran that handler on freed state and the whole suite died with SIGSEGV.
+    Put back what Python had: SIGPIPE ignored (so a write raises BrokenPipeError), and
+    faulthandler for the fatal signals when it was on (pytest turns it on)."""
+    import faulthandler
+    import signal
+    import sys
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    for sig in (signal.SIGSEGV, signal.SIGABRT, signal.SIGFPE, signal.SIGBUS, signal.SIGILL):
+        signal.signal(sig, signal.SIG_DFL)
+    if faulthandler.is_enabled():
+        faulthandler.enable(file=sys.__stderr__, all_threads=True)
 
 
 def wait_until(ctx: Any, pred: Callable[[], Any], timeout: float = 20.0, what: str = "condition",
@@ -125,7 +148,7 @@ EPIC = ("Add a /health endpoint to the HTTP server → it reports the version, u
 def xvfb_scenario(out_dir: str, workspace: str) -> None:
     """Drive the whole flow in a real window and capture each pane on the way."""
     import sys
-    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+    sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "gui")]
     import gui_2
     from conftest import fast_settings
     from imgui_bundle import imgui
@@ -146,8 +169,8 @@ def xvfb_scenario(out_dir: str, workspace: str) -> None:
         shots.append(p)
 
     def approve_front(ctx: Any) -> None:
-        pending = [r for r in app.approvals if r.id not in app.answered]
-        if app.modal == "approval" and pending:
+        pending = app.approvals.waiting()
+        if app.modal.current == "approval" and pending:
             ctx.item_click("//Approval/###Approve all" if len(pending) > 1 else "//Approval/###Approve")
 
     t0 = time.monotonic()
@@ -158,13 +181,13 @@ def xvfb_scenario(out_dir: str, workspace: str) -> None:
         ctx.item_click("//Epic/##epic")
         ctx.key_chars(EPIC)
         ctx.key_press(imgui.Key.mod_ctrl | imgui.Key.enter)
-        wait_until(ctx, lambda: app.modal == "proposal", 30, "the proposal")
+        wait_until(ctx, lambda: app.modal.current == "proposal", 30, "the proposal")
         shot(ctx, "proposal")
         ctx.item_click("//Proposed tracks/###Accept")
-        wait_until(ctx, lambda: app.selected_track and not app.busy("Accept tracks"), 10, "a track")
-        tid = app.selected_track
+        wait_until(ctx, lambda: app.tickets.selected_track and not app.busy("Accept tracks"), 10, "a track")
+        tid = app.tickets.selected_track
         ctx.item_click("//Tracks/###Plan tickets (Tier 2)")
-        wait_until(ctx, lambda: (t := app.track_by_id(tid)) and t.tickets, 30, "tickets")
+        wait_until(ctx, lambda: (t := app.tickets.track_by_id(tid)) and t.tickets, 30, "tickets")
         ctx.yield_(2)
         shot(ctx, "tickets_editor")
         ctx.item_click("//Tickets/tickets-tabs/Graph")
@@ -172,16 +195,16 @@ def xvfb_scenario(out_dir: str, workspace: str) -> None:
         shot(ctx, "tickets_graph")
         ctx.item_click("//Tickets/tickets-tabs/List")
         ctx.item_click("//Tracks/###Start")
-        wait_until(ctx, lambda: app.approval_edit and app.approval_edit.request.kind == "spawn", 20, "spawn")
+        wait_until(ctx, lambda: app.approvals.edit and app.approvals.edit.request.kind == "spawn", 20, "spawn")
         shot(ctx, "approval_spawn")
         ctx.item_click("//Approval/###Approve")
-        wait_until(ctx, lambda: app.approval_edit and app.approval_edit.request.kind == "tool"
-                   and app.approval_edit.request.payload.kind == "tool" and app.approval_edit.request.payload.tool == "write_file", 20, "a write")
+        wait_until(ctx, lambda: app.approvals.edit and app.approvals.edit.request.kind == "tool"
+                   and app.approvals.edit.request.payload.kind == "tool" and app.approvals.edit.request.payload.tool == "write_file", 20, "a write")
         shot(ctx, "approval_write")
         ctx.item_click("//Approval/###Approve")
-        wait_until(ctx, lambda: app.approval_edit and app.approval_edit.request.kind == "tool", 20, "an edit")
+        wait_until(ctx, lambda: app.approvals.edit and app.approvals.edit.request.kind == "tool", 20, "an edit")
         ctx.item_click("//Approval/###Approve")
-        wait_until(ctx, lambda: app.approval_edit and app.approval_edit.request.kind == "shell", 20, "shell")
+        wait_until(ctx, lambda: app.approvals.edit and app.approvals.edit.request.kind == "shell", 20, "shell")
         shot(ctx, "approval_shell")
         ctx.item_click("//Approval/###Approve")
         # from here on, as a user who trusts this track: nothing asks (Settings > Approvals)
@@ -195,12 +218,12 @@ def xvfb_scenario(out_dir: str, workspace: str) -> None:
         while time.monotonic() < deadline:
             if eng.track(tid).status in ("completed", "failed") and not eng.is_running(tid):
                 break
-            streaming = [v for v in app.streams.values()
+            streaming = [v for v in app.streams.views.values()
                          if v.state == "streaming" and v.stream_id.startswith("Tier 3")]
-            if not midrun and len(streaming) >= 3 and app.modal is None:
+            if not midrun and len(streaming) >= 3 and app.modal.current is None:
                 shot(ctx, "midrun")
                 midrun = True
-            elif app.modal == "approval" and len(app.approvals) >= 2 and "approval_several" not in str(shots):
+            elif app.modal.current == "approval" and len(app.approvals.pending) >= 2 and "approval_several" not in str(shots):
                 shot(ctx, "approval_several")
                 approve_front(ctx)
             else:
@@ -213,21 +236,21 @@ def xvfb_scenario(out_dir: str, workspace: str) -> None:
         ctx.yield_(2)
         shot(ctx, "usage")
         app.focus_window("Comms")
-        if app.comms_filtered:
-            app.comms_selected = app.comms_filtered[min(5, len(app.comms_filtered) - 1)]
+        if app.comms.filtered:
+            app.comms.selected = app.comms.filtered[min(5, len(app.comms.filtered) - 1)]
         ctx.yield_(2)
         shot(ctx, "comms")
         app.focus_window("Streams")
-        app.tab_request = "Tier 1"
-        app.follow_activity = False
+        app.streams.tab_request = "Tier 1"
+        app.streams.follow_activity = False
         ctx.yield_(2)
         shot(ctx, "streams_tier1")
         ctx.key_press(imgui.Key.mod_ctrl | imgui.Key.comma)
-        wait_until(ctx, lambda: app.modal == "settings", 5, "settings")
+        wait_until(ctx, lambda: app.modal.current == "settings", 5, "settings")
         shot(ctx, "settings")
         ctx.item_click("//Settings/Cancel")
         ctx.key_press(imgui.Key.f1)
-        wait_until(ctx, lambda: app.modal == "shortcuts", 5, "shortcuts")
+        wait_until(ctx, lambda: app.modal.current == "shortcuts", 5, "shortcuts")
         shot(ctx, "shortcuts")
         ctx.item_click("//Keyboard shortcuts/Close")
         # an error, as the user sees it

@@ -43,7 +43,7 @@ def display_env():
 def child_env(display_env: dict[str, str]) -> dict[str, str]:
     env = dict(os.environ)
     env.update(display_env)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "gui"), env.get("PYTHONPATH", "")])
     for k in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL"):
         env.pop(k, None)
     return env
@@ -57,7 +57,7 @@ def test_every_pane_in_a_real_window(display_env, tmp_path):
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.png"):
         old.unlink()
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "gui_support.py"), "scenario",
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "gui" / "gui_support.py"), "scenario",
                            str(out), str(ws)], env=child_env(display_env), cwd=tmp_path,
                           capture_output=True, text=True, timeout=150)
     assert proc.returncode == 0, (proc.stdout[-4000:], proc.stderr[-4000:])

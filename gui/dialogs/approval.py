@@ -1,0 +1,297 @@
+"""The approval dialog: the front request's typed payload as editable fields, Approve (with
+edits), Approve all, Decide later, Reject with a reason; and the rules that turn the fields
+back into a typed payload (`approval_payload`).
+
+GUI thread only (the edit preview's diff is computed on the background pool). State:
+`app.approvals.edit`.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from imgui_bundle import ImVec2, imgui
+from imgui_bundle import icons_fontawesome_4 as fa
+
+from gui import engine_reads
+from gui.records import ApprovalEdit
+from gui.state import AppState
+from gui.theme import (AMBER, BLUE, GREY, PURPLE, RED, WHITE, WRAP, describe_error, em, fmt_cost,
+                       fmt_tokens)
+from gui.widgets import diff_view, mono_pop, mono_push
+from models import (ApprovalEditError, ApprovalRequest, Approved, BudgetPayload, Denied,
+                    ShellPayload, SpawnPayload, StepPayload, ToolPayload, edit_payload)
+from models import ApprovalPayload as ApprovalPayloadT
+
+
+def approval_fields(req: ApprovalRequest) -> dict[str, str]:
+    """The editable fields of a request's typed payload, as the text the dialog edits."""
+    p = req.payload
+    if isinstance(p, SpawnPayload):
+        return {"prompt": p.prompt, "context": p.context, "model": p.model}
+    if isinstance(p, ToolPayload):
+        return {"args": json.dumps(p.args, indent=2, ensure_ascii=False)}
+    if isinstance(p, ShellPayload):
+        return {"command": p.command, "cwd": p.cwd}
+    if isinstance(p, BudgetPayload):
+        return {"budget_usd": str(p.budget_usd), "budget_tokens": str(p.budget_tokens)}
+    return {}
+
+
+def approval_payload(edit: ApprovalEdit) -> tuple[ApprovalPayloadT | None, str]:
+    """The edited typed payload to send (None = as requested), or an error to show."""
+    req, f = edit.request, edit.fields
+    if f == edit.original:
+        return None, ""
+    changes: dict[str, Any] = {}
+    if req.kind == "spawn":
+        changes = {"prompt": f["prompt"], "context": f["context"], "model": f["model"]}
+    elif req.kind == "tool":
+        try:
+            args = json.loads(f["args"])
+        except json.JSONDecodeError as e:
+            return None, f"The arguments are not valid JSON: {e.msg} (line {e.lineno}, column {e.colno}). Nothing was sent."
+        if not isinstance(args, dict):
+            return None, "The arguments must be a JSON object ({...}). Nothing was sent."
+        changes = {"args": args}
+    elif req.kind == "shell":
+        if not f["command"].strip():
+            return None, "The command is empty. Reject instead, or write a command."
+        changes = {"command": f["command"], "cwd": f["cwd"].strip() or "."}
+    elif req.kind == "budget":
+        try:
+            changes = {"budget_usd": float(f["budget_usd"]),
+                       "budget_tokens": int(float(f["budget_tokens"]))}
+        except ValueError:
+            return None, "The new budget must be numbers. Nothing was sent."
+    else:
+        return None, ""
+    try:
+        return edit_payload(req.payload, changes), ""
+    except ApprovalEditError as e:
+        return None, f"{str(e)[:1].upper()}{str(e)[1:]}. Nothing was sent."
+
+
+def current_approval(app: AppState) -> ApprovalEdit | None:
+    pending = app.approvals.waiting()
+    if not pending:
+        app.approvals.edit = None
+        return None
+    front = pending[0]
+    if app.approvals.edit is None or app.approvals.edit.request.id != front.id:
+        fields = approval_fields(front)
+        preview = front.payload.preview if isinstance(front.payload, ToolPayload) else ""
+        app.approvals.edit = ApprovalEdit(front, dict(fields), dict(fields), preview=preview)
+    return app.approvals.edit
+
+
+def resolve_front(app: AppState, approved: bool, *, all_pending: bool = False) -> bool:
+    edit = app.approvals.edit
+    if edit is None:
+        return False
+    req = edit.request
+    payload = None
+    if approved:
+        payload, err = approval_payload(edit)
+        if err:
+            edit.error = err
+            return False
+    decision = (Approved(payload=payload) if approved
+                else Denied(reason=edit.reason.strip() or "rejected by the user"))
+    try:
+        app.engine.resolve(req.id, decision)
+    except Exception as e:  # noqa: BLE001 - answered elsewhere, or cancelled meanwhile
+        app.notify("warning", f"Approval {req.id}: {describe_error(e)}", "Approvals")
+    app.approvals.answered.add(req.id)
+    verb = "approved" + (" with edits" if payload else "") if approved else "rejected"
+    app.notify("info", f"{req.title}: {verb}")
+    if all_pending:
+        try:
+            n = app.engine.approve_all()
+        except Exception as e:  # noqa: BLE001
+            app.notify("error", f"Approve all: {describe_error(e)}", "Approvals")
+            n = 0
+        for r in app.approvals.pending:
+            app.approvals.answered.add(r.id)
+        app.notify("info", f"approved {n + 1} pending request(s), once")
+    app.approvals.pending = app.approvals.waiting()
+    app.approvals.edit = None
+    app.approvals.dirty = True
+    return True
+
+
+def approval_editor(app: AppState, edit: ApprovalEdit, esc: bool) -> bool:
+    """The kind-specific editor. Returns True when Ctrl+Enter was pressed in a text field."""
+    req, f = edit.request, edit.fields
+    ctrl_enter = False
+    ml = imgui.InputTextFlags_.enter_returns_true | WRAP
+
+    def multiline(label: str, key: str, lines: float, mono: bool = True) -> None:
+        nonlocal ctrl_enter
+        pushed = mono_push(app) if mono else False
+        entered, text = imgui.input_text_multiline(label, f[key], ImVec2(-1, em(0, lines).y), ml)
+        mono_pop(pushed)
+        if esc and text != f[key]:
+            text = f[key]          # Escape reverts an active field in ImGui: keep the user's edit
+        f[key] = text
+        if entered and imgui.get_io().key_ctrl:
+            ctrl_enter = True
+
+    if req.kind == "spawn":
+        imgui.text(f"Ticket {req.ticket_id}")
+        imgui.same_line()
+        imgui.text_disabled(f"track {req.track_id}")
+        desc = req.payload.description if isinstance(req.payload, SpawnPayload) else ""
+        if desc:
+            imgui.text_wrapped(desc)
+        imgui.set_next_item_width(em(18).x)
+        _c, f["model"] = imgui.input_text("Model", f["model"])
+        imgui.text("Prompt")
+        multiline("##Prompt", "prompt", 11)
+        imgui.text("Context")
+        multiline("##Context", "context", 4)
+    elif req.kind == "tool":
+        tool = req.payload.tool if isinstance(req.payload, ToolPayload) else ""
+        imgui.text(f"Tool: {tool}")
+        imgui.same_line()
+        imgui.text_disabled(f"ticket {req.ticket_id}")
+        imgui.text("Arguments (JSON)")
+        multiline("##Arguments", "args", 8)
+        if edit.preview or tool in ("write_file", "edit_file"):
+            imgui.text(preview_heading(edit))
+            imgui.same_line()
+            if imgui.small_button("Preview my edit"):
+                refresh_preview(app, edit)
+            diff_view(app, edit.preview or "(no preview)", em(0, 10).y)
+    elif req.kind == "shell":
+        imgui.text(f"Shell command for {req.ticket_id}")
+        imgui.text("Script")
+        multiline("##Script", "command", 5)
+        imgui.set_next_item_width(em(24).x)
+        _c, f["cwd"] = imgui.input_text("Working directory", f["cwd"])
+    elif isinstance(req.payload, StepPayload):
+        imgui.text(f"{req.ticket_id}: round {req.payload.round} done. Its last words:")
+        imgui.begin_child("last", ImVec2(-1, em(0, 8).y), imgui.ChildFlags_.borders)
+        imgui.text_wrapped(req.payload.last or "(nothing)")
+        imgui.end_child()
+        imgui.text_disabled("Approve continues to the next step; Reject stops the worker.")
+    elif isinstance(req.payload, BudgetPayload):
+        p = req.payload
+        imgui.text_colored(AMBER, f"Spent {fmt_cost(p.spent_usd)} of {fmt_cost(p.budget_usd)}; "
+                                  f"{fmt_tokens(p.spent_tokens)} of "
+                                  f"{fmt_tokens(p.budget_tokens)} tokens.")
+        imgui.text_disabled("Raise the budget above what is spent and approve to go on (0 = no limit).")
+        imgui.set_next_item_width(em(12).x)
+        _c, f["budget_usd"] = imgui.input_text("New budget (USD)", f["budget_usd"])
+        imgui.set_next_item_width(em(12).x)
+        _c, f["budget_tokens"] = imgui.input_text("New budget (tokens)", f["budget_tokens"])
+    return ctrl_enter
+
+
+def preview_heading(edit: ApprovalEdit) -> str:
+    """What the diff under it shows: the request as made, or the user's edit (issue 20, 9)."""
+    if edit.preview_of is not None:
+        if edit.fields == edit.preview_of:
+            return "What it changes (with your edit)"
+        return "What it changes (your earlier edit: Preview my edit again)"
+    if edit.fields != edit.original:
+        return "What it changes (as requested, not your edit: Preview my edit)"
+    return "What it changes"
+
+
+def refresh_preview(app: AppState, edit: ApprovalEdit) -> None:
+    payload, err = approval_payload(edit)
+    if err:
+        edit.error = err
+        return
+    shown = payload or edit.request.payload
+    if not isinstance(shown, ToolPayload):
+        return
+    args, tool = shown.args, shown.tool
+
+    def work() -> str:
+        return engine_reads.diff_preview(app.engine, tool, args)
+
+    shown_fields = dict(edit.fields)
+
+    def done(text: str) -> None:
+        edit.preview = text or "(no change)"
+        edit.preview_of = shown_fields if shown_fields != edit.original else None
+    app.background("Preview", work, panel="Approvals", on_done=done)
+
+
+def approval_modal(app: AppState) -> None:
+    edit = current_approval(app)
+    vp = imgui.get_main_viewport()
+    w = min(em(64).x, vp.work_size.x * 0.92)
+    imgui.set_next_window_size_constraints(ImVec2(w, 0), ImVec2(w, vp.work_size.y * 0.92))
+    imgui.set_next_window_pos(vp.get_center(), imgui.Cond_.always, ImVec2(0.5, 0.5))
+    opened, _ = imgui.begin_popup_modal("Approval", None, imgui.WindowFlags_.always_auto_resize)
+    if not opened:
+        return
+    if edit is None or app.approvals.deferred:
+        app.modal.current = None
+        imgui.close_current_popup()
+        imgui.end_popup()
+        return
+    req = edit.request
+    pending = app.approvals.waiting()
+    esc = imgui.is_key_pressed(imgui.Key.escape)
+    kind_colour = {"spawn": BLUE, "tool": AMBER, "shell": RED, "step": GREY, "budget": PURPLE}
+    imgui.text_colored(kind_colour.get(req.kind, WHITE), f"{fa.ICON_FA_HAND_PAPER} {req.kind.upper()}")
+    imgui.same_line()
+    imgui.text(req.title)
+    imgui.same_line()
+    imgui.text_disabled(f"(1 of {len(pending)} pending)")
+    imgui.separator()
+    ctrl_enter = approval_editor(app, edit, esc)
+    imgui.separator()
+    if edit.error:
+        imgui.push_style_color(imgui.Col_.text, RED)
+        imgui.text_wrapped(f"{fa.ICON_FA_TIMES_CIRCLE} {edit.error}")
+        imgui.pop_style_color()
+    edited = edit.fields != edit.original
+    approve = imgui.button(f"{fa.ICON_FA_CHECK} Approve" + (" with my edits" if edited else "") + "###Approve",
+                           em(12, 0))
+    imgui.set_item_tooltip("Ctrl+Enter")
+    no_text_active = not imgui.is_any_item_active()
+    if no_text_active and imgui.shortcut(imgui.Key.mod_ctrl | imgui.Key.enter, imgui.InputFlags_.route_global):
+        approve = True
+    approve = approve or ctrl_enter
+    all_clicked = False
+    if len(pending) > 1:
+        imgui.same_line()
+        all_clicked = imgui.button(f"Approve all {len(pending)} pending###Approve all")
+        imgui.set_item_tooltip("Approves every request waiting now, once (not a standing grant). "
+                               "Ctrl+Shift+Enter")
+    if imgui.shortcut(imgui.Key.mod_ctrl | imgui.Key.mod_shift | imgui.Key.enter,
+                      imgui.InputFlags_.route_global) and len(pending) > 1:
+        all_clicked = True
+    imgui.same_line()
+    if imgui.button("Decide later"):
+        app.approvals.deferred = True
+    imgui.set_item_tooltip("Hide this dialog; the request keeps waiting (Approvals window, "
+                           "or Ctrl+Shift+R, reopens it)")
+    imgui.text("Reason")
+    imgui.same_line()
+    if esc or edit.focus_reason:
+        imgui.set_keyboard_focus_here()
+        edit.focus_reason = False
+    imgui.set_next_item_width(-em(9).x)
+    entered, edit.reason = imgui.input_text_with_hint("##Reason", "why (sent to the agent)", edit.reason,
+                                                      imgui.InputTextFlags_.enter_returns_true)
+    imgui.same_line()
+    reject = imgui.button(f"{fa.ICON_FA_TIMES} Reject###Reject", em(8, 0)) or entered
+    imgui.set_item_tooltip("Escape jumps to the reason; Enter there rejects")
+    done = False
+    if reject:
+        done = resolve_front(app, False)
+    elif all_clicked:
+        done = resolve_front(app, True, all_pending=True)
+    elif approve:
+        done = resolve_front(app, True)
+    if done or app.approvals.deferred:
+        app.modal.current = None
+        imgui.close_current_popup()
+    imgui.end_popup()
+

@@ -1,0 +1,349 @@
+"""The app's state: `AppState` made of sub-states, one per concern, each with its helpers.
+
+GUI thread only. Nothing here is touched by another thread: the engine reaches the GUI through
+its inbox (drained in `gui.frame`), and work off the GUI thread comes back as a
+`concurrent.futures.Future` polled each frame (`AppState.ops`).
+
+State owned here:
+- `ApprovalsState`: the pending requests as last read, which ones the user answered, the
+  dialog's edit, "decide later"; `waiting()` is the one place that says what waits.
+- `StreamsState`: one `StreamView` per stream, the tab and the stream shown per tier.
+- `TicketsState`: the tracks as last read, the selection, ticket drafts, the track editor,
+  the spec/plan cache, the graph editor's ids.
+- `UsageState`: token usage per tier/track/ticket, the plot's series, the context gauge.
+- `CommsState`: one short row per comms entry, the filters, the selection.
+- `ModalState`: which modal is open or asked for, the proposal and the settings draft.
+- `AppState`: the above, plus notices, work in flight, and the two ways to run work:
+  `command()` for an engine command (returns a Future) and `background()` for anything else.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from imgui_bundle import hello_imgui, imgui
+
+from gui import engine_reads
+from gui.records import ApprovalEdit, CommsRow, Notice, Op, ProposalRow, StreamView, TicketDraft
+from gui.theme import MAX_NOTICES, STREAM_KEEP_CHARS, describe_error
+from models import ApprovalRequest, Track, Usage, tier_of_stream
+
+if TYPE_CHECKING:
+    from multi_agent_conductor import ConductorEngine
+
+
+class ApprovalsState:
+    """Approval requests waiting for the user, and the dialog's edit of the front one."""
+
+    def __init__(self) -> None:
+        self.pending: list[ApprovalRequest] = []   # as last read from the engine (or its events)
+        self.answered: set[str] = set()            # ids the user answered (the engine may lag)
+        self.edit: ApprovalEdit | None = None
+        self.deferred = False                      # "Decide later": the dialog stays closed
+        self.dirty = True
+        self.read_at = 0.0
+
+    def waiting(self) -> list[ApprovalRequest]:
+        """The requests still waiting for the user, oldest first: the one place this is decided."""
+        return [r for r in self.pending if r.id not in self.answered]
+
+    def replace(self, requests: list[ApprovalRequest]) -> None:
+        self.pending = sorted((r for r in requests if r.id not in self.answered),
+                              key=lambda r: r.created_at)
+        self.dirty = False
+
+    def add(self, request: ApprovalRequest) -> None:
+        if request.id not in self.answered and all(r.id != request.id for r in self.pending):
+            self.pending.append(request)
+            self.pending.sort(key=lambda r: r.created_at)
+        self.dirty = True
+
+    def remove(self, approval_id: str) -> None:
+        self.pending = [r for r in self.pending if r.id != approval_id]
+        self.dirty = True
+
+    def mark_answered(self, ids: list[str] | set[str]) -> None:
+        self.answered.update(ids)
+        self.pending = self.waiting()
+        self.dirty = True
+
+    def reopen(self) -> None:
+        """Undo "decide later"; the caller asks for the dialog."""
+        self.deferred = False
+
+
+class StreamsState:
+    """The streams' text as display rows, and what the Streams window shows."""
+
+    def __init__(self) -> None:
+        self.views: dict[str, StreamView] = {}
+        self.tab = "Tier 1"
+        self.selected: dict[str, str] = {}      # tier -> the stream shown for it
+        self.tab_request: str | None = None     # a tab to select at the next frame
+        self.follow_activity = True
+        self.last_active = ""
+        self.last_tab_switch = 0.0
+        self.swept_at = 0.0
+
+    def view(self, stream_id: str) -> StreamView:
+        v = self.views.get(stream_id)
+        if v is None:
+            v = self.views[stream_id] = StreamView(stream_id)
+            self.selected.setdefault(tier_of_stream(stream_id), stream_id)
+        return v
+
+    def of_tier(self, tier: str) -> list[str]:
+        return [sid for sid in self.views if tier_of_stream(sid) == tier]
+
+    def show(self, tier: str, stream_id: str, *, by_user: bool = True) -> None:
+        """Select `stream_id` for its tier and switch the tab to it at the next frame; a user's
+        choice turns "follow activity" off so it is not taken away again."""
+        self.selected[tier] = stream_id
+        self.tab_request = tier
+        if by_user:
+            self.follow_activity = False
+
+    def unload_idle(self, now: float) -> None:
+        """Keep memory to the streams in use: the rows of a stream that ended a while ago and
+        is not on screen are dropped (the engine keeps its text, on disk)."""
+        shown = set(self.selected.values())
+        for sid, v in self.views.items():
+            if (not v.unloaded and v.state != "streaming" and sid not in shown
+                    and v.chars > STREAM_KEEP_CHARS and now - v.last_chunk_at > 10.0):
+                v.unload()
+
+
+class TicketsState:
+    """Tracks and tickets as last read, the selection, and the user's unsaved edits."""
+
+    def __init__(self) -> None:
+        self.tracks: list[Track] = []
+        self.dirty = True
+        self.read_at = 0.0
+        self.selected_track: str | None = None
+        self.drafts: dict[str, TicketDraft] = {}
+        self.track_edit: dict[str, str] | None = None
+        self.tab_graph = False
+        self.doc_cache: dict[str, tuple[float, str]] = {}
+        self.doc_checked: dict[str, float] = {}
+        self.graph_editor: Any = None
+        self.graph_ids: dict[str, int] = {}
+        self.graph_sig = ""
+        self.graph_navigate_at = -1
+
+    def track_by_id(self, track_id: str | None) -> Track | None:
+        for t in self.tracks:
+            if t.id == track_id:
+                return t
+        return None
+
+
+class UsageState:
+    """Token usage and cost, the plot's series, and the context-window gauge."""
+
+    def __init__(self) -> None:
+        self.tier: dict[str, Usage] = {}
+        self.track: dict[str, Usage] = {}
+        self.ticket: dict[str, Usage] = {}
+        self.total = Usage()
+        self.dirty = True
+        self.read_at = 0.0
+        self.series: dict[str, tuple[list[float], list[float]]] = {}
+        self.plot_cache: dict[str, Any] = {}
+        self.bleed_stream = ""
+        self.bleed_pinned = False
+        self.bleed: dict[str, Any] | None = None
+        self.bleed_read_at = 0.0
+
+    def set_totals(self, tier: dict[str, Usage], track: dict[str, Usage],
+                   ticket: dict[str, Usage]) -> None:
+        self.tier, self.track, self.ticket = tier, track, ticket
+        total = Usage()
+        for u in tier.values():
+            total = total + u
+        self.total = total
+        self.dirty = False
+
+    def add_point(self, tier: str, at: float, tokens: int) -> None:
+        xs, ys = self.series.setdefault(tier, ([], []))
+        xs.append(max(at, 0.0))
+        ys.append((ys[-1] if ys else 0.0) + tokens)
+        self.plot_cache.pop(tier, None)
+        self.dirty = True
+
+
+class CommsState:
+    """One short row per comms entry (the entry itself stays in the log's file), the filters
+    and the selection."""
+
+    def __init__(self) -> None:
+        self.rows: list[CommsRow] = []
+        self.filtered: list[int] = []
+        self.filter_tier = "All"
+        self.filter_stream = "All"
+        self.filter_kind = "All"
+        self.selected: int | None = None
+        self.detail: tuple[int, str] = (-1, "")
+        self.follow = True
+        self.streams: list[str] = []
+        self.kinds: list[str] = []
+        self.last_export = ""
+
+    def matches(self, e: CommsRow) -> bool:
+        return ((self.filter_tier == "All" or e.tier == self.filter_tier)
+                and (self.filter_stream == "All" or e.stream_id == self.filter_stream)
+                and (self.filter_kind == "All" or e.kind == self.filter_kind))
+
+    def refilter(self) -> None:
+        self.filtered = [i for i, e in enumerate(self.rows) if self.matches(e)]
+
+    def append(self, entries: list[dict[str, Any]]) -> None:
+        start = len(self.rows)
+        for i, entry in enumerate(entries, start):
+            row = CommsRow.of(entry, i)
+            self.rows.append(row)
+            if row.stream_id and row.stream_id not in self.streams:
+                self.streams.append(row.stream_id)
+            if row.kind and row.kind not in self.kinds:
+                self.kinds.append(row.kind)
+            if self.matches(row):
+                self.filtered.append(i)
+
+
+class ModalState:
+    """One modal at a time: the open one, the ones asked for, and what they edit."""
+
+    def __init__(self) -> None:
+        self.current: str | None = None
+        self.requests: set[str] = set()
+        self.proposal: list[ProposalRow] | None = None
+        self.proposal_epic = ""
+        self.proposal_error = ""
+        self.settings_draft: dict[str, Any] | None = None
+        self.settings_errors: list[str] = []
+
+    def request(self, name: str) -> None:
+        self.requests.add(name)
+
+    def open_proposal(self, epic: str, tracks: list[dict[str, Any]]) -> None:
+        self.proposal_epic = epic
+        self.proposal = [ProposalRow(str(t.get("title", "")), str(t.get("goal", "")),
+                                     "\n".join(str(c) for c in t.get("acceptance_criteria", [])))
+                         for t in tracks]
+        self.proposal_error = ""
+        self.request("proposal")
+
+
+class AppState:
+    """Everything the panels show, as sub-states; notices and work in flight."""
+
+    def __init__(self, engine: ConductorEngine) -> None:
+        self.engine = engine
+        self.workspace = Path(engine_reads.workspace(engine))
+        self.started = time.time()
+        self.frame = 0
+        self.exit_requested = False
+        self.bg = concurrent.futures.ThreadPoolExecutor(max_workers=2,
+                                                        thread_name_prefix="clutch-gui-bg")
+        self.ops: list[Op] = []
+        self.notices: list[Notice] = []
+        self.activity: list[tuple[float, str, str]] = []   # (ts, level, message): the log
+        self.panel_errors: dict[str, str] = {}
+        self.epic_text = ""
+        self.planning = False
+        self.workers = {"active": 0, "cap": engine.settings.max_workers, "queued": 0}
+        self.approvals = ApprovalsState()
+        self.streams = StreamsState()
+        self.tickets = TicketsState()
+        self.usage = UsageState()
+        self.comms = CommsState()
+        self.modal = ModalState()
+        self.mono_font: imgui.ImFont | None = None
+        self.font_notice = ""
+        self.api_server: Any = None
+        self.interrupted: BaseException | None = None   # see gui.frame.interrupt
+        self._seed_from_engine()
+
+    def _seed_from_engine(self) -> None:
+        eng = self.engine
+        for sid, state in engine_reads.stream_states(eng).items():
+            v = self.streams.view(sid)
+            v.feed(engine_reads.stream_text(eng, sid))
+            v.state = state
+        proposal = engine_reads.open_proposal(eng)
+        if proposal is not None:
+            self.modal.open_proposal(*proposal)
+
+    # -- notices ----------------------------------------------------------------------------
+    def notify(self, level: str, message: str, panel: str = "") -> None:
+        message = message.strip() or "(no message)"
+        self.activity.append((time.time(), level, message))
+        if len(self.activity) > 2000:
+            del self.activity[:500]
+        if level == "info":
+            return
+        # the same message again: bring it back instead of stacking copies
+        for n in self.notices:
+            if n.message == message and n.level == level:
+                n.ts, n.dismissed = time.time(), False
+                break
+        else:
+            self.notices.append(Notice(level, message, panel))
+            if len(self.notices) > MAX_NOTICES:
+                del self.notices[: len(self.notices) - MAX_NOTICES]
+        if panel:
+            self.panel_errors[panel] = message
+
+    def active_notices(self) -> list[Notice]:
+        return [n for n in self.notices if not n.dismissed]
+
+    # -- work in flight ---------------------------------------------------------------------
+    def track_op(self, label: str, future: concurrent.futures.Future, panel: str = "",
+                 on_done: Callable[[Any], None] | None = None,
+                 on_error: Callable[[BaseException], None] | None = None) -> Op:
+        op = Op(label, future, panel, on_done, on_error)
+        self.ops.append(op)
+        return op
+
+    def command(self, label: str, fn: Callable[..., Any], *args: Any, panel: str = "",
+                on_done: Callable[[Any], None] | None = None,
+                on_error: Callable[[BaseException], None] | None = None, **kw: Any) -> bool:
+        """Run an engine command: it returns a Future at once, polled each frame (never waited
+        on). A refusal raised at once (EngineError, DagError...) and a failure the Future
+        reports later are both shown on the notification strip (and the panel), never raised.
+        A command that returns a plain value is taken as already done. True when accepted."""
+        try:
+            result = fn(*args, **kw)
+        except Exception as e:  # noqa: BLE001 - every engine refusal is shown to the user
+            if on_error is not None:
+                on_error(e)
+            self.notify("error", f"{label}: {describe_error(e)}", panel)
+            return False
+        if panel:
+            self.panel_errors.pop(panel, None)
+        if isinstance(result, concurrent.futures.Future):
+            self.track_op(label, result, panel, on_done, on_error)
+        elif on_done is not None:
+            on_done(result)
+        return True
+
+    def background(self, label: str, fn: Callable[..., Any], *args: Any, panel: str = "",
+                   on_done: Callable[[Any], None] | None = None, **kw: Any) -> Op:
+        """Run work that is not an engine command and may wait (disk, a preview) off the GUI
+        thread; its result or error comes back like a command's."""
+        return self.track_op(label, self.bg.submit(fn, *args, **kw), panel, on_done)
+
+    def busy(self, label: str) -> bool:
+        return any(op.label == label for op in self.ops)
+
+    def focus_window(self, name: str) -> None:
+        try:
+            hello_imgui.get_runner_params().docking_params.focus_dockable_window(name)
+        except RuntimeError:
+            pass   # no runner (tests without a window): nothing to focus
+
+    def close(self) -> None:
+        self.bg.shutdown(wait=False, cancel_futures=True)

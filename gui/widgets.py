@@ -1,0 +1,109 @@
+"""Small widgets shared by panels and dialogs: a coloured status, a progress bar, a help marker,
+a panel's last error, the monospace font, a coloured diff, a sized modal, a filter combo.
+
+GUI thread only. State: none (what they show comes in as arguments).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from imgui_bundle import ImVec2, ImVec4, imgui
+from imgui_bundle import icons_fontawesome_4 as fa
+
+from gui.state import AppState
+from gui.theme import BLUE, GREEN, GREY, RED, STATUS_COLOURS, STATUS_ICONS, em
+
+
+def status_text(status: str) -> None:
+    colour = STATUS_COLOURS.get(status, GREY)
+    imgui.text_colored(colour, f"{STATUS_ICONS.get(status, '')} {status.replace('_', ' ')}")
+
+
+def coloured_progress(fraction: float, colour: ImVec4, overlay: str, width: float = -1.0) -> None:
+    imgui.push_style_color(imgui.Col_.plot_histogram, colour)
+    imgui.progress_bar(max(0.0, min(1.0, fraction)), ImVec2(width, 0), overlay)
+    imgui.pop_style_color()
+
+
+def help_marker(text: str) -> None:
+    imgui.same_line()
+    imgui.text_disabled("(?)")
+    imgui.set_item_tooltip(text)
+
+
+def panel_error(app: AppState, panel: str) -> None:
+    """The last error shown for this panel, with a dismiss button."""
+    msg = app.panel_errors.get(panel)
+    if not msg:
+        return
+    imgui.push_style_color(imgui.Col_.text, RED)
+    imgui.text_wrapped(f"{fa.ICON_FA_TIMES_CIRCLE} {msg}")
+    imgui.pop_style_color()
+    imgui.push_id(f"dismiss-{panel}")
+    if imgui.small_button("Dismiss"):
+        app.panel_errors.pop(panel, None)
+    imgui.pop_id()
+    imgui.separator()
+
+
+def mono_push(app: AppState) -> bool:
+    if app.mono_font is not None:
+        imgui.push_font(app.mono_font, 0.0)
+        return True
+    return False
+
+
+def mono_pop(pushed: bool) -> None:
+    if pushed:
+        imgui.pop_font()
+
+
+def diff_view(app: AppState, text: str, height: float) -> None:
+    """A unified diff (or any text) with + and - lines coloured, clipped to what is visible."""
+    lines = text.splitlines() or ["(empty)"]
+    imgui.begin_child("##diff", ImVec2(-1, height), imgui.ChildFlags_.borders,
+                      imgui.WindowFlags_.horizontal_scrollbar)
+    pushed = mono_push(app)
+    clipper = imgui.ListClipper()
+    clipper.begin(len(lines))
+    while clipper.step():
+        for i in range(clipper.display_start, clipper.display_end):
+            ln = lines[i]
+            if ln.startswith("+") and not ln.startswith("+++"):
+                imgui.text_colored(GREEN, ln)
+            elif ln.startswith("-") and not ln.startswith("---"):
+                imgui.text_colored(RED, ln)
+            elif ln.startswith("@@"):
+                imgui.text_colored(BLUE, ln)
+            else:
+                imgui.text_unformatted(ln)
+    mono_pop(pushed)
+    imgui.end_child()
+
+
+def begin_sized_modal(title: str, width_em: float, height_em: float, max_height: float,
+                      on_close: Callable[[], None] | None = None) -> bool:
+    """A resizable modal centred on first appearance, at most 90 % wide and `max_height` of
+    the viewport high. True when open (call imgui.end_popup() then). With `on_close`, the title
+    bar has a close button, and clicking it calls `on_close`."""
+    vp = imgui.get_main_viewport()
+    imgui.set_next_window_size(ImVec2(min(em(width_em).x, vp.work_size.x * 0.9),
+                                      min(em(0, height_em).y, vp.work_size.y * max_height)),
+                               imgui.Cond_.appearing)
+    imgui.set_next_window_pos(vp.get_center(), imgui.Cond_.appearing, ImVec2(0.5, 0.5))
+    opened, still_open = imgui.begin_popup_modal(title, True if on_close is not None else None)
+    if on_close is not None and not still_open:    # the close button (ImGui closed it)
+        on_close()
+    return opened
+
+
+def filter_combo(label: str, current: str, options: list[str], width_em: float) -> tuple[bool, str]:
+    changed = False
+    imgui.set_next_item_width(em(width_em).x)
+    if imgui.begin_combo(label, current):
+        for o in ["All", *options]:
+            if imgui.selectable(o, o == current)[0] and o != current:
+                current, changed = o, True
+        imgui.end_combo()
+    return changed, current
+

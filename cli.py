@@ -145,7 +145,11 @@ def cmd_gui(args: argparse.Namespace) -> int:
             return _fail(str(e))
     import gui_2
     try:
-        return gui_2.main(workspace=args.workspace, api=args.api, provider=args.provider)
+        starter = None
+        if args.api:
+            import hook_server
+            starter = hook_server.start_for_engine
+        return gui_2.main(workspace=args.workspace, api=starter, provider=args.provider)
     finally:
         if lock is not None:
             lock.release()

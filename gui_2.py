@@ -185,19 +185,13 @@ def make_engine(workspace: str | os.PathLike, provider: str | None) -> tuple[Con
     return ConductorEngine(ws, settings), notices
 
 
-def start_api(app: AppState) -> None:
+def start_api(app: AppState, starter: Callable[[Any], Any]) -> None:
+    """Start the automation API for this app's engine with `starter` (the CLI hands in
+    hook_server.start_for_engine: the API is a layer beside the GUI, so the GUI never imports
+    it). A failure is a notice; the app runs without the API."""
     try:
-        import hook_server  # type: ignore[import-not-found]
-    except Exception as e:  # noqa: BLE001 - another module; the app runs without it
-        app.notify("warning", f"The automation API is not available: cannot import hook_server ({e})")
-        return
-    start = getattr(hook_server, "start_for_engine", None)
-    if start is None:
-        app.notify("warning", "The automation API is not available: hook_server has no start_for_engine()")
-        return
-    try:
-        app.api_server = start(app.engine)
-    except Exception as e:  # noqa: BLE001
+        app.api_server = starter(app.engine)
+    except Exception as e:  # noqa: BLE001 - reported on the strip; the app runs without it
         app.notify("error", f"The automation API did not start: {describe_error(e)}")
         return
     where = getattr(app.api_server, "url", None) or getattr(app.api_server, "port", None)
@@ -218,7 +212,8 @@ def stop_api(app: AppState) -> None:
             break
 
 
-def main(workspace: str | os.PathLike = ".", api: bool = False, provider: str | None = None) -> int:
+def main(workspace: str | os.PathLike = ".", api: Callable[[Any], Any] | None = None,
+         provider: str | None = None) -> int:
     """The desktop app on a workspace: build the engine, run the window, close the engine
     (which saves its state). SIGTERM and Ctrl+C in the terminal close the window cleanly."""
     try:
@@ -230,8 +225,8 @@ def main(workspace: str | os.PathLike = ".", api: bool = False, provider: str | 
     app = AppState(engine)
     for n in notices:
         app.notify("warning", n)
-    if api:
-        start_api(app)
+    if api is not None:
+        start_api(app, api)
     rp, addons = runner_params(app)
 
     previous: dict[int, Any] = {}

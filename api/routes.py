@@ -43,13 +43,13 @@ def get_stream(h: Handler, id: str) -> None:
     except ValueError:
         raise HttpError(400, f"offset must be a non-negative integer, not {raw!r}") from None
     try:
-        text = h.engine.streams.text(id, offset)
+        text = h.engine.stream_text(id, offset)
     except KeyError:
         raise HttpError(404, f"no stream {id!r}") from None
     except (OSError, UnicodeDecodeError) as e:   # the session's streams.txt, gone or damaged
         raise HttpError(500, f"cannot read stream {id!r} back from the session's "
                              f"streams file: {e}") from None
-    state = h.engine.streams.info().get(id, {}).get("state", "idle")
+    state = h.engine.stream_info().get(id, {}).get("state", "idle")
     h.send_json(200, {"stream_id": id, "offset": offset, "text": text,
                       "next_offset": offset + len(text), "state": state})
 

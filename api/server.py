@@ -177,18 +177,18 @@ class ApiServer:
             tracks.append(d)
         usage = {key: {k: u.summary() for k, u in sorted(e.usage(key).items())}
                  for key in ("tier", "track", "ticket")}
-        usage["total"] = e.comms.total().summary()
-        proposal = e.proposal
+        usage["total"] = e.usage_total().summary()
+        current = e.current_proposal()
         return {
             "workspace": str(e.workspace),
             "session_dir": str(e.session_dir),
             "provider": e.settings.provider,
             "tracks": tracks,
-            "streams": {sid: dict(info) for sid, info in sorted(e.streams.info().items())},
+            "streams": {sid: dict(info) for sid, info in sorted(e.stream_info().items())},
             "usage": usage,
             "pending_approvals": [r.model_dump(mode="json") for r in e.pending_approvals()],
-            "proposal": None if proposal is None else {
-                "epic": e.last_epic, "tracks": [p.model_dump(mode="json") for p in proposal.tracks]},
+            "proposal": None if current is None else {
+                "epic": current[0], "tracks": [p.model_dump(mode="json") for p in current[1].tracks]},
             "workers": e.workers(),
             "jobs": self.jobs(),
         }

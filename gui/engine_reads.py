@@ -1,9 +1,7 @@
-"""Every read the GUI makes of the engine's state, as one-line functions: the only module of
-the GUI that reaches past the `ConductorEngine` facade's public commands.
-
-At the merge each of these becomes a call of the facade's typed read API
-(`engine.stream_text`, `engine.comms_entries`, `engine.comms_count`, `engine.diff_preview`,
-`engine.workspace`, ...); until then they use today's internals, here and nowhere else.
+"""Every read the GUI makes of the engine's state, through the `ConductorEngine` facade's
+typed read API (`stream_text`, `stream_info`, `comms_entries`, `comms_count`, `comms_path`,
+`diff_preview`, `track_dir`, `current_proposal`, `workspace`): the GUI never reaches into the
+engine's parts. Here the reads are shaped the way the panels use them.
 
 Thread: any (the engine's parts they read are thread-safe); the GUI calls them on the GUI
 thread, except `diff_preview`, which reads files and runs on the GUI's background pool.
@@ -25,39 +23,40 @@ def workspace(engine: ConductorEngine) -> Path:
 def stream_text(engine: ConductorEngine, stream_id: str, offset: int = 0) -> str:
     """The stream's text from `offset` ("" for a stream the engine does not know)."""
     try:
-        return engine.streams.text(stream_id, offset)
+        return engine.stream_text(stream_id, offset)
     except KeyError:
         return ""
 
 
 def stream_states(engine: ConductorEngine) -> dict[str, str]:
     """Every stream the engine holds, with its state ("streaming", "done", "failed"...)."""
-    return {sid: str(i.get("state", "idle")) for sid, i in engine.streams.info().items()}
+    return {sid: str(i.get("state", "idle")) for sid, i in engine.stream_info().items()}
 
 
 def comms_entries(engine: ConductorEngine, since: int = 0, until: int | None = None) -> list[dict[str, Any]]:
-    return engine.comms.entries(since, until)
+    return engine.comms_entries(since, until)
 
 
 def comms_count(engine: ConductorEngine) -> int:
-    return len(engine.comms)
+    return engine.comms_count()
 
 
 def comms_path(engine: ConductorEngine) -> str:
-    return str(engine.comms.path or "(in memory)")
+    return str(engine.comms_path() or "(in memory)")
 
 
 def diff_preview(engine: ConductorEngine, tool: str, args: dict[str, Any]) -> str:
-    from tools import diff_preview as preview
-    return preview(engine.ws, tool, args)
+    return engine.diff_preview(tool, args)
 
 
 def track_dir(engine: ConductorEngine, track_id: str) -> Path:
-    return Path(engine.store.tracks_dir) / track_id
+    return engine.track_dir(track_id)
 
 
 def open_proposal(engine: ConductorEngine) -> tuple[str, list[dict[str, Any]]] | None:
     """The epic and the tracks of a Tier 1 proposal not accepted yet (None when there is none)."""
-    if engine.proposal is None:
+    current = engine.current_proposal()
+    if current is None:
         return None
-    return engine.last_epic, [t.model_dump() for t in engine.proposal.tracks]
+    epic, plan = current
+    return epic, [t.model_dump() for t in plan.tracks]

@@ -197,7 +197,7 @@ def test_whole_flow_against_the_live_app_under_xvfb(e2e_workspace, procs, tmp_pa
         pytest.fail(f"cannot run the live app: {e}")
     try:
         p = Proc([sys.executable, "-c",
-                  "import sys, gui_2; sys.exit(gui_2.main(workspace=sys.argv[1], api=True))",
+                  "import sys, gui_2, hook_server; sys.exit(gui_2.main(workspace=sys.argv[1], api=hook_server.start_for_engine))",
                   str(e2e_workspace)], cwd=ROOT, log=tmp_path / "app.stderr", env=xvfb.env)
         procs.append(p)
         try:

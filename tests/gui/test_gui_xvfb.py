@@ -75,7 +75,7 @@ def test_every_pane_in_a_real_window(display_env, tmp_path):
 def test_main_sigterm_exits_cleanly_and_remembers_the_layout(display_env, tmp_path):
     ws = tmp_path / "ws"
     ws.mkdir()
-    code = ("import sys, gui_2; sys.exit(gui_2.main(workspace=sys.argv[1], api=True))")
+    code = ("import sys, gui_2, hook_server; sys.exit(gui_2.main(workspace=sys.argv[1], api=hook_server.start_for_engine))")
     proc = subprocess.Popen([sys.executable, "-c", code, str(ws)], env=child_env(display_env),
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

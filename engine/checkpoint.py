@@ -10,7 +10,7 @@ phase waits). `--yes` approves.
 
 Threads: `_checkpoint_life` runs on the ticket's executor thread (it is called from
 `_ticket_life`), reaching the loop only through the approvals broker's `ask_from_thread` and
-the emitter. State: none of its own; the ticket's fields are set under the track lock.
+the emitter. State owned: none of its own; the ticket's fields are set under the track lock.
 """
 from __future__ import annotations
 

@@ -19,8 +19,9 @@ from gui.state import AppState
 from gui.theme import (AMBER, BLUE, GREY, PURPLE, RED, WHITE, WRAP, describe_error, em, fmt_cost,
                        fmt_tokens)
 from gui.widgets import diff_view, mono_pop, mono_push
-from models import (ApprovalEditError, ApprovalRequest, Approved, BudgetPayload, Denied,
-                    ShellPayload, SpawnPayload, StepPayload, ToolPayload, edit_payload)
+from models import (ApprovalEditError, ApprovalRequest, Approved, BudgetPayload,
+                    CheckpointPayload, Denied, ShellPayload, SpawnPayload, StepPayload,
+                    ToolPayload, edit_payload)
 from models import ApprovalPayload as ApprovalPayloadT
 
 
@@ -169,6 +170,25 @@ def approval_editor(app: AppState, edit: ApprovalEdit, esc: bool) -> bool:
         multiline("##Script", "command", 5)
         imgui.set_next_item_width(em(24).x)
         _c, f["cwd"] = imgui.input_text("Working directory", f["cwd"])
+        if isinstance(req.payload, ShellPayload):
+            p = req.payload
+            if p.timeout_s is not None:
+                imgui.text_disabled(f"Time limit: {p.timeout_s:g} s (the setting's; a model may "
+                                    f"ask for less, never more)")
+            if p.rule:
+                imgui.text_colored(AMBER, "Why it asks: " + p.rule
+                                   + (f" ({p.argument})" if p.argument else ""))
+    elif isinstance(req.payload, CheckpointPayload):
+        p = req.payload
+        imgui.text(f"Phase {p.phase!r} is done. Check it by hand, as the plan's workflow says:")
+        imgui.begin_child("tasks", ImVec2(-1, em(0, 8).y), imgui.ChildFlags_.borders)
+        for line in p.tasks or ["(no tasks)"]:
+            imgui.text_wrapped(line)
+        for c in p.commits:
+            imgui.text_disabled(c)
+        imgui.end_child()
+        imgui.text_disabled("Approve: a checkpoint commit, the task ticked, [checkpoint: sha] on "
+                            "the phase. Reject with a reason: the phase stays open.")
     elif isinstance(req.payload, StepPayload):
         imgui.text(f"{req.ticket_id}: round {req.payload.round} done. Its last words:")
         imgui.begin_child("last", ImVec2(-1, em(0, 8).y), imgui.ChildFlags_.borders)

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ai_client import CommsLog, Provider, make_provider
+from ai_client import CommsLog, Provider, ProviderPool
 from conductor_store import ConductorStore
 from engine.actions import TicketActions
 from engine.agents import Agents
@@ -81,7 +81,8 @@ class ConductorEngine(LoopContext, TrackWriter, Planning, Scheduler, TicketLife,
             settings, notices = self.store.load_settings()
             self.notices.extend(notices)
         self.settings = settings
-        self._provider = provider
+        self._provider = provider      # the default tier's, once asked for (the scrubber's key)
+        self._providers = ProviderPool(settings, fixed=provider)   # one provider per name
         self._provider_lock = threading.Lock()
         self._scrub_cache: tuple[Any, Any] | None = None
         self.inbox = inbox if inbox is not None else Inbox()
@@ -187,21 +188,21 @@ class ConductorEngine(LoopContext, TrackWriter, Planning, Scheduler, TicketLife,
     def auto_approve(self, value: bool) -> None:
         self.approvals.auto_approve = bool(value)
 
-    def provider(self) -> Provider:
-        with self._provider_lock:
-            if self._provider is None:
-                self._provider = make_provider(self.settings)
-            return self._provider
+    def provider(self, tier: str | None = None) -> Provider:
+        """The provider that runs `tier` (settings.provider_for), the default one for None;
+        built on first use and shared by every tier on it (ProviderPool)."""
+        p = self._providers.for_tier(tier)
+        if tier is None:
+            with self._provider_lock:
+                self._provider = p
+        return p
 
     def update_settings(self, settings: Settings, save: bool = True) -> None:
         """Replace the settings (thread-safe). A provider change takes effect for new agents."""
         with self._provider_lock:
-            if (settings.provider != self.settings.provider
-                    or settings.gemini != self.settings.gemini
-                    or settings.offline_pace_s != self.settings.offline_pace_s
-                    or settings.offline_latency_s != self.settings.offline_latency_s):
-                # running agents keep the old provider (and its open client) until they end
-                self._provider = None
+            # providers whose own settings changed are rebuilt for new agents; running agents
+            # keep theirs (and its open client) until they end
+            self._providers.update(settings)
             self.settings = settings
         self.cap.set_cap(settings.max_workers)
         if save:
@@ -211,10 +212,8 @@ class ConductorEngine(LoopContext, TrackWriter, Planning, Scheduler, TicketLife,
 
     def _close_provider(self) -> None:
         """Drop the provider and close its HTTP client (at engine close only)."""
-        p, self._provider = self._provider, None
-        close = getattr(p, "close", None)
-        if callable(close):
-            close()
+        self._provider = None
+        self._providers.close()
 
     def set_max_workers(self, n: int) -> None:
         """The worker cap for this session (not saved). Out of 1..MAX_WORKERS is an error."""

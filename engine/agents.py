@@ -25,8 +25,9 @@ class Agents:
         """A fresh session (executor thread)."""
         s = self.settings
         model = s.model_for(tier, model_override)
-        session = AgentSession(self.provider(), tier=tier, model=model, stream_id=stream_id,
-                               system=system, comms=self.comms, price=s.price_for(model),
+        session = AgentSession(self.provider(tier), tier=tier, model=model, stream_id=stream_id,
+                               system=system, comms=self.comms,
+                               price=s.price_for(model, s.provider_for(tier)),
                                track_id=track_id, ticket_id=ticket_id, emit=self._emitter(),
                                before_request=self._budget_gate, response_schema=schema,
                                max_rounds=s.max_tool_rounds, context_window=s.context_window,

@@ -94,13 +94,13 @@ class TicketLife:
                 if isinstance(decision.payload, SpawnPayload):
                     prompt = decision.payload.prompt
                     context = decision.payload.context
-                    if decision.payload.model and self.settings.provider != "offline":
+                    if decision.payload.model and self.settings.provider_for("Tier 3") != "offline":
                         model = decision.payload.model
             if cancel.is_set():
                 raise Cancelled(f"{ticket.id} cancelled by the user")
             # queued, not written: it goes out with the worker's first request record
             self.comms.record("spawn", tier="Tier 3", stream_id=sid, track_id=track.id,
-                              ticket_id=ticket.id, provider=self.provider().name, model=model,
+                              ticket_id=ticket.id, provider=self.provider("Tier 3").name, model=model,
                               direction="-", data={"prompt": prompt, "context": context,
                                                    "retry_count": retry_count},
                               wait=False)
@@ -211,7 +211,7 @@ class TicketLife:
         emit = self._emitter()
         session = self._session_for(
             "Tier 3", sid, prompts.TIER3_SYSTEM, track_id=track_id, ticket_id=ticket_id,
-            model_override=model if self.settings.provider != "offline" else None,
+            model_override=model if self.settings.provider_for("Tier 3") != "offline" else None,
             tools=TOOL_SPECS, tool_handler=lambda call: self._handle_tool(session, call),
             step_gate=self._step_gate if step_mode else None, cancel=cancel)
         text = prompt + ("\n" + context if context else "")

@@ -179,3 +179,41 @@ def test_clutch_run_on_anthropic(tmp_path):
     use = [blk for blk in second["messages"][1]["content"] if blk["type"] == "tool_use"][0]
     result = second["messages"][2]["content"][0]
     assert result["type"] == "tool_result" and result["tool_use_id"] == use["id"]
+
+
+def test_clutch_run_with_a_provider_per_tier(tmp_path):
+    """Tier 1 and 2 on Anthropic, the Tier 3 workers on a local OpenAI-compatible server
+    (Ollama): each tier's requests reach its own server, and each tier's usage is exactly what
+    its server sent (a local model costs nothing)."""
+    a_script = Script(lambda tier, rnd: AUsage(input=50 + rnd, output=60, cache_read=0,
+                                               cache_creation=0))
+    o_script = Script(lambda tier, rnd: OUsage(prompt=200 + 5 * rnd, completion=40, cached=64,
+                                               reasoning=0))
+    ws = tmp_path / "ws"
+    with FakeAnthropic(api_key=ANTHROPIC_KEY) as claude, FakeOpenAI(api_key=None) as local:
+        claude.script(_anthropic_handler(a_script))
+        local.script(_openai_handler(o_script))
+        e = {k: v for k, v in os.environ.items()
+             if not k.startswith(("OPENAI_", "ANTHROPIC_", "GEMINI_", "GOOGLE_", "OLLAMA_"))}
+        e.update({"ANTHROPIC_API_KEY": ANTHROPIC_KEY, "ANTHROPIC_BASE_URL": claude.root,
+                  "OLLAMA_HOST": local.root})
+        p = subprocess.run([sys.executable, str(ROOT / "cli.py"), "run", "--epic",
+                            "Write one greeting note per ticket.", "--workspace", str(ws),
+                            "--provider", "anthropic", "--tier-provider",
+                            "Tier 3=ollama:qwen2.5-coder:7b", "--yes", "--json",
+                            "--max-workers", "2"], capture_output=True, text=True, timeout=120,
+                           cwd=ROOT, env=e, stdin=subprocess.DEVNULL)
+        assert claude.handler_errors == [] and local.handler_errors == []
+        local_models = {r.body["model"] for r in local.requests}
+    assert [len(a_script.sent[t]) > 0 for t in TIERS] == [True, True, False]
+    assert [len(o_script.sent[t]) > 0 for t in TIERS] == [False, False, True]
+    assert local_models == {"qwen2.5-coder:7b"}
+    expected = {"Tier 1": {"input_tokens": sum(u.input for u in a_script.sent["Tier 1"]),
+                           "output_tokens": sum(u.output for u in a_script.sent["Tier 1"])},
+                "Tier 2": {"input_tokens": sum(u.input for u in a_script.sent["Tier 2"]),
+                           "output_tokens": sum(u.output for u in a_script.sent["Tier 2"])},
+                "Tier 3": {"input_tokens": sum(u.prompt for u in o_script.sent["Tier 3"]),
+                           "cached_tokens": sum(u.cached for u in o_script.sent["Tier 3"]),
+                           "requests": len(o_script.sent["Tier 3"])}}
+    summary = _check_run(p, ws, expected, ANTHROPIC_KEY)
+    assert summary["usage"]["Tier 3"]["cost_usd"] == 0 < summary["usage"]["Tier 1"]["cost_usd"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -135,8 +134,6 @@ def _git_ws(tmp_path: Path) -> Path:
     return ws
 
 
-@pytest.mark.skipif(shutil.which("git") is None or shutil.which("bash") is None,
-                    reason="needs git and bash")
 def test_the_escapes_are_real_and_each_one_asks(tmp_path):
     """Run for real, each of these runs a program or writes a file of the command's choosing
     (a marker outside the workspace); with git and find allowed, each one asks."""
@@ -214,7 +211,6 @@ def test_characters_python_calls_space_but_bash_does_not_ask(ws, char):
     assert not POLICY.shell_allowed(command)
 
 
-@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_bash_itself_keeps_those_characters_inside_the_word(tmp_path):
     # the reason the rules refuse them: `ls\x0btouch X` is the program "ls\x0btouch", not `ls`
     for char in ["\x0b", "\x1c", "\x1f", "\xa0", "\u2028"]:
@@ -233,7 +229,6 @@ WORD_ALPHABET = st.sampled_from(list("ab-./=:,@%^+_") + [" ", " ", "\t", "'", '"
                                                          "é", "x y", "''", '""', "\\'"])
 
 
-@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 @hsettings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(parts=st.lists(WORD_ALPHABET, min_size=1, max_size=14))
 def test_the_tokeniser_reads_words_exactly_as_bash_does(tmp_path, parts):

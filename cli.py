@@ -68,6 +68,14 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--pace", type=float, default=None,
                    help="offline model: seconds between streamed chunks")
     r.add_argument("--step", action="store_true", help="ask before every worker step")
+    r.add_argument("--no-merge", action="store_true",
+                   help="leave each finished track on its branch clutch/<track> (for a pull "
+                        "request) instead of merging it into your branch")
+    r.add_argument("--verify", metavar="CMD", default=None,
+                   help="a command each ticket's work must pass (in its own tree and sandbox) "
+                        "before it completes, e.g. \"python3 -m pytest -q\"")
+    r.add_argument("--max-repairs", type=int, default=None, metavar="N",
+                   help="repair attempts after a failed check (default 2)")
     r.add_argument("-v", "--verbose", action="store_true", help="stream agents' text to stderr")
 
     t = sub.add_parser("tracks", help="list the workspace's tracks and tickets")
@@ -188,6 +196,16 @@ def _settings(workspace: Path, args: argparse.Namespace) -> tuple[Any, list[str]
         upd["offline_pace_s"] = args.pace
     if getattr(args, "step", False):
         upd["step_mode"] = True
+    if getattr(args, "no_merge", False):
+        upd["merge_tracks"] = False
+    if getattr(args, "verify", None) is not None:
+        if not args.verify.strip():
+            raise ValueError("--verify needs a command, e.g. --verify \"python3 -m pytest -q\"")
+        upd["verify_command"] = args.verify.strip()
+    if getattr(args, "max_repairs", None) is not None:
+        if not 0 <= args.max_repairs <= 10:
+            raise ValueError("--max-repairs must be from 0 to 10")
+        upd["max_repairs"] = args.max_repairs
     return (settings.model_copy(update=upd) if upd else settings), notices
 
 
@@ -243,6 +261,13 @@ def _run_locked(args: argparse.Namespace, ws: Path, settings: Any, notices: list
         engine = ConductorEngine(ws, settings, auto_approve=args.yes, resume=args.resume)
     except EngineError as e:
         return _fail(str(e))
+    for n in engine.notices:
+        log.warning(n)
+    if not engine.settings.verify_command:
+        from multi_agent_conductor import propose_verify_command
+        cmd, where = propose_verify_command(ws)
+        if cmd:
+            log.warning(f"no verify command is set; {where} suggests one: --verify {cmd!r}")
     stop = threading.Event()
     console = threading.Thread(target=_console, args=(engine, stop, args.verbose),
                                name="clutch-console", daemon=True)

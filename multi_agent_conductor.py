@@ -47,6 +47,8 @@ from engine.sessions import SessionRegistry
 from engine.streams import StreamBuffers
 from engine.ticket import TicketLife
 from engine.checkpoint import CheckpointGate
+from engine.branches import Branches
+from engine.checks import Checks, CheckReport, propose_verify_command
 from engine.toolcalls import ToolCalls
 from engine.reads import Reads
 from engine.writer import TrackWriter
@@ -58,11 +60,12 @@ _ReadySet = ReadySet          # the name the scheduling tests and bench notes us
 
 __all__ = ("ConductorEngine", "EngineError", "ApprovalNotFound", "ApprovalAlreadyResolved",
            "BudgetExceeded", "StepStopped", "StreamBuffers", "ReadySet", "MAX_EPIC_CHARS",
-           "ApprovalBroker", "WorkerCap", "SessionRegistry")
+           "ApprovalBroker", "WorkerCap", "SessionRegistry", "CheckReport",
+           "propose_verify_command")
 
 
 class ConductorEngine(LoopContext, TrackWriter, Planning, Scheduler, TicketLife, CheckpointGate,
-                      ToolCalls, Agents, TicketActions, Reads):
+                      Branches, Checks, ToolCalls, Agents, TicketActions, Reads):
     """The whole hierarchy, headless. Use as a context manager, or call start()/close()."""
 
     def __init__(self, workspace: str | Path, settings: Settings | None = None, *,
@@ -113,9 +116,10 @@ class ConductorEngine(LoopContext, TrackWriter, Planning, Scheduler, TicketLife,
         self._git: GitRepo | None = None
         self._git_lock = threading.Lock()
         if settings.git_commits:
-            self._git, reason = GitRepo.detect(self.workspace)
+            self._git, reason = GitRepo.detect(self.workspace, clean=not settings.worktrees)
             if self._git is None:
                 self.notices.append(f"Git commits per ticket are off: {reason}")
+        self._init_branches()
         status = self.ws.sandbox_status()
         if not status.ready:
             self.notices.append(status.message)

@@ -108,6 +108,33 @@ def tier3_context(context_files: list[str]) -> str:
     return TIER3_CONTEXT.format(context_files="\n".join(f"- {c}" for c in context_files))
 
 
+REPAIR_SECTION = """REPAIR, ATTEMPT {attempt}: a previous worker did this ticket, and its work is
+still in your working tree, but the checks refused it.
+CHECKS:
+{check}
+TIER 4'S DIAGNOSIS:
+{diagnosis}
+Fix what the checks refused (read the files first; change what is wrong, keep what is right),
+then answer with a short summary."""
+
+CONFLICT_USER = """TICKET {ticket_id}: {description}
+Your working tree holds a merge of this ticket's change into the track branch {branch}, and it
+conflicts in: {paths}. The conflicting files contain git conflict markers (<<<<<<<, =======,
+>>>>>>>). Resolve every conflict so that BOTH sides' intent is kept (never drop a side: the
+track branch's version is already merged work of other tickets), remove every marker, and
+answer with a short summary of how you combined them."""
+
+
+def repair_section(attempt: int, check: str, diagnosis: str) -> str:
+    return REPAIR_SECTION.format(attempt=attempt, check=check.strip()[-4000:] or "(no report)",
+                                 diagnosis=diagnosis.strip() or "(no diagnosis)")
+
+
+def conflict_prompt(ticket_id: str, description: str, branch: str, paths: list[str]) -> str:
+    return CONFLICT_USER.format(ticket_id=ticket_id, description=description.strip(),
+                                branch=branch, paths=", ".join(paths))
+
+
 def tier4_messages(ticket_id: str, what: str, output: str) -> tuple[str, str]:
     return TIER4_SYSTEM, TIER4_USER.format(ticket_id=ticket_id, what=what,
                                            output=output[-6000:] or "(no output)")

@@ -21,12 +21,12 @@ from toolbox.shell import clamp_timeout
 from toolbox.specs import TOOL_SPECS, ToolResult, ToolSpec, tool_spec
 from toolbox.workspace import Workspace
 from toolbox.worktrees import TrackBranches
-from toolbox.worktrees_model import (ConflictSide, MergeResult, TrackBranch, WorktreeError,
+from toolbox.worktrees_model import (ConflictSide, GitRunner, MergeResult, TrackBranch, WorktreeError,
                                      WorktreeInfo)
 
 __all__ = (
     "SandboxError", "ToolError", "ToolSpec", "TOOL_SPECS", "tool_spec", "ToolResult",
     "Workspace", "diff_preview", "GitRepo", "SandboxStatus", "SANDBOX_MODES", "NOT_FOUND_MESSAGE",
     "clamp_timeout", "TrackBranches", "TrackBranch", "MergeResult", "ConflictSide", "WorktreeInfo",
-    "WorktreeError",
+    "WorktreeError", "GitRunner",
 )

@@ -46,7 +46,9 @@ class SpawnPayload(_Payload):
     model: str = ""
     description: str = ""           # the ticket's text, shown beside the prompt
     attempt: int = 1                # 2, 3, … for a repair session
-    EDITABLE: ClassVar[tuple[str, ...]] = ("prompt", "context", "model")
+    check: str = ""                 # a repair: the failed check's report
+    diagnosis: str = ""             # a repair: Tier 4's diagnosis, the worker's brief (editable)
+    EDITABLE: ClassVar[tuple[str, ...]] = ("prompt", "context", "model", "diagnosis")
 
     def check_edit(self, original: _Payload) -> None:
         if not self.prompt.strip():

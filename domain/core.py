@@ -71,6 +71,13 @@ class Ticket(BaseModel):
     # a plan's "User Manual Verification" task: a person checks the phase (no worker runs it);
     # approved -> a checkpoint commit, the task ticked, [checkpoint: sha] on the phase heading
     checkpoint: bool = False
+    # worker sessions this run of the ticket has finished (1 + repairs); kept across a restart,
+    # so a killed run resumes with the right attempt; the Retry action starts again at 0
+    attempts: int = 0
+    checks: str = ""         # the last checks' report: which passed, which failed and why
+    diagnosis: str = ""      # Tier 4's diagnosis of the last failed check (the repair's brief)
+    branch: str = ""         # the ticket's git branch while it has one (worktree mode)
+    merge: str = ""          # how its commit reached the track branch, or why it did not
 
     @field_validator("id")
     @classmethod
@@ -92,6 +99,9 @@ class Track(BaseModel):
     created_at: str = ""
     updated_at: str = ""
     problems: list[str] = Field(default_factory=list)  # load problems shown to the user
+    branch: str = ""          # clutch/<track id> in a git workspace (worktree mode)
+    merged_into: str = ""     # the person's branch it was merged into, once it was
+    verify_command: str | None = None   # the track's own verify command (None: the setting's)
 
     def ticket(self, ticket_id: str) -> Ticket:
         for t in self.tickets:

@@ -323,6 +323,12 @@ class Settings(BaseModel):
     step_mode: bool = False
     approvals: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     git_commits: bool = True
+    # in a git workspace, each ticket works in a worktree of its own on
+    # clutch-ticket/<track>/<ticket>, merged into clutch/<track> in DAG order
+    worktrees: bool = True
+    merge_tracks: bool = True      # false: a finished track's branch is left for a pull request
+    verify_command: str = ""       # run in the ticket's tree before it may complete ("" = none)
+    max_repairs: int = Field(default=2, ge=0, le=10)   # repair sessions after a failed check
     context_window: int = Field(default=1_048_576, ge=1024)
     shell_timeout_s: float = Field(default=60.0, gt=0)      # a model may ask for less, never more
     sandbox: Literal["bwrap", "none"] = "bwrap"            # "none": commands run unsandboxed

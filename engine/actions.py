@@ -116,14 +116,29 @@ class TicketActions:
                               f"finish before reverting a ticket")
         return self.submit(self._revert(track, ticket))
 
-    def _git_revert(self, sha: str) -> str:
+    def _git_revert(self, track: Track, ticket_id: str, sha: str) -> str:
+        """Revert `sha`: in the person's tree (shared-directory mode); in worktree mode on the
+        track branch, or, once the track was merged, on the branch it was merged into, whose
+        track branch then goes (a retried ticket starts a fresh one from the person's branch,
+        so its work is merged again rather than lost behind the revert)."""
+        if self._tb is not None and track.branch:
+            if not track.merged_into:
+                new = self._tb.revert_ticket(track.id, sha)
+                self._tb.forget_merge(track.id, ticket_id)
+                return new
+            new = self._tb.revert_ticket(track.id, sha, on=track.merged_into)
+            self._tb.cleanup_track(track.id, keep_branch=False, discard=True)
+            with self._lock:
+                track.branch = track.merged_into = ""
+            return new
         assert self._git is not None
         with self._git_lock:
             return self._git.revert(sha)
 
     async def _revert(self, track: Track, ticket: Ticket) -> str:
         loop = asyncio.get_running_loop()
-        new_sha = await loop.run_in_executor(self._executor, self._git_revert, ticket.commit_sha)
+        new_sha = await loop.run_in_executor(self._executor, self._git_revert, track,
+                                             ticket.id, ticket.commit_sha)
         with self._lock:
             old = ticket.commit_sha
             ticket.status = "todo"

@@ -34,8 +34,11 @@ class CheckpointGate:
             tasks = [f"[{'x' if t.status == 'completed' else ' '}] "
                      f"{(t.description.strip().splitlines() or [''])[0]}" for t in others]
             commits = [f"{t.id}: {t.commit_sha}" for t in others if t.commit_sha]
+        where = (f" Its work is on branch {track.branch} (`git switch {track.branch}` to try "
+                 f"it); it reaches your branch when the track is merged."
+                 if track.branch else "")
         emit(StreamChunk(stream_id=sid, text=f"Phase {phase!r} is done: waiting for you to "
-                                              f"verify it by hand.\n"))
+                                              f"verify it by hand.{where}\n"))
         decision = self.approvals.ask_from_thread(ApprovalRequest(
             title=f"Verify phase {phase!r} by hand", stream_id=sid, track_id=track.id,
             ticket_id=ticket.id,

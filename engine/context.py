@@ -90,6 +90,7 @@ class LoopContext:
         # call in flight (the state they would have changed is already saved as interrupted).
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._io.shutdown(wait=True)
+        self._git_pool.shutdown(wait=False, cancel_futures=True)
         self.comms.close()
         with self._provider_lock:
             self._close_provider()

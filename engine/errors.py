@@ -41,6 +41,10 @@ class NoChange(Exception):
     """A worker finished without changing a file: no evidence, so its task is not ticked."""
 
 
+class ChecksFailed(Exception):
+    """A ticket's last attempt failed its checks (Tier 4 has diagnosed it already)."""
+
+
 _ATOMIC = (str, int, float, bool, type(None))
 
 

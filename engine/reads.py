@@ -103,9 +103,10 @@ class Reads:
         return self.streams.info()
 
     # -- the workspace -------------------------------------------------------------------------
-    def diff_preview(self, tool: str, args: dict[str, Any]) -> str:
-        """What a write or edit call would change, as a unified diff (or why it cannot)."""
-        return _diff_preview(self.ws, tool, args)
+    def diff_preview(self, tool: str, args: dict[str, Any], ticket_id: str = "") -> str:
+        """What a write or edit call would change, as a unified diff (or why it cannot), in
+        the ticket's own tree when it has one."""
+        return _diff_preview(self._ws_for(ticket_id) if ticket_id else self.ws, tool, args)
 
     def workspace_files(self, limit: int = 5000) -> list[str]:
         """Up to `limit` files of the workspace, relative, sorted, without VCS, cache and
@@ -132,8 +133,12 @@ class Reads:
         return {
             "session_dir": str(self.session_dir),
             "tracks": [{"id": t.id, "title": t.title, "status": t.status,
-                        "tickets": [{"id": k.id, "status": k.status,
-                                     **({"reason": k.blocked_reason} if k.blocked_reason else {})}
+                        "branch": t.branch or None, "merged_into": t.merged_into or None,
+                        "tickets": [{"id": k.id, "status": k.status, "attempts": k.attempts,
+                                     "commit": k.commit_sha or None,
+                                     "reason": k.blocked_reason or None,
+                                     **({"branch": k.branch} if k.branch else {}),
+                                     **({"checks": k.checks} if k.checks else {})}
                                     for k in t.tickets]}
                        for t in self.tracks()],
             "usage": {tier: u.summary() for tier, u in sorted(self.usage("tier").items())},

@@ -15,8 +15,9 @@ from models import SATISFIED_STATES, Ticket, Track
 class ReadySet:
     """The tickets of one running track that may start now, kept incrementally (loop thread).
 
-    `take(n)` gives the first n tickets, in the track's order, of what
-    `models.ready_tickets(track.tickets)` would return, and `count()` how many there are,
+    `take(n)` gives n of the tickets `models.ready_tickets(track.tickets)` would return, the
+    one heading the longest chain of dependents first (the critical path: starting it early
+    shortens the makespan), ties in the track's order (`priority`); `count()` says how many,
     without scanning the whole track each time: a ticket that stops running only re-checks
     itself and its dependents (`touch`); anything else that changes statuses goes through
     the scheduler's `_wake_all`, which asks for a full rescan (`rescan`). Ready tickets wait
@@ -36,11 +37,11 @@ class ReadySet:
     def _index(self) -> None:
         self._tickets = self.track.tickets
         self._by_id = {t.id: t for t in self._tickets}
-        self._pos = {t.id: i for i, t in enumerate(self._tickets)}
         self._dependents: dict[str, list[str]] = {}
         for t in self._tickets:
             for d in t.depends_on:
                 self._dependents.setdefault(d, []).append(t.id)
+        self._pos = priority(self._tickets, self._dependents)
         self._full = True
 
     def rescan(self) -> None:
@@ -66,8 +67,9 @@ class ReadySet:
         if self._full:
             self._full = False
             self._candidates.clear()
-            self._heap = [(i, t.id) for i, t in enumerate(self._tickets)  # type: ignore[arg-type]
-                          if self._ok(t)]                 # already in order: a valid heap
+            self._heap = [(self._pos[t.id], t.id) for t in self._tickets  # type: ignore[union-attr]
+                          if self._ok(t)]
+            heapq.heapify(self._heap)
             self._ready = {tid for _, tid in self._heap}
             return
         for tid in self._candidates:
@@ -81,7 +83,7 @@ class ReadySet:
         self._candidates.clear()
 
     def take(self, n: int) -> list[Ticket]:
-        """Up to n ready tickets, first in the track's order, removed from the set."""
+        """Up to n ready tickets, longest chain of dependents first, removed from the set."""
         self._refresh()
         out: list[Ticket] = []
         heap = self._heap
@@ -102,3 +104,23 @@ class ReadySet:
         self._refresh()
         return len(self._ready)
 
+
+
+def priority(tickets: list[Ticket], dependents: dict[str, list[str]]) -> dict[str, tuple[int, int]]:
+    """Each ticket's place in the ready heap: (minus the length of the longest chain of
+    tickets that wait on it, its position in the track). A ticket in a cycle (the scheduler
+    refuses those before it runs) counts its chain as far as the cycle."""
+    chain: dict[str, int] = {}
+    for t in reversed(tickets):
+        stack = [(t.id, False)]
+        while stack:
+            tid, done = stack.pop()
+            if tid in chain and not done:
+                continue
+            if done:
+                chain[tid] = 1 + max((chain.get(d, 0) for d in dependents.get(tid, ())), default=0)
+                continue
+            chain[tid] = 0                    # visiting: a cycle back here counts as 0
+            stack.append((tid, True))
+            stack.extend((d, False) for d in dependents.get(tid, ()) if d not in chain)
+    return {t.id: (-chain.get(t.id, 1), i) for i, t in enumerate(tickets)}

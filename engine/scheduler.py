@@ -102,6 +102,7 @@ class Scheduler:
                     t.status = "todo"
         self._save(track)
         self._status(track, None)
+        await self._start_branch(track)
         # Incremental: the ready set re-checks only what changed, and a finished ticket reports
         # itself through a callback, so an iteration costs O(what changed), not O(tickets).
         ready_set = self._ready_sets[track_id] = ReadySet(track)
@@ -161,6 +162,10 @@ class Scheduler:
                 track.status = "completed"
             else:
                 track.status = "failed"
+        self._save(track)
+        # its worktrees go unless a worker still runs (the app closing: they are reused on resume)
+        await self._finish_branch(track, clean=not running and not self._closed
+                                  and track.status != "paused")
         self._save(track)
         await self._flush()
         self._status(track, None)

@@ -15,11 +15,12 @@ import concurrent.futures
 import threading
 import traceback
 from collections.abc import Callable
+from typing import Any
 
 import prompts
 from ai_client import Cancelled
-from engine.errors import BudgetExceeded, NoChange, StepStopped, describe
-from events import ErrorEvent, StreamEnd
+from engine.errors import BudgetExceeded, ChecksFailed, NoChange, StepStopped, describe
+from events import ErrorEvent, StreamChunk, StreamEnd
 from models import (ApprovalRequest, SpawnPayload, Ticket, Track, stream_tier3, stream_tier4,
                     tick_subtasks)
 from tools import TOOL_SPECS
@@ -56,71 +57,41 @@ class TicketLife:
     def _ticket_life(self, track: Track, ticket: Ticket, cancel: threading.Event) -> None:
         """Executor thread: one ticket from its spawn approval to its final status. Every
         failure ends as the ticket's status with the reason (and a Tier 4 diagnosis); the
-        loop saves and reports it in `_ticket_done`."""
+        loop saves and reports it in `_ticket_done`. In worktree mode the ticket works in its
+        own tree; work that does not complete is kept on the ticket's branch only."""
         sid = stream_tier3(ticket.id)
         emit = self._emitter()
+        made = None
+        tree: list[Any] = []          # the ticket's worktree, once open (until it is landed)
         try:
             if ticket.checkpoint:       # a phase's manual verification: the person's, no worker
                 self._checkpoint_life(track, ticket, cancel)
                 return
-            with self._lock:
-                prompt = prompts.tier3_prompt(ticket.id, ticket.description, track.title,
-                                              ticket.target_files, ticket.depends_on)
-                context = prompts.tier3_context(ticket.context_requirements)
-                model = self.settings.model_for("Tier 3", ticket.model_override)
-                step = ticket.step_mode or self.settings.step_mode
-                retry_count = ticket.retry_count
-                description = ticket.description
-            if self.settings.approvals.spawn == "ask":
-                decision = self.approvals.ask_from_thread(ApprovalRequest(
-                    kind="spawn", title=f"Spawn a worker for {ticket.id}", stream_id=sid,
-                    track_id=track.id, ticket_id=ticket.id,
-                    payload=SpawnPayload(prompt=prompt, context=context, model=model,
-                                         description=description,
-                                         attempt=retry_count + 1)))
-                if not decision.approved:
-                    with self._lock:
-                        if self._closed:      # rejected because the app is closing: interrupted
-                            ticket.status = "todo"
-                            ticket.blocked_reason = ""
-                        elif cancel.is_set():  # withdrawn by cancel_ticket: cancelled, not skipped
-                            ticket.status = "cancelled"
-                            ticket.blocked_reason = decision.reason or "cancelled by the user"
-                        else:
-                            ticket.status = "skipped"
-                            ticket.blocked_reason = ("spawn rejected" + (
-                                f": {decision.reason}" if decision.reason else ""))
-                    return
-                if isinstance(decision.payload, SpawnPayload):
-                    prompt = decision.payload.prompt
-                    context = decision.payload.context
-                    if decision.payload.model and self.settings.provider_for("Tier 3") != "offline":
-                        model = decision.payload.model
-            if cancel.is_set():
-                raise Cancelled(f"{ticket.id} cancelled by the user")
-            # queued, not written: it goes out with the worker's first request record
-            self.comms.record("spawn", tier="Tier 3", stream_id=sid, track_id=track.id,
-                              ticket_id=ticket.id, provider=self.provider("Tier 3").name, model=model,
-                              direction="-", data={"prompt": prompt, "context": context,
-                                                   "retry_count": retry_count},
-                              wait=False)
-            result = self.run_worker_lifecycle(track.id, ticket.id, prompt, context, model,
-                                               cancel, step, retry_count)
-            with self._written_lock:
-                files = sorted(self._written.pop(ticket.id, set()))
-            sha = self._commit(ticket, files)
-            if self._git is not None and not sha:
+            made = self._begin_worktree(track, ticket)
+            if not self._attempts(track, ticket, cancel, made, tree):
+                if not tree:
+                    self._drop_unused(track, ticket, made)
+                return
+            message = self._commit_message(ticket)
+            if tree:
+                sha = self._land(track, ticket, tree[0], cancel, message)
+                tree.clear()
+            else:
+                with self._written_lock:
+                    files = sorted(self._written.pop(ticket.id, set()))
+                sha = self._commit(ticket, files, message)
+            if (self._git is not None or self._in_worktrees(track)) and not sha:
                 # Evidence for a tick: in a git workspace a task is ticked only with the SHA
                 # of the commit that did it; no change, no commit, and the task stays open.
                 raise NoChange(f"the worker changed no file, so there is nothing to show for "
                                f"{ticket.id}: the task stays open (its answer: "
-                               f"{self._scrub(result).strip()[:300]!r})")
+                               f"{self._scrub(ticket.result).strip()[:300]!r})")
             with self._lock:
-                ticket.result = self._scrub(result)[-4000:]
                 ticket.status = "completed"
                 ticket.description = tick_subtasks(ticket.description)
                 if sha:
                     ticket.commit_sha = sha
+            emit(StreamEnd(stream_id=sid, state="done"))
         except (Cancelled, StepStopped) as e:     # the user's cancel, or "stop" at a step
             with self._lock:
                 if self._closed:        # the app is closing (which also cuts off a step
@@ -131,29 +102,178 @@ class TicketLife:
                     ticket.blocked_reason = str(e)
             emit(StreamEnd(stream_id=sid, state="cancelled"))
         except Exception as e:   # every worker failure ends as a failed ticket with the reason
-            reason = self._scrub(describe(e))
-            trace = self._scrub(traceback.format_exc()[-4000:])
-            closing = self._closed      # e.g. the budget question cut off: interrupted, no QA
+            self._ticket_failed(track, ticket, e)
+        finally:
+            self._close_worktree(ticket)
+            if tree and not self._closed:    # not completed: its work stays on its own branch
+                self._set_aside(track, ticket, tree[0], ticket.status)
+
+    def _ticket_failed(self, track: Track, ticket: Ticket, e: Exception) -> None:
+        sid = stream_tier3(ticket.id)
+        emit = self._emitter()
+        reason = self._scrub(describe(e))
+        trace = self._scrub(traceback.format_exc()[-4000:])
+        closing = self._closed      # e.g. the budget question cut off: interrupted, no QA
+        with self._lock:
+            ticket.status = "todo" if closing else "failed"
+            ticket.blocked_reason = "" if closing else reason
+        # the log first: when the app is closing, the loop (and so the stream) may be gone
+        self.comms.record("error", tier="Tier 3", stream_id=sid, track_id=track.id,
+                          ticket_id=ticket.id, direction="-",
+                          data={"error": reason, "trace": trace})
+        self._fail_stream(sid, f"{ticket.id} {'interrupted' if closing else 'failed'}: "
+                               f"{reason}", track.id, ticket.id, emit=emit)
+        if isinstance(e, (BudgetExceeded, ChecksFailed)) or closing:
+            return                   # a failed check was diagnosed already
+        try:
+            diagnosis = self.run_qa(track.id, ticket.id,
+                                    f"the worker stopped with an error: {reason}", trace)
             with self._lock:
-                ticket.status = "todo" if closing else "failed"
-                ticket.blocked_reason = "" if closing else reason
-            # the log first: when the app is closing, the loop (and so the stream) may be gone
-            self.comms.record("error", tier="Tier 3", stream_id=sid, track_id=track.id,
-                              ticket_id=ticket.id, direction="-",
-                              data={"error": reason, "trace": trace})
-            self._fail_stream(sid, f"{ticket.id} {'interrupted' if closing else 'failed'}: "
-                                   f"{reason}", track.id, ticket.id, emit=emit)
-            if not isinstance(e, BudgetExceeded) and not closing:
-                try:
-                    diagnosis = self.run_qa(track.id, ticket.id,
-                                            f"the worker stopped with an error: {reason}", trace)
-                    with self._lock:
-                        ticket.result = "QA: " + self._scrub(diagnosis)
-                except Exception as qa_err:
-                    emit(ErrorEvent(message=f"Tier 4 could not diagnose {ticket.id}: "
-                                            f"{describe(qa_err)}",
-                                    stream_id=stream_tier4(ticket.id), track_id=track.id,
-                                    ticket_id=ticket.id))
+                ticket.result = "QA: " + self._scrub(diagnosis)
+                ticket.diagnosis = self._scrub(diagnosis)
+        except Exception as qa_err:
+            emit(ErrorEvent(message=f"Tier 4 could not diagnose {ticket.id}: "
+                                    f"{describe(qa_err)}",
+                            stream_id=stream_tier4(ticket.id), track_id=track.id,
+                            ticket_id=ticket.id))
+
+    def _attempts(self, track: Track, ticket: Ticket, cancel: threading.Event,
+                  made: concurrent.futures.Future[Any] | None, tree: list[Any]) -> bool:
+        """The worker, then the checks; a failed check goes to Tier 4 and to a fresh worker
+        (attempt 2, 3, ...) through the spawn gate, up to 1 + max_repairs attempts. True when
+        an attempt passed its checks; False when a spawn was refused (the status is set).
+        ChecksFailed when the last attempt failed too."""
+        max_attempts = 1 + self.settings.max_repairs
+        with self._lock:
+            attempt = ticket.attempts + 1     # > 1 when a killed run resumes between attempts
+            check, diagnosis = (ticket.checks, ticket.diagnosis) if ticket.attempts else ("", "")
+            if not ticket.attempts:
+                ticket.checks = ticket.diagnosis = ""
+        while True:
+            if attempt > max_attempts:
+                raise ChecksFailed(f"the checks failed after {attempt - 1} attempt(s); "
+                                   f"Tier 4: {diagnosis or '(no diagnosis)'}")
+            spawn = self._spawn_gate(track, ticket, cancel, attempt, check, diagnosis)
+            if spawn is None:
+                return False
+            prompt, context, model, step, retry_count = spawn
+            if made is not None and not tree:
+                tree.append(self._open_worktree(track, ticket, made))
+            if cancel.is_set():
+                raise Cancelled(f"{ticket.id} cancelled by the user")
+            sid = stream_tier3(ticket.id)
+            # queued, not written: it goes out with the worker's first request record
+            self.comms.record("spawn", tier="Tier 3", stream_id=sid, track_id=track.id,
+                              ticket_id=ticket.id, provider=self.provider("Tier 3").name,
+                              model=model, direction="-",
+                              data={"prompt": prompt, "context": context,
+                                    "retry_count": retry_count, "attempt": attempt},
+                              wait=False)
+            if attempt > 1:
+                self._emitter()(StreamChunk(stream_id=sid, text=f"\n── attempt {attempt} of "
+                                                               f"{max_attempts} ──\n"))
+            result, ended, finish = self._run_worker(track.id, ticket.id, prompt, context, model,
+                                                     cancel, step, retry_count)
+            with self._lock:
+                ticket.result = self._scrub(result)[-4000:]
+            report = self._check_ticket(track, ticket, self._ws_for(ticket.id), ended, finish,
+                                        cancel, prompt)
+            with self._lock:
+                ticket.attempts = attempt
+                ticket.checks = report.text()[-4000:]
+            if report.ok:
+                self._save_soon(track)
+                return True
+            if cancel.is_set():
+                raise Cancelled(f"{ticket.id} cancelled by the user")
+            try:
+                diagnosis = self._scrub(self.run_qa(
+                    track.id, ticket.id, f"attempt {attempt} of {ticket.id} failed its checks: "
+                                         f"{report.failed}", report.text()))
+            except Cancelled:
+                raise
+            except Exception as qa_err:   # no diagnosis: the repair gets the check's report
+                diagnosis = f"(Tier 4 could not diagnose: {describe(qa_err)})"
+                self._emitter()(ErrorEvent(message=f"Tier 4 could not diagnose {ticket.id}: "
+                                                   f"{describe(qa_err)}",
+                                           stream_id=stream_tier4(ticket.id),
+                                           track_id=track.id, ticket_id=ticket.id))
+            with self._lock:
+                ticket.diagnosis = diagnosis
+            self._save_soon(track)        # a killed run resumes at the next attempt
+            check = report.text()
+            if attempt >= max_attempts:
+                raise ChecksFailed(f"{report.failed} (after {attempt} attempt"
+                                   f"{'s' if attempt > 1 else ''}); Tier 4: {diagnosis}")
+            attempt += 1
+
+    def _spawn_gate(self, track: Track, ticket: Ticket, cancel: threading.Event, attempt: int,
+                    check: str, diagnosis: str) -> tuple[str, str, str, bool, int] | None:
+        """The person's spawn approval of one attempt (a repair shows the failed check and
+        Tier 4's diagnosis, editable): (prompt, context, model, step mode, retry count), or
+        None when refused (the ticket's status then says why)."""
+        sid = stream_tier3(ticket.id)
+        with self._lock:
+            prompt = prompts.tier3_prompt(ticket.id, ticket.description, track.title,
+                                          ticket.target_files, ticket.depends_on)
+            context = prompts.tier3_context(ticket.context_requirements)
+            model = self.settings.model_for("Tier 3", ticket.model_override)
+            step = ticket.step_mode or self.settings.step_mode
+            retry_count = ticket.retry_count
+            description = ticket.description
+        if self.settings.approvals.spawn == "ask":
+            title = (f"Spawn a worker for {ticket.id}" if attempt == 1 else
+                     f"Repair {ticket.id}: spawn attempt {attempt}")
+            decision = self.approvals.ask_from_thread(ApprovalRequest(
+                kind="spawn", title=title, stream_id=sid, track_id=track.id,
+                ticket_id=ticket.id,
+                payload=SpawnPayload(prompt=prompt, context=context, model=model,
+                                     description=description, attempt=attempt,
+                                     check=check, diagnosis=diagnosis)))
+            if not decision.approved:
+                with self._lock:
+                    if self._closed:      # rejected because the app is closing: interrupted
+                        ticket.status = "todo"
+                        ticket.blocked_reason = ""
+                    elif cancel.is_set():  # withdrawn by cancel_ticket: cancelled, not skipped
+                        ticket.status = "cancelled"
+                        ticket.blocked_reason = decision.reason or "cancelled by the user"
+                    elif attempt > 1:      # the person stopped the repairs
+                        ticket.status = "failed"
+                        ticket.blocked_reason = self._scrub(
+                            f"repair stopped by the person after attempt {attempt - 1}"
+                            + (f" ({decision.reason})" if decision.reason else "")
+                            + f"; Tier 4: {diagnosis}")
+                    else:
+                        ticket.status = "skipped"
+                        ticket.blocked_reason = ("spawn rejected" + (
+                            f": {decision.reason}" if decision.reason else ""))
+                return None
+            if isinstance(decision.payload, SpawnPayload):
+                prompt = decision.payload.prompt
+                context = decision.payload.context
+                diagnosis = decision.payload.diagnosis
+                if decision.payload.model and self.settings.provider_for("Tier 3") != "offline":
+                    model = decision.payload.model
+        if attempt > 1:
+            with self._lock:
+                ticket.diagnosis = diagnosis      # as the person left it
+            prompt += "\n\n" + prompts.repair_section(attempt, check, diagnosis)
+        return prompt, context, model, step, retry_count
+
+    def _save_soon(self, track: Track) -> None:
+        """Executor thread: have the loop save the track (its writer batches saves)."""
+        loop = self.loop
+        if loop is not None and not self._closed:
+            try:
+                loop.call_soon_threadsafe(self._save, track)
+            except RuntimeError:
+                if not self._closed:
+                    raise
+
+    def _commit_message(self, ticket: Ticket) -> str:
+        first_line = ticket.description.strip().splitlines()[0] if ticket.description.strip() else ""
+        return f"{ticket.id}: {first_line[:64]}\n\nClutch worker for ticket {ticket.id}.\n"
 
     def _ticket_done(self, track: Track, ticket: Ticket, fut: concurrent.futures.Future[None],
                      on_done: Callable[[str], None]) -> None:
@@ -205,10 +325,20 @@ class TicketLife:
     def run_worker_lifecycle(self, track_id: str, ticket_id: str, prompt: str, context: str,
                              model: str, cancel: threading.Event, step_mode: bool = False,
                              retry_count: int = 0) -> str:
-        """One stateless Tier 3 worker: a fresh session, the tool loop, the final summary.
-        Runs in an executor thread; reaches the queue only through put_threadsafe."""
+        """One stateless Tier 3 worker; its final answer (see `_run_worker`); its stream ends."""
+        final = self._run_worker(track_id, ticket_id, prompt, context, model, cancel, step_mode,
+                                 retry_count)[0]
+        self._emitter()(StreamEnd(stream_id=stream_tier3(ticket_id), state="done"))
+        return final
+
+    def _run_worker(self, track_id: str, ticket_id: str, prompt: str, context: str,
+                    model: str, cancel: threading.Event, step_mode: bool = False,
+                    retry_count: int = 0) -> tuple[str, bool, str]:
+        """One stateless Tier 3 worker: a fresh session, the tool loop, the final summary;
+        (final answer, whether its last turn ended normally, how it ended). The stream goes
+        on (the checks and the merge report into it); the ticket's life ends it. Runs in an
+        executor thread; reaches the queue only through put_threadsafe."""
         sid = stream_tier3(ticket_id)
-        emit = self._emitter()
         session = self._session_for(
             "Tier 3", sid, prompts.TIER3_SYSTEM, track_id=track_id, ticket_id=ticket_id,
             model_override=model if self.settings.provider_for("Tier 3") != "offline" else None,
@@ -217,25 +347,25 @@ class TicketLife:
         text = prompt + ("\n" + context if context else "")
         try:
             final = session.send(text)
+            ended = session.ended_normally
+            finish = str(session.last_finish or "")
         finally:
             self._retire(session)
             # the handler closes over the session: without this cycle, the session, its history
             # and its cancel flag are freed now, not by a later garbage collection
             session.tool_handler = None
-        emit(StreamEnd(stream_id=sid, state="done"))
         if retry_count:
             session.log("log", message=f"retry {retry_count} finished")
-        return final
+        return final, ended, finish
 
-    def _commit(self, ticket: Ticket, files: list[str]) -> str:
-        """Commit exactly the files this ticket's worker wrote. Commits are serialised and
-        stage only those paths, so a parallel worker's half-written files never ride along."""
+    def _commit(self, ticket: Ticket, files: list[str], message: str) -> str:
+        """Shared-directory mode: commit exactly the files this ticket's worker wrote. Commits
+        are serialised and stage only those paths, so a parallel worker's half-written files
+        never ride along."""
         if self._git is None or not files:
             return ""
-        first_line = ticket.description.strip().splitlines()[0] if ticket.description.strip() else ""
         with self._git_lock:
-            return self._git.commit_paths(files, f"{ticket.id}: {first_line[:64]}\n\n"
-                                                 f"Clutch worker for ticket {ticket.id}.")
+            return self._git.commit_paths(files, message)
 
     # =========================================================================================
     # per-ticket actions

@@ -31,6 +31,7 @@ class ToolCalls:
         except KeyError as e:
             return ToolOutcome({"ok": False, "error": str(e).strip("'\"")}, args)
         policy = self.settings.approvals
+        ws = self._ws_for(session.ticket_id)     # the ticket's worktree, or the shared directory
         payload: ShellPayload | ToolPayload
         if spec.kind == "shell":
             command = args.get("command")
@@ -39,14 +40,14 @@ class ToolCalls:
                                                           "non-empty string"}, args)
             cwd = args.get("cwd", ".")
             cwd = cwd if isinstance(cwd, str) and cwd else "."
-            m = evaluate(command, policy, workspace_root=self.ws.root, cwd=cwd)
+            m = evaluate(command, policy, workspace_root=ws.root, cwd=cwd)
             if m.decision == "deny":
                 return ToolOutcome({"ok": False, "denied": True, "rule": m.rule,
                                     "error": f"the approval rules refuse this command: {m.rule}"
                                              + (f" (argument {m.argument!r})" if m.argument
                                                 else "")}, args)
             try:
-                timeout_s = clamp_timeout(args.get("timeout"), self.ws.shell_timeout_s)[0]
+                timeout_s = clamp_timeout(args.get("timeout"), ws.shell_timeout_s)[0]
             except ToolError as e:
                 return ToolOutcome({"ok": False, "error": str(e)}, args)
             ask = m.decision == "ask"
@@ -56,7 +57,7 @@ class ToolCalls:
         else:
             ask = (policy.read_tools if spec.kind == "read" else policy.write_tools) == "ask"
             payload = ToolPayload(tool=call.name, args=args,
-                                  preview=(diff_preview(self.ws, call.name, args)
+                                  preview=(diff_preview(ws, call.name, args)
                                            if ask and not self.auto_approve else ""))
             title = f"{session.ticket_id} wants to call {call.name}"
         edited = False
@@ -78,7 +79,7 @@ class ToolCalls:
             self._emitter()(StreamChunk(
                 stream_id=session.stream_id,
                 text=self._scrub(f"  ✎ edited before it ran: {call.name}({short_json(args, 300)})\n")))
-        res = self.ws.execute(call.name, args, cancel=session.cancel)
+        res = ws.execute(call.name, args, cancel=session.cancel)
         if spec.kind == "write" and res.ok and isinstance(args.get("path"), str):
             with self._written_lock:
                 self._written.setdefault(session.ticket_id, set()).add(args["path"])

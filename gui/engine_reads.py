@@ -45,8 +45,9 @@ def comms_path(engine: ConductorEngine) -> str:
     return str(engine.comms_path() or "(in memory)")
 
 
-def diff_preview(engine: ConductorEngine, tool: str, args: dict[str, Any]) -> str:
-    return engine.diff_preview(tool, args)
+def diff_preview(engine: ConductorEngine, tool: str, args: dict[str, Any],
+                 ticket_id: str = "") -> str:
+    return engine.diff_preview(tool, args, ticket_id)
 
 
 def track_dir(engine: ConductorEngine, track_id: str) -> Path:

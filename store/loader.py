@@ -157,5 +157,8 @@ def load_folder(folder: Path, entry: RegEntry | None) -> tuple[Track, list[LoadP
         id=tid, title=title, goal=goal, acceptance_criteria=criteria, tickets=tickets,
         status=status, type=meta.get("type") or (state.track.type if state else "") or "feature",
         created_at=created, updated_at=updated, problems=[str(p) for p in problems],
+        branch=state.track.branch if state else "",
+        merged_into=state.track.merged_into if state else "",
+        verify_command=state.track.verify_command if state else None,
     )
     return track, problems

@@ -39,6 +39,9 @@ class StateTrack(BaseModel):
     acceptance_criteria: list[str] = Field(default_factory=list)
     created_at: str = ""
     updated_at: str = ""
+    branch: str = ""
+    merged_into: str = ""
+    verify_command: str | None = None
 
 
 class StateFile(BaseModel):
@@ -146,6 +149,9 @@ def render_state(track: Track, cache: dict[str, tuple[dict[str, Any], str]]) -> 
             "id": track.id, "title": track.title, "status": track.status, "type": track.type,
             "goal": track.goal, "acceptance_criteria": list(track.acceptance_criteria),
             "created_at": track.created_at, "updated_at": track.updated_at,
+            "branch": track.branch, "merged_into": track.merged_into,
+            **({"verify_command": track.verify_command} if track.verify_command is not None
+               else {}),
         },
     }
     if not track.tickets:

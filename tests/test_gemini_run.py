@@ -170,8 +170,11 @@ def test_whole_run_on_gemini_through_the_engine(workspace: Path, monkeypatch):
         text = eng.streams.text(stream_tier3(tid))
         assert text.startswith(f"{tid}: writing out/{tid}.txt"), text
     assert eng.streams.text(stream_tier3("T-002")).endswith(CUT_TEXT)
-    assert eng.streams.text(stream_tier3("T-003")).endswith("T-003 done: wrote out/T-003.txt "
-                                                            "and read it back.")
+    # the worker's final answer, then the checks that let it complete
+    answer, checks = eng.streams.text(stream_tier3("T-003")).split("\n  checks:\n")
+    assert answer.endswith("T-003 done: wrote out/T-003.txt and read it back.")
+    assert "✓ the model's last turn ended normally (stop)" in checks
+    assert "✓ every target file exists (1)" in checks
     assert json.loads(eng.streams.text(stream_tier1()))["tracks"][0]["title"] == "Greeting notes"
     assert len(json.loads(eng.streams.text(stream_tier2(track.id)))["tickets"]) == 3
     assert eng.streams.text(stream_tier4("T-002")).startswith("Diagnosis:")

@@ -67,14 +67,33 @@ def test_a_commit_per_ticket_with_only_its_files_and_the_sha_in_plan_md(workspac
         eng.close()
 
 
-def test_dirty_tree_disables_commits_with_a_notice(workspace):
+def test_dirty_tree_disables_commits_in_the_shared_directory_with_a_notice(workspace):
+    """Without worktrees, workers would commit in the person's own tree: a dirty one turns
+    commits off, and says so."""
     init_repo(workspace)
     (workspace / "README.md").write_text("changed, not committed\n")
-    eng, track = run_track(workspace, [Ticket(id="T-001", description="x", target_files=["a.py"])])
+    eng, track = run_track(workspace, [Ticket(id="T-001", description="x", target_files=["a.py"])],
+                           worktrees=False)
     try:
         assert any("Git commits per ticket are off" in n and "README.md" in n for n in eng.notices)
         assert track.tickets[0].status == "completed" and not track.tickets[0].commit_sha
         assert git(workspace, "rev-list", "--count", "HEAD").strip() == "1"
+    finally:
+        eng.close()
+
+
+def test_a_dirty_tree_is_no_obstacle_with_worktrees_and_is_left_as_it_was(workspace):
+    """With worktrees, workers never touch the person's tree: the ticket is committed on the
+    track branch, merged in, and the person's uncommitted README survives byte for byte."""
+    init_repo(workspace)
+    (workspace / "README.md").write_text("changed, not committed\n")
+    eng, track = run_track(workspace, [Ticket(id="T-001", description="x", target_files=["a.py"])])
+    try:
+        assert not any("Git commits per ticket are off" in n for n in eng.notices)
+        assert track.tickets[0].status == "completed" and track.tickets[0].commit_sha
+        assert track.merged_into and (workspace / "a.py").exists()
+        assert (workspace / "README.md").read_text() == "changed, not committed\n"
+        assert git(workspace, "rev-list", "--count", "HEAD").strip() == "2"
     finally:
         eng.close()
 

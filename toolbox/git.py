@@ -61,10 +61,11 @@ class GitRepo:
         return self._run_git(self.root, *args, check=check)
 
     @staticmethod
-    def detect(root) -> tuple["GitRepo | None", str]:
-        """(repo, "") for a git work tree whose tracked files are unchanged; else (None, reason).
-
-        Untracked files do not make the tree dirty: commits stage only the paths named."""
+    def detect(root, clean: bool = True) -> tuple["GitRepo | None", str]:
+        """(repo, "") for a git work tree whose tracked files are unchanged (any work tree when
+        not ``clean``: in worktree mode workers never commit in the person's tree); else
+        (None, reason). Untracked files do not make the tree dirty: commits stage only the
+        paths named."""
         root = pathlib.Path(root)
         if shutil.which("git") is None:
             return None, "git is not installed (not found on PATH)"
@@ -75,6 +76,8 @@ class GitRepo:
             said = proc.stderr.decode("utf-8", "replace").strip().splitlines()
             detail = f" (git says: {said[0]})" if said and "not a git repository" not in said[0] else ""
             return None, f"{str(root)!r} is not inside a git work tree{detail}"
+        if not clean:
+            return GitRepo(root), ""
         try:
             status = GitRepo._run_git(root, "status", "--porcelain=v1", "-z", "--untracked-files=no")
         except ToolError as e:

@@ -26,8 +26,8 @@ import threading
 
 from toolbox.worktrees_dirs import TrackRecords, WorktreeDirs, revert_in_scratch
 from toolbox.worktrees_merge import (advance_branch, commit_tree, conflict_result, diff_between,
-                                     files_with_markers, merge_tree, message_of, ticket_merged,
-                                     tree_of, update_refs)
+                                     drop_merged_refs, files_with_markers, merge_tree,
+                                     message_of, ticket_merged, tree_of, update_refs)
 from toolbox.worktrees_model import (CONFLICT_SUFFIX, POOL_DIR, ConflictSide, GitRunner,
                                      MergeResult, TrackBranch, WorktreeError, WorktreeInfo,
                                      check_id, merged_ref, repair_branch, said, ticket_branch,
@@ -38,10 +38,9 @@ __all__ = ("TrackBranches", "TrackBranch", "MergeResult", "ConflictSide", "Workt
 
 
 class TrackBranches:
-    """Track branches and ticket worktrees of the git repository holding ``root``.
-
-    Construct with :meth:`detect` (or directly: then ``is_git``/``reason`` tell, and every
-    operation on a non-repository raises WorktreeError with that reason)."""
+    """Track branches and ticket worktrees of the git repository holding ``root``. Construct
+    with :meth:`detect` (or directly: then ``is_git``/``reason`` tell, and every operation on
+    a non-repository raises WorktreeError with that reason)."""
 
     def __init__(self, root):
         self.root = pathlib.Path(root).resolve()
@@ -362,6 +361,12 @@ class TrackBranches:
                 raise WorktreeError(refused.message)
             return new
 
+    def forget_merge(self, track_id: str, ticket_id: str) -> None:
+        """A reverted ticket's next run merges afresh (not "already merged")."""
+        with self._lock:
+            drop_merged_refs(self._need() and self.git, check_id(track_id, "track id"),
+                             check_id(ticket_id, "ticket id"))
+
     # -- clean up ------------------------------------------------------------------------------
 
     def cleanup_ticket(self, track_id: str, ticket_id: str, keep_branch: bool = False,
@@ -424,6 +429,7 @@ class TrackBranches:
             with self._lock:
                 dirs.delete_branch(branch)
                 self._records.path(track_id).unlink(missing_ok=True)
+                drop_merged_refs(self.git, track_id)
         self.git.run("worktree", "prune")
 
     def list_worktrees(self) -> list[WorktreeInfo]:

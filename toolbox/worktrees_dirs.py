@@ -8,6 +8,7 @@ one JSON file per track; ``revert_in_scratch`` a throw-away worktree while it ru
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
@@ -20,8 +21,21 @@ from toolbox.worktrees_model import (WORKTREES_DIR, GitRunner, WorktreeError, Wo
                                      same_path)
 
 
+def _serial(method):
+    """Run under the instance's admin lock: git's worktree administration (``git worktree
+    add``/``remove``/``list``, .git/worktrees/*) is not safe to change from two threads at once
+    (a parallel add fails reading the other's half-made ``commondir``), and two tickets must
+    never take the same pooled tree."""
+    @functools.wraps(method)
+    def run(self, *args, **kw):
+        with self._admin:
+            return method(self, *args, **kw)
+    return run
+
+
 class WorktreeDirs:
-    """Linked worktrees of the repository at ``top`` (its top-level directory)."""
+    """Linked worktrees of the repository at ``top`` (its top-level directory). Changes to
+    the worktree administration are serialised by ``_admin`` (see ``_serial``)."""
 
     def __init__(self, git: GitRunner, top: pathlib.Path, common_dir: pathlib.Path):
         self.git = git
@@ -29,6 +43,7 @@ class WorktreeDirs:
         self.common_dir = common_dir
         self.base_dir = top.joinpath(*WORKTREES_DIR)
         self._exclude_lock = threading.Lock()
+        self._admin = threading.RLock()
 
     # -- .clutch/ is ignored without touching the user's .gitignore ----------------------------
 
@@ -47,6 +62,7 @@ class WorktreeDirs:
 
     # -- one worktree ------------------------------------------------------------------------
 
+    @_serial
     def find(self, path: pathlib.Path) -> WorktreeInfo | None:
         return next((w for w in self.git.worktrees() if same_path(w.path, path)
                      or w.path == path), None)
@@ -63,6 +79,7 @@ class WorktreeDirs:
         proc = self.git.run("rev-parse", "--show-toplevel", cwd=path, check=False)
         return proc.returncode == 0 and same_path(pathlib.Path(proc.stdout.decode().strip()), path)
 
+    @_serial
     def add(self, path: pathlib.Path, branch: str, start: str | None,
             pool: pathlib.Path | None = None) -> pathlib.Path:
         """A worktree at ``path`` on ``branch``: reused when healthy, else cleared away and
@@ -91,6 +108,7 @@ class WorktreeDirs:
     # -- recycling: a finished ticket's tree becomes the next ticket's, so set-up checks out
     # -- only the files that differ instead of every file of the repository ------------------
 
+    @_serial
     def recycle(self, path: pathlib.Path, pool: pathlib.Path) -> bool:
         """Move the (clean) worktree at ``path`` into ``pool``, detached from its branch.
         False (and nothing done) when it is not a clean, registered worktree."""
@@ -118,6 +136,7 @@ class WorktreeDirs:
             return True
         return False
 
+    @_serial
     def fill_pool(self, pool: pathlib.Path, tip: str, count: int) -> int:
         """Add detached worktrees at ``tip`` to ``pool`` until it holds ``count``; how many
         it holds."""
@@ -129,6 +148,7 @@ class WorktreeDirs:
             have += 1
         return have
 
+    @_serial
     def drain_pool(self, pool: pathlib.Path) -> None:
         """Remove every pooled worktree (their files were all committed or discarded)."""
         if pool.is_dir():
@@ -152,6 +172,7 @@ class WorktreeDirs:
         entries = [e for e in proc.stdout.decode("utf-8", "surrogateescape").split("\0") if e]
         return [e[3:] for e in entries if len(e) > 3]
 
+    @_serial
     def remove(self, path: pathlib.Path, discard: bool, keep_files: bool = False) -> None:
         """Remove the worktree at ``path``. Uncommitted changes there are refused unless
         ``discard``; with ``keep_files`` a directory git cannot remove cleanly (a half-made

@@ -176,3 +176,14 @@ def ticket_merged(g: GitRunner, track_id: str, ticket_id: str) -> bool:
         return True
     track_tip = g.rev(f"refs/heads/{track_branch(track_id)}")
     return track_tip is not None and g.is_ancestor(tip, track_tip)
+
+
+def drop_merged_refs(g: GitRunner, track_id: str, ticket_id: str | None = None) -> None:
+    """Forget that a ticket (or every ticket of the track) was merged (caller holds the lock)."""
+    if ticket_id is not None:
+        refs = [merged_ref(track_id, ticket_id)] if g.rev(merged_ref(track_id, ticket_id)) else []
+    else:
+        refs = g.out("for-each-ref", "--format=%(refname)",
+                     f"refs/clutch/merged/{track_id}/").split()
+    for ref in refs:
+        g.run("update-ref", "-d", ref)

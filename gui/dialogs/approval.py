@@ -227,10 +227,10 @@ def refresh_preview(app: AppState, edit: ApprovalEdit) -> None:
     shown = payload or edit.request.payload
     if not isinstance(shown, ToolPayload):
         return
-    args, tool = shown.args, shown.tool
+    args, tool, ticket_id = shown.args, shown.tool, edit.request.ticket_id
 
     def work() -> str:
-        return engine_reads.diff_preview(app.engine, tool, args)
+        return engine_reads.diff_preview(app.engine, tool, args, ticket_id)
 
     shown_fields = dict(edit.fields)
 

@@ -412,7 +412,8 @@ def test_a_client_that_goes_away_is_unsubscribed(serve):
 
 def test_pause_skip_resume_retry_cancel_over_the_api(serve):
     eng, srv, client = serve(auto_approve=False, max_workers=1)
-    tid = new_track(client, ("T-001", []), ("T-002", []), ("T-003", ["T-002"]))
+    # T-001 heads the longest chain, so it is spawned first; skipping T-002 satisfies T-003
+    tid = new_track(client, ("T-001", []), ("T-002", ["T-001"]), ("T-003", ["T-002"]))
     client.start_track(tid)
     first = client.wait_for_approval("spawn")
     assert first["ticket_id"] == "T-001"

@@ -86,15 +86,20 @@ def dag_and_steps(draw):
 @hsettings(max_examples=300, deadline=None)
 def test_ready_set_agrees_with_ready_tickets(case):
     """The scheduler's incremental ready set (a heap, re-checked on take) must give, at every
-    step, the first n tickets of models.ready_tickets in the track's order, and its count."""
+    step, n of the tickets models.ready_tickets gives, the one heading the longest chain of
+    dependents first (ties in the track's order), and its count."""
     from models import Track, ready_tickets
     from multi_agent_conductor import _ReadySet
     tickets, steps = case
     track = Track(id="t", title="t", tickets=tickets)
     rs = _ReadySet(track)
+
+    def chain(tid: str) -> int:         # the longest chain of tickets waiting on tid, by brute force
+        return 1 + max((chain(t.id) for t in track.tickets if tid in t.depends_on), default=0)
+    order = {t.id: (-chain(t.id), i) for i, t in enumerate(track.tickets)}
     running: list[Ticket] = []
     for n, pick, outcome in steps:
-        expected = ready_tickets(track.tickets)
+        expected = sorted(ready_tickets(track.tickets), key=lambda t: order[t.id])
         assert rs.count() == len(expected)
         taken = rs.take(n)
         assert [t.id for t in taken] == [t.id for t in expected[:n]]

@@ -1,0 +1,348 @@
+"""Branches: a git worktree per ticket, merged into its track branch in DAG order, and the
+track merged into the person's branch only with their consent (issue 17).
+
+In a git workspace with `worktrees` on, a track works on ``clutch/<track_id>`` (started at the
+commit checked out when the track starts) and each ticket in its own worktree on
+``clutch-ticket/<track_id>/<ticket_id>``, made from the track branch as it stands once the
+ticket's dependencies are merged into it (a ticket starts only after they reported back, and
+each ticket merges before it reports). The person's working tree is never written by a worker.
+Outside git, or with worktrees off, tickets share the workspace directory as before (and the
+engine says so in its notices).
+
+Threads: `_open_worktree`, `_land`, `_set_aside`, `_conflict_life` run on the ticket's
+executor thread (git work for set-up goes to the small `_git_pool`, so it overlaps the person
+reading the spawn approval); `_start_branch` and `_finish_branch` are coroutines on the loop
+thread, which hand their git work to `_git_pool`. State owned: the running tickets' workspaces
+(`_ticket_ws`, under `_ws_lock`) and the tracks that run in worktree mode (`_wt_tracks`, under
+the track lock). Branch moves are serialised inside TrackBranches.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import pathlib
+import threading
+from typing import Any
+
+import prompts
+from ai_client import Cancelled
+from engine.errors import EngineError, describe
+from events import ErrorEvent, StreamChunk, TrackChanged
+from models import (ApprovalRequest, MergePayload, SpawnPayload, Ticket, Track, stream_tier3)
+from tools import MergeResult, TrackBranches, Workspace, WorktreeError
+
+_DIFF_LIMIT = 200_000      # characters of a combined diff shown in the merge approval
+
+
+class Branches:
+    """Mixin of ConductorEngine: worktrees per ticket and the track's branch."""
+
+    def _init_branches(self) -> None:
+        """Constructor part (any thread, before the loop starts)."""
+        self._tb: TrackBranches | None = None
+        self._ws_lock = threading.Lock()
+        self._ticket_ws: dict[str, Workspace] = {}
+        self._wt_tracks: set[str] = set()
+        self._git_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=2, thread_name_prefix="clutch-git")
+        s = self.settings
+        reason = ""
+        if not s.git_commits:
+            reason = "git commits are off in the settings"
+        elif not s.worktrees:
+            reason = "worktrees are off in the settings"
+        else:
+            tb, reason = TrackBranches.detect(self.workspace)
+            if tb is not None and tb.git.rev("HEAD") is None:
+                tb, reason = None, "the repository has no commit yet (commit once, then run)"
+            self._tb = tb
+        if self._tb is None:
+            self.notices.append(
+                f"Tickets share the workspace directory ({reason}): parallel tickets can see "
+                f"each other's changes. In a git repository each ticket gets a worktree of "
+                f"its own.")
+
+    @property
+    def worktrees_on(self) -> bool:
+        return self._tb is not None
+
+    def _ws_for(self, ticket_id: str) -> Workspace:
+        """The workspace a ticket's tools run in: its worktree, or the shared directory."""
+        with self._ws_lock:
+            return self._ticket_ws.get(ticket_id, self.ws)
+
+    # -- a track's branch (loop thread) --------------------------------------------------------
+
+    async def _start_branch(self, track: Track) -> None:
+        """The track's branch, made (or found again on resume) before its first ticket."""
+        if self._tb is None:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            tr = await loop.run_in_executor(self._git_pool, self._tb.start_track, track.id)
+        except WorktreeError as e:
+            with self._lock:
+                self._wt_tracks.discard(track.id)
+            self._emit(ErrorEvent(message=f"track {track.id} runs without worktrees: {e}; its "
+                                          f"tickets share the workspace directory",
+                                  track_id=track.id))
+            return
+        with self._lock:
+            self._wt_tracks.add(track.id)
+            track.branch = tr.branch
+
+    def _in_worktrees(self, track: Track) -> bool:
+        with self._lock:
+            return self._tb is not None and track.id in self._wt_tracks
+
+    async def _finish_branch(self, track: Track, clean: bool) -> None:
+        """The track stopped. Completed: ask to merge it into the person's branch (unless
+        merging is off). Then remove its worktrees (`clean`: nothing of it is running); its
+        unmerged branches stay."""
+        if not self._in_worktrees(track):
+            return
+        assert self._tb is not None
+        loop = asyncio.get_running_loop()
+        if track.status == "completed" and not track.merged_into and self.settings.merge_tracks:
+            await self._merge_track(track)
+        if clean:
+            try:
+                await loop.run_in_executor(self._git_pool, lambda: self._tb.cleanup_track(
+                    track.id, keep_branch=True, discard=True))
+            except WorktreeError as e:
+                self._emit(ErrorEvent(message=f"could not remove track {track.id}'s worktrees: "
+                                              f"{e}", track_id=track.id))
+
+    async def _merge_track(self, track: Track) -> None:
+        assert self._tb is not None
+        loop = asyncio.get_running_loop()
+        tb = self._tb
+        try:
+            tr = await loop.run_in_executor(self._git_pool, tb.track, track.id)
+        except WorktreeError as e:
+            self._emit(ErrorEvent(message=str(e), track_id=track.id))
+            return
+        if tr.head == tr.base_sha:
+            return                # no ticket committed anything: nothing to merge, nobody asked
+        if not tr.base:
+            self._emit(ErrorEvent(message=f"{tr.branch} is kept: the track started on a detached "
+                                          f"HEAD, so there is no branch to merge it into",
+                                  track_id=track.id))
+            return
+        combined = await loop.run_in_executor(
+            self._git_pool, lambda: tb.git.out("diff", f"{tr.base_sha}..{tr.head}"))
+        cost = self._costs_by_ticket(track.id)
+        tickets = [{"id": k.id, "commit": k.commit_sha[:12], "status": k.status,
+                    "cost_usd": round(cost.get(k.id, 0.0), 6),
+                    "title": (k.description.strip().splitlines() or [""])[0][:120]}
+                   for k in track.tickets]
+        d = await self.approvals.ask(ApprovalRequest(
+            kind="merge", title=f"Merge track {track.id} into {tr.base}?", track_id=track.id,
+            stream_id="", payload=MergePayload(branch=tr.branch, into=tr.base,
+                                               diff=self._scrub(combined[:_DIFF_LIMIT]),
+                                               tickets=tickets)))
+        if not d.approved:
+            self._emit(ErrorEvent(message=f"{tr.branch} is kept, not merged into {tr.base}"
+                                          + (f": {d.reason}" if d.reason else ""),
+                                  track_id=track.id))
+            return
+        try:
+            res: MergeResult = await loop.run_in_executor(self._git_pool, tb.merge_track,
+                                                          track.id)
+        except WorktreeError as e:
+            self._emit(ErrorEvent(message=f"{tr.branch} is kept: {e}", track_id=track.id))
+            return
+        if not res.ok:
+            why = res.message or (f"conflict in {', '.join(res.paths)}" if res.conflict else res.how)
+            self._emit(ErrorEvent(message=f"{tr.branch} is kept, not merged into {tr.base}: "
+                                          f"{why}", track_id=track.id))
+            return
+        with self._lock:
+            track.merged_into = res.merged_into or tr.base
+        self._save(track)
+        self._emit(TrackChanged(track_id=track.id))
+
+    def _costs_by_ticket(self, track_id: str) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for key, u in self.usage("ticket").items():
+            out[str(key)] = u.cost_usd
+        return out
+
+    # -- a ticket's worktree (its executor thread) ---------------------------------------------
+
+    def _begin_worktree(self, track: Track, ticket: Ticket) -> concurrent.futures.Future[Any] | None:
+        """Start making the ticket's worktree (while the spawn approval waits)."""
+        if not self._in_worktrees(track):
+            return None
+        assert self._tb is not None
+        return self._git_pool.submit(self._tb.ticket_worktree, track.id, ticket.id)
+
+    def _open_worktree(self, track: Track, ticket: Ticket,
+                       made: concurrent.futures.Future[Any]) -> pathlib.Path:
+        """The ticket's worktree, ready; its tools, commands and checks run there from now."""
+        assert self._tb is not None
+        try:
+            path = pathlib.Path(made.result())
+        except WorktreeError as e:
+            raise EngineError(f"could not make {ticket.id}'s worktree: {e}") from e
+        self._use_tree(ticket, path)
+        with self._lock:
+            ticket.branch = f"clutch-ticket/{track.id}/{ticket.id}"
+        return path
+
+    def _use_tree(self, ticket: Ticket, path: pathlib.Path) -> Workspace:
+        assert self._tb is not None
+        s = self.settings
+        ws = Workspace(self._tb.workspace_path(path), shell_timeout_s=s.shell_timeout_s,
+                       sandbox=s.sandbox, sandbox_network=s.sandbox_network,
+                       sandbox_hide=self._tb.sandbox_hide())
+        with self._ws_lock:
+            self._ticket_ws[ticket.id] = ws
+        return ws
+
+    def _close_worktree(self, ticket: Ticket) -> None:
+        with self._ws_lock:
+            self._ticket_ws.pop(ticket.id, None)
+
+    def _drop_unused(self, track: Track, ticket: Ticket,
+                     made: concurrent.futures.Future[Any] | None) -> None:
+        """The spawn was refused: the worktree made for it goes (nothing was written in it)."""
+        if made is None:
+            return
+        assert self._tb is not None
+        try:
+            made.result()
+        except WorktreeError:
+            pass            # never made: nothing to remove (the spawn was refused anyway)
+        self._remove_tree(track, ticket, keep_branch=False)
+
+    def _remove_tree(self, track: Track, ticket: Ticket, keep_branch: bool) -> None:
+        assert self._tb is not None
+        try:
+            self._tb.cleanup_ticket(track.id, ticket.id, keep_branch=keep_branch, discard=True,
+                                    recycle=not keep_branch)
+        except WorktreeError as e:
+            self._emitter()(ErrorEvent(message=f"could not remove {ticket.id}'s worktree: {e}",
+                                       stream_id=stream_tier3(ticket.id), track_id=track.id,
+                                       ticket_id=ticket.id))
+        if not keep_branch:
+            with self._lock:
+                ticket.branch = ""
+
+    def _set_aside(self, track: Track, ticket: Ticket, path: pathlib.Path, why: str) -> None:
+        """A ticket that did not complete: whatever its worker wrote is committed on the
+        ticket's own branch (on no other), and its worktree removed."""
+        assert self._tb is not None
+        try:
+            sha = self._tb.commit_ticket(path, f"{ticket.id}: unfinished ({why[:80]})\n\n"
+                                               f"Kept by Clutch; not merged.")
+        except WorktreeError as e:
+            sha = None
+            self._emitter()(ErrorEvent(message=f"could not keep {ticket.id}'s unfinished work on "
+                                               f"its branch: {e}", track_id=track.id,
+                                       ticket_id=ticket.id, stream_id=stream_tier3(ticket.id)))
+        self._remove_tree(track, ticket, keep_branch=True)
+        if sha:
+            with self._lock:
+                if ticket.blocked_reason:
+                    ticket.blocked_reason += (f" (its unfinished work is kept on branch "
+                                              f"{ticket.branch}, on no other)")
+
+    def _land(self, track: Track, ticket: Ticket, path: pathlib.Path, cancel: threading.Event,
+              message: str) -> str:
+        """Commit the ticket's tree and merge it into the track branch; the commit's SHA on
+        the track branch. A conflict goes to `_conflict_life`."""
+        assert self._tb is not None
+        sha = self._tb.commit_ticket(path, message)
+        if sha is None:
+            return ""
+        res = self._tb.merge_ticket(track.id, ticket.id)
+        if res.conflict:
+            res = self._conflict_life(track, ticket, res, cancel)
+        if not res.ok or res.sha is None:
+            raise EngineError(res.message or f"{ticket.id}'s commit could not be merged into "
+                                             f"{track.branch} ({res.how})")
+        with self._lock:
+            ticket.merge = res.how
+        self._remove_tree(track, ticket, keep_branch=False)
+        return res.sha
+
+    def _conflict_life(self, track: Track, ticket: Ticket, res: MergeResult,
+                       cancel: threading.Event) -> MergeResult:
+        """A conflicting merge: a repair worker, through the spawn gate, in a fresh worktree
+        holding the conflict; never a side dropped. Refused, or markers left: the ticket fails
+        naming "conflict" and the paths; the track branch keeps the other side."""
+        assert self._tb is not None
+        paths = ", ".join(res.paths)
+        sid = stream_tier3(ticket.id)
+        with self._lock:
+            ticket.merge = f"conflict in {paths}"
+        self._emitter()(StreamChunk(stream_id=sid, text=f"\n  ⚠ merging into {track.branch} "
+                                                        f"conflicts in {paths}\n"))
+        sides = "\n\n".join(
+            f"--- {p}\n<<< {track.branch} (already merged)\n{(s.ours or '(no such file)')[:3000]}\n"
+            f">>> {ticket.id}'s change\n{(s.theirs or '(no such file)')[:3000]}"
+            for p, s in res.sides.items())
+        prompt = prompts.conflict_prompt(ticket.id, ticket.description, track.branch,
+                                         list(res.paths))
+        d = self.approvals.ask_from_thread(ApprovalRequest(
+            kind="spawn", title=f"{ticket.id} conflicts with {track.branch}: spawn a worker to "
+                                f"resolve it?", stream_id=sid, track_id=track.id,
+            ticket_id=ticket.id,
+            payload=SpawnPayload(prompt=prompt, context=sides,
+                                 model=self.settings.model_for("Tier 3", ticket.model_override),
+                                 description=f"conflict in {paths}", attempt=0)))
+        if not d.approved:
+            raise EngineError(f"merge conflict in {paths}: not resolved (the repair worker was "
+                              f"refused{': ' + d.reason if d.reason else ''}); the change is "
+                              f"kept on {ticket.branch}, {track.branch} keeps the other side")
+        if isinstance(d.payload, SpawnPayload):
+            prompt = d.payload.prompt
+        path = self._tb.conflict_worktree(track.id, ticket.id)
+        self._use_tree(ticket, path)
+        try:
+            self._run_worker(track.id, ticket.id, prompt, "", self.settings.model_for(
+                "Tier 3", ticket.model_override), cancel, False, 0)
+        except Cancelled:
+            raise
+        except Exception as e:
+            raise EngineError(f"merge conflict in {paths}: the repair worker failed: "
+                              f"{describe(e)}") from e
+        finally:
+            self._close_worktree(ticket)
+        done = self._tb.finish_conflict(track.id, ticket.id)
+        if done.conflict:
+            raise EngineError(f"merge conflict in {', '.join(done.paths) or paths}: the repair "
+                              f"worker left conflict markers; {track.branch} keeps the other "
+                              f"side, the change is kept on {ticket.branch}")
+        return done
+
+    # -- see one ticket ------------------------------------------------------------------------
+
+    def ticket_diff(self, ticket_id: str) -> dict[str, Any]:
+        """{files, diff, branch, commit} of one ticket: its merged commit on the track branch
+        (or its own branch before that), or its commit in a shared-directory git workspace."""
+        track, ticket = self._find(ticket_id)
+        with self._lock:
+            sha, branch = ticket.commit_sha, ticket.branch
+        if self._tb is not None and track.branch:
+            try:
+                files, diff = self._tb.ticket_diff(track.id, ticket.id)
+            except WorktreeError:
+                files, diff = self._commit_diff(sha)
+        else:
+            files, diff = self._commit_diff(sha)
+        return {"ticket_id": ticket.id, "track_id": track.id, "commit": sha, "branch": branch,
+                "files": files, "diff": self._scrub(diff)}
+
+    def _commit_diff(self, sha: str) -> tuple[list[str], str]:
+        if not sha:
+            return [], ""
+        git = self._tb.git if self._tb is not None else None
+        if git is None:
+            if self._git is None:
+                return [], ""
+            from tools import GitRunner
+            git = GitRunner(pathlib.Path(self.workspace))
+        files = [f for f in git.out("show", "--format=", "--name-only", sha).splitlines() if f]
+        return files, git.out("show", "--format=", sha)

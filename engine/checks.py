@@ -1,0 +1,134 @@
+"""Checks: the evidence a ticket needs before it may be `completed` (issue 18).
+
+After a worker's final answer, in the ticket's own tree and sandbox: (1) the model's last turn
+ended normally (STOP or the provider's equivalent; AgentSession raises on every other ending,
+so a turn that reached here and did not end normally is a bug we report, not a pass); (2) every
+target file the ticket names exists; (3) the verify command passes, when one is set (the
+track's own, else `verify_command` in the settings; `clutch run --verify`). The command's output
+streams into the worker's stream. A failure is a CheckReport the repair loop hands to Tier 4
+and then to the next attempt.
+
+`propose_verify_command` reads the project's own conventions (a Conductor workflow.md or
+tech-stack.md naming its test command; `pytest` when the repository has Python tests) for the
+person to accept; it is never applied on its own.
+
+Threads: `_check_ticket` runs on the ticket's executor thread; `propose_verify_command` on any
+thread (it reads a few small files). State owned: none.
+"""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import re
+import threading
+
+from events import StreamChunk
+from models import Ticket, Track, stream_tier3
+from tools import Workspace
+
+_FENCE_CMD = re.compile(r"`{1,3}(?:bash|sh|shell|console)?\s*\n?\s*\$?\s*"
+                        r"((?:python3? -m pytest|pytest|npm (?:run )?test|yarn test|pnpm test|"
+                        r"go test|cargo test|make test|tox|nox)[^`\n]*)`{0,3}")
+_MAX_DOC = 200_000
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckReport:
+    """The checks of one attempt: each line says what was checked and how it went."""
+    ok: bool
+    lines: tuple[str, ...]
+    failed: str = ""          # the first check that failed, in words
+    output: str = ""          # the verify command's output (its tail)
+
+    def text(self) -> str:
+        out = "\n".join(self.lines)
+        if self.output:
+            out += "\n--- verify command output (tail) ---\n" + self.output[-4000:]
+        return out
+
+
+def propose_verify_command(root: str | pathlib.Path) -> tuple[str, str]:
+    """(command, where it came from) the project's own documents suggest, or ("", "")."""
+    root = pathlib.Path(root)
+    for doc in ("conductor/workflow.md", "conductor/tech-stack.md"):
+        path = root / doc
+        try:
+            if not path.is_file() or path.stat().st_size > _MAX_DOC:
+                continue
+            text = path.read_text("utf-8", "replace")
+        except OSError:
+            continue          # unreadable: the next source may still say
+        m = _FENCE_CMD.search(text)
+        if m:
+            return m.group(1).strip().rstrip("`").strip(), doc
+    has_tests = (root / "tests").is_dir() or any(root.glob("test_*.py"))
+    if has_tests and (any(root.glob("*.py")) or (root / "pyproject.toml").exists()
+                      or (root / "tests").is_dir()):
+        return "python3 -m pytest -q", "the repository has tests"
+    return "", ""
+
+
+def _rel(path: str) -> str | None:
+    """A target file's path inside the tree, or None when it names none (absolute, .., '')."""
+    p = path.strip().split(" (")[0].strip().strip("`'\"")
+    if not p or p.startswith("/") or ".." in pathlib.PurePosixPath(p).parts:
+        return None
+    return p
+
+
+class Checks:
+    """Mixin of ConductorEngine: the checks before `completed`."""
+
+    def _verify_command_for(self, track: Track) -> str:
+        with self._lock:
+            own = track.verify_command
+        return (own if own is not None else self.settings.verify_command).strip()
+
+    def _check_ticket(self, track: Track, ticket: Ticket, ws: Workspace, ended_normally: bool,
+                      finish: str, cancel: threading.Event, prompt: str) -> CheckReport:
+        """The checks of one attempt. The target files checked are the ticket's that the
+        approved prompt still names (a person who edits a target out of the prompt meant it)."""
+        sid = stream_tier3(ticket.id)
+        emit = self._emitter()
+        lines: list[str] = []
+        failed = ""
+        if ended_normally:
+            lines.append(f"✓ the model's last turn ended normally ({finish})")
+        else:
+            failed = f"the model's last turn did not end normally ({finish or 'no finish reason'})"
+            lines.append("✗ " + failed)
+        with self._lock:
+            targets = [t for t in ticket.target_files if t in prompt]
+        missing = []
+        for t in targets:
+            rel = _rel(t)
+            if rel is not None and not (ws.root / rel).exists():
+                missing.append(rel)
+        if missing:
+            what = f"target file(s) missing: {', '.join(missing)}"
+            lines.append("✗ " + what)
+            failed = failed or what
+        elif targets:
+            lines.append(f"✓ every target file exists ({len(targets)})")
+        output = ""
+        cmd = self._verify_command_for(track)
+        if cmd and not failed:
+            emit(StreamChunk(stream_id=sid, text=f"\n  ▶ verify: {cmd}\n"))
+            res = ws.execute("run_shell", {"command": cmd}, cancel=cancel)
+            output = self._scrub(res.output or res.error or "")
+            if output:
+                emit(StreamChunk(stream_id=sid, text=output[-4000:].rstrip("\n") + "\n"))
+            if res.ok:
+                lines.append(f"✓ verify command passed: {cmd}")
+            else:
+                what = (f"verify command failed (exit code {res.exit_code}): {cmd}"
+                        if res.exit_code is not None else f"verify command could not run: "
+                                                           f"{res.error or cmd}")
+                lines.append("✗ " + what)
+                failed = what
+        elif cmd:
+            lines.append(f"· verify command not run (an earlier check failed): {cmd}")
+        report = CheckReport(ok=not failed, lines=tuple(lines), failed=failed, output=output)
+        emit(StreamChunk(stream_id=sid, text="\n  checks:\n" + "".join(
+            f"    {line}\n" for line in report.lines)))
+        return report

@@ -1,0 +1,291 @@
+"""A worktree per ticket on real git repositories (issue 17): parallel tickets cannot see each
+other's unfinished files, dependents start from their dependencies' merged work, the same file
+changed two ways ends merged or as a named conflict (never a lost side), the person's
+uncommitted edit survives byte for byte, and no worktree outlives a run or a cancel."""
+from __future__ import annotations
+
+import subprocess
+import threading
+from pathlib import Path
+
+from ai_client import FunctionProvider, ModelResponse, ToolCall
+from conftest import Approver, wait_for
+from models import Approved, Denied, MergePayload, SpawnPayload, Ticket, TrackProposal
+
+ID = {"user.name": "Person", "user.email": "person@example.com"}
+
+
+def git(ws: Path, *args: str) -> str:
+    cfg = [a for k, v in ID.items() for a in ("-c", f"{k}={v}")]
+    return subprocess.run(["git", *cfg, "-C", str(ws), *args], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def repo(ws: Path) -> None:
+    """A small repository with history on main and another branch."""
+    git(ws, "init", "-q", "-b", "main")
+    (ws / "util.py").write_text("def add(a, b):\n    return a + b\n")
+    (ws / "shared.txt").write_text("line 1\nline 2\nline 3\n")
+    git(ws, "add", "-A")
+    git(ws, "commit", "-qm", "init")
+    git(ws, "branch", "other")
+    (ws / "app.py").write_text("from util import add\nprint(add(1, 2))\n")
+    git(ws, "add", "-A")
+    git(ws, "commit", "-qm", "app")
+
+
+def call(name: str, **args) -> ModelResponse:
+    return ModelResponse(text=f"calling {name}", tool_calls=[ToolCall(id=f"c-{name}", name=name,
+                                                                      args=args)])
+
+
+def last_result(req) -> dict:
+    for m in reversed(req.messages):
+        if m.role == "tool" and m.tool_returns:
+            return m.tool_returns[-1].result
+    return {}
+
+
+def scripted(steps: dict, qa: str = "Tier 4: see the check's output") -> FunctionProvider:
+    """A model whose worker for ticket T answers steps[T][round] (a response or a function of
+    the request); Tier 4 answers `qa`."""
+    def fn(req):
+        if req.tier == "Tier 4":
+            return ModelResponse(text=qa)
+        rounds = sum(1 for m in req.messages if m.role == "model")
+        script = steps[req.ticket_id]
+        step = script[min(rounds, len(script) - 1)]
+        return step(req) if callable(step) else step
+    return FunctionProvider(fn)
+
+
+def track_with(eng, tickets: list[Ticket]) -> str:
+    [track] = eng.accept_tracks([TrackProposal(title="Core: worktrees", goal="g",
+                                               acceptance_criteria=["c"])]).result(10)
+    eng.set_tickets(track.id, tickets).result(10)
+    return track.id
+
+
+def wait_merged(holder: dict, ticket_id: str) -> None:
+    """Wait (in a worker's model call) until ticket_id is completed, i.e. merged."""
+    wait_for(lambda: "eng" in holder and any(
+        k.id == ticket_id and k.status == "completed"
+        for t in holder["eng"].tracks() for k in t.tickets), timeout=20, what=ticket_id)
+
+
+def worktrees(ws: Path) -> list[str]:
+    return [line for line in git(ws, "worktree", "list", "--porcelain").splitlines()
+            if line.startswith("worktree ")]
+
+
+def test_parallel_tickets_work_apart_and_dependents_start_from_the_merged_work(make_engine,
+                                                                             workspace):
+    repo(workspace)
+    (workspace / "app.py").write_text("# the person's unsaved thought\nfrom util import add\n")
+    (workspace / "notes.txt").write_bytes(b"untracked \xff bytes\n")
+    app_before = (workspace / "app.py").read_bytes()
+    t2_checked = threading.Event()
+    seen = {}
+
+    def t1_wait(req):
+        assert t2_checked.wait(20), "T-002 never ran its check"
+        return ModelResponse(text="wrote a.txt")
+
+    def t2_note(req):
+        seen["T-002"] = last_result(req).get("output", "")
+        t2_checked.set()
+        return call("write_file", path="b.txt", content="B\n")
+
+    def t3_note(req):
+        seen["T-003"] = last_result(req).get("output", "")
+        return ModelResponse(text="combined")
+    eng = make_engine(provider=scripted({
+        "T-001": [call("write_file", path="a.txt", content="A\n"), t1_wait],
+        "T-002": [call("run_shell", command="test -e a.txt && echo SEEN || echo APART"), t2_note,
+                  ModelResponse(text="wrote b.txt")],
+        "T-003": [call("run_shell", command="cat a.txt b.txt > c.txt && cat c.txt"), t3_note],
+    }), git_commits=True, max_workers=2)
+    tid = track_with(eng, [
+        Ticket(id="T-001", description="write a", target_files=["a.txt"]),
+        Ticket(id="T-002", description="write b", target_files=["b.txt"]),
+        Ticket(id="T-003", description="combine", depends_on=["T-001", "T-002"],
+               target_files=["c.txt"])])
+    track = eng.start_track(tid).result(60)
+    assert [k.status for k in track.tickets] == ["completed"] * 3, \
+        [(k.id, k.blocked_reason) for k in track.tickets]
+    assert seen["T-002"].strip() == "APART"        # T-001's unfinished a.txt was not visible
+    assert seen["T-003"].split() == ["A", "B"]     # T-003 started from both merged changes
+    assert track.branch == f"clutch/{tid}" and track.merged_into == "main"
+    # each ticket's commit is on the track branch, and so on main after the merge
+    for k in track.tickets:
+        git(workspace, "merge-base", "--is-ancestor", k.commit_sha, f"clutch/{tid}")
+        git(workspace, "merge-base", "--is-ancestor", k.commit_sha, "main")
+    assert git(workspace, "show", "main:c.txt") == "A\nB\n"
+    # the person's uncommitted edit and untracked file: byte for byte
+    assert (workspace / "app.py").read_bytes() == app_before
+    assert (workspace / "notes.txt").read_bytes() == b"untracked \xff bytes\n"
+    assert (workspace / "c.txt").read_text() == "A\nB\n"   # the merge reached their tree
+    assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]
+    assert not any(b.startswith("clutch-ticket/") for b in
+                   git(workspace, "branch", "--format=%(refname:short)").split())
+    summary = eng.summary()["tracks"][0]
+    assert summary["branch"] == f"clutch/{tid}" and summary["merged_into"] == "main"
+    assert [(k["status"], k["attempts"], k["commit"]) for k in summary["tickets"]] == \
+        [("completed", 1, k.commit_sha) for k in track.tickets]
+
+
+def test_the_same_file_changed_two_ways_is_merged_by_a_repair_worker(make_engine, workspace):
+    repo(workspace)
+
+    def resolve(req):
+        text = req.messages[0].text
+        assert "conflicts in: shared.txt" in text
+        return call("write_file", path="shared.txt",
+                    content="line 1\nline 2 (from T-001)\nline 2 (from T-002)\nline 3\n")
+    holder: dict = {}
+
+    def t2_after(req):
+        wait_merged(holder, "T-001")       # T-002 changes the same line once T-001 is merged
+        return call("edit_file", path="shared.txt", old="line 2", new="line 2 (from T-002)")
+    eng = holder["eng"] = make_engine(provider=scripted({
+        "T-001": [call("edit_file", path="shared.txt", old="line 2", new="line 2 (from T-001)"),
+                  ModelResponse(text="done")],
+        "T-002": [t2_after, lambda r: ModelResponse(text="done") if "conflict" not in
+                  r.messages[0].text else resolve(r), ModelResponse(text="resolved")],
+    }), git_commits=True, max_workers=2)
+    tid = track_with(eng, [Ticket(id="T-001", description="one", target_files=["shared.txt"]),
+                           Ticket(id="T-002", description="two", target_files=["shared.txt"])])
+    track = eng.start_track(tid).result(60)
+    assert [k.status for k in track.tickets] == ["completed", "completed"], \
+        [(k.id, k.blocked_reason) for k in track.tickets]
+    merged = git(workspace, "show", "main:shared.txt")
+    assert "line 2 (from T-001)" in merged and "line 2 (from T-002)" in merged   # both sides
+    assert "<<<<<<<" not in merged
+    assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]
+
+
+def test_an_unresolved_conflict_fails_the_ticket_naming_it_and_keeps_the_other_side(
+        make_engine, workspace):
+    repo(workspace)
+    holder: dict = {}
+
+    def t2_first(req):
+        if "conflict" in req.messages[0].text:       # the repair worker: leaves the markers
+            return ModelResponse(text="I could not decide")
+        wait_merged(holder, "T-001")
+        return call("write_file", path="shared.txt", content="T-002's version\n")
+    eng = holder["eng"] = make_engine(provider=scripted({
+        "T-001": [call("write_file", path="shared.txt", content="T-001's version\n"),
+                  ModelResponse(text="done")],
+        "T-002": [t2_first, ModelResponse(text="done")],
+    }), git_commits=True, max_workers=2)
+    tid = track_with(eng, [Ticket(id="T-001", description="one", target_files=["shared.txt"]),
+                           Ticket(id="T-002", description="two", target_files=["shared.txt"])])
+    track = eng.start_track(tid).result(60)
+    t1, t2 = track.tickets
+    assert t1.status == "completed" and t2.status == "failed"
+    assert "conflict" in t2.blocked_reason and "shared.txt" in t2.blocked_reason
+    assert track.status == "failed" and not track.merged_into
+    # the track branch keeps T-001's side whole; T-002's change is on its own branch only
+    assert git(workspace, "show", f"clutch/{tid}:shared.txt") == "T-001's version\n"
+    assert git(workspace, "show", f"clutch-ticket/{tid}/T-002:shared.txt") == "T-002's version\n"
+    assert git(workspace, "show", "main:shared.txt") == "line 1\nline 2\nline 3\n"
+    assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]
+
+
+def test_the_merge_waits_for_consent_and_refuses_to_overwrite_the_persons_edit(make_engine,
+                                                                             workspace):
+    repo(workspace)
+    asked = []
+
+    def decide(req):
+        if isinstance(req.payload, MergePayload):
+            asked.append(req.payload)
+        return Approved()
+    eng = make_engine(provider=scripted({"T-001": [
+        call("write_file", path="util.py", content="def add(a, b):\n    return b + a\n"),
+        ModelResponse(text="done")]}), git_commits=True, auto_approve=False)
+    tid = track_with(eng, [Ticket(id="T-001", description="swap", target_files=["util.py"])])
+    (workspace / "util.py").write_text("# mine, not saved\n")      # the person edits meanwhile
+    ap = Approver(eng, decide)
+    ap.start()
+    try:
+        track = eng.start_track(tid).result(60)
+    finally:
+        ap.stop.set()
+    assert [p.branch for p in asked] == [f"clutch/{tid}"] and asked[0].into == "main"
+    assert "return b + a" in asked[0].diff and asked[0].tickets[0]["id"] == "T-001"
+    assert track.status == "completed" and not track.merged_into     # refused, branch kept
+    assert (workspace / "util.py").read_text() == "# mine, not saved\n"
+    assert "return b + a" in git(workspace, "show", f"clutch/{tid}:util.py")
+    assert "return a + b" in git(workspace, "show", "main:util.py")
+    assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]
+
+
+def test_a_refused_merge_and_no_merge_leave_the_track_branch_for_a_pull_request(make_engine,
+                                                                               workspace):
+    repo(workspace)
+    step = [call("write_file", path="new.txt", content="n\n"), ModelResponse(text="done")]
+    prov = scripted({"T-001": step, "T-101": step})
+    eng = make_engine(provider=prov, git_commits=True, merge_tracks=False)
+    tid = track_with(eng, [Ticket(id="T-001", description="new", target_files=["new.txt"])])
+    track = eng.start_track(tid).result(60)
+    assert track.status == "completed" and not track.merged_into
+    assert git(workspace, "show", f"clutch/{tid}:new.txt") == "n\n"
+    assert not (workspace / "new.txt").exists()
+    eng.close()
+    eng2 = make_engine(provider=prov, git_commits=True, auto_approve=False)
+    tid2 = track_with(eng2, [Ticket(id="T-101", description="new", target_files=["new.txt"])])
+    ap = Approver(eng2, lambda r: Denied(reason="I will open a PR")
+                  if isinstance(r.payload, MergePayload) else Approved())
+    ap.start()
+    try:
+        track2 = eng2.start_track(tid2).result(60)
+    finally:
+        ap.stop.set()
+    assert track2.status == "completed" and not track2.merged_into
+    assert not (workspace / "new.txt").exists()
+
+
+def test_a_cancelled_ticket_leaves_no_worktree_and_its_work_on_its_own_branch(make_engine,
+                                                                              workspace):
+    repo(workspace)
+    started = threading.Event()
+    release = threading.Event()
+
+    def stall(req):
+        started.set()
+        release.wait(20)
+        return ModelResponse(text="too late")
+    eng = make_engine(provider=scripted({"T-001": [
+        call("write_file", path="half.txt", content="half\n"), stall]}), git_commits=True)
+    tid = track_with(eng, [Ticket(id="T-001", description="slow", target_files=["half.txt"])])
+    fut = eng.start_track(tid)
+    assert started.wait(20)
+    eng.cancel_ticket("T-001")
+    release.set()
+    track = fut.result(60)
+    assert track.tickets[0].status == "cancelled"
+    assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]
+    assert git(workspace, "show", f"clutch-ticket/{tid}/T-001:half.txt") == "half\n"
+    assert not (workspace / "half.txt").exists()
+
+
+def test_the_spawn_approval_shows_the_ticket_while_its_worktree_is_made(make_engine, workspace):
+    repo(workspace)
+    eng = make_engine(provider=scripted({"T-001": [call("write_file", path="x.txt", content="x"),
+                                                   ModelResponse(text="done")]}),
+                      git_commits=True, auto_approve=False)
+    tid = track_with(eng, [Ticket(id="T-001", description="x", target_files=["x.txt"])])
+    fut = eng.start_track(tid)
+    req = wait_for(lambda: next((r for r in eng.approvals.pending()
+                                 if isinstance(r.payload, SpawnPayload)), None), timeout=20,
+                   what="the spawn approval")
+    # while the person reads, the worktree is made
+    wt = workspace / ".clutch" / "worktrees" / tid / "T-001"
+    wait_for(lambda: (wt / ".git").is_file(), timeout=20, what="the worktree")
+    eng.resolve(req.id, Denied(reason="not now"))
+    track = fut.result(60)
+    assert track.tickets[0].status == "skipped"
+    assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]
+    assert f"clutch-ticket/{tid}/T-001" not in git(workspace, "branch", "--format=%(refname:short)")

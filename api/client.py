@@ -231,6 +231,10 @@ class ApiClient:
         Returns {"status": "reverted", "ticket_id", "revert_sha"}."""
         return self.request("POST", f"/tickets/{_q(ticket_id)}/revert")
 
+    def ticket_diff(self, ticket_id: str) -> dict[str, Any]:
+        """One ticket's change: {ticket_id, track_id, commit, branch, files, diff}."""
+        return self.request("GET", f"/tickets/{_q(ticket_id)}/diff")
+
     def resolve(self, approval_id: str, approved: bool, payload: dict[str, Any] | None = None,
                 reason: str = "") -> dict[str, Any]:
         body: dict[str, Any] = {"approved": approved, "reason": reason}

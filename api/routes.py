@@ -147,6 +147,12 @@ def post_revert(h: Handler, id: str) -> None:
     h.send_json(200, {"status": "reverted", "ticket_id": id, "revert_sha": sha})
 
 
+def get_diff(h: Handler, id: str) -> None:
+    """One ticket's change: {ticket_id, track_id, commit, branch, files, diff}."""
+    h.require_ticket(id)
+    h.send_json(200, h.call_engine(h.engine.ticket_diff, id))
+
+
 def _retry(h: Handler, ticket_id: str) -> None:
     """Retry, whichever way the engine answers: at once with the track's run (or None), or
     with a Future that gives it (or that is the run itself). The request waits until the
@@ -213,6 +219,7 @@ ROUTES: tuple[Route, ...] = (
     ("POST", re.compile(r"/tracks/(?P<id>[^/]+)/(?P<action>plan|start|pause|resume)"), post_track),
     ("POST", re.compile(r"/tickets/(?P<id>[^/]+)/(?P<action>retry|skip|cancel)"), post_ticket),
     ("POST", re.compile(r"/tickets/(?P<id>[^/]+)/revert"), post_revert),
+    ("GET", re.compile(r"/tickets/(?P<id>[^/]+)/diff"), get_diff),
     ("POST", re.compile(r"/approvals/(?P<id>[^/]+)"), post_approval),
 )
 

@@ -325,13 +325,16 @@ class Branches:
         track, ticket = self._find(ticket_id)
         with self._lock:
             sha, branch = ticket.commit_sha, ticket.branch
-        if self._tb is not None and track.branch:
-            try:
-                files, diff = self._tb.ticket_diff(track.id, ticket.id)
-            except WorktreeError:
+        try:
+            if self._tb is not None and track.branch and (sha or branch):
+                try:
+                    files, diff = self._tb.ticket_diff(track.id, ticket.id)
+                except WorktreeError:     # e.g. its branch went with a reverted track
+                    files, diff = self._commit_diff(sha)
+            else:
                 files, diff = self._commit_diff(sha)
-        else:
-            files, diff = self._commit_diff(sha)
+        except WorktreeError as e:
+            raise EngineError(f"cannot show {ticket_id}'s change: {e}") from e
         return {"ticket_id": ticket.id, "track_id": track.id, "commit": sha, "branch": branch,
                 "files": files, "diff": self._scrub(diff)}
 

@@ -185,7 +185,14 @@ class WorktreeDirs:
             if info.locked:
                 self.git.run("worktree", "unlock", str(path), check=False)
             if not discard and (path / ".git").is_file():
-                changed = self.dirty(path)
+                try:
+                    changed = self.dirty(path)
+                except WorktreeError:
+                    if not keep_files:
+                        raise
+                    # a tree git cannot read (a process killed in `git worktree add`): what
+                    # is in it is set aside below, never dropped
+                    changed = ["(unreadable)"]
                 if changed and not keep_files:
                     shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
                     raise WorktreeError(

@@ -89,3 +89,16 @@ def test_retry_after_revert_runs_the_ticket_again(completed_run, workspace):
     k = {k["id"]: k for k in t["tickets"]}
     assert k["T-001"]["status"] == "completed" and k["T-001"]["retry_count"] == 1
     assert (workspace / "a.py").exists()
+
+
+def test_a_tickets_diff_over_the_api(completed_run, workspace):
+    eng, tid, client = completed_run
+    d = client.ticket_diff("T-002")
+    assert d["ticket_id"] == "T-002" and d["track_id"] == tid
+    assert d["files"] == ["b.py"] and "+++ b/b.py" in d["diff"]
+    assert d["commit"] == eng.track(tid).ticket("T-002").commit_sha
+    with pytest.raises(ApiError) as e:
+        client.ticket_diff("T-404")
+    assert e.value.status == 404
+    client.revert_ticket("T-002")             # no commit any more: nothing to show, no error
+    assert client.ticket_diff("T-002")["files"] == []

@@ -14,13 +14,21 @@ Definitions (all from the comms log of the run itself):
   start a ready ticket, saving state, commits, approvals, events) is in the makespan only.
 Also printed: the makespan an ideal greedy list scheduler (zero overhead, the engine's ticket
 order) would reach with the same work(t): it shows how much of the gap is the DAG's shape.
+
+Each W runs three ways: in a plain directory; in a git repository with a worktree per ticket
+(set-up while the spawn is approved, commit + merge into the track branch before dependents
+start, the track merged into the person's branch at the end: all of it inside the makespan);
+and in the plain directory with the ready tickets taken in track order instead of longest
+chain of dependents first (the scheduler before issue 17), to show what that order is worth.
 """
 from __future__ import annotations
 
 import _common  # noqa: F401  (sets sys.path: repository root first)
 
+import contextlib
 import heapq
 import os
+import subprocess
 import time
 
 from _common import TempWorkspace, bench_settings, header, new_track, report, summary
@@ -74,14 +82,35 @@ def greedy(tickets, work: dict[str, float], w: int) -> float:
     return now
 
 
-def run(w: int) -> dict[str, float]:
+@contextlib.contextmanager
+def track_order():
+    """The scheduler as it was: ready tickets in the track's order."""
+    import engine.ready as ready
+    old = ready.priority
+    ready.priority = lambda tickets, dependents: {t.id: (0, i) for i, t in enumerate(tickets)}
+    try:
+        yield
+    finally:
+        ready.priority = old
+
+
+def git_repo(ws) -> None:
+    env = dict(os.environ, GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@b", GIT_COMMITTER_NAME="b",
+               GIT_COMMITTER_EMAIL="b@b")
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "init"]):
+        subprocess.run(["git", "-C", str(ws), *args], check=True, env=env, capture_output=True)
+
+
+def run(w: int, worktrees: bool = False) -> dict[str, float]:
     from ai_client import OfflineProvider
     from models import critical_path
     from multi_agent_conductor import ConductorEngine
 
     tickets = dag()
     with TempWorkspace() as ws:
-        eng = ConductorEngine(ws, bench_settings(max_workers=w),
+        if worktrees:
+            git_repo(ws)
+        eng = ConductorEngine(ws, bench_settings(max_workers=w, git_commits=worktrees),
                               provider=OfflineProvider(pace_s=0, latency_s=LATENCY_S),
                               auto_approve=True)
         eng.start()
@@ -91,6 +120,9 @@ def run(w: int) -> dict[str, float]:
             track = eng.start_track(tid).result(600)
             t1 = time.time()
             entries = eng.comms.entries()
+            assert eng.worktrees_on == worktrees
+            if worktrees:
+                assert track.merged_into == "main", track.merged_into
         finally:
             eng.close()
     assert all(k.status == "completed" for k in track.tickets), \
@@ -124,6 +156,9 @@ def main() -> int:
     for w in WORKERS:
         header(f"W = {w}")
         r = run(w)
+        wt = run(w, worktrees=True)
+        with track_order():
+            old = run(w)
         print(f"  work per ticket: median {r['work_med'] * 1000:.0f} ms, sum {r['total']:.2f} s; "
               f"critical path {r['cp']:.2f} s ({' -> '.join(r['path'])}); "
               f"sum/W {r['total'] / w:.2f} s")
@@ -135,6 +170,11 @@ def main() -> int:
                fmt="{:.3f}")
         report(f"makespan / ideal greedy W={w}", r["makespan"] / r["greedy"], "", fmt="{:.3f}",
                note="the engine's own overhead")
+        report(f"worktrees: makespan W={w}", wt["makespan"], "s", fmt="{:.3f}")
+        report(f"worktrees: makespan / lower bound W={w}", wt["makespan"] / wt["lb"], "",
+               target=TARGET, fmt="{:.3f}", note="set-up, commits and merges included")
+        report(f"track order: makespan W={w}", old["makespan"], "s", fmt="{:.3f}",
+               note=f"longest chain first: {r['makespan'] / old['makespan']:.3f} x this")
     return summary("bench/makespan.py")
 
 

@@ -12,19 +12,29 @@ and then to the next attempt.
 tech-stack.md naming its test command; `pytest` when the repository has Python tests) for the
 person to accept; it is never applied on its own.
 
-Threads: `_check_ticket` runs on the ticket's executor thread; `propose_verify_command` on any
-thread (it reads a few small files). State owned: none.
+Track acceptance: when a track's last ticket is merged, the verify command runs on the merged
+whole (the track branch, in a worktree of its own; or the shared directory); a failure goes to
+Tier 4, whose diagnosis becomes a fix ticket depending on every other ticket, which the person
+sees at its spawn approval (`--yes` accepts), at most `max_repairs` times; then the track fails.
+
+Threads: `_check_ticket` runs on the ticket's executor thread; `_accept_track` on the loop
+(its command and Tier 4 on the executor); `propose_verify_command` on any thread (it reads a
+few small files). State owned: none.
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import pathlib
 import re
 import threading
 
-from events import StreamChunk
-from models import Ticket, Track, stream_tier3
-from tools import Workspace
+from engine.errors import describe
+from events import ErrorEvent, StreamChunk, TrackChanged
+from models import SATISFIED_STATES, Ticket, Track, stream_tier3, stream_tier4
+from tools import Workspace, WorktreeError
+
+ACCEPT_PREFIX = "Acceptance fix:"
 
 _FENCE_CMD = re.compile(r"`{1,3}(?:bash|sh|shell|console)?\s*\n?\s*\$?\s*"
                         r"((?:python3? -m pytest|pytest|npm (?:run )?test|yarn test|pnpm test|"
@@ -132,3 +142,63 @@ class Checks:
         emit(StreamChunk(stream_id=sid, text="\n  checks:\n" + "".join(
             f"    {line}\n" for line in report.lines)))
         return report
+
+    async def _accept_track(self, track: Track) -> str:
+        """"passed", "fix" (a fix ticket joined the track: run it) or "failed"."""
+        cmd = self._verify_command_for(track)
+        with self._lock:
+            done = [k for k in track.tickets if k.status in SATISFIED_STATES]
+            fixes = sum(1 for k in track.tickets if k.description.startswith(ACCEPT_PREFIX))
+            if not cmd or len(done) != len(track.tickets) or not any(
+                    k.status == "completed" and not k.checkpoint for k in done):
+                return "passed"
+        loop = asyncio.get_running_loop()
+        ok, output = await loop.run_in_executor(self._executor, self._run_acceptance, track, cmd)
+        sid = stream_tier4(f"{track.id} acceptance")
+        if ok:
+            self._emit(StreamChunk(stream_id=sid, text=f"✓ acceptance: `{cmd}` passed on "
+                                                       f"{track.branch or 'the workspace'}\n"))
+            return "passed"
+        what = f"track {track.id}'s acceptance check `{cmd}` failed on its merged work"
+        if fixes >= self.settings.max_repairs:
+            self._emit(ErrorEvent(message=f"{what}, and {fixes} fix ticket(s) did not mend it: "
+                                          f"the track fails", track_id=track.id))
+            return "failed"
+        try:
+            diagnosis = await loop.run_in_executor(self._executor, self.run_qa, track.id,
+                                                   f"{track.id} acceptance", what, output)
+        except Exception as e:       # no diagnosis: the fix ticket carries the output itself
+            diagnosis = f"(Tier 4 could not diagnose: {describe(e)})"
+        fix = Ticket(id=f"T-{self._next_ticket_number():03d}",
+                     description=(f"{ACCEPT_PREFIX} make `{cmd}` pass on the track's merged "
+                                  f"work. Tier 4: {self._scrub(diagnosis).strip()[:1500]}"),
+                     depends_on=[k.id for k in track.tickets if k.status == "completed"])
+        with self._lock:
+            track.tickets = [*track.tickets, fix]
+        self._save(track)
+        self._emit(TrackChanged(track_id=track.id))
+        return "fix"
+
+    def _run_acceptance(self, track: Track, cmd: str) -> tuple[bool, str]:
+        """Executor thread: the verify command on the track branch's tip (in a worktree made
+        for it and removed after), or in the shared directory."""
+        if not (self._tb is not None and track.branch):
+            res = self.ws.execute("run_shell", {"command": cmd})
+            return res.ok, self._scrub(res.output or res.error or "")
+        probe = f"ACCEPT-{self._next_ticket_number()}"
+        try:
+            path = self._tb.ticket_worktree(track.id, probe)
+            ws = Workspace(self._tb.workspace_path(path), shell_timeout_s=self.ws.shell_timeout_s,
+                           sandbox=self.settings.sandbox,
+                           sandbox_network=self.settings.sandbox_network,
+                           sandbox_hide=self._tb.sandbox_hide())
+            res = ws.execute("run_shell", {"command": cmd})
+            return res.ok, self._scrub(res.output or res.error or "")
+        except WorktreeError as e:
+            return False, f"the acceptance check could not run: {e}"
+        finally:
+            try:
+                self._tb.cleanup_ticket(track.id, probe, discard=True)
+            except WorktreeError as e:
+                self._emitter()(ErrorEvent(message=f"could not remove the acceptance worktree "
+                                                   f"of {track.id}: {e}", track_id=track.id))

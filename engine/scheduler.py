@@ -107,6 +107,7 @@ class Scheduler:
         # itself through a callback, so an iteration costs O(what changed), not O(tickets).
         ready_set = self._ready_sets[track_id] = ReadySet(track)
         finished: list[str] = []
+        accepted = True
 
         def on_done(tid: str) -> None:
             finished.append(tid)
@@ -129,6 +130,13 @@ class Scheduler:
                         await wake.wait()
                         continue
                     if not ready_set.count(full=True):
+                        if self._closed:
+                            break
+                        verdict = await self._accept_track(track)
+                        if verdict == "fix":      # a fix ticket joined the track: run it
+                            ready_set.rescan()
+                            continue
+                        accepted = verdict == "passed"
                         break
                     # ready, but every slot is held by other tracks: wait for one
                     wake.clear()
@@ -158,7 +166,7 @@ class Scheduler:
             states = {t.status for t in track.tickets}
             if track_id in self._paused:
                 track.status = "paused"
-            elif states <= SATISFIED_STATES:
+            elif states <= SATISFIED_STATES and accepted:
                 track.status = "completed"
             else:
                 track.status = "failed"

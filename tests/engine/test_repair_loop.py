@@ -227,3 +227,40 @@ def test_kill_9_between_attempts_resumes_at_the_next_attempt(make_engine, worksp
     wts = [x for x in git(workspace, "worktree", "list", "--porcelain").splitlines()
            if x.startswith("worktree ")]
     assert wts == [f"worktree {workspace.resolve()}"]
+
+
+def test_a_track_whose_merged_work_fails_its_check_gets_a_fix_ticket_before_it_completes(
+        make_engine, workspace):
+    """Each ticket passes alone; together they break the verify command (a.txt and b.txt may
+    not both exist): Tier 4's diagnosis becomes a fix ticket after both, and only once it
+    passes does the track complete and reach main."""
+    repo(workspace)
+    verify = "test ! -e a.txt || test ! -e b.txt"
+
+    def fn(req):
+        if req.tier == "Tier 4":
+            return ModelResponse(text="a.txt and b.txt may not both exist: remove b.txt")
+        first = req.messages[0].text
+        if any(m.role == "model" for m in req.messages):
+            return ModelResponse(text="done")
+        if "Acceptance fix:" in first:
+            assert "remove b.txt" in first
+            return ModelResponse(text="removing", tool_calls=[ToolCall(
+                id="r", name="run_shell", args={"command": "rm b.txt"})])
+        name = "a.txt" if req.ticket_id == "T-001" else "b.txt"
+        return ModelResponse(text="w", tool_calls=[ToolCall(
+            id="w", name="write_file", args={"path": name, "content": "x\n"})])
+    eng = make_engine(provider=FunctionProvider(fn), git_commits=True, verify_command=verify)
+    [track] = eng.accept_tracks([TrackProposal(title="Core: ab", goal="g",
+                                               acceptance_criteria=["c"])]).result(10)
+    eng.set_tickets(track.id, [Ticket(id="T-001", description="a", target_files=["a.txt"]),
+                               Ticket(id="T-002", description="b", target_files=["b.txt"])]
+                    ).result(10)
+    track = eng.start_track(track.id).result(60)
+    assert [k.id for k in track.tickets] == ["T-001", "T-002", "T-003"]
+    fix = track.tickets[2]
+    assert fix.description.startswith("Acceptance fix:") and fix.depends_on == ["T-001", "T-002"]
+    assert [k.status for k in track.tickets] == ["completed"] * 3
+    assert track.status == "completed" and track.merged_into == "main"
+    files = git(workspace, "ls-tree", "--name-only", "main").split()
+    assert "a.txt" in files and "b.txt" not in files

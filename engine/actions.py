@@ -52,6 +52,8 @@ class TicketActions:
             ticket.status = "todo"
             ticket.blocked_reason = ""
             ticket.retry_count += 1
+            ticket.attempts = 0          # a retry is a fresh run: attempt 1 again, no old brief
+            ticket.checks = ticket.diagnosis = ""
             self._unblock(track)
         self._save(track)
         await self._flush()

@@ -13,8 +13,9 @@ Threads: `_open_worktree`, `_land`, `_set_aside`, `_conflict_life` run on the ti
 executor thread (git work for set-up goes to the small `_git_pool`, so it overlaps the person
 reading the spawn approval); `_start_branch` and `_finish_branch` are coroutines on the loop
 thread, which hand their git work to `_git_pool`. State owned: the running tickets' workspaces
-(`_ticket_ws`, under `_ws_lock`) and the tracks that run in worktree mode (`_wt_tracks`, under
-the track lock). Branch moves are serialised inside TrackBranches.
+(`_ticket_ws`, under `_ws_lock`), the tracks that run in worktree mode (`_wt_tracks`, under
+the track lock) and each track's pending worktree removals (`_git_later`, under `_ws_lock`:
+a merged ticket's tree is removed off its critical path, and the track's end waits for them). Branch moves are serialised inside TrackBranches.
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ class Branches:
         self._ws_lock = threading.Lock()
         self._ticket_ws: dict[str, Workspace] = {}
         self._wt_tracks: set[str] = set()
+        self._git_later: dict[str, list[concurrent.futures.Future[None]]] = {}
         self._git_pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=2, thread_name_prefix="clutch-git")
         s = self.settings
@@ -105,6 +107,10 @@ class Branches:
         loop = asyncio.get_running_loop()
         if track.status == "completed" and not track.merged_into and self.settings.merge_tracks:
             await self._merge_track(track)
+        with self._ws_lock:
+            later = self._git_later.pop(track.id, [])
+        if later:
+            await asyncio.gather(*(asyncio.wrap_future(f) for f in later))
         if clean:
             try:
                 await loop.run_in_executor(self._git_pool, lambda: self._tb.cleanup_track(
@@ -264,7 +270,11 @@ class Branches:
                                              f"{track.branch} ({res.how})")
         with self._lock:
             ticket.merge = res.how
-        self._remove_tree(track, ticket, keep_branch=False)
+        # its dependents need the merge, not the tidying: the tree goes to the pool off the
+        # critical path (the track's end waits for it)
+        fut = self._git_pool.submit(self._remove_tree, track, ticket, False)
+        with self._ws_lock:
+            self._git_later.setdefault(track.id, []).append(fut)
         return res.sha
 
     def _conflict_life(self, track: Track, ticket: Ticket, res: MergeResult,

@@ -264,3 +264,17 @@ def test_a_track_whose_merged_work_fails_its_check_gets_a_fix_ticket_before_it_c
     assert track.status == "completed" and track.merged_into == "main"
     files = git(workspace, "ls-tree", "--name-only", "main").split()
     assert "a.txt" in files and "b.txt" not in files
+
+
+def test_retry_after_a_failed_repair_loop_starts_again_at_attempt_one(make_engine, workspace):
+    repo(workspace)
+    prov, seen = model(good_from=0)
+    eng = make_engine(provider=prov, git_commits=True, verify_command=VERIFY, max_repairs=0)
+    tid = track_with(eng)
+    t = eng.start_track(tid).result(60).tickets[0]
+    assert t.status == "failed" and t.attempts == 1
+    eng.retry_ticket("T-001").result(30)
+    wait_for(lambda: eng.track(tid).ticket("T-001").status == "failed"
+             and eng.track(tid).ticket("T-001").retry_count == 1, timeout=60, what="the retry")
+    t = eng.track(tid).ticket("T-001")
+    assert t.attempts == 1 and "REPAIR" not in [s for s in seen if s[0] == "Tier 3"][-1][1]

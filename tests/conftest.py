@@ -119,3 +119,13 @@ class Approver(threading.Thread):
                 self.seen.append(req)
                 self.engine.resolve(req.id, self.decide(req))
             time.sleep(0.002)
+
+    @classmethod
+    def run_track(cls, engine, track_id, decide, timeout=60):
+        """Run a track to its end with `decide` answering every approval; the track."""
+        ap = cls(engine, decide)
+        ap.start()
+        try:
+            return engine.start_track(track_id).result(timeout)
+        finally:
+            ap.stop.set()

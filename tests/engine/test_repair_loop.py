@@ -126,12 +126,7 @@ def test_the_person_edits_the_diagnosis_before_the_repair_spawns(make_engine, wo
             asked.append(req.payload)
             return Approved(edits={"diagnosis": "The person says: close the parenthesis."})
         return Approved()
-    ap = Approver(eng, decide)
-    ap.start()
-    try:
-        track = eng.start_track(tid).result(60)
-    finally:
-        ap.stop.set()
+    track = Approver.run_track(eng, tid, decide)
     assert track.tickets[0].status == "completed"
     assert "lacks a ')'" in asked[0].diagnosis and "verify command failed" in asked[0].check
     assert "The person says: close the parenthesis." in seen[-1][1]
@@ -144,14 +139,9 @@ def test_the_person_stops_after_the_first_attempt(make_engine, workspace):
     eng = make_engine(provider=prov, git_commits=True, verify_command=VERIFY,
                       auto_approve=False)
     tid = track_with(eng)
-    ap = Approver(eng, lambda r: Denied(reason="I will fix it myself")
-                  if isinstance(r.payload, SpawnPayload) and r.payload.attempt == 2
-                  else Approved())
-    ap.start()
-    try:
-        track = eng.start_track(tid).result(60)
-    finally:
-        ap.stop.set()
+    track = Approver.run_track(eng, tid, lambda r: Denied(reason="I will fix it myself")
+                               if isinstance(r.payload, SpawnPayload) and r.payload.attempt == 2
+                               else Approved())
     t = track.tickets[0]
     assert t.status == "failed" and t.attempts == 1
     assert "repair stopped by the person after attempt 1" in t.blocked_reason

@@ -207,12 +207,7 @@ def test_the_merge_waits_for_consent_and_refuses_to_overwrite_the_persons_edit(m
         ModelResponse(text="done")]}), git_commits=True, auto_approve=False)
     tid = track_with(eng, [Ticket(id="T-001", description="swap", target_files=["util.py"])])
     (workspace / "util.py").write_text("# mine, not saved\n")      # the person edits meanwhile
-    ap = Approver(eng, decide)
-    ap.start()
-    try:
-        track = eng.start_track(tid).result(60)
-    finally:
-        ap.stop.set()
+    track = Approver.run_track(eng, tid, decide)
     assert [p.branch for p in asked] == [f"clutch/{tid}"] and asked[0].into == "main"
     assert "return b + a" in asked[0].diff and asked[0].tickets[0]["id"] == "T-001"
     assert track.status == "completed" and not track.merged_into     # refused, branch kept
@@ -236,13 +231,8 @@ def test_a_refused_merge_and_no_merge_leave_the_track_branch_for_a_pull_request(
     eng.close()
     eng2 = make_engine(provider=prov, git_commits=True, auto_approve=False)
     tid2 = track_with(eng2, [Ticket(id="T-101", description="new", target_files=["new.txt"])])
-    ap = Approver(eng2, lambda r: Denied(reason="I will open a PR")
-                  if isinstance(r.payload, MergePayload) else Approved())
-    ap.start()
-    try:
-        track2 = eng2.start_track(tid2).result(60)
-    finally:
-        ap.stop.set()
+    track2 = Approver.run_track(eng2, tid2, lambda r: Denied(reason="I will open a PR")
+                                if isinstance(r.payload, MergePayload) else Approved())
     assert track2.status == "completed" and not track2.merged_into
     assert not (workspace / "new.txt").exists()
 

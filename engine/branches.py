@@ -237,22 +237,26 @@ class Branches:
 
     def _set_aside(self, track: Track, ticket: Ticket, path: pathlib.Path, why: str) -> None:
         """A ticket that did not complete: whatever its worker wrote is committed on the
-        ticket's own branch (on no other), and its worktree removed."""
+        ticket's own branch (on no other), and its worktree removed; the branch stays when it
+        holds anything the track branch lacks."""
         assert self._tb is not None
         try:
             sha = self._tb.commit_ticket(path, f"{ticket.id}: unfinished ({why[:80]})\n\n"
                                                f"Kept by Clutch; not merged.")
+            own = self._tb.git.out("rev-list", "--count", f"clutch/{track.id}..HEAD",
+                                   cwd=path) != "0"
         except WorktreeError as e:
-            sha = None
+            sha, own = None, True
             self._emitter()(ErrorEvent(message=f"could not keep {ticket.id}'s unfinished work on "
                                                f"its branch: {e}", track_id=track.id,
                                        ticket_id=ticket.id, stream_id=stream_tier3(ticket.id)))
-        self._remove_tree(track, ticket, keep_branch=True)
-        if sha:
+        branch = ticket.branch
+        self._remove_tree(track, ticket, keep_branch=own)
+        if own:
             with self._lock:
-                if ticket.blocked_reason:
+                if ticket.blocked_reason and sha:
                     ticket.blocked_reason += (f" (its unfinished work is kept on branch "
-                                              f"{ticket.branch}, on no other)")
+                                              f"{branch}, on no other)")
 
     def _land(self, track: Track, ticket: Ticket, path: pathlib.Path, cancel: threading.Event,
               message: str) -> str:

@@ -1,8 +1,9 @@
 """A ticket's life: started and finished on the loop, lived on one executor thread.
 
 Threads: `_start_ticket` and `_ticket_done` run on the conductor (loop) thread; `_ticket_life`
-(spawn approval, the worker, the commit, Tier 4 on failure), `run_worker_lifecycle` and
-`_commit` on the ticket's executor thread, which reaches the loop only through its emitter
+(its worktree, the spawn gate and the attempts: worker, checks, Tier 4 and a repair worker
+while checks fail; then the commit and its merge), `run_worker_lifecycle` and `_commit` on the
+ticket's executor thread, which reaches the loop only through its emitter
 (put_threadsafe) and one call_soon_threadsafe when it ends. State owned: each running
 ticket's cancel event (`_cancel_flags`, under the track lock); the files each worker wrote
 (`_written`, under `_written_lock`); git commits are serialised by `_git_lock`. A running
@@ -75,7 +76,8 @@ class TicketLife:
             message = self._commit_message(ticket)
             if tree:
                 sha = self._land(track, ticket, tree[0], cancel, message)
-                tree.clear()
+                if sha:
+                    tree.clear()          # merged; its tree goes to the pool
             else:
                 with self._written_lock:
                     files = sorted(self._written.pop(ticket.id, set()))

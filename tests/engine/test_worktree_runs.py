@@ -279,3 +279,14 @@ def test_the_spawn_approval_shows_the_ticket_while_its_worktree_is_made(make_eng
     assert track.tickets[0].status == "skipped"
     assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]
     assert f"clutch-ticket/{tid}/T-001" not in git(workspace, "branch", "--format=%(refname:short)")
+
+
+def test_a_worker_that_changes_nothing_leaves_no_branch_and_no_tree(make_engine, workspace):
+    repo(workspace)
+    eng = make_engine(provider=scripted({"T-001": [ModelResponse(text="nothing to do")]}),
+                      git_commits=True)
+    tid = track_with(eng, [Ticket(id="T-001", description="noop")])
+    t = eng.start_track(tid).result(60).tickets[0]
+    assert t.status == "failed" and "changed no file" in t.blocked_reason
+    assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]
+    assert "clutch-ticket/" not in git(workspace, "branch", "--format=%(refname:short)")

@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ai_client import CommsLog, Provider, ProviderPool, list_ollama_models, ollama_host
+from ai_client import (CommsLog, Provider, ProviderError, ProviderPool, list_ollama_models,
+                       ollama_host)
 from conductor_store import ConductorStore
 from engine.actions import TicketActions
 from engine.agents import Agents
@@ -58,7 +59,7 @@ _ReadySet = ReadySet          # the name the scheduling tests and bench notes us
 
 __all__ = ("ConductorEngine", "EngineError", "ApprovalNotFound", "ApprovalAlreadyResolved",
            "BudgetExceeded", "StepStopped", "StreamBuffers", "ReadySet", "MAX_EPIC_CHARS",
-           "ApprovalBroker", "WorkerCap", "SessionRegistry")
+           "ApprovalBroker", "WorkerCap", "SessionRegistry", "ProviderError")
 
 
 class ConductorEngine(LoopContext, TrackWriter, Planning, Scheduler, TicketLife, CheckpointGate,

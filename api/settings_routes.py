@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ai_client import ProviderError
 from api.handler import Handler
 from api.validation import HttpError, field, json_type
 from models import providers_view, with_providers
+from multi_agent_conductor import ProviderError
 
 PROVIDER_FIELDS = ("provider", "tiers", "endpoints")
 

@@ -1,0 +1,216 @@
+"""Providers in the GUI (issue 21): Settings shows and changes the provider and model per tier,
+each provider's endpoint and whether its key is present (by name, never a value), and lists
+the models a local Ollama server has (a loopback fake of GET /api/tags that answers as
+Ollama's API reference documents it), saying so when no server answers; the Epic panel shows
+the same choices read-only and sends the person to Settings.
+
+The real app on the null backend, driven by imgui's test engine. What reached the screen is
+read with ImGui's own text log (`ScreenText`: every label, text and input field's content
+rendered in a frame), so "no key value on screen" is checked on what was drawn.
+"""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from conftest import fast_settings
+from gui_support import check, run_app_test, wait_until
+
+import gui_2
+from imgui_bundle import imgui
+from tests.fakes.fake_openai import FakeOpenAI
+
+pytestmark = pytest.mark.timeout(300)
+
+OPENAI_KEY = "sk-proj-GUIKEYVALUE-abcdefghijklmnopqrstuvwxyz012345"
+ANTHROPIC_KEY = "sk-ant-api03-GUIKEYVALUE-ZYXWVUTSRQPONMLKJIH9876543210"
+
+
+class ScreenText:
+    """Everything ImGui drew in one frame, as text: `grab(ctx)` renders a frame with ImGui's
+    log on around each of the app's window functions (the menus, every dockable window, the
+    dialogs; ImGui ends a log at the end of each root window, and appends to the file) and
+    returns what was logged: every label, text and input field's content drawn."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.want = False
+
+    def _logged(self, fn):
+        def wrapped():
+            if self.want:
+                imgui.log_to_file(-1, str(self.path))
+            try:
+                if fn is not None:
+                    fn()
+            finally:
+                if self.want:
+                    imgui.log_finish()
+        return wrapped
+
+    def configure(self, rp) -> None:
+        rp.callbacks.show_menus = self._logged(rp.callbacks.show_menus)
+        rp.callbacks.show_gui = self._logged(rp.callbacks.show_gui)
+        windows = list(rp.docking_params.dockable_windows)
+        for w in windows:
+            w.gui_function = self._logged(w.gui_function)
+        rp.docking_params.dockable_windows = windows
+        last = rp.callbacks.before_imgui_render
+
+        def done():
+            if last is not None:
+                last()
+            self.want = False
+        rp.callbacks.before_imgui_render = done
+
+    def grab(self, ctx) -> str:
+        self.path.unlink(missing_ok=True)
+        self.want = True
+        ctx.yield_(2)
+        assert not self.want and self.path.exists(), "the frame's text was not captured"
+        return self.path.read_text(encoding="utf-8", errors="replace")
+
+
+def body(ctx) -> str:
+    """The Settings dialog's scrolling body (a child window: its items are reached through
+    its own name, Settings/body_<id>, with the "/" escaped)."""
+    return f"//Settings\\/body_{ctx.get_id('//Settings/body'):08X}"
+
+
+PROVIDERS = ["offline", "gemini", "openai", "ollama", "anthropic"]
+TIER_CHOICES = ["default", *PROVIDERS]
+
+
+def pick(ctx, combo: str, item: str, options: list[str] | None = None) -> None:
+    """Open a combo and click one of its items. Its list is the popup window "##Combo_00";
+    imgui.combo() pushes each item's index as an id ($$N), begin_combo() lists add none."""
+    ctx.item_click(combo)
+    ctx.yield_()
+    ref = (f"//##Combo_00/{item}" if options is None
+           else f"//##Combo_00/$${options.index(item)}/{item}")
+    if not ctx.item_exists(ref):
+        raise AssertionError(f"{combo!r} offers no {item!r} ({ref})")
+    ctx.item_click(ref)
+    ctx.yield_()
+
+
+def make_app(workspace: Path, **kw):
+    from multi_agent_conductor import ConductorEngine
+    eng = ConductorEngine(workspace, fast_settings(**kw)).start()
+    return eng, gui_2.AppState(eng)
+
+
+def test_settings_per_tier_providers_ollama_models_and_keys_by_name(workspace, monkeypatch,
+                                                                    tmp_path):
+    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+    screen = ScreenText(tmp_path / "screen.txt")
+    seen: dict = {}
+    with FakeOpenAI(api_key=None) as ollama:
+        port = ollama.port
+        monkeypatch.setenv("OLLAMA_HOST", f"127.0.0.1:{port}")
+        eng, app = make_app(workspace)
+
+        def t(ctx):
+            seen["epic_before"] = screen.grab(ctx)
+            ctx.key_press(imgui.Key.mod_ctrl | imgui.Key.comma)
+            wait_until(ctx, lambda: app.modal.current == "settings", 5, "the Settings dialog")
+            seen["listed_at_open"] = app.modal.ollama.state     # nothing uses ollama yet
+            pick(ctx, body(ctx) + "/Default provider", "anthropic", PROVIDERS)
+            pick(ctx, body(ctx) + "/tiers/##provider Tier 3", "ollama", TIER_CHOICES)
+            wait_until(ctx, lambda: app.modal.ollama.state == "listed", 10,
+                       "the Ollama server's models")
+            pick(ctx, body(ctx) + "/tiers/##ollama models Tier 3", "llama3.2:3b")
+            pick(ctx, body(ctx) + "/tiers/##provider Tier 4", "openai", TIER_CHOICES)
+            ctx.item_click(body(ctx) + "/tiers/##model Tier 4")
+            ctx.key_chars_replace("gpt-5-mini")
+            ctx.yield_(2)
+            seen["dialog"] = screen.grab(ctx)
+            seen["requests"] = [r.path for r in ollama.requests]
+            ctx.item_click("//Settings/###Save")
+            wait_until(ctx, lambda: app.modal.current is None and not app.busy("Save settings"),
+                       5, "the saved settings")
+            ctx.yield_(3)
+            seen["epic_after"] = screen.grab(ctx)
+            check(ctx, "//Epic/###Change providers")
+            seen["epic_has_combo"] = ctx.item_exists("//Epic/Provider")
+            ctx.item_click("//Epic/###Change providers")
+            wait_until(ctx, lambda: app.modal.current == "settings", 5, "Settings from the Epic")
+            seen["draft_tier3"] = (app.modal.settings_draft["tier_providers"].get("Tier 3"),
+                                   app.modal.settings_draft["ollama"]["models"]["Tier 3"])
+            ctx.item_click("//Settings/Cancel")
+            ctx.yield_(2)
+
+        try:
+            run_app_test(app, t, configure=screen.configure)
+        finally:
+            eng.close()
+            app.close()
+
+    s = eng.settings
+    assert seen["listed_at_open"] == ""
+    assert seen["requests"] == ["/api/tags"]            # listed once, when Tier 3 chose ollama
+    got = {t: (s.provider_for(t), s.model_for(t)) for t in ("Tier 1", "Tier 2", "Tier 3", "Tier 4")}
+    assert got == {"Tier 1": ("anthropic", "claude-opus-4-5"),
+                   "Tier 2": ("anthropic", "claude-sonnet-4-5"),
+                   "Tier 3": ("ollama", "llama3.2:3b"), "Tier 4": ("openai", "gpt-5-mini")}
+    cfg_text = (workspace / ".clutch" / "config.toml").read_text()
+    cfg = tomllib.loads(cfg_text)
+    assert cfg["tier_providers"] == {"Tier 3": "ollama", "Tier 4": "openai"}
+    dialog = seen["dialog"]
+    # keys by name, never a value (nor any 12 characters of one), on screen or on disk
+    for key in (OPENAI_KEY, ANTHROPIC_KEY):
+        for text in (dialog, seen["epic_before"], seen["epic_after"], cfg_text):
+            assert not any(key[i:i + 12] in text for i in range(len(key) - 11))
+    assert "key present (OPENAI_API_KEY)" in dialog
+    assert "key present (ANTHROPIC_API_KEY)" in dialog
+    assert "key missing: set GEMINI_API_KEY or GOOGLE_API_KEY before starting Clutch" in dialog
+    assert "no key needed (local)" in dialog
+    assert f"2 model(s) at http://127.0.0.1:{port}: llama3.2:3b, qwen2.5-coder:7b" in dialog
+    assert f"empty: OLLAMA_HOST = 127.0.0.1:{port}" in dialog       # the host's hint
+    # the Epic panel: the same choices, read-only, before and after
+    assert "Tier 1 (Orchestrator)" in seen["epic_before"] and "offline" in seen["epic_before"]
+    after = seen["epic_after"]
+    for tier, (provider, model) in got.items():
+        row = next((ln for ln in after.splitlines() if f"| {tier} (" in ln), "")
+        assert [c.strip() for c in row.strip(" |").split("|")][1:] == [provider, model], \
+            (tier, row, after)
+    assert not seen["epic_has_combo"]
+    assert seen["draft_tier3"] == ("ollama", "llama3.2:3b")
+
+
+def test_settings_says_when_no_ollama_server_answers(workspace, tmp_path):
+    screen = ScreenText(tmp_path / "screen.txt")
+    seen: dict = {}
+    eng, app = make_app(workspace, provider="ollama")
+
+    def t(ctx):
+        ctx.key_press(imgui.Key.mod_ctrl | imgui.Key.comma)
+        wait_until(ctx, lambda: app.modal.current == "settings", 5, "the Settings dialog")
+        # every tier on ollama: listed at once, from the default host (nothing listens on :9
+        # below; the default :11434 may or may not answer on a developer's machine)
+        wait_until(ctx, lambda: app.modal.ollama.state in ("listed", "failed"), 10, "a listing")
+        ctx.item_click(body(ctx) + "/Ollama host")
+        ctx.key_chars_replace("http://127.0.0.1:9")
+        ctx.item_click(body(ctx) + "/###List Ollama models")
+        wait_until(ctx, lambda: app.modal.ollama.state == "failed"
+                   and app.modal.ollama.host == "http://127.0.0.1:9", 10, "the failed listing")
+        ctx.yield_(2)
+        seen["dialog"] = screen.grab(ctx)
+        seen["strip"] = [n.text for n in app.notices]
+        ctx.item_click("//Settings/###Save")
+        wait_until(ctx, lambda: app.modal.current is None and not app.busy("Save settings"), 5,
+                   "the saved settings")
+
+    try:
+        run_app_test(app, t, configure=screen.configure)
+    finally:
+        eng.close()
+        app.close()
+    assert "no Ollama server answers at http://127.0.0.1:9" in seen["dialog"]
+    assert "ollama serve" in seen["dialog"]
+    # an answer shown where it was asked for, not an error on the notification strip
+    assert not any("Ollama" in n for n in seen["strip"]), seen["strip"]
+    assert eng.settings.ollama.host == "http://127.0.0.1:9"

@@ -238,6 +238,9 @@ class ModalState:
         self.settings_draft: dict[str, Any] | None = None
         self.settings_errors: list[str] = []
         self.ollama = OllamaListing()
+        # a drop-down of the Settings dialog was open last frame: Escape closes that, not the
+        # dialog (whose draft would be lost)
+        self.settings_popup_above = False
 
     def request(self, name: str) -> None:
         self.requests.add(name)

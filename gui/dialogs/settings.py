@@ -31,8 +31,9 @@ def settings_modal(app: AppState) -> None:
     if not begin_sized_modal("Settings", 58, 46, 0.9, on_close=discard):
         return
     # Escape closes the dialog without saving (issue 20, defect 7), unless it is editing a
-    # field, where Escape reverts that field first
-    escape = imgui.is_key_pressed(imgui.Key.escape, False) and not imgui.is_any_item_active()
+    # field, where Escape reverts that field first, or a drop-down is open, which it closes
+    escape = (imgui.is_key_pressed(imgui.Key.escape, False) and not imgui.is_any_item_active()
+              and not app.modal.settings_popup_above)
     d = app.modal.settings_draft
     if d is None:
         app.modal.current = None
@@ -83,6 +84,7 @@ def settings_modal(app: AppState) -> None:
                                                  0.01, 0.1, "%.3f")
     imgui.pop_item_width()
     imgui.end_child()
+    app.modal.settings_popup_above = imgui.is_popup_open("", imgui.PopupFlags_.any_popup_id)
     for err in app.modal.settings_errors:
         imgui.text_colored(RED, f"{fa.ICON_FA_TIMES_CIRCLE} {err}")
     saving = app.busy("Save settings")

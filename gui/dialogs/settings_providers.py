@@ -190,6 +190,7 @@ def _endpoints(app: AppState, d: dict[str, Any]) -> None:
         colour = GREEN if k.needed and k.ok else (RED if p in used and not k.ok else GREY)
         imgui.text_colored(colour, k.describe() + ("" if p in used else " · not in use"))
         section, field = PROVIDER_URL_FIELDS[p]
+        imgui.set_next_item_width(-em(9).x)
         _c, d[section][field] = imgui.input_text_with_hint(ENDPOINT_LABELS[p],
                                                            endpoint_note(p), d[section][field])
         if p == "ollama":

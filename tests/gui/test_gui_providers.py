@@ -52,6 +52,7 @@ class ScreenText:
 
     def configure(self, rp) -> None:
         rp.callbacks.show_menus = self._logged(rp.callbacks.show_menus)
+        rp.callbacks.show_status = self._logged(rp.callbacks.show_status)
         rp.callbacks.show_gui = self._logged(rp.callbacks.show_gui)
         windows = list(rp.docking_params.dockable_windows)
         for w in windows:
@@ -127,6 +128,13 @@ def test_settings_per_tier_providers_ollama_models_and_keys_by_name(workspace, m
             ctx.item_click(body(ctx) + "/tiers/##model Tier 4")
             ctx.key_chars_replace("gpt-5-mini")
             ctx.yield_(2)
+            # Escape in an open drop-down closes the drop-down, not the dialog and its edits
+            ctx.item_click(body(ctx) + "/tiers/##provider Tier 2")
+            ctx.yield_(2)
+            ctx.key_press(imgui.Key.escape)
+            ctx.yield_(3)
+            seen["after_escape"] = (app.modal.current, (app.modal.settings_draft or {}).get(
+                "tier_providers"))
             seen["dialog"] = screen.grab(ctx)
             seen["requests"] = [r.path for r in ollama.requests]
             ctx.item_click("//Settings/###Save")
@@ -150,6 +158,7 @@ def test_settings_per_tier_providers_ollama_models_and_keys_by_name(workspace, m
             app.close()
 
     s = eng.settings
+    assert seen["after_escape"] == ("settings", {"Tier 3": "ollama", "Tier 4": "openai"})
     assert seen["listed_at_open"] == ""
     assert seen["requests"] == ["/api/tags"]            # listed once, when Tier 3 chose ollama
     got = {t: (s.provider_for(t), s.model_for(t)) for t in ("Tier 1", "Tier 2", "Tier 3", "Tier 4")}
@@ -177,6 +186,8 @@ def test_settings_per_tier_providers_ollama_models_and_keys_by_name(workspace, m
         row = next((ln for ln in after.splitlines() if f"| {tier} (" in ln), "")
         assert [c.strip() for c in row.strip(" |").split("|")][1:] == [provider, model], \
             (tier, row, after)
+    assert "| anthropic + ollama + openai · " in after      # the status bar: every provider
+    assert "| offline · " in seen["epic_before"]
     assert not seen["epic_has_combo"]
     assert seen["draft_tier3"] == ("ollama", "llama3.2:3b")
 
@@ -214,3 +225,89 @@ def test_settings_says_when_no_ollama_server_answers(workspace, tmp_path):
     # an answer shown where it was asked for, not an error on the notification strip
     assert not any("Ollama" in n for n in seen["strip"]), seen["strip"]
     assert eng.settings.ollama.host == "http://127.0.0.1:9"
+
+
+# ---------------------------------------------------------------------------------------------
+# In a real window (Xvfb): screenshots of the Settings dialog's providers and the Epic panel's
+# summary, with a mixed set-up (artifacts/screenshots/providers_*.png; look at them)
+# ---------------------------------------------------------------------------------------------
+
+def providers_scenario(out_dir: str, workspace: str) -> None:
+    """One app per process (run as `python tests/gui/test_gui_providers.py scenario OUT WS`)."""
+    import os
+    from imgui_bundle.immapp import testing
+    from models import with_providers
+    out = Path(out_dir)
+    with FakeOpenAI(api_key=None) as ollama:
+        os.environ["OLLAMA_HOST"] = f"127.0.0.1:{ollama.port}"
+        os.environ["ANTHROPIC_API_KEY"] = ANTHROPIC_KEY
+        s = with_providers(fast_settings(), provider="anthropic",
+                           tiers={"Tier 3": {"provider": "ollama", "model": "qwen2.5-coder:7b"},
+                                  "Tier 4": {"provider": "openai"}})
+        from multi_agent_conductor import ConductorEngine
+        eng = ConductorEngine(workspace, s).start()
+        app = gui_2.AppState(eng)
+        shots = []
+
+        def t(ctx):
+            ctx.yield_(5)
+            shots.append(str(out / "providers_epic.png"))
+            testing.capture(ctx, shots[-1])
+            ctx.item_click("//Epic/###Change providers")
+            wait_until(ctx, lambda: app.modal.ollama.state == "listed", 10, "the listing")
+            ctx.yield_(3)
+            shots.append(str(out / "providers_settings.png"))
+            testing.capture(ctx, shots[-1])
+            pick(ctx, body(ctx) + "/tiers/##ollama models Tier 3", "llama3.2:3b")
+            ctx.item_click(body(ctx) + "/tiers/##ollama models Tier 3")
+            ctx.yield_(2)
+            shots.append(str(out / "providers_ollama_models.png"))
+            testing.capture(ctx, shots[-1])
+            ctx.key_press(imgui.Key.escape)
+            ctx.item_click("//Settings/Cancel")
+
+        try:
+            run_app_test(app, t, headless=False, msaa=0)
+        finally:
+            eng.close()
+            app.close()
+    (out / "providers_shots.json").write_text(__import__("json").dumps(shots))
+
+
+@pytest.mark.xvfb
+def test_providers_in_a_real_window(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from gui_support import ARTIFACTS, ROOT, Xvfb
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    x = None if os.environ.get("DISPLAY") else Xvfb("1600x1000x24")
+    try:
+        env = dict(os.environ)
+        env.update(x.env if x else {})
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests"),
+                                             str(ROOT / "tests" / "gui")])
+        proc = subprocess.run([sys.executable, __file__, "scenario", str(ARTIFACTS), str(ws)],
+                              env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    finally:
+        if x:
+            x.close()
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    shots = json.loads((ARTIFACTS / "providers_shots.json").read_text())
+    assert [Path(p).name for p in shots] == ["providers_epic.png", "providers_settings.png",
+                                             "providers_ollama_models.png"]
+    for p in shots:
+        assert Path(p).stat().st_size > 40_000, p      # a rendered window, not a blank frame
+
+
+if __name__ == "__main__":
+    import sys
+    if len(sys.argv) == 4 and sys.argv[1] == "scenario":
+        sys.path[:0] = [str(Path(__file__).resolve().parents[2])]
+        providers_scenario(sys.argv[2], sys.argv[3])
+    else:
+        print("usage: test_gui_providers.py scenario OUT_DIR WORKSPACE", file=sys.stderr)
+        raise SystemExit(2)

@@ -41,11 +41,6 @@ class Rec:
         return "".join(self.chunks)
 
 
-@pytest.fixture
-def sleeps() -> Sleeps:
-    return Sleeps()
-
-
 def request(text: str = "hello there", *, model: str, tier: str = "Tier 4",
             system: str = "be terse", messages: list[Message] | None = None, tools=(),
             schema: Any = None, limit: int | None = None) -> ModelRequest:

@@ -10,11 +10,11 @@ import json
 import pytest
 
 from ai_client import (AgentSession, AnthropicProvider, CommsLog, Finish, Message,
-                       MissingApiKey, ModelRequest, ProviderError, ToolOutcome, ToolReturn,
+                       MissingApiKey, ModelRequest, ToolOutcome, ToolReturn,
                        make_provider)
 from models import AnthropicSettings, EpicPlan, Settings, cost_of
 from tests.fakes.fake_anthropic import AFault, AJson, AText, ATools, AUsage, FakeAnthropic
-from tests.fakes.calls import PLAN, Rec, Sleeps, fail, request, run, sleeps  # noqa: F401
+from tests.fakes.calls import PLAN, Sleeps, fail, request, run
 from tools import TOOL_SPECS
 
 KEY = "sk-ant-api03-FAKE-provider-0123456789abcdef"
@@ -32,6 +32,11 @@ def srv(_srv):
     _srv.reset()
     yield _srv
     assert _srv.handler_errors == []
+
+
+@pytest.fixture
+def sleeps():
+    return Sleeps()
 
 
 @pytest.fixture

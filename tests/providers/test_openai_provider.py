@@ -15,7 +15,7 @@ from ai_client import (AgentSession, Cancelled, CommsLog, Finish, Message, Missi
                        ToolReturn, list_ollama_models, make_provider, ollama_host)
 from models import EpicPlan, OpenAISettings, Price, Settings, TrackPlan
 from tests.fakes.fake_openai import FakeOpenAI, OCalls, OFault, OJson, OText, OUsage
-from tests.fakes.calls import PLAN, Rec, Sleeps, fail, request, run, sleeps  # noqa: F401
+from tests.fakes.calls import PLAN, Sleeps, fail, request, run
 from tools import TOOL_SPECS
 
 KEY = "sk-proj-FAKE-openai-provider-0123456789abcdef"
@@ -34,6 +34,11 @@ def srv(_srv):
     _srv.json_schema = True
     yield _srv
     assert _srv.handler_errors == []
+
+
+@pytest.fixture
+def sleeps():
+    return Sleeps()
 
 
 @pytest.fixture

@@ -122,6 +122,7 @@ from domain.tiers import (  # noqa: F401  (re-exported)
     safe_url,
     endpoint_of,
     endpoint_note,
+    endpoint_problems,
     providers_view,
     normalize_tier,
     normalize_provider,

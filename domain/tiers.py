@@ -272,6 +272,17 @@ def _apply_tier(data: dict[str, Any], tier: str, edit: Any) -> list[str]:
     return []
 
 
+def endpoint_problems(settings: Settings) -> list[str]:
+    """What is wrong with the settings' endpoints, each a sentence (empty: nothing): the same
+    checks as with_providers(endpoints=...), for settings edited as a whole (the Settings
+    dialog) or read from config.toml."""
+    data = settings.model_dump()
+    out: list[str] = []
+    for p in PROVIDER_URL_FIELDS:
+        out += _apply_endpoint(data, p, endpoint_of(settings, p))
+    return out
+
+
 def _apply_endpoint(data: dict[str, Any], raw_provider: Any, url: Any) -> list[str]:
     try:
         p = normalize_provider(raw_provider)

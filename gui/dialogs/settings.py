@@ -20,7 +20,7 @@ from gui.panels.tickets import split_list
 from gui.state import AppState
 from gui.theme import RED, em, validation_messages
 from gui.widgets import begin_sized_modal, help_marker
-from models import Settings
+from models import Settings, endpoint_problems
 
 __all__ = ("open_settings", "settings_modal")
 
@@ -97,8 +97,8 @@ def settings_modal(app: AppState) -> None:
         except ValidationError as e:
             app.modal.settings_errors = validation_messages(e)
         else:
-            app.modal.settings_errors = []
-
+            app.modal.settings_errors = endpoint_problems(s)
+        if not app.modal.settings_errors:
             def saved(_r: Any) -> None:
                 app.notify("info", "settings saved to .clutch/config.toml")
                 app.workers["cap"] = s.max_workers

@@ -22,7 +22,7 @@ from imgui_bundle import icons_fontawesome_4 as fa
 from gui.state import AppState
 from gui.theme import GREEN, GREY, RED, em
 from gui.widgets import help_marker
-from models import (PROVIDER_NAMES, PROVIDER_URL_FIELDS, TIER_ROLES, TIERS, endpoint_note,
+from models import (DEFAULT_MODELS, PROVIDER_NAMES, PROVIDER_URL_FIELDS, TIER_ROLES, TIERS, endpoint_note,
                     folded, key_status)
 from multi_agent_conductor import ProviderError
 
@@ -149,7 +149,8 @@ def _tier_row(app: AppState, d: dict[str, Any], tier: str) -> None:
     picker = p == "ollama"
     imgui.set_next_item_width(-(imgui.get_frame_height() + imgui.get_style().item_spacing.x)
                               if picker else -1)
-    _c, table[tier] = imgui.input_text(f"##model {tier}", table.get(tier, ""))
+    hint = f"empty: {DEFAULT_MODELS.get(p, {}).get(tier, 'the default')}"
+    _c, table[tier] = imgui.input_text_with_hint(f"##model {tier}", hint, table.get(tier, ""))
     if picker:
         imgui.same_line()
         _ollama_picker(app, table, tier)

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from models import (DEFAULT_MODELS, Settings, folded, key_status, normalize_tier,
-                    providers_view, safe_url, tier_choices, with_providers)
+from models import (DEFAULT_MODELS, Settings, endpoint_problems, folded, key_status,
+                    normalize_tier, providers_view, safe_url, tier_choices, with_providers)
 
 KEY = "sk-ant-api03-VERYSECRETVALUE-0123456789abcdef"
 
@@ -144,3 +144,11 @@ def test_the_providers_view_never_holds_a_key_value():
 def test_safe_url_drops_credentials():
     assert safe_url("http://u:p@h:1/x?k=v#f") == "http://h:1/x"
     assert safe_url("gpu-box:11434") == "gpu-box:11434"
+
+
+def test_endpoint_problems_of_settings_edited_as_a_whole():
+    assert endpoint_problems(Settings()) == []
+    s = Settings(openai={"base_url": "localhost:8080/v1"}, ollama={"host": "gpu-box:11434"},
+                 anthropic={"base_url": "https://gw.example.com "})
+    assert endpoint_problems(s) == ["endpoints.openai: 'localhost:8080/v1' must start with "
+                                    "http:// or https://"]

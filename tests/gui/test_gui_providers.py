@@ -210,7 +210,15 @@ def test_settings_says_when_no_ollama_server_answers(workspace, tmp_path):
                    and app.modal.ollama.host == "http://127.0.0.1:9", 10, "the failed listing")
         ctx.yield_(2)
         seen["dialog"] = screen.grab(ctx)
-        seen["strip"] = [n.text for n in app.notices]
+        seen["strip"] = [n.message for n in app.notices]
+        # a base URL the SDK could not use is refused on Save, with the reason, as the API does
+        ctx.item_click(body(ctx) + "/OpenAI base URL")
+        ctx.key_chars_replace("api.example.com/v1")
+        ctx.item_click("//Settings/###Save")
+        ctx.yield_(2)
+        seen["refused"] = (app.modal.current, list(app.modal.settings_errors))
+        ctx.item_click(body(ctx) + "/OpenAI base URL")
+        ctx.key_chars_replace("")
         ctx.item_click("//Settings/###Save")
         wait_until(ctx, lambda: app.modal.current is None and not app.busy("Save settings"), 5,
                    "the saved settings")
@@ -224,7 +232,9 @@ def test_settings_says_when_no_ollama_server_answers(workspace, tmp_path):
     assert "ollama serve" in seen["dialog"]
     # an answer shown where it was asked for, not an error on the notification strip
     assert not any("Ollama" in n for n in seen["strip"]), seen["strip"]
-    assert eng.settings.ollama.host == "http://127.0.0.1:9"
+    assert seen["refused"] == ("settings", ["endpoints.openai: 'api.example.com/v1' must start "
+                                            "with http:// or https://"])
+    assert eng.settings.ollama.host == "http://127.0.0.1:9" and eng.settings.openai.base_url == ""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -91,6 +91,9 @@ def bench_openai(name: str = "openai") -> None:
     with FakeOpenAI(api_key=key) as srv:
         client = openai.OpenAI(api_key=key or "ollama", base_url=srv.base_url, max_retries=0,
                                timeout=120.0)
+        # its own client: one shared with `raw` would lend `raw` the kept connection to drop
+        kept_client = openai.OpenAI(api_key=key or "ollama", base_url=srv.base_url,
+                                    max_retries=0, timeout=120.0)
         provider = (OpenAIChatProvider(key, srv.base_url) if key else
                     OpenAIChatProvider("ollama", srv.base_url, name="ollama",
                                        max_tokens_param="max_tokens"))
@@ -108,7 +111,7 @@ def bench_openai(name: str = "openai") -> None:
                     pass
 
             def raw_kept():
-                stream = client.chat.completions.create(**kw)
+                stream = kept_client.chat.completions.create(**kw)
                 for chunk in stream:
                     if chunk.usage is not None:    # the last chunk before [DONE]
                         break
@@ -122,6 +125,7 @@ def bench_openai(name: str = "openai") -> None:
             _record(name, label, r, o, k)
         provider.close()
         client.close()
+        kept_client.close()
 
 
 def bench_anthropic() -> None:

@@ -237,6 +237,30 @@ def test_settings_says_when_no_ollama_server_answers(workspace, tmp_path):
     assert eng.settings.ollama.host == "http://127.0.0.1:9" and eng.settings.openai.base_url == ""
 
 
+def test_the_epic_panel_says_which_tiers_lack_a_key(workspace, tmp_path, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+    screen = ScreenText(tmp_path / "screen.txt")
+    seen: dict = {}
+    eng, app = make_app(workspace, provider="openai", tier_providers={"Tier 1": "anthropic",
+                                                                     "Tier 4": "offline"})
+
+    def t(ctx):
+        ctx.yield_(3)
+        seen["epic"] = screen.grab(ctx)
+
+    try:
+        run_app_test(app, t, configure=screen.configure)
+    finally:
+        eng.close()
+        app.close()
+    text = seen["epic"]
+    assert ("openai (Tier 2, Tier 3): key missing: set OPENAI_API_KEY before starting Clutch"
+            in text), text
+    assert "anthropic (" not in text                # its key is set: no warning
+    assert "| Tier 4 (QA) | offline | offline |" in text
+    assert not any(ANTHROPIC_KEY[i:i + 12] in text for i in range(len(ANTHROPIC_KEY) - 11))
+
+
 # ---------------------------------------------------------------------------------------------
 # In a real window (Xvfb): screenshots of the Settings dialog's providers and the Epic panel's
 # summary, with a mixed set-up (artifacts/screenshots/providers_*.png; look at them)

@@ -263,7 +263,7 @@ def test_the_epic_panel_says_which_tiers_lack_a_key(workspace, tmp_path, monkeyp
 
 # ---------------------------------------------------------------------------------------------
 # In a real window (Xvfb): screenshots of the Settings dialog's providers and the Epic panel's
-# summary, with a mixed set-up (artifacts/screenshots/providers_*.png; look at them)
+# summary, with a mixed set-up (artifacts/screenshots/providers/*.png; look at them)
 # ---------------------------------------------------------------------------------------------
 
 def providers_scenario(out_dir: str, workspace: str) -> None:
@@ -317,20 +317,23 @@ def test_providers_in_a_real_window(tmp_path):
     from gui_support import ARTIFACTS, ROOT, Xvfb
     ws = tmp_path / "ws"
     ws.mkdir()
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    out = ARTIFACTS / "providers"        # test_gui_xvfb empties ARTIFACTS/*.png, not this
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.png"):
+        old.unlink()
     x = None if os.environ.get("DISPLAY") else Xvfb("1600x1000x24")
     try:
         env = dict(os.environ)
         env.update(x.env if x else {})
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests"),
                                              str(ROOT / "tests" / "gui")])
-        proc = subprocess.run([sys.executable, __file__, "scenario", str(ARTIFACTS), str(ws)],
+        proc = subprocess.run([sys.executable, __file__, "scenario", str(out), str(ws)],
                               env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     finally:
         if x:
             x.close()
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
-    shots = json.loads((ARTIFACTS / "providers_shots.json").read_text())
+    shots = json.loads((out / "providers_shots.json").read_text())
     assert [Path(p).name for p in shots] == ["providers_epic.png", "providers_settings.png",
                                              "providers_ollama_models.png"]
     for p in shots:

@@ -10,6 +10,7 @@ rendered in a frame), so "no key value on screen" is checked on what was drawn.
 """
 from __future__ import annotations
 
+import time
 import tomllib
 from pathlib import Path
 
@@ -235,6 +236,43 @@ def test_settings_says_when_no_ollama_server_answers(workspace, tmp_path):
     assert seen["refused"] == ("settings", ["endpoints.openai: 'api.example.com/v1' must start "
                                             "with http:// or https://"])
     assert eng.settings.ollama.host == "http://127.0.0.1:9" and eng.settings.openai.base_url == ""
+
+
+class SlowOllama(FakeOpenAI):
+    """An Ollama server that takes its time to answer GET /api/tags."""
+    delay_s = 1.5
+
+    def route(self, h, req):
+        if req.path == "/api/tags":
+            time.sleep(self.delay_s)
+        return super().route(h, req)
+
+
+def test_the_ollama_listing_never_holds_up_a_frame(workspace, monkeypatch):
+    seen: dict = {}
+    with SlowOllama(api_key=None) as ollama:
+        monkeypatch.setenv("OLLAMA_HOST", ollama.root)
+        eng, app = make_app(workspace, provider="ollama")
+
+        def t(ctx):
+            ctx.key_press(imgui.Key.mod_ctrl | imgui.Key.comma)
+            wait_until(ctx, lambda: app.modal.current == "settings", 5, "the Settings dialog")
+            t0 = time.monotonic()
+            ctx.yield_(20)                           # 20 frames while the server thinks
+            seen["frames_s"] = time.monotonic() - t0
+            seen["state_meanwhile"] = app.modal.ollama.state
+            wait_until(ctx, lambda: app.modal.ollama.state == "listed", 10, "the listing")
+            seen["models"] = [m["name"] for m in app.modal.ollama.models]
+            ctx.item_click("//Settings/Cancel")
+
+        try:
+            run_app_test(app, t)
+        finally:
+            eng.close()
+            app.close()
+    assert seen["state_meanwhile"] == "listing"
+    assert seen["frames_s"] < SlowOllama.delay_s / 2, seen
+    assert seen["models"] == ["llama3.2:3b", "qwen2.5-coder:7b"]
 
 
 def test_the_epic_panel_says_which_tiers_lack_a_key(workspace, tmp_path, monkeypatch):

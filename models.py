@@ -1,7 +1,7 @@
 """Data models shared by every layer: tickets, tracks, proposals, usage, settings, approvals.
 
 The door of the models layer: the code lives in the package `domain/` (core, context, usage,
-settings, approvals, dag) and every name is re-exported here. Nothing here imports anything
+settings, approvals, dag, tiers) and every name is re-exported here. Nothing here imports anything
 of ours but that package.
 """
 from __future__ import annotations
@@ -109,4 +109,23 @@ from domain.dag import (  # noqa: F401  (re-exported)
     _OPEN_SUBTASK,
     tick_subtasks,
     tickets_from_plan,
+)
+from domain.tiers import (  # noqa: F401  (re-exported)
+    TIER_ROLES,
+    PROVIDER_KEY_VARS,
+    PROVIDER_URL_VARS,
+    PROVIDER_URL_FIELDS,
+    TierChoice,
+    KeyStatus,
+    tier_choices,
+    key_status,
+    safe_url,
+    endpoint_of,
+    endpoint_note,
+    endpoint_problems,
+    providers_view,
+    normalize_tier,
+    normalize_provider,
+    folded,
+    with_providers,
 )

@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ai_client import CommsLog, Provider, ProviderPool
+from ai_client import (CommsLog, Provider, ProviderError, ProviderPool, list_ollama_models,
+                       ollama_host)
 from conductor_store import ConductorStore
 from engine.actions import TicketActions
 from engine.agents import Agents
@@ -61,7 +62,7 @@ _ReadySet = ReadySet          # the name the scheduling tests and bench notes us
 __all__ = ("ConductorEngine", "EngineError", "ApprovalNotFound", "ApprovalAlreadyResolved",
            "BudgetExceeded", "StepStopped", "StreamBuffers", "ReadySet", "MAX_EPIC_CHARS",
            "ApprovalBroker", "WorkerCap", "SessionRegistry", "CheckReport",
-           "propose_verify_command")
+           "propose_verify_command", "ProviderError")
 
 
 class ConductorEngine(LoopContext, TrackWriter, Planning, Scheduler, TicketLife, CheckpointGate,
@@ -198,6 +199,15 @@ class ConductorEngine(LoopContext, TrackWriter, Planning, Scheduler, TicketLife,
             with self._provider_lock:
                 self._provider = p
         return p
+
+    def ollama_models(self, host: str | None = None, timeout_s: float = 3.0
+                      ) -> tuple[str, list[dict[str, Any]]]:
+        """(the Ollama server's address, the models it has): GET {host}/api/tags, where host is
+        the given one, else Settings.ollama.host, else OLLAMA_HOST, else 127.0.0.1:11434.
+        BLOCKS up to timeout_s: call it off the GUI thread (the GUI's background pool, an API
+        handler). Raises ProviderError with a sentence when no server answers there."""
+        configured = self.settings.ollama.host if host is None else host
+        return ollama_host(configured), list_ollama_models(configured, timeout_s=timeout_s)
 
     def update_settings(self, settings: Settings, save: bool = True) -> None:
         """Replace the settings (thread-safe). A provider change takes effect for new agents."""

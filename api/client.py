@@ -248,6 +248,32 @@ class ApiClient:
     def reject(self, approval_id: str, reason: str = "") -> dict[str, Any]:
         return self.resolve(approval_id, False, reason=reason)
 
+    # -- settings ----------------------------------------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        """{"settings": every setting, "providers": as provider_settings()}."""
+        return self.request("GET", "/settings")
+
+    def provider_settings(self) -> dict[str, Any]:
+        """{"provider", "tiers": {"Tier N": {"provider", "model", "own_provider", "role"}},
+        "providers": {name: {"in_use", "key": {"names", "present", "ok"}, "endpoint", ...}}}."""
+        return self.request("GET", "/settings/providers")
+
+    def set_providers(self, provider: str | None = None,
+                      tiers: dict[str, Any] | None = None,
+                      endpoints: dict[str, str] | None = None) -> dict[str, Any]:
+        """Change the default provider, tiers ({"Tier 3": {"provider": "ollama", "model":
+        "qwen2.5-coder:7b"}}, {"provider": "default"} to follow the default) or endpoints
+        ({"ollama": "http://host:11434"}). Returns provider_settings()."""
+        body = {k: v for k, v in (("provider", provider), ("tiers", tiers),
+                                  ("endpoints", endpoints)) if v is not None}
+        return self.request("PUT", "/settings/providers", body)
+
+    def ollama_models(self, host: str | None = None) -> dict[str, Any]:
+        """{"host", "models": [{"name", "size", "family", "parameter_size", "quantization"}]};
+        ApiError 502 when no Ollama server answers."""
+        return self.request("GET", "/providers/ollama/models",
+                            query=None if host is None else {"host": host})
+
     # -- waits (poll with a deadline) --------------------------------------------------------
     def wait_for(self, pred: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05,
                  what: str = "condition") -> Any:

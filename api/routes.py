@@ -14,6 +14,8 @@ from typing import Any
 
 from api.handler import ENGINE_WAIT_S, Handler, Route
 from api.sse import get_events
+from api.settings_routes import (get_ollama_models, get_provider_settings, get_settings,
+                                 put_provider_settings)
 from api.validation import HttpError, field, models_of
 from models import Approved, Denied, Ticket, TrackProposal
 
@@ -221,6 +223,10 @@ ROUTES: tuple[Route, ...] = (
     ("POST", re.compile(r"/tickets/(?P<id>[^/]+)/revert"), post_revert),
     ("GET", re.compile(r"/tickets/(?P<id>[^/]+)/diff"), get_diff),
     ("POST", re.compile(r"/approvals/(?P<id>[^/]+)"), post_approval),
+    ("GET", re.compile(r"/settings"), get_settings),
+    ("GET", re.compile(r"/settings/providers"), get_provider_settings),
+    ("PUT", re.compile(r"/settings/providers"), put_provider_settings),
+    ("GET", re.compile(r"/providers/ollama/models"), get_ollama_models),
 )
 
 

@@ -178,7 +178,9 @@ def show_status(app: AppState) -> None:
     imgui.same_line()
     imgui.text(f"Cost {fmt_cost(app.usage.total.cost_usd)}")
     imgui.same_line()
-    imgui.text_disabled(f"| {app.engine.settings.provider} · {app.workspace}")
+    # every provider some tier runs on ("anthropic + ollama"), as the Epic panel lists them
+    providers = " + ".join(app.engine.settings.providers_in_use())
+    imgui.text_disabled(f"| {providers} · {app.workspace}")
 
 
 def load_fonts(app: AppState) -> None:

@@ -12,7 +12,8 @@ State owned here:
   the spec/plan cache, the graph editor's ids.
 - `UsageState`: token usage per tier/track/ticket, the plot's series, the context gauge.
 - `CommsState`: one short row per comms entry, the filters, the selection.
-- `ModalState`: which modal is open or asked for, the proposal and the settings draft.
+- `ModalState`: which modal is open or asked for, the proposal and the settings draft (and
+  the Ollama models listed for it).
 - `AppState`: the above, plus notices, work in flight, and the two ways to run work:
   `command()` for an engine command (returns a Future) and `background()` for anything else.
 """
@@ -213,6 +214,18 @@ class CommsState:
                 self.filtered.append(i)
 
 
+class OllamaListing:
+    """The models the Ollama server has, for the Settings dialog: listed on the background pool
+    (GET /api/tags through the engine), never in the frame. `state`: "" (not asked), "listing",
+    "listed" or "failed" (then `message` says why, e.g. that no server answers)."""
+
+    def __init__(self) -> None:
+        self.state = ""
+        self.host = ""                  # the address asked
+        self.models: list[dict[str, Any]] = []
+        self.message = ""
+
+
 class ModalState:
     """One modal at a time: the open one, the ones asked for, and what they edit."""
 
@@ -224,6 +237,10 @@ class ModalState:
         self.proposal_error = ""
         self.settings_draft: dict[str, Any] | None = None
         self.settings_errors: list[str] = []
+        self.ollama = OllamaListing()
+        # a drop-down of the Settings dialog was open last frame: Escape closes that, not the
+        # dialog (whose draft would be lost)
+        self.settings_popup_above = False
 
     def request(self, name: str) -> None:
         self.requests.add(name)

@@ -1,4 +1,6 @@
 """The Settings dialog: a draft of every setting, validated on Save, saved off the GUI thread.
+Its providers section (provider and model per tier, endpoints, keys present, the Ollama
+server's models) is `gui.dialogs.settings_providers`.
 
 GUI thread only (the save runs on the background pool). State: `app.modal.settings_draft`,
 `app.modal.settings_errors`.
@@ -12,30 +14,26 @@ from imgui_bundle import ImVec2, imgui
 from imgui_bundle import icons_fontawesome_4 as fa
 from pydantic import ValidationError
 
-from gui.panels.epic import api_key_status, apply_settings
+from gui.dialogs.settings_providers import open_settings, providers_section
+from gui.panels.epic import apply_settings
 from gui.panels.tickets import split_list
 from gui.state import AppState
-from gui.theme import GREEN, GREY, RED, em, validation_messages
+from gui.theme import RED, em, validation_messages
 from gui.widgets import begin_sized_modal, help_marker
-from models import Settings, TIERS
+from models import Settings, endpoint_problems
 
-
-def open_settings(app: AppState) -> None:
-    app.modal.settings_draft = app.engine.settings.model_dump()
-    app.modal.settings_draft["approvals"]["shell_allowlist"] = ", ".join(
-        app.modal.settings_draft["approvals"].get("shell_allowlist", []))
-    app.modal.settings_errors = []
-    app.modal.request("settings")
+__all__ = ("open_settings", "settings_modal")
 
 
 def settings_modal(app: AppState) -> None:
     def discard() -> None:
         app.modal.settings_draft = None
-    if not begin_sized_modal("Settings", 50, 42, 0.9, on_close=discard):
+    if not begin_sized_modal("Settings", 58, 46, 0.9, on_close=discard):
         return
     # Escape closes the dialog without saving (issue 20, defect 7), unless it is editing a
-    # field, where Escape reverts that field first
-    escape = imgui.is_key_pressed(imgui.Key.escape, False) and not imgui.is_any_item_active()
+    # field, where Escape reverts that field first, or a drop-down is open, which it closes
+    escape = (imgui.is_key_pressed(imgui.Key.escape, False) and not imgui.is_any_item_active()
+              and not app.modal.settings_popup_above)
     d = app.modal.settings_draft
     if d is None:
         app.modal.current = None
@@ -45,21 +43,7 @@ def settings_modal(app: AppState) -> None:
     footer = imgui.get_frame_height_with_spacing() * (1.4 + len(app.modal.settings_errors))
     imgui.begin_child("body", ImVec2(0, -footer))
     imgui.push_item_width(em(16).x)
-    imgui.separator_text("Provider")
-    providers = ["offline", "gemini"]
-    idx = providers.index(d["provider"]) if d["provider"] in providers else 0
-    _c, idx = imgui.combo("Provider", idx, providers)
-    d["provider"] = providers[idx]
-    ok, what = api_key_status()
-    imgui.text("API key:")
-    imgui.same_line()
-    imgui.text_colored(GREEN if ok else (RED if d["provider"] == "gemini" else GREY), what)
-    imgui.text_disabled("Keys come from the environment only; Clutch never stores or shows them.")
-    _c, d["gemini"]["base_url"] = imgui.input_text("Base URL", d["gemini"]["base_url"])
-    help_marker("Empty: the SDK default (or GOOGLE_GEMINI_BASE_URL)")
-    imgui.separator_text("Models per tier")
-    for tier in TIERS:
-        _c, d["models"][tier] = imgui.input_text(tier, d["models"].get(tier, ""))
+    providers_section(app, d)
     imgui.separator_text("Prices (USD per million tokens)")
     if imgui.begin_table("prices", 4, imgui.TableFlags_.borders_inner_v | imgui.TableFlags_.row_bg):
         for c in ("Model", "Input", "Output", "Cached"):
@@ -100,6 +84,7 @@ def settings_modal(app: AppState) -> None:
                                                  0.01, 0.1, "%.3f")
     imgui.pop_item_width()
     imgui.end_child()
+    app.modal.settings_popup_above = imgui.is_popup_open("", imgui.PopupFlags_.any_popup_id)
     for err in app.modal.settings_errors:
         imgui.text_colored(RED, f"{fa.ICON_FA_TIMES_CIRCLE} {err}")
     saving = app.busy("Save settings")
@@ -112,8 +97,8 @@ def settings_modal(app: AppState) -> None:
         except ValidationError as e:
             app.modal.settings_errors = validation_messages(e)
         else:
-            app.modal.settings_errors = []
-
+            app.modal.settings_errors = endpoint_problems(s)
+        if not app.modal.settings_errors:
             def saved(_r: Any) -> None:
                 app.notify("info", "settings saved to .clutch/config.toml")
                 app.workers["cap"] = s.max_workers

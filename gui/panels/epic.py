@@ -1,10 +1,11 @@
-"""The Epic panel: the epic text, Plan epic (Tier 1), and the run settings most often changed.
+"""The Epic panel: the epic text, Plan epic (Tier 1), what the next run uses (each tier's
+provider and model, read-only: Settings is where they change), and the run settings most often
+changed.
 
 GUI thread only. State: `app.epic_text`, `app.planning` (and settings drafts it sends).
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -12,10 +13,11 @@ from imgui_bundle import ImVec2, imgui
 from imgui_bundle import icons_fontawesome_4 as fa
 from pydantic import ValidationError
 
+from gui.dialogs.settings_providers import open_settings
 from gui.state import AppState
-from gui.theme import BLUE, GREEN, RED, WRAP, em, validation_messages
+from gui.theme import BLUE, GREY, RED, WRAP, em, validation_messages
 from gui.widgets import panel_error
-from models import TIERS, Settings
+from models import Settings, key_status, tier_choices
 
 
 def plan_epic(app: AppState) -> None:
@@ -56,11 +58,35 @@ def quick_setting(app: AppState, **update: Any) -> None:
     apply_settings(app, s, "Apply setting", "Epic")
 
 
-def api_key_status() -> tuple[bool, str]:
-    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY"):
-        if os.environ.get(name):
-            return True, f"present ({name})"
-    return False, "missing: set GEMINI_API_KEY or GOOGLE_API_KEY before starting Clutch"
+def provider_summary(app: AppState) -> None:
+    """What the next run uses, per tier, read-only: the settings the engine runs on (the same
+    choices the Settings dialog edits, the only place they change), and a key a tier needs
+    that the environment lacks."""
+    s = app.engine.settings
+    imgui.separator_text("Providers and models")
+    choices = tier_choices(s)
+    flags = imgui.TableFlags_.sizing_fixed_fit | imgui.TableFlags_.row_bg
+    if imgui.begin_table("next run", 3, flags):
+        for c in choices:
+            imgui.table_next_row()
+            imgui.table_next_column()
+            imgui.text(f"{c.tier} ({c.role})")
+            imgui.table_next_column()
+            imgui.text_colored(BLUE if c.own_provider else GREY, c.provider)
+            imgui.table_next_column()
+            imgui.text(c.model)
+        imgui.end_table()
+    for provider in s.providers_in_use():
+        k = key_status(provider)
+        if not k.ok:
+            tiers = ", ".join(c.tier for c in choices if c.provider == provider)
+            imgui.push_style_color(imgui.Col_.text, RED)
+            imgui.text_wrapped(f"{provider} ({tiers}): {k.describe()}")
+            imgui.pop_style_color()
+    if imgui.button(f"{fa.ICON_FA_COG} Change in Settings…###Change providers"):
+        open_settings(app)
+    imgui.same_line()
+    imgui.text_disabled("(Ctrl+,) the one place they are changed")
 
 
 def panel_epic(app: AppState) -> None:
@@ -89,31 +115,9 @@ def panel_epic(app: AppState) -> None:
 
     s = app.engine.settings
     imgui.spacing()
+    provider_summary(app)
     imgui.separator_text("Run settings")
     imgui.push_item_width(em(11).x)
-    providers = ["offline", "gemini"]
-    idx = providers.index(s.provider) if s.provider in providers else 0
-    changed, idx = imgui.combo("Provider", idx, providers)
-    if changed and providers[idx] != s.provider:
-        quick_setting(app, provider=providers[idx])
-    if s.provider == "gemini":
-        ok, what = api_key_status()
-        imgui.push_style_color(imgui.Col_.text, GREEN if ok else RED)
-        imgui.text_wrapped(f"API key {what}")
-        imgui.pop_style_color()
-    else:
-        imgui.text_disabled("The offline model: no key, no network, free.")
-    for tier in TIERS:
-        model = s.models.get(tier, "")
-        imgui.push_id(tier)
-        changed, model = imgui.input_text(f"{tier} model", model)
-        if imgui.is_item_deactivated_after_edit():
-            models = dict(s.models)
-            models[tier] = model.strip()
-            quick_setting(app, models=models)
-        imgui.pop_id()
-    if s.provider == "offline":
-        imgui.text_disabled("(model names apply to the gemini provider)")
     changed, step = imgui.checkbox("Step mode (ask before every worker step)", s.step_mode)
     if changed:
         quick_setting(app, step_mode=step)

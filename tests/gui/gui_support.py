@@ -23,11 +23,15 @@ ARTIFACTS = ROOT / "artifacts" / "screenshots"
 
 
 def run_app_test(app: Any, test_fn: Callable[[Any], None], *, headless: bool = True,
-                 msaa: int | None = None, size: tuple[int, int] = (1600, 1000)) -> None:
+                 msaa: int | None = None, size: tuple[int, int] = (1600, 1000),
+                 configure: Callable[[Any], None] | None = None) -> None:
+    """`configure(runner_params)`, if given, may wrap the app's callbacks (e.g. ScreenText)."""
     import gui_2
     from imgui_bundle.immapp import testing
     rp, addons = gui_2.runner_params(app, ini_disable=True, headless=headless, msaa=msaa, size=size)
     rp.fps_idling.enable_idling = False
+    if configure is not None:
+        configure(rp)
 
     def register_tests() -> None:
         # fast mode counts simulated time: our own deadlines (wait_until) bound the tests instead

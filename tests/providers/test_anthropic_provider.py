@@ -10,37 +10,15 @@ import json
 import pytest
 
 from ai_client import (AgentSession, AnthropicProvider, CommsLog, Finish, Message,
-                       MissingApiKey, ModelRequest, ProviderError, ToolOutcome, ToolReturn,
+                       MissingApiKey, ModelRequest, ToolOutcome, ToolReturn,
                        make_provider)
 from models import AnthropicSettings, EpicPlan, Settings, cost_of
 from tests.fakes.fake_anthropic import AFault, AJson, AText, ATools, AUsage, FakeAnthropic
+from tests.fakes.calls import PLAN, Sleeps, fail, request, run
 from tools import TOOL_SPECS
 
 KEY = "sk-ant-api03-FAKE-provider-0123456789abcdef"
 MODEL = "claude-haiku-4-5"
-PLAN = {"tracks": [{"title": "Notes", "goal": "Write notes.", "acceptance_criteria": ["ok"]}]}
-
-
-class Sleeps(list):
-    def __call__(self, seconds: float) -> None:
-        self.append(seconds)
-
-
-class Rec:
-    def __init__(self):
-        self.chunks: list[str] = []
-        self.retries: list[dict] = []
-
-    def on_chunk(self, text: str) -> None:
-        if text:
-            self.chunks.append(text)
-
-    def on_retry(self, info: dict) -> None:
-        self.retries.append(info)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.chunks)
 
 
 @pytest.fixture(scope="module")
@@ -69,23 +47,8 @@ def provider(srv, sleeps):
     p.close()
 
 
-def req(text="hello there", *, tier="Tier 4", model=MODEL, system="be terse", messages=None,
-        tools=(), schema=None, limit=None) -> ModelRequest:
-    return ModelRequest(tier=tier, model=model, system=system,
-                        messages=messages if messages is not None else [Message("user", text)],
-                        tools=tools, response_schema=schema, max_output_tokens=limit)
-
-
-def run(p, r):
-    rec = Rec()
-    return p.generate(r, rec.on_chunk, rec.on_retry), rec
-
-
-def fail(p, r, match=None):
-    rec = Rec()
-    with pytest.raises(ProviderError, match=match) as ei:
-        p.generate(r, rec.on_chunk, rec.on_retry)
-    return ei.value, rec
+def req(text="hello there", *, model=MODEL, **kw) -> ModelRequest:
+    return request(text, model=model, **kw)
 
 
 # ---------------------------------------------------------------------------------------------

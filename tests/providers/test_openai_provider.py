@@ -15,33 +15,11 @@ from ai_client import (AgentSession, Cancelled, CommsLog, Finish, Message, Missi
                        ToolReturn, list_ollama_models, make_provider, ollama_host)
 from models import EpicPlan, OpenAISettings, Price, Settings, TrackPlan
 from tests.fakes.fake_openai import FakeOpenAI, OCalls, OFault, OJson, OText, OUsage
+from tests.fakes.calls import PLAN, Sleeps, fail, request, run
 from tools import TOOL_SPECS
 
 KEY = "sk-proj-FAKE-openai-provider-0123456789abcdef"
 MODEL = "gpt-5-mini"
-PLAN = {"tracks": [{"title": "Notes", "goal": "Write notes.", "acceptance_criteria": ["ok"]}]}
-
-
-class Sleeps(list):
-    def __call__(self, seconds: float) -> None:
-        self.append(seconds)
-
-
-class Rec:
-    def __init__(self):
-        self.chunks: list[str] = []
-        self.retries: list[dict] = []
-
-    def on_chunk(self, text: str) -> None:
-        if text:
-            self.chunks.append(text)
-
-    def on_retry(self, info: dict) -> None:
-        self.retries.append(info)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.chunks)
 
 
 @pytest.fixture(scope="module")
@@ -71,23 +49,8 @@ def provider(srv, sleeps):
     p.close()
 
 
-def req(text="hello there", *, tier="Tier 4", model=MODEL, system="be terse", messages=None,
-        tools=(), schema=None, limit=None) -> ModelRequest:
-    return ModelRequest(tier=tier, model=model, system=system,
-                        messages=messages if messages is not None else [Message("user", text)],
-                        tools=tools, response_schema=schema, max_output_tokens=limit)
-
-
-def run(p, r):
-    rec = Rec()
-    return p.generate(r, rec.on_chunk, rec.on_retry), rec
-
-
-def fail(p, r, match=None):
-    rec = Rec()
-    with pytest.raises(ProviderError, match=match) as ei:
-        p.generate(r, rec.on_chunk, rec.on_retry)
-    return ei.value, rec
+def req(text="hello there", *, model=MODEL, **kw) -> ModelRequest:
+    return request(text, model=model, **kw)
 
 
 # ---------------------------------------------------------------------------------------------

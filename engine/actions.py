@@ -14,6 +14,7 @@ import concurrent.futures
 from engine.errors import EngineError, copy_track
 from events import TrackChanged
 from models import Ticket, Track, stream_tier3, ticket_action_refusal
+from tools import ToolError
 
 
 def _done(value: object = None) -> concurrent.futures.Future:
@@ -106,7 +107,10 @@ class TicketActions:
         self._wake_all()
 
     def revert_ticket(self, ticket_id: str) -> concurrent.futures.Future[str]:
-        """Revert a completed ticket's commit; the future gives the revert's short SHA."""
+        """Revert a completed ticket's commit; the future gives the revert's short SHA. Refused
+        at once (EngineError) when git commits are off, the ticket is not completed or has no
+        commit, or its track is running; through the future when git cannot revert it (a
+        conflict with later changes: git's revert is aborted and the ticket stays completed)."""
         track, ticket = self._find(ticket_id)
         if self._git is None:
             raise EngineError("git commits are off for this workspace, so there is nothing to revert")
@@ -123,7 +127,13 @@ class TicketActions:
 
     async def _revert(self, track: Track, ticket: Ticket) -> str:
         loop = asyncio.get_running_loop()
-        new_sha = await loop.run_in_executor(self._executor, self._git_revert, ticket.commit_sha)
+        try:
+            new_sha = await loop.run_in_executor(self._executor, self._git_revert,
+                                                 ticket.commit_sha)
+        except ToolError as e:
+            # git said no (the revert conflicts with later changes, the commit is gone): a
+            # refusal with git's reason; git aborted the revert, so nothing changed
+            raise EngineError(f"cannot revert {ticket.id}: {e}") from e
         with self._lock:
             old = ticket.commit_sha
             ticket.status = "todo"

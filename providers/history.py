@@ -10,7 +10,8 @@ the Comms panel's session picker) and its streams' text rebuilt from its entries
 
 Reading is bounded: a log is read once, then summarised from a cache keyed by its size and
 mtime (in memory, and in `summary.json` beside the log, so a restart does not read every old
-log again); a log that grew is read from where the last read stopped. A damaged line (not
+log again); a log that grew (and still ends, where the last read stopped, in the bytes it read
+then) is read on from there; any other change is read again from the start. A damaged line (not
 JSON, not an object, a usage that does not validate, a torn last line) is counted and reported
 in the summary with its line number, never fatal.
 
@@ -33,15 +34,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from models import Usage
 from providers.session import ToolOutcome, _brief_args, _brief_result
 
 COMMS_FILE = "comms.jsonl"
 CACHE_FILE = "summary.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 KEYS = ("tier", "track", "ticket", "stream")
 _TAGS = (("tier", "tier"), ("track", "track_id"), ("ticket", "ticket_id"), ("stream", "stream_id"))
 _USAGE_FIELDS = tuple(Usage.model_fields)      # the last one, cost_usd, is the float
+TAIL_BYTES = 64                                # see LogSummary.tail
 MAX_DAMAGED_KEPT = 20                          # damaged lines described (all are counted)
 MAX_STREAM_CHARS = 2_000_000                   # an old stream rebuilt: its last 2 MB of text
 _SESSION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -85,6 +89,8 @@ class LogSummary:
     damaged: list[dict[str, Any]] = field(default_factory=list)   # {"line", "reason"}
     damaged_count: int = 0
     torn_tail: bool = False       # the file ends in a line with no newline
+    tail: str = ""                # the last bytes read (hex): a grown log is read on from
+                                  # `consumed` only if they are still there
 
     def usage(self, key: str) -> dict[str, Usage]:
         return {k: usage_of(v) for k, v in self.sums[key].items()}
@@ -158,7 +164,11 @@ def _add_entry(s: LogSummary, entry: dict[str, Any]) -> None:
     if u:
         if not isinstance(u, dict):
             raise ValueError("its usage is not an object")
-        vals = sums_of(Usage(**u))      # pydantic's ValidationError is a ValueError
+        try:
+            vals = sums_of(Usage(**u))
+        except ValidationError as e:
+            why = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+            raise ValueError(f"its usage is not valid ({why})") from None
     s.entries += 1
     ts = entry.get("ts")
     if isinstance(ts, (int, float)):
@@ -180,6 +190,19 @@ def _add_entry(s: LogSummary, entry: dict[str, Any]) -> None:
             add_sums(s.sums[key], k, vals)
 
 
+def _tail(path: Path, consumed: int) -> str:
+    """The TAIL_BYTES before `consumed` (at most, within their line), as `LogSummary.tail`."""
+    if consumed <= 0:
+        return ""
+    with open(path, "rb") as f:
+        start = max(0, consumed - TAIL_BYTES)
+        f.seek(start)
+        chunk = f.read(consumed - start)
+    # the last line read ends at `consumed`; its last TAIL_BYTES bytes (or all of it)
+    nl = chunk.rfind(b"\n", 0, len(chunk) - 1)
+    return chunk[nl + 1:].hex()
+
+
 def summarize_log(path: Path, session_id: str, prior: LogSummary | None = None,
                   live: bool = False) -> LogSummary:
     """The summary of the log at `path`, from `prior` when the file has not changed since, or
@@ -189,8 +212,8 @@ def summarize_log(path: Path, session_id: str, prior: LogSummary | None = None,
     if prior is not None and (prior.file_size, prior.mtime_ns, prior.inode) == (
             st.st_size, st.st_mtime_ns, st.st_ino):
         return prior
-    if (prior is not None and prior.inode == st.st_ino and prior.consumed <= st.st_size
-            and st.st_size >= prior.file_size):
+    if (prior is not None and prior.inode == st.st_ino and st.st_size > prior.file_size
+            and _tail(path, prior.consumed) == prior.tail):
         s = LogSummary.from_json(json.loads(json.dumps(prior.to_json())))   # a deep copy
         if s.torn_tail:             # the torn line was counted; it may be whole now
             s.damaged_count -= 1
@@ -211,6 +234,7 @@ def summarize_log(path: Path, session_id: str, prior: LogSummary | None = None,
             pos += len(raw)
             s.lines += 1
             s.consumed = pos
+            s.tail = raw[-TAIL_BYTES:].hex()
             if not raw.strip():
                 continue
             try:
@@ -221,14 +245,16 @@ def summarize_log(path: Path, session_id: str, prior: LogSummary | None = None,
 
 
 class SessionLog:
-    """An earlier session's comms log, entry by entry: the byte offset of each valid line,
-    found in one pass; entries are read back from the file when asked for (memory: 8 bytes an
-    entry). Damaged lines are skipped and counted (`damaged`)."""
+    """An earlier session's comms log, entry by entry: the byte offset of each line that is a
+    JSON object, found in one pass; entries are read back from the file when asked for
+    (memory: 8 bytes an entry). Other lines are skipped and counted (`damaged`); an entry
+    whose usage does not validate is shown as it is (the summary does not count its usage)."""
 
     def __init__(self, path: Path, session_id: str):
         self.path = path
         self.session_id = session_id
         self._offsets = array.array("Q")
+        self._end = 0                   # where the last entry's line ends
         self.damaged = 0
         pos = 0
         with open(path, "rb") as f:
@@ -245,6 +271,7 @@ class SessionLog:
                     self.damaged += 1
                     continue
                 self._offsets.append(start)
+                self._end = pos
 
     def __len__(self) -> int:
         return len(self._offsets)
@@ -255,10 +282,16 @@ class SessionLog:
         out: list[dict[str, Any]] = []
         if hi <= lo:
             return out
+        base = self._offsets[lo]
         with open(self.path, "rb") as f:
-            f.seek(self._offsets[lo])
-            for _ in range(hi - lo):
-                out.append(_entry_of(f.readline()))
+            f.seek(base)
+            if hi < len(self._offsets):
+                buf = f.read(self._offsets[hi] - base)
+            else:                       # up to the end of the last entry's line
+                buf = f.read(self._end - base)
+        for j in range(lo, hi):         # each at its offset: damaged lines lie between
+            start = self._offsets[j] - base
+            out.append(_entry_of(buf[start:buf.index(b"\n", start) + 1]))
         return out
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -394,7 +427,7 @@ class SessionHistory:
                     s = self.summary(sid)
                 except (FileNotFoundError, KeyError):
                     continue            # removed while we listed
-                if s.entries or sid == self.current:
+                if s.entries or s.damaged_count or sid == self.current:
                     out.append(s)
         return out
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import array
 import json
+import logging
 import operator
 import os
 import re
@@ -38,6 +39,8 @@ from pydantic import ValidationError
 
 from models import Usage
 from providers.session import ToolOutcome, _brief_args, _brief_result
+
+_logger = logging.getLogger("clutch.history")
 
 COMMS_FILE = "comms.jsonl"
 CACHE_FILE = "summary.json"
@@ -374,7 +377,7 @@ class SessionHistory:
         self._lock = threading.Lock()
         self._scan_lock = threading.Lock()
         self._cache: dict[str, LogSummary] = {}
-        self.cache_errors: list[str] = []      # summary.json files that could not be written
+        self.cache_errors: list[str] = []      # summary.json files unreadable or unwritable
 
     def session_path(self, session_id: str) -> Path:
         """The comms log of a session; ValueError for a name that is not a session's."""
@@ -464,7 +467,10 @@ class SessionHistory:
             return None
         except (OSError, ValueError, TypeError) as e:
             # a damaged cache is read again from the log (and written anew)
-            self.cache_errors.append(f"{p}: {e}; read the log again")
+            msg = f"{p}: {e}; reading the log again"
+            _logger.warning("session history: %s", msg)
+            with self._lock:
+                self.cache_errors.append(msg)
             return None
 
     def _save_cache(self, session_dir: Path, s: LogSummary) -> None:
@@ -475,6 +481,7 @@ class SessionHistory:
             os.replace(tmp, p)
         except OSError as e:    # a read-only workspace: the summary stays in memory only
             tmp.unlink(missing_ok=True)
+            _logger.warning("session history: could not write %s: %s", p, e)
             with self._lock:
                 self.cache_errors.append(f"could not write {p}: {e}")
 

@@ -89,3 +89,21 @@ def test_retry_after_revert_runs_the_ticket_again(completed_run, workspace):
     k = {k["id"]: k for k in t["tickets"]}
     assert k["T-001"]["status"] == "completed" and k["T-001"]["retry_count"] == 1
     assert (workspace / "a.py").exists()
+
+
+def test_a_revert_that_conflicts_is_a_409_with_gits_reason_and_changes_nothing(completed_run,
+                                                                               workspace):
+    eng, tid, client = completed_run
+    sha = eng.track(tid).ticket("T-001").commit_sha
+    (workspace / "a.py").write_text("# the person's own version\n")
+    git(workspace, "commit", "-qam", "mine")
+    head = git(workspace, "rev-parse", "HEAD")
+    with pytest.raises(ApiError) as e:
+        client.revert_ticket("T-001")
+    assert e.value.status == 409, e.value         # a refusal, not an internal error
+    assert "cannot revert T-001" in e.value.message and "a.py" in e.value.message
+    assert git(workspace, "rev-parse", "HEAD") == head
+    assert git(workspace, "status", "--porcelain", "--untracked-files=no") == ""
+    assert (workspace / "a.py").read_text() == "# the person's own version\n"
+    k = eng.track(tid).ticket("T-001")
+    assert k.status == "completed" and k.commit_sha == sha

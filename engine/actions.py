@@ -139,11 +139,17 @@ class TicketActions:
             ticket.status = "todo"
             ticket.commit_sha = ""
             ticket.result = f"reverted: commit {old} undone by {new_sha}"
+            # a completed track has work again: paused, so Resume (or Start) runs the ticket
+            reopened = track.status == "completed"
+            if reopened:
+                track.status = "paused"
         self.comms.record("status", tier="Tier 3", stream_id=stream_tier3(ticket.id),
                           track_id=track.id, ticket_id=ticket.id, direction="-",
                           data={"status": "todo", "reason": ticket.result}, wait=False)
         self._save(track)
         await self._flush()
         self._status(track, ticket)
+        if reopened:
+            self._status(track, None)
         self._emit(TrackChanged(track_id=track.id))
         return new_sha

@@ -57,8 +57,10 @@ def test_revert_over_the_api_undoes_the_commit_and_reopens_the_ticket(completed_
     assert out["status"] == "reverted" and out["ticket_id"] == "T-002" and out["revert_sha"]
     assert not (workspace / "b.py").exists() and (workspace / "a.py").exists()
     assert f"This reverts commit {sha}"[:30] in git(workspace, "log", "-1", "--format=%B")
-    t = {k["id"]: k for k in client.state()["tracks"][0]["tickets"]}
+    track = client.state()["tracks"][0]
+    t = {k["id"]: k for k in track["tickets"]}
     assert t["T-002"]["status"] == "todo" and not t["T-002"]["commit_sha"]
+    assert track["status"] == "paused"          # work again: Resume runs the ticket
     assert t["T-001"]["status"] == "completed"
     # twice: the ticket has no commit any more, so the engine refuses with its reason
     with pytest.raises(ApiError) as e:

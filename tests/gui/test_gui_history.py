@@ -153,6 +153,7 @@ def test_revert_button_undoes_a_tickets_commit_and_a_conflict_changes_nothing(wo
         wait_until(ctx, lambda: eng.track(tr.id).ticket("T-002").status == "todo", 20,
                    "the revert of T-002")
         wait_until(ctx, lambda: not app.busy("Revert T-002"), 10, "the revert's answer")
+        seen["b_after_revert"] = (workspace / "b.py").exists()
         seen["notices"] = [n.message for n in app.notices]
         ctx.item_click("//Tickets/**/T-001/Revert")
         ctx.yield_(2)
@@ -161,15 +162,22 @@ def test_revert_button_undoes_a_tickets_commit_and_a_conflict_changes_nothing(wo
                    "the conflict's message")
         seen["conflict"] = [n.message for n in app.active_notices() if "conflict" in n.message]
         seen["panel_error"] = app.panel_errors.get("Tickets", "")
+        # the reverted ticket's track has work again: Resume runs it
+        seen["track_status"] = eng.track(tr.id).status
+        ctx.item_click("//Tracks/###Resume")
+        wait_until(ctx, lambda: eng.track(tr.id).ticket("T-002").status == "completed", 30,
+                   "T-002 done again")
+        wait_until(ctx, lambda: not eng.is_running(tr.id), 10, "the run's end")
 
     try:
         run_app_test(app, t)
     finally:
         eng.close()
         app.close()
-    assert not (workspace / "b.py").exists()
     log = git(workspace, "log", "--format=%s%n%b")
     assert f"This reverts commit {sha2}" in log
+    assert seen["b_after_revert"] is False and seen["track_status"] == "paused"
+    assert (workspace / "b.py").exists() and eng.track(tr.id).status == "completed"
     k1 = eng.track(tr.id).ticket("T-001")
     assert k1.status == "completed" and k1.commit_sha == sha1          # nothing changed
     assert (workspace / "a.py").read_text() == "# the person's own version\n"

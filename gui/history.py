@@ -10,6 +10,7 @@ future and touched by nobody else before.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ class HistoryState:
         self.started = False              # the first reads (usage, sessions, epic) asked for
         self.sessions: list[dict[str, Any]] = []    # engine.sessions(), oldest first
         self.sessions_read = False
+        self.sessions_asked_at = 0.0       # time.monotonic() of the last read asked for
         self.picked = ""                  # "" = the running session; else an earlier one's id
         self.opening = ""                 # the session being read for the Comms panel
         self.view = "entries"             # what Comms shows of an earlier session: or "streams"
@@ -66,10 +68,14 @@ def _got_epic(app: AppState, text: str) -> None:
         app.epic_text = text
 
 
-def refresh_sessions(app: AppState) -> None:
-    """Read the session list again (background pool), unless a read is on its way."""
-    if app.busy("Read sessions"):
+def refresh_sessions(app: AppState, older_than: float = 0.0) -> None:
+    """Read the session list again (background pool), unless a read is on its way or the
+    last one was asked for less than `older_than` seconds ago."""
+    if app.busy("Read sessions") or \
+            time.monotonic() - app.history.sessions_asked_at < older_than:
         return
+
+    app.history.sessions_asked_at = time.monotonic()
 
     def done(sessions: list[dict[str, Any]]) -> None:
         app.history.sessions = sessions

@@ -25,6 +25,18 @@ def _label(s: dict) -> str:
             f"###{s.get('id')}")
 
 
+def _tooltip(s: dict, then: str = "") -> str:
+    """A session's details: entries, times, and its damaged log lines if any."""
+    lines = [f"{s.get('id')}: {int(s.get('entries') or 0):,} entries",
+             f"from {s.get('started') or '—'} to {s.get('ended') or 'now'}"]
+    if s.get("damaged_lines"):
+        lines.append(f"{s['damaged_lines']} damaged log line(s), not counted:")
+        lines += [f"  line {d.get('line')}: {d.get('reason')}" for d in s.get("damaged") or []]
+    if then:
+        lines.append(then)
+    return "\n".join(lines)
+
+
 def session_picker(app: AppState) -> bool:
     """The Comms panel's session picker. Returns True when it drew an earlier session's
     streams in place of the entries table (the caller then draws nothing more)."""
@@ -42,8 +54,7 @@ def session_picker(app: AppState) -> bool:
         for s in earlier:
             if imgui.selectable(_label(s), s.get("id") == h.picked)[0]:
                 history.pick(app, str(s.get("id")))
-            imgui.set_item_tooltip(f"{s.get('id')}: {s.get('entries', 0):,} entries, "
-                                   f"{s.get('started')} to {s.get('ended')}")
+            imgui.set_item_tooltip(_tooltip(s))
         if not earlier:
             imgui.text_disabled("No earlier session in this workspace yet."
                                 if h.sessions_read else "Reading the sessions...")
@@ -126,6 +137,7 @@ def usage_scope(app: AppState) -> None:
 def sessions_table(app: AppState) -> None:
     """Every session of the workspace with its figures; a click opens it in Comms."""
     h = app.history
+    history.refresh_sessions(app, older_than=5.0)     # while shown, kept fresh
     if not h.sessions_read:
         imgui.text_disabled("Reading the sessions...")
         return
@@ -145,7 +157,7 @@ def sessions_table(app: AppState) -> None:
                             imgui.SelectableFlags_.span_all_columns)[0]:
             history.pick(app, "" if current else sid)
             app.focus_window("Comms")
-        imgui.set_item_tooltip("Open this session's log in the Comms window")
+        imgui.set_item_tooltip(_tooltip(s, "Click to open its log in the Comms window."))
         imgui.table_next_column()
         imgui.text((s.get("started") or "—")[:19].replace("T", " "))
         imgui.table_next_column()

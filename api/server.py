@@ -180,7 +180,6 @@ class ApiServer:
         usage = {key: {k: u.summary() for k, u in sorted(report[key].items())}
                  for key in ("tier", "track", "ticket")}
         usage["total"] = report["total"].summary()
-        usage["session"] = session
         current = e.current_proposal()
         return {
             "workspace": str(e.workspace),
@@ -189,6 +188,7 @@ class ApiServer:
             "tracks": tracks,
             "streams": {sid: dict(info) for sid, info in sorted(e.stream_info().items())},
             "usage": usage,
+            "usage_scope": session,        # "all" sessions of the workspace, or "current"
             "pending_approvals": [r.model_dump(mode="json") for r in e.pending_approvals()],
             "proposal": None if current is None else {
                 "epic": current[0], "tracks": [p.model_dump(mode="json") for p in current[1].tracks]},

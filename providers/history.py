@@ -92,6 +92,7 @@ class LogSummary:
     damaged: list[dict[str, Any]] = field(default_factory=list)   # {"line", "reason"}
     damaged_count: int = 0
     torn_tail: bool = False       # the file ends in a line with no newline
+    error: str = ""               # why the log could not be read at all (not cached)
     tail: str = ""                # the last bytes read (hex): a grown log is read on from
                                   # `consumed` only if they are still there
 
@@ -116,6 +117,7 @@ class LogSummary:
             "usage": total.summary(),
             "damaged_lines": self.damaged_count,
             "damaged": list(self.damaged),
+            **({"error": self.error} if self.error else {}),
         }
 
     # -- the cache file ----------------------------------------------------------------------
@@ -430,7 +432,9 @@ class SessionHistory:
                     s = self.summary(sid)
                 except (FileNotFoundError, KeyError):
                     continue            # removed while we listed
-                if s.entries or s.damaged_count or sid == self.current:
+                except OSError as e:    # unreadable (permissions, I/O): listed, saying why
+                    s = LogSummary(sid, error=f"cannot read its comms log: {e}")
+                if s.entries or s.damaged_count or s.error or sid == self.current:
                     out.append(s)
         return out
 

@@ -168,3 +168,4 @@ def test_a_big_log_is_read_in_bounded_time_and_then_costs_nothing(tmp_path):
     # generous bounds for a loaded 2-core machine: ~10 MB in well under 20 s, then a stat
     assert first < 20.0, f"{size / 1e6:.1f} MB took {first:.1f}s"
     assert cached < 0.05, f"a cached read took {cached * 1000:.1f} ms"
+

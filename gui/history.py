@@ -83,10 +83,10 @@ def refresh_sessions(app: AppState, older_than: float = 0.0) -> None:
     app.background("Read sessions", app.engine.sessions, panel="Comms", on_done=done)
 
 
-def pick(app: AppState, session_id: str) -> None:
-    """Show `session_id` in the Comms panel ("" or the running session's id: the live log).
-    An earlier session's entries are read on the background pool; the table switches when
-    they are in."""
+def pick(app: AppState, session_id: str, view: str = "entries") -> None:
+    """Show `session_id` in the Comms panel ("" or the running session's id: the live log),
+    its entries or (`view="streams"`) its streams. An earlier session's entries are read on
+    the background pool; the panel switches when they are in."""
     h = app.history
     if not session_id or session_id == app.engine.session_id:
         h.opening = ""
@@ -94,7 +94,10 @@ def pick(app: AppState, session_id: str) -> None:
             app.comms, h.live = h.live, None
         h.picked, h.streams, h.view = "", None, "entries"
         return
-    if session_id in (h.picked, h.opening):
+    if session_id == h.picked:
+        h.view = view
+        return
+    if session_id == h.opening:
         return
     h.opening = session_id
 
@@ -105,7 +108,7 @@ def pick(app: AppState, session_id: str) -> None:
         if h.live is None:
             h.live = app.comms
         app.comms = comms
-        h.picked, h.streams, h.stream_pick, h.view = session_id, None, "", "entries"
+        h.picked, h.streams, h.stream_pick, h.view = session_id, None, "", view
         h.stream_lines = ("", [])
 
     def failed(_e: BaseException) -> None:

@@ -1,6 +1,7 @@
-"""The history parts of the Comms and Usage panels: the session picker (which session's log
-the Comms panel shows), an earlier session's streams rebuilt from its log, the Usage panel's
-scope (every session of the workspace, or this one) and its table of sessions.
+"""The history parts of the Comms, Usage and Streams panels: the session picker (which
+session's log the Comms panel shows), an earlier session's streams rebuilt from its log, the
+Usage panel's scope (every session of the workspace, or this one) and its table of sessions,
+and the Streams window's way to the last session's streams.
 
 GUI thread only. State: `app.history` (gui.history.HistoryState) and `app.usage.scope`; file
 reads run on the background pool (gui.history).
@@ -171,3 +172,17 @@ def sessions_table(app: AppState) -> None:
     imgui.end_table()
     if imgui.small_button("Refresh##sessions"):
         history.refresh_sessions(app)
+
+
+def earlier_streams_link(app: AppState) -> None:
+    """Where a tier has said nothing yet in this session: a button to the last earlier
+    session's streams (shown in the Comms window, rebuilt from that session's log)."""
+    earlier = app.history.earlier(app.engine.session_id)
+    if not earlier:
+        return
+    last = str(earlier[-1].get("id"))
+    if imgui.small_button("Read the last session's streams"):
+        history.pick(app, last, view="streams")
+        app.focus_window("Comms")
+    imgui.set_item_tooltip(f"Session {last}, rebuilt from its comms log, in the Comms window "
+                           f"(any earlier session: Comms > Session)")

@@ -97,6 +97,15 @@ def test_a_restart_keeps_usage_comms_streams_and_the_epic(workspace):
         ctx.item_click("//$FOCUSED/###this")
         ctx.yield_(3)
         seen["back"] = (app.history.picked, app.comms.log, len(app.comms.rows))
+        # the empty Streams window leads to the last session's streams
+        app.focus_window("Streams")
+        ctx.yield_(2)
+        ctx.item_click("//Streams/stream-tiers/###Tier 3")
+        ctx.yield_(2)
+        ctx.item_click("//Streams/**/Read the last session's streams")
+        wait_until(ctx, lambda: app.history.picked == old and app.history.streams, 20,
+                   "the last session's streams from the Streams window")
+        seen["from_streams"] = app.history.view
 
     try:
         run_app_test(app, t)
@@ -114,6 +123,7 @@ def test_a_restart_keeps_usage_comms_streams_and_the_epic(workspace):
     assert "→ write_file(" in seen["stream"] and "✓" in seen["stream"]
     assert "Tier 1 (Orchestrator)" in seen["stream_ids"]
     assert seen["back"][0] == "" and seen["back"][1] is None
+    assert seen["from_streams"] == "streams"
 
 
 def git(ws: Path, *args: str) -> str:

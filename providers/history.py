@@ -409,6 +409,8 @@ class SessionHistory:
             prior = self._cache.get(session_id)
         if prior is None and not live:
             prior = self._load_cache(path.parent)
+            if prior is not None and prior.session_id != session_id:
+                prior = None          # a session folder renamed or copied: read its log
         s = summarize_log(path, session_id, prior, live=live)
         if s is not prior:
             with self._lock:

@@ -75,6 +75,10 @@ def test_a_log_is_read_once_then_from_its_cache_until_it_changes(tmp_path):
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
     changed = SessionHistory(sessions, current="other").summary("20261201-100000-aaaa")
     assert changed.entries == 0 and changed.damaged_count == 1
+    # a session folder renamed: its summary.json names the old id, so the log is read again
+    os.rename(sessions / "20261201-100000-aaaa", sessions / "20261201-100000-cccc")
+    renamed = SessionHistory(sessions, current="other").summary("20261201-100000-cccc")
+    assert renamed.session_id == "20261201-100000-cccc" and renamed.damaged_count == 1
     # the running session is never cached on disk, and is left out of "earlier"
     assert not (sessions / "20261202-100000-bbbb" / "summary.json").exists()
     earlier = h.earlier_usage()

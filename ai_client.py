@@ -19,6 +19,9 @@ this module re-exports its public face, so other layers, tests and bench import 
   asked again or continued, or raised as a ProviderError naming its ending.
 - `CommsLog` is the one record of every call; usage sums per tier/track/ticket are kept
   incrementally from tagged entries, so they stay exact when workers run in parallel.
+- `SessionHistory(sessions_dir, current)` reads the earlier sessions' comms logs back after a
+  restart (summaries cached by size and mtime, damaged lines reported); `SessionLog` reads
+  one entry by entry; `stream_texts` rebuilds its streams.
 - `Scrubber(secrets).scrub(text)` removes any 12-character piece of a key; the comms log,
   sessions (tool results, stream text) and provider errors use it. The engine applies
   `session.scrubber` (or `Scrubber.from_env()`) to what it shows outside a session.
@@ -33,6 +36,9 @@ from providers.base import (ChunkFn, Cancelled, Finish, Message, MissingApiKey, 
                             RoundLimit, ToolCall, ToolDecl, ToolReturn, ToolsTextCache,
                             estimate_tokens, request_text, tools_text)
 from providers.comms import CommsLog, usage_from_entries
+from providers.history import (EarlierUsage, LogSummary, SessionHistory, SessionLog,
+                               stream_texts, summarize_log)
+from providers.history import combine as combine_usage
 from providers.endings import CONTINUE_PROMPT, EndingRules
 from providers.anthropic_messages import AnthropicProvider
 from providers.factory import (PROVIDERS, ProviderPool, build_provider, make_provider,
@@ -57,4 +63,6 @@ __all__ = [
     "ToolReturn", "ToolsTextCache", "estimate_tokens", "gemini_api_key_from_env",
     "get_history_bleed_stats", "make_provider", "parse_structured", "request_text",
     "run_structured", "tools_text", "usage_from_entries",
+    "EarlierUsage", "LogSummary", "SessionHistory", "SessionLog", "combine_usage",
+    "stream_texts", "summarize_log",
 ]

@@ -10,6 +10,8 @@
 - `engine.planning`  Tier 1 and Tier 2, accepting and editing tracks
 - `engine.actions`   retry, skip, cancel, revert (each returns a future)
 - `engine.reads`     the typed read API (stream text, comms entries, previews, files)
+- `engine.history`   every session of the workspace: usage over all of them, an earlier
+  session's comms entries and streams, the last epic
 - `engine.cap`, `engine.sessions`, `engine.streams`: the worker cap, the session registry,
   the stream buffers, each with its own lock.
 
@@ -31,14 +33,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ai_client import (CommsLog, Provider, ProviderError, ProviderPool, list_ollama_models,
-                       ollama_host)
+from ai_client import (CommsLog, Provider, ProviderError, ProviderPool, SessionHistory,
+                       list_ollama_models, ollama_host)
 from conductor_store import ConductorStore
 from engine.actions import TicketActions
 from engine.agents import Agents
 from engine.approvals import ApprovalBroker
 from engine.cap import WorkerCap
 from engine.context import LoopContext
+from engine.history import HistoryReads
 from engine.errors import (MAX_EPIC_CHARS, ApprovalAlreadyResolved, ApprovalNotFound,
                            BudgetExceeded, EngineError, StepStopped)
 from engine.planning import Planning
@@ -66,7 +69,7 @@ __all__ = ("ConductorEngine", "EngineError", "ApprovalNotFound", "ApprovalAlread
 
 
 class ConductorEngine(LoopContext, TrackWriter, Planning, Scheduler, TicketLife, CheckpointGate,
-                      Branches, Checks, ToolCalls, Agents, TicketActions, Reads):
+                      Branches, Checks, ToolCalls, Agents, TicketActions, Reads, HistoryReads):
     """The whole hierarchy, headless. Use as a context manager, or call start()/close()."""
 
     def __init__(self, workspace: str | Path, settings: Settings | None = None, *,
@@ -96,6 +99,8 @@ class ConductorEngine(LoopContext, TrackWriter, Planning, Scheduler, TicketLife,
             self.notices.append(f"{len(self.comms.set_aside)} torn or unreadable comms-log "
                                 f"line(s) were set aside next to {self.comms.path}")
         self.streams = StreamBuffers(self.session_dir / "streams.txt")
+        # the earlier sessions' logs, read back on demand (engine.history)
+        self.history = SessionHistory(self.session_dir.parent, self.session_id)
         self._spill_queued = False
         self._closed = False
         self.approvals = ApprovalBroker(self.comms, self._emit, lambda: self._closed,

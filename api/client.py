@@ -167,8 +167,15 @@ class ApiClient:
     def status(self) -> dict[str, Any]:
         return self.request("GET", "/status")
 
-    def state(self) -> dict[str, Any]:
-        return self.request("GET", "/state")
+    def state(self, session: str | None = None) -> dict[str, Any]:
+        """The engine's state; its usage covers every session of the workspace, or only the
+        running one with session="current"."""
+        return self.request("GET", "/state", query={"session": session} if session else None)
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """Every session of the workspace, oldest first: id, started, ended, current,
+        entries, tickets, tokens, cost, usage, damaged_lines."""
+        return self.request("GET", "/sessions")["sessions"]
 
     def approvals(self) -> list[dict[str, Any]]:
         return self.request("GET", "/approvals")["pending_approvals"]

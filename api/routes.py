@@ -28,7 +28,17 @@ def get_status(h: Handler) -> None:
 
 
 def get_state(h: Handler) -> None:
-    h.send_json(200, h.api.state())
+    """`?session=current`: usage of the running session only; by default (`all`) of every
+    session of the workspace."""
+    scope = (h.query.get("session") or ["all"])[-1] or "all"
+    if scope not in ("all", "current"):
+        raise HttpError(400, f"session must be 'all' or 'current', not {scope!r}")
+    h.send_json(200, h.api.state(scope))
+
+
+def get_sessions(h: Handler) -> None:
+    """Every session of the workspace, from the comms logs on disk (cached by size/mtime)."""
+    h.send_json(200, {"sessions": h.engine.sessions()})
 
 
 def get_approvals(h: Handler) -> None:
@@ -211,6 +221,7 @@ def post_approval(h: Handler, id: str) -> None:
 ROUTES: tuple[Route, ...] = (
     ("GET", re.compile(r"/status"), get_status),
     ("GET", re.compile(r"/state"), get_state),
+    ("GET", re.compile(r"/sessions"), get_sessions),
     ("GET", re.compile(r"/events"), get_events),
     ("GET", re.compile(r"/approvals"), get_approvals),
     ("GET", re.compile(r"/streams/(?P<id>[^/]+)"), get_stream),

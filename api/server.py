@@ -165,7 +165,8 @@ class ApiServer:
                 "workers": e.workers(), "pending_approvals": len(e.pending_approvals()),
                 "session_dir": str(e.session_dir)}
 
-    def state(self) -> dict[str, Any]:
+    def state(self, session: str = "all") -> dict[str, Any]:
+        """`session`: "all" (usage over every session of the workspace) or "current"."""
         e = self.engine
         tracks = []
         for t in e.tracks():
@@ -175,9 +176,10 @@ class ApiServer:
             d["running"] = e.is_running(t.id)
             d["paused"] = e.is_paused(t.id)
             tracks.append(d)
-        usage = {key: {k: u.summary() for k, u in sorted(e.usage(key).items())}
+        report = e.usage_report(session)
+        usage = {key: {k: u.summary() for k, u in sorted(report[key].items())}
                  for key in ("tier", "track", "ticket")}
-        usage["total"] = e.usage_total().summary()
+        usage["total"] = report["total"].summary()
         current = e.current_proposal()
         return {
             "workspace": str(e.workspace),
@@ -186,6 +188,7 @@ class ApiServer:
             "tracks": tracks,
             "streams": {sid: dict(info) for sid, info in sorted(e.stream_info().items())},
             "usage": usage,
+            "usage_scope": session,        # "all" sessions of the workspace, or "current"
             "pending_approvals": [r.model_dump(mode="json") for r in e.pending_approvals()],
             "proposal": None if current is None else {
                 "epic": current[0], "tracks": [p.model_dump(mode="json") for p in current[1].tracks]},

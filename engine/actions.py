@@ -14,6 +14,7 @@ import concurrent.futures
 from engine.errors import EngineError, copy_track
 from events import TrackChanged
 from models import Ticket, Track, stream_tier3, ticket_action_refusal
+from tools import ToolError
 
 
 def _done(value: object = None) -> concurrent.futures.Future:
@@ -108,7 +109,10 @@ class TicketActions:
         self._wake_all()
 
     def revert_ticket(self, ticket_id: str) -> concurrent.futures.Future[str]:
-        """Revert a completed ticket's commit; the future gives the revert's short SHA."""
+        """Revert a completed ticket's commit; the future gives the revert's short SHA. Refused
+        at once (EngineError) when git commits are off, the ticket is not completed or has no
+        commit, or its track is running; through the future when git cannot revert it (a
+        conflict with later changes: git's revert is aborted and the ticket stays completed)."""
         track, ticket = self._find(ticket_id)
         if self._git is None:
             raise EngineError("git commits are off for this workspace, so there is nothing to revert")
@@ -139,18 +143,29 @@ class TicketActions:
 
     async def _revert(self, track: Track, ticket: Ticket) -> str:
         loop = asyncio.get_running_loop()
-        new_sha = await loop.run_in_executor(self._executor, self._git_revert, track,
-                                             ticket.id, ticket.commit_sha)
+        try:
+            new_sha = await loop.run_in_executor(self._executor, self._git_revert,
+                                                 track, ticket.id, ticket.commit_sha)
+        except ToolError as e:
+            # git said no (the revert conflicts with later changes, the commit is gone): a
+            # refusal with git's reason; git aborted the revert, so nothing changed
+            raise EngineError(f"cannot revert {ticket.id}: {e}") from e
         with self._lock:
             old = ticket.commit_sha
             ticket.status = "todo"
             ticket.commit_sha = ""
             ticket.result = f"reverted: commit {old} undone by {new_sha}"
+            # a completed track has work again: paused, so Resume (or Start) runs the ticket
+            reopened = track.status == "completed"
+            if reopened:
+                track.status = "paused"
         self.comms.record("status", tier="Tier 3", stream_id=stream_tier3(ticket.id),
                           track_id=track.id, ticket_id=ticket.id, direction="-",
                           data={"status": "todo", "reason": ticket.result}, wait=False)
         self._save(track)
         await self._flush()
         self._status(track, ticket)
+        if reopened:
+            self._status(track, None)
         self._emit(TrackChanged(track_id=track.id))
         return new_sha

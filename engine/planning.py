@@ -33,6 +33,9 @@ class Planning:
             raise EngineError(f"The epic is {len(epic):,} characters; the limit is "
                               f"{MAX_EPIC_CHARS:,}. Put long material in a file in the "
                               f"workspace and refer to it.")
+        # kept in the comms log, so a restart shows it again (engine.history); no I/O here
+        self.comms.record("epic", tier="Tier 1", stream_id=stream_tier1(), direction="-",
+                          data={"epic": epic}, wait=False)
         return self.submit(self._plan_epic(epic))
 
     def _listing(self) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from imgui_bundle import hello_imgui, imgui
 
-from gui import engine_reads
+from gui import engine_reads, history
 from gui.state import AppState
 from gui.theme import MAX_EVENTS_PER_FRAME, WINDOWS, describe_error
 from models import tier_of_stream
@@ -116,9 +116,11 @@ def refresh_state(app: AppState) -> None:
     if app.usage.dirty or now - app.usage.read_at > 1.0:
         app.usage.set_totals(eng.usage("tier"), eng.usage("track"), eng.usage("ticket"))
         app.usage.read_at = now
+    history.start(app)       # once: the earlier sessions' figures, read off this thread
+    comms = history.live_comms(app)   # the running session's rows, shown or not
     n = engine_reads.comms_count(eng)
-    if n > len(app.comms.rows):
-        app.comms.append(engine_reads.comms_entries(eng, len(app.comms.rows)))
+    if n > len(comms.rows):
+        comms.append(engine_reads.comms_entries(eng, len(comms.rows)))
 
 
 def per_frame(app: AppState) -> None:

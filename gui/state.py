@@ -14,6 +14,8 @@ State owned here:
 - `CommsState`: one short row per comms entry, the filters, the selection.
 - `ModalState`: which modal is open or asked for, the proposal and the settings draft (and
   the Ollama models listed for it).
+- `HistoryState` (gui.history): the workspace's earlier sessions, the one the Comms panel
+  shows, its streams.
 - `AppState`: the above, plus notices, work in flight, and the two ways to run work:
   `command()` for an engine command (returns a Future) and `background()` for anything else.
 """
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from imgui_bundle import hello_imgui, imgui
 
 from gui import engine_reads
+from gui.history import HistoryState
 from gui.records import ApprovalEdit, CommsRow, Notice, Op, ProposalRow, StreamView, TicketDraft
 from gui.theme import MAX_NOTICES, STREAM_KEEP_CHARS, describe_error
 from models import ApprovalRequest, Track, Usage, tier_of_stream
@@ -143,13 +146,19 @@ class TicketsState:
 
 
 class UsageState:
-    """Token usage and cost, the plot's series, and the context-window gauge."""
+    """Token usage and cost, the plot's series, and the context-window gauge. `tier`, `track`,
+    `ticket` and `total` cover every session of the workspace (`scope == "all"`, once the
+    earlier sessions' figures are read: `earlier`) or this session only (`"current"`);
+    `session_total` is always this session's (the budget is per session)."""
 
     def __init__(self) -> None:
         self.tier: dict[str, Usage] = {}
         self.track: dict[str, Usage] = {}
         self.ticket: dict[str, Usage] = {}
         self.total = Usage()
+        self.session_total = Usage()
+        self.scope = "all"
+        self.earlier: Any = None        # the earlier sessions' usage (engine.earlier_usage())
         self.dirty = True
         self.read_at = 0.0
         self.series: dict[str, tuple[list[float], list[float]]] = {}
@@ -161,10 +170,18 @@ class UsageState:
 
     def set_totals(self, tier: dict[str, Usage], track: dict[str, Usage],
                    ticket: dict[str, Usage]) -> None:
-        self.tier, self.track, self.ticket = tier, track, ticket
+        """This session's figures (the engine's live sums), with the earlier sessions' added
+        when the scope is "all"."""
         total = Usage()
         for u in tier.values():
             total = total + u
+        self.session_total = total
+        e = self.earlier
+        if self.scope == "all" and e is not None:
+            tier, track, ticket = (_added(e.by["tier"], tier), _added(e.by["track"], track),
+                                   _added(e.by["ticket"], ticket))
+            total = e.total + total
+        self.tier, self.track, self.ticket = tier, track, ticket
         self.total = total
         self.dirty = False
 
@@ -174,6 +191,14 @@ class UsageState:
         ys.append((ys[-1] if ys else 0.0) + tokens)
         self.plot_cache.pop(tier, None)
         self.dirty = True
+
+
+def _added(a: dict[str, Usage], b: dict[str, Usage]) -> dict[str, Usage]:
+    """Two usage dicts added key by key."""
+    out = dict(a)
+    for k, u in b.items():
+        out[k] = out[k] + u if k in out else u
+    return out
 
 
 class CommsState:
@@ -192,6 +217,9 @@ class CommsState:
         self.streams: list[str] = []
         self.kinds: list[str] = []
         self.last_export = ""
+        # None: the running session's log (read through the engine); else an earlier
+        # session's (gui.history), whose rows were read on the background pool
+        self.log: Any = None
 
     def matches(self, e: CommsRow) -> bool:
         return ((self.filter_tier == "All" or e.tier == self.filter_tier)
@@ -278,6 +306,7 @@ class AppState:
         self.usage = UsageState()
         self.comms = CommsState()
         self.modal = ModalState()
+        self.history = HistoryState()
         self.mono_font: imgui.ImFont | None = None
         self.font_notice = ""
         self.api_server: Any = None

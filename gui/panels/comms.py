@@ -13,7 +13,8 @@ import time
 from imgui_bundle import ImVec2, imgui
 from imgui_bundle import icons_fontawesome_4 as fa
 
-from gui import engine_reads
+from gui import history
+from gui.panels.history import session_picker
 from gui.state import AppState
 from gui.theme import GREEN, GREY, TIER_COLOURS, em, fmt_tokens
 from gui.widgets import filter_combo, mono_pop, mono_push, panel_error
@@ -22,7 +23,7 @@ from models import TIERS
 
 def export_comms(app: AppState) -> None:
     chosen = list(app.comms.filtered)
-    eng = app.engine
+    read = history.entries_reader(app)     # the session shown now (this one or an earlier one)
     out_dir = app.workspace / ".clutch" / "exports"
     path = out_dir / f"comms-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
 
@@ -34,7 +35,7 @@ def export_comms(app: AppState) -> None:
             for i in chosen:                  # ascending
                 if not lo <= i < lo + step:
                     lo = i
-                    part = engine_reads.comms_entries(eng, lo, lo + step)
+                    part = read(lo, lo + step)
                 f.write(json.dumps(part[i - lo], ensure_ascii=False, default=str) + "\n")
         os.replace(tmp, path)
         return str(path)
@@ -47,6 +48,8 @@ def export_comms(app: AppState) -> None:
 
 def panel_comms(app: AppState) -> None:
     panel_error(app, "Comms")
+    if session_picker(app):         # an earlier session's streams are shown instead
+        return
     c1, app.comms.filter_tier = filter_combo("Tier", app.comms.filter_tier, list(TIERS), 6)
     imgui.same_line()
     c2, app.comms.filter_stream = filter_combo("Stream", app.comms.filter_stream, app.comms.streams, 15)
@@ -62,7 +65,7 @@ def panel_comms(app: AppState) -> None:
     _c, app.comms.follow = imgui.checkbox("Follow", app.comms.follow)
     imgui.same_line()
     imgui.text_disabled(f"{len(app.comms.filtered):,} of {len(app.comms.rows):,} entries")
-    imgui.set_item_tooltip(engine_reads.comms_path(app.engine))
+    imgui.set_item_tooltip(history.comms_path(app))
     if app.comms.last_export:
         imgui.text_colored(GREEN, f"Exported to {app.comms.last_export}")
     avail = imgui.get_content_region_avail()
@@ -109,7 +112,7 @@ def panel_comms(app: AppState) -> None:
         i = app.comms.selected
         if app.comms.detail[0] != i:
             try:
-                [entry] = engine_reads.comms_entries(app.engine, i, i + 1)
+                [entry] = history.comms_entries(app, i, i + 1)
                 text = json.dumps(entry, indent=2, ensure_ascii=False, default=str)
             except (OSError, ValueError) as e:
                 text = f"cannot read entry {i + 1} back from the comms log: {e}"

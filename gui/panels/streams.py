@@ -11,6 +11,7 @@ from imgui_bundle import ImVec2, imgui, imgui_md
 from imgui_bundle import icons_fontawesome_4 as fa
 
 from gui import engine_reads
+from gui.panels.history import earlier_streams_link
 from gui.records import StreamView
 from gui.state import AppState
 from gui.theme import (GREY, MARKDOWN_LIMIT, STATUS_COLOURS, STATUS_ICONS, TIER_COLOURS, WHITE,
@@ -117,6 +118,7 @@ def panel_streams(app: AppState) -> None:
         app.streams.tab = tier
         if not sids:
             imgui.text_disabled(f"Nothing from {tier} yet.")
+            earlier_streams_link(app)
         elif tier == "Tier 1":
             v = app.streams.views[sids[0]]
             stream_header(app, v)

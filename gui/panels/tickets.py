@@ -1,5 +1,5 @@
 """The Tickets panel: before a run, an editable table of the track's tickets (validated as a
-DAG as you type); during and after, the run table with Retry / Skip / Cancel.
+DAG as you type); during and after, the run table with Retry / Skip / Cancel / Revert.
 
 GUI thread only. State: `app.tickets.drafts` (the user's unsaved ticket edits).
 """
@@ -217,7 +217,7 @@ def ticket_table(app: AppState, t: Track) -> None:
     imgui.table_setup_column("Description", imgui.TableColumnFlags_.width_stretch, 3.0)
     imgui.table_setup_column("Depends on", imgui.TableColumnFlags_.width_fixed, em(6).x)
     imgui.table_setup_column("Cost", imgui.TableColumnFlags_.width_fixed, em(3.2).x)
-    imgui.table_setup_column("Actions", imgui.TableColumnFlags_.width_fixed, em(10.2).x)
+    imgui.table_setup_column("Actions", imgui.TableColumnFlags_.width_fixed, em(13.6).x)
     imgui.table_headers_row()
     status = {k.id: k.status for k in t.tickets}
     for k in t.tickets:
@@ -262,6 +262,8 @@ def ticket_table(app: AppState, t: Track) -> None:
         imgui.same_line()
         if ticket_action_button("Cancel", k, "cancel"):
             app.command("Cancel ticket", eng.cancel_ticket, k.id, panel="Tickets")
+        imgui.same_line()
+        revert_button(app, t, k)
         imgui.pop_id()
     imgui.end_table()
 
@@ -276,6 +278,39 @@ def ticket_action_button(label: str, k: Ticket, action: str) -> bool:
     if refusal is not None and imgui.is_item_hovered(imgui.HoveredFlags_.allow_when_disabled):
         imgui.set_tooltip(refusal)
     return clicked and refusal is None
+
+
+def revert_button(app: AppState, t: Track, k: Ticket) -> None:
+    """Revert: undo a completed ticket's commit with `git revert` (a new commit; the ticket
+    goes back to todo), once the person confirms in a popup. Greyed out, with the reason as
+    its tooltip, when the ticket has nothing to revert or its track is running; a revert git
+    refuses (a conflict with later changes) comes back as an error on the strip."""
+    refusal = ticket_action_refusal(k.status, "revert", ticket_id=k.id, commit_sha=k.commit_sha)
+    if refusal is None and app.engine.is_running(t.id):
+        refusal = f"{t.id} is running: pause it and let its workers finish first"
+    busy = app.busy(f"Revert {k.id}")
+    imgui.begin_disabled(refusal is not None or busy)
+    if imgui.small_button("Revert"):
+        imgui.open_popup("revert-confirm")
+    imgui.end_disabled()
+    if imgui.is_item_hovered(imgui.HoveredFlags_.allow_when_disabled):
+        imgui.set_tooltip(refusal or ("reverting..." if busy else
+                                      f"Undo commit {k.commit_sha[:12]} with git revert"))
+    if imgui.begin_popup("revert-confirm"):
+        imgui.text(f"Revert {k.id}?")
+        imgui.text_disabled(f"git revert {k.commit_sha[:12]}: a new commit undoes its changes; "
+                            f"{k.id} goes back to todo.")
+        if imgui.button("Yes, revert###Confirm revert"):
+            def done(sha: str, app: AppState = app, tid: str = k.id) -> None:
+                app.tickets.dirty = True
+                app.notify("info", f"{tid} reverted by commit {sha}")
+            app.command(f"Revert {k.id}", app.engine.revert_ticket, k.id, panel="Tickets",
+                        on_done=done)
+            imgui.close_current_popup()
+        imgui.same_line()
+        if imgui.button("Cancel###Cancel revert"):
+            imgui.close_current_popup()
+        imgui.end_popup()
 
 
 def watch_track_future(app: AppState, fut: Any) -> None:

@@ -1,5 +1,6 @@
-"""The Usage panel: tokens and cost per tier, track and ticket, the budget bars, the cumulative
-tokens plot (implot), and an agent's context window gauge.
+"""The Usage panel: tokens and cost per tier, track and ticket (over every session of the
+workspace, or this one: gui.panels.history), the budget bars, the cumulative tokens plot
+(implot), an agent's context window gauge, and the sessions.
 
 GUI thread only. State: `app.usage`.
 """
@@ -9,6 +10,7 @@ import time
 
 from imgui_bundle import ImVec2, imgui, implot
 
+from gui.panels.history import sessions_table, usage_scope
 from gui.state import AppState
 from gui.theme import (AMBER, GREEN, GREY, LEVEL_COLOURS, RED, TIER_COLOURS, describe_error, em,
                        fmt_cost, fmt_tokens, short)
@@ -85,10 +87,11 @@ def usage_plot(app: AppState) -> None:
 
 def panel_usage(app: AppState) -> None:
     s = app.engine.settings
+    usage_scope(app)
     tiers = [(t, app.usage.tier.get(t, Usage())) for t in TIERS]
     usage_table("usage-tier", "Tier", tiers, app.usage.total)
-    # budget
-    total = app.usage.total
+    # budget (per session: the engine checks this session's spending against it)
+    total = app.usage.session_total
     if s.budget_usd:
         frac = total.cost_usd / s.budget_usd
         coloured_progress(frac, RED if frac >= 1 else AMBER if frac > 0.8 else GREEN,
@@ -107,6 +110,8 @@ def panel_usage(app: AppState) -> None:
                                              for k, u in sorted(app.usage.track.items())], first_em=9)
     if imgui.collapsing_header("Per ticket"):
         usage_table("usage-ticket", "Ticket", sorted(app.usage.ticket.items()))
+    if imgui.collapsing_header("Per session"):
+        sessions_table(app)
 
 
 def context_budget(app: AppState) -> None:

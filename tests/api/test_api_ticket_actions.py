@@ -57,8 +57,10 @@ def test_revert_over_the_api_undoes_the_commit_and_reopens_the_ticket(completed_
     assert out["status"] == "reverted" and out["ticket_id"] == "T-002" and out["revert_sha"]
     assert not (workspace / "b.py").exists() and (workspace / "a.py").exists()
     assert f"This reverts commit {sha}"[:30] in git(workspace, "log", "-1", "--format=%B")
-    t = {k["id"]: k for k in client.state()["tracks"][0]["tickets"]}
+    track = client.state()["tracks"][0]
+    t = {k["id"]: k for k in track["tickets"]}
     assert t["T-002"]["status"] == "todo" and not t["T-002"]["commit_sha"]
+    assert track["status"] == "paused"          # work again: Resume runs the ticket
     assert t["T-001"]["status"] == "completed"
     # twice: the ticket has no commit any more, so the engine refuses with its reason
     with pytest.raises(ApiError) as e:
@@ -102,3 +104,21 @@ def test_a_tickets_diff_over_the_api(completed_run, workspace):
     assert e.value.status == 404
     client.revert_ticket("T-002")             # no commit any more: nothing to show, no error
     assert client.ticket_diff("T-002")["files"] == []
+
+
+def test_a_revert_that_conflicts_is_a_409_with_gits_reason_and_changes_nothing(completed_run,
+                                                                               workspace):
+    eng, tid, client = completed_run
+    sha = eng.track(tid).ticket("T-001").commit_sha
+    (workspace / "a.py").write_text("# the person's own version\n")
+    git(workspace, "commit", "-qam", "mine")
+    head = git(workspace, "rev-parse", "HEAD")
+    with pytest.raises(ApiError) as e:
+        client.revert_ticket("T-001")
+    assert e.value.status == 409, e.value         # a refusal, not an internal error
+    assert "cannot revert T-001" in e.value.message and "a.py" in e.value.message
+    assert git(workspace, "rev-parse", "HEAD") == head
+    assert git(workspace, "status", "--porcelain", "--untracked-files=no") == ""
+    assert (workspace / "a.py").read_text() == "# the person's own version\n"
+    k = eng.track(tid).ticket("T-001")
+    assert k.status == "completed" and k.commit_sha == sha

@@ -63,15 +63,32 @@ def api_key_status() -> tuple[bool, str]:
     return False, "missing: set GEMINI_API_KEY or GOOGLE_API_KEY before starting Clutch"
 
 
+def quick_ctrl_enter() -> bool:
+    """Enter pressed in the very frame Ctrl was released (a quick Ctrl+Enter at a low frame rate:
+    trickling applies a different key's release in the same frame)."""
+    return (imgui.is_key_pressed(imgui.Key.enter, False)
+            and imgui.is_key_released(imgui.Key.mod_ctrl) and not imgui.get_io().key_ctrl)
+
+
 def panel_epic(app: AppState) -> None:
     panel_error(app, "Epic")
     imgui.text("Describe what you want built (a sentence or a paragraph):")
     flags = imgui.InputTextFlags_.enter_returns_true | WRAP
     avail = imgui.get_content_region_avail()
     h = max(em(0, 5).y, min(avail.y * 0.35, em(0, 12).y))
+    before = app.epic_text
     entered, app.epic_text = imgui.input_text_multiline("##epic", app.epic_text, ImVec2(-1, h), flags)
     epic_active = imgui.is_item_active() or imgui.is_item_focused()
     ctrl_enter = entered and imgui.get_io().key_ctrl
+    if epic_active and quick_ctrl_enter():
+        # Ctrl released within the frame Enter went down: ImGui saw a plain Enter and put a
+        # newline in; the person pressed Ctrl+Enter (issue 20, defect 8). Take it back, plan.
+        if app.epic_text != before:
+            app.epic_text = before
+            state = imgui.internal.get_input_text_state(imgui.get_item_id())
+            if state is not None:
+                state.reload_user_buf_and_keep_selection()
+        ctrl_enter = True
     if not epic_active and imgui.is_window_focused(imgui.FocusedFlags_.root_and_child_windows):
         ctrl_enter = ctrl_enter or imgui.shortcut(imgui.Key.mod_ctrl | imgui.Key.enter)
     planning = app.busy("Plan epic")

@@ -50,6 +50,13 @@ class ApprovalsState:
         """The requests still waiting for the user, oldest first: the one place this is decided."""
         return [r for r in self.pending if r.id not in self.answered]
 
+    def waiting_for(self, *, ticket_id: str = "", track_id: str = "",
+                    stream_id: str = "") -> list[ApprovalRequest]:
+        """The requests waiting for the user that hold up this ticket, track or stream."""
+        return [r for r in self.waiting()
+                if (ticket_id and r.ticket_id == ticket_id) or (track_id and r.track_id == track_id)
+                or (stream_id and r.stream_id == stream_id)]
+
     def replace(self, requests: list[ApprovalRequest]) -> None:
         self.pending = sorted((r for r in requests if r.id not in self.answered),
                               key=lambda r: r.created_at)

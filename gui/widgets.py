@@ -11,12 +11,29 @@ from imgui_bundle import ImVec2, ImVec4, imgui
 from imgui_bundle import icons_fontawesome_4 as fa
 
 from gui.state import AppState
-from gui.theme import BLUE, GREEN, GREY, RED, STATUS_COLOURS, STATUS_ICONS, em
+from gui.theme import AMBER, BLUE, GREEN, GREY, RED, STATUS_COLOURS, STATUS_ICONS, em
+from models import ApprovalRequest
 
 
 def status_text(status: str) -> None:
     colour = STATUS_COLOURS.get(status, GREY)
     imgui.text_colored(colour, f"{STATUS_ICONS.get(status, '')} {status.replace('_', ' ')}")
+
+
+def waiting_for_you(app: AppState, key: str, requests: list[ApprovalRequest]) -> bool:
+    """What a ticket, track or stream held up by the person shows instead of "in progress" or
+    "streaming" (issue 20, defect 10): an amber "waiting for you" that opens the approval
+    dialog. False (nothing drawn) when nothing waits."""
+    if not requests:
+        return False
+    imgui.push_style_color(imgui.Col_.text, AMBER)
+    clicked = imgui.small_button(f"{fa.ICON_FA_BELL} waiting for you###waiting-{key}")
+    imgui.pop_style_color()
+    imgui.set_item_tooltip("\n".join(r.title for r in requests) + "\n\nClick to answer")
+    if clicked:
+        app.approvals.deferred = False
+        app.modal.request("approval")
+    return True
 
 
 def coloured_progress(fraction: float, colour: ImVec4, overlay: str, width: float = -1.0) -> None:

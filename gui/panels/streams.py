@@ -13,10 +13,10 @@ from imgui_bundle import icons_fontawesome_4 as fa
 from gui import engine_reads
 from gui.records import StreamView
 from gui.state import AppState
-from gui.theme import (GREY, MARKDOWN_LIMIT, STATUS_COLOURS, STATUS_ICONS, TIER_COLOURS, WHITE,
+from gui.theme import (AMBER, GREY, MARKDOWN_LIMIT, STATUS_COLOURS, STATUS_ICONS, TIER_COLOURS, WHITE,
                        describe_error, em)
-from gui.widgets import mono_pop, mono_push, status_text
-from models import TIERS, tier_of_stream
+from gui.widgets import mono_pop, mono_push, status_text, waiting_for_you
+from models import TIERS, ApprovalRequest, tier_of_stream
 
 
 def stream_text_view(app: AppState, v: StreamView) -> None:
@@ -59,11 +59,17 @@ def ensure_loaded(app: AppState, v: StreamView) -> None:
         v.feed(f"(cannot read this stream back: {describe_error(e)})")
 
 
+def stream_waits(app: AppState, stream_id: str) -> list[ApprovalRequest]:
+    """The approvals this stream's agent waits on (a worker's spawn is asked on its stream)."""
+    return app.approvals.waiting_for(stream_id=stream_id)
+
+
 def stream_header(app: AppState, v: StreamView) -> None:
     ensure_loaded(app, v)
     imgui.text_colored(TIER_COLOURS.get(tier_of_stream(v.stream_id), WHITE), v.stream_id)
     imgui.same_line()
-    status_text(v.state)
+    if not waiting_for_you(app, v.stream_id, stream_waits(app, v.stream_id)):
+        status_text(v.state)
     imgui.align_text_to_frame_padding()
     imgui.text_disabled(f"{v.line_count:,} lines, {v.chars:,} chars")
     imgui.same_line()
@@ -97,6 +103,9 @@ def panel_streams(app: AppState) -> None:
                 if app.streams.tab != tier:
                     app.streams.tab_request = tier
                 app.streams.last_tab_switch = now
+    for r in app.approvals.waiting():
+        if r.stream_id:       # an agent waiting on the person has a tab even before it speaks
+            app.streams.view(r.stream_id)
     _c, app.streams.follow_activity = imgui.checkbox("Follow activity", app.streams.follow_activity)
     imgui.set_item_tooltip("Show the stream that is talking now")
     imgui.same_line()
@@ -134,15 +143,17 @@ def stream_list_and_view(app: AppState, tier: str, sids: list[str]) -> None:
     imgui.begin_child("list", ImVec2(em(15).x, -1), imgui.ChildFlags_.borders | imgui.ChildFlags_.resize_x)
     for sid in sids:
         v = app.streams.views[sid]
-        colour = STATUS_COLOURS.get(v.state, GREY)
+        waits = bool(stream_waits(app, sid))
+        colour = AMBER if waits else STATUS_COLOURS.get(v.state, GREY)
         imgui.push_style_color(imgui.Col_.text, colour)
         label = sid.split(": ", 1)[1] if tier == "Tier 2" and ": " in sid else sid
-        clicked, _ = imgui.selectable(f"{STATUS_ICONS.get(v.state, '')} {label}###{sid}", sid == sel)
+        icon = fa.ICON_FA_BELL if waits else STATUS_ICONS.get(v.state, '')
+        clicked, _ = imgui.selectable(f"{icon} {label}###{sid}", sid == sel)
         imgui.pop_style_color()
         if clicked:
             app.streams.selected[tier] = sid
             app.streams.follow_activity = False
-        imgui.set_item_tooltip(f"{sid}: {v.state}, {v.chars:,} chars")
+        imgui.set_item_tooltip(f"{sid}: {'waiting for you' if waits else v.state}, {v.chars:,} chars")
     imgui.end_child()
     imgui.same_line()
     imgui.begin_group()

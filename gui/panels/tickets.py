@@ -17,7 +17,7 @@ from gui.panels.graph import ticket_graph
 from gui.records import TicketDraft, TicketRow
 from gui.state import AppState
 from gui.theme import AMBER, DIM, RED, STATUS_COLOURS, WHITE, describe_error, em, fmt_cost, short
-from gui.widgets import panel_error, status_text
+from gui.widgets import panel_error, status_text, waiting_for_you
 from models import (DagError, Ticket, Track, dag_problems, file_overlap_warnings, stream_tier3,
                     ticket_action_refusal)
 
@@ -232,7 +232,8 @@ def ticket_table(app: AppState, t: Track) -> None:
             app.streams.follow_activity = False
         imgui.set_item_tooltip("Show its stream")
         imgui.table_next_column()
-        status_text(k.status)
+        if not waiting_for_you(app, k.id, app.approvals.waiting_for(ticket_id=k.id)):
+            status_text(k.status)
         imgui.table_next_column()
         imgui.text_unformatted(short(k.description, 120))
         imgui.set_item_tooltip(k.description + ("\nfiles: " + ", ".join(k.target_files) if k.target_files else ""))

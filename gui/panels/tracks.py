@@ -15,7 +15,7 @@ from gui import engine_reads
 from gui.panels.tickets import save_draft
 from gui.state import AppState
 from gui.theme import AMBER, BLUE, GREEN, RED, WRAP, em, fmt_cost, short
-from gui.widgets import coloured_progress, panel_error, status_text
+from gui.widgets import coloured_progress, panel_error, status_text, waiting_for_you
 from models import Track
 
 
@@ -96,7 +96,8 @@ def panel_tracks(app: AppState) -> None:
             imgui.set_item_tooltip(f"{t.title}\n{t.id}\n\n{t.goal}")
             imgui.table_next_column()
             running = eng.is_running(t.id)
-            status_text("paused" if eng.is_paused(t.id) and running else t.status)
+            if not waiting_for_you(app, t.id, app.approvals.waiting_for(track_id=t.id)):
+                status_text("paused" if eng.is_paused(t.id) and running else t.status)
             imgui.table_next_column()
             done, total = t.progress()
             colour = RED if t.status == "failed" else GREEN if t.status == "completed" else BLUE

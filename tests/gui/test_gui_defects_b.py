@@ -112,3 +112,96 @@ def test_a_quick_ctrl_enter_plans_the_epic_without_a_newline(workspace):
     run(eng, app, t)
     assert seen["epic"] == EPIC, f"the epic became {seen['epic']!r}"
     assert seen["planning"]
+
+
+def started_with_a_spawn_waiting(ctx, app, eng, tid):
+    """Start the track from the GUI and wait for the first spawn approval, then "Decide later"
+    so the windows behind the dialog can be used."""
+    ctx.yield_(3)
+    if app.modal.current == "proposal":          # the epic's proposal, accepted through the engine
+        ctx.item_click("//Proposed tracks/Cancel")
+    app.tickets.selected_track = tid
+    ctx.yield_(2)
+    ctx.item_click("//Tracks/###Start")
+    wait_until(ctx, lambda: app.modal.current == "approval" and app.approvals.edit
+               and app.approvals.edit.request.kind == "spawn", 20, "the spawn approval")
+    return app.approvals.edit.request
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Ctrl+Shift+Enter did nothing, silently, when exactly one approval waited
+# ---------------------------------------------------------------------------------------------
+
+def test_ctrl_shift_enter_approves_the_one_request_waiting(workspace):
+    eng, app = make_app(workspace, max_workers=1)
+    tid = planned_track(eng)
+    seen = {}
+
+    def t(ctx):
+        req = started_with_a_spawn_waiting(ctx, app, eng, tid)
+        seen["waiting"] = len(eng.pending_approvals())
+        ctx.key_press(imgui.Key.mod_ctrl | imgui.Key.mod_shift | imgui.Key.enter)
+        wait_until(ctx, lambda: req.id not in {r.id for r in eng.pending_approvals()}, 5,
+                   "the spawn to be approved by Ctrl+Shift+Enter")
+
+    run(eng, app, t)
+    assert seen["waiting"] == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. a ticket waiting for the person showed "in progress" and its stream "streaming"
+# ---------------------------------------------------------------------------------------------
+
+def test_a_ticket_waiting_for_approval_says_waiting_for_you(workspace):
+    eng, app = make_app(workspace, max_workers=1)
+    tid = planned_track(eng)
+    seen = {}
+
+    def t(ctx):
+        req = started_with_a_spawn_waiting(ctx, app, eng, tid)
+        k = req.ticket_id
+        ctx.item_click("//Approval/Decide later")
+        wait_until(ctx, lambda: app.modal.current is None, 5, "the dialog to close")
+        app.streams.show("Tier 3", f"Tier 3 (Worker): {k}")
+        app.focus_window("Streams")
+        ctx.yield_(3)
+        # in Tickets, in Tracks and on its stream tab, each leads back to the approval
+        for ref in (f"//Tickets/**/###waiting-{k}", f"//Tracks/**/###waiting-{tid}",
+                    f"//Streams/**/###waiting-Tier 3 (Worker): {k}"):
+            check(ctx, ref)
+        ctx.item_click(f"//Tickets/**/###waiting-{k}")
+        wait_until(ctx, lambda: app.modal.current == "approval", 5, "the approval, reopened")
+        seen["others"] = [x.id for x in app.tickets.track_by_id(tid).tickets if x.id != k]
+        seen["others_badged"] = [x for x in seen["others"] if ctx.item_exists(f"//Tickets/**/###waiting-{x}")]
+        ctx.item_click("//Approval/Decide later")
+        ctx.yield_(2)
+
+    run(eng, app, t)
+    assert seen["others"] and seen["others_badged"] == [], "tickets not waiting said they were"
+
+
+# ---------------------------------------------------------------------------------------------
+# 16. Skip was greyed out on a running ticket with no tooltip saying why
+# ---------------------------------------------------------------------------------------------
+
+def test_a_greyed_out_skip_says_why(workspace):
+    eng, app = make_app(workspace, max_workers=1)
+    tid = planned_track(eng)
+    seen = {}
+
+    def t(ctx):
+        req = started_with_a_spawn_waiting(ctx, app, eng, tid)
+        k = req.ticket_id
+        ctx.item_click("//Approval/Decide later")
+        wait_until(ctx, lambda: app.modal.current is None, 5, "the dialog to close")
+        ctx.yield_(2)
+        seen["status"] = next(x.status for x in app.tickets.track_by_id(tid).tickets if x.id == k)
+        ctx.mouse_move(f"//Tickets/**/{k}/Skip")
+        ctx.yield_(3)
+        tip = imgui.internal.find_window_by_name("##Tooltip_00")
+        seen["tooltip"] = bool(tip is not None and tip.active)
+        seen["tip_text"] = app.tickets.last_tooltip if hasattr(app.tickets, "last_tooltip") else ""
+
+    run(eng, app, t)
+    assert seen["status"] == "in_progress"
+    assert seen["tooltip"], "hovering the greyed-out Skip showed no tooltip"

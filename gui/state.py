@@ -227,6 +227,9 @@ class ModalState:
         self.current: str | None = None
         self.requests: set[str] = set()
         self.proposal: list[ProposalRow] | None = None
+        self.proposal_count = 0                      # how many tracks Tier 1 proposed
+        self.proposal_removed: list[tuple[int, ProposalRow]] = []   # for "Undo remove"
+        self.proposal_scroll_to_end = False          # a track was added: show it
         self.proposal_epic = ""
         self.proposal_error = ""
         self.settings_draft: dict[str, Any] | None = None
@@ -240,6 +243,8 @@ class ModalState:
         self.proposal = [ProposalRow(str(t.get("title", "")), str(t.get("goal", "")),
                                      "\n".join(str(c) for c in t.get("acceptance_criteria", [])))
                          for t in tracks]
+        self.proposal_count = len(self.proposal)
+        self.proposal_removed = []
         self.proposal_error = ""
         self.request("proposal")
 

@@ -205,3 +205,54 @@ def test_a_greyed_out_skip_says_why(workspace):
     run(eng, app, t)
     assert seen["status"] == "in_progress"
     assert seen["tooltip"], "hovering the greyed-out Skip showed no tooltip"
+
+
+# ---------------------------------------------------------------------------------------------
+# 18. after removing one of three proposed tracks the heading said "Tier 1 proposes 2 track(s)";
+#     no Add track, no undo
+# ---------------------------------------------------------------------------------------------
+
+def test_the_proposal_counts_tracks_as_they_are_and_can_add_and_undo(workspace):
+    from gui.dialogs.proposal import proposal_heading
+    eng, app = make_app(workspace)
+    three = [{"title": f"Track {c}", "goal": f"goal {c}", "acceptance_criteria": [f"{c} works"]}
+             for c in "ABC"]
+    app.modal.open_proposal(EPIC, three)
+    seen = {}
+
+    def t(ctx):
+        wait_until(ctx, lambda: app.modal.current == "proposal", 5, "the proposal")
+        seen["start"] = proposal_heading(app.modal)
+        ctx.item_click("//Proposed tracks/**/track1/###Remove track")
+        ctx.yield_(2)
+        seen["removed"] = proposal_heading(app.modal)
+        seen["titles_removed"] = [r.title for r in app.modal.proposal]
+        check(ctx, "//Proposed tracks/###Undo remove")
+        ctx.item_click("//Proposed tracks/###Undo remove")
+        ctx.yield_(2)
+        seen["titles_undone"] = [r.title for r in app.modal.proposal]
+        ctx.item_click("//Proposed tracks/###Add track")
+        ctx.yield_(2)
+        ctx.item_click("//Proposed tracks/**/track3/Title")
+        ctx.key_chars_replace("Track D, added by hand")
+        ctx.item_click("//Proposed tracks/**/track3/Goal")
+        ctx.key_chars_replace("a goal of my own")
+        ctx.item_click("//Proposed tracks/**/track3/Acceptance criteria")
+        ctx.key_chars_replace("it is there")
+        ctx.yield_(2)
+        seen["added"] = proposal_heading(app.modal)
+        ctx.item_click("//Proposed tracks/###Accept")
+        wait_until(ctx, lambda: len(eng.tracks()) == 4 or app.modal.proposal_error, 10,
+                   "the four accepted tracks")
+        seen["error"] = app.modal.proposal_error
+        seen["titles"] = sorted(t.title for t in eng.tracks())
+
+    run(eng, app, t)
+    assert "3 tracks" in seen["start"]
+    assert seen["titles_removed"] == ["Track A", "Track C"]
+    assert "2 of them" in seen["removed"] or "accepting 2" in seen["removed"], seen["removed"]
+    assert "proposes 2" not in seen["removed"]
+    assert seen["titles_undone"] == ["Track A", "Track B", "Track C"]
+    assert "4" in seen["added"] and "1 added" in seen["added"], seen["added"]
+    assert seen["error"] == ""
+    assert seen["titles"] == ["Track A", "Track B", "Track C", "Track D, added by hand"]

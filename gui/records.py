@@ -27,6 +27,8 @@ class CommsRow(NamedTuple):
     kind: str
     model: str
     tokens: int | None
+    tool: str = ""          # the tool called, or asked about
+    decision: str = ""      # an approval's answer, or how a tool call ended
 
     @classmethod
     def of(cls, e: dict[str, Any], i: int) -> CommsRow:
@@ -36,10 +38,49 @@ class CommsRow(NamedTuple):
         u = e.get("usage")
         tokens = u.get("total_tokens") if isinstance(u, dict) else None
         ts = e.get("ts")
+        data = e.get("data") if isinstance(e.get("data"), dict) else {}
         return cls(e.get("seq") if isinstance(e.get("seq"), int) else i + 1,
                    float(ts) if isinstance(ts, (int, float)) else 0.0,
                    s("tier"), s("stream_id"), s("direction"), s("kind"), s("model"),
-                   int(tokens) if isinstance(tokens, (int, float)) else None)
+                   int(tokens) if isinstance(tokens, (int, float)) else None,
+                   sys.intern(comms_tool(s("kind"), data)), comms_decision(s("kind"), data))
+
+
+def comms_tool(kind: str, data: dict[str, Any]) -> str:
+    """The tool an entry is about: a call or its result by name, an approval by what it asked
+    (a shell command is `run_shell`, a spawn `spawn`), a response by the calls it made."""
+    if kind in ("tool_call", "tool_result"):
+        return str(data.get("name", ""))
+    if kind == "approval":
+        asked = data.get("requested") if isinstance(data.get("requested"), dict) else {}
+        what = asked.get("kind", data.get("kind", ""))
+        return str(asked.get("tool", "")) if what == "tool" else "run_shell" if what == "shell" \
+            else str(what or "")
+    if kind == "response" and isinstance(data.get("tool_calls"), list):
+        return ", ".join(str(c.get("name", "")) for c in data["tool_calls"] if isinstance(c, dict))
+    return ""
+
+
+def comms_decision(kind: str, data: dict[str, Any]) -> str:
+    """What was decided: an approval's answer (with its reason, and whether the person edited
+    it), or how a tool call ended (ok, the exit code, rejected, refused, failed)."""
+    if kind == "approval":
+        if data.get("approved"):
+            word = "auto-approved" if data.get("source") == "auto" else "approved"
+            return word + (" with edits" if data.get("edited") else "")
+        reason = str(data.get("reason") or "")
+        return "rejected" + (f": {reason}" if reason else "")
+    if kind == "tool_result":
+        r = data.get("result") if isinstance(data.get("result"), dict) else {}
+        if r.get("rejected"):
+            return "rejected"
+        if r.get("denied"):
+            return "refused by a rule"
+        code = r.get("exit_code")
+        if not r.get("ok", True):
+            return f"exit {code}" if code is not None else "failed"
+        return f"ok (exit {code})" if code is not None else "ok"
+    return ""
 
 
 class StreamView:

@@ -193,7 +193,8 @@ class CommsState:
         self.filter_stream = "All"
         self.filter_kind = "All"
         self.selected: int | None = None
-        self.detail: tuple[int, str] = (-1, "")
+        self.detail: tuple[int, str] = (-1, "")          # the opened entry's JSON
+        self.detail_fields: list[tuple[str, str]] = []   # ... as readable fields
         self.follow = True
         self.streams: list[str] = []
         self.kinds: list[str] = []

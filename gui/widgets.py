@@ -115,9 +115,14 @@ def begin_sized_modal(title: str, width_em: float, height_em: float, max_height:
 
 
 def filter_combo(label: str, current: str, options: list[str], width_em: float) -> tuple[bool, str]:
+    """A drop-down with its label on its left (ImGui puts it on the right, where a row of them
+    read as each label naming the next one: issue 20, defect 15). Its id is `##label`."""
     changed = False
+    imgui.align_text_to_frame_padding()
+    imgui.text(label)
+    imgui.same_line(0, imgui.get_style().item_inner_spacing.x)
     imgui.set_next_item_width(em(width_em).x)
-    if imgui.begin_combo(label, current):
+    if imgui.begin_combo(f"##{label}", current):
         for o in ["All", *options]:
             if imgui.selectable(o, o == current)[0] and o != current:
                 current, changed = o, True

@@ -256,3 +256,65 @@ def test_the_proposal_counts_tracks_as_they_are_and_can_add_and_undo(workspace):
     assert "4" in seen["added"] and "1 added" in seen["added"], seen["added"]
     assert seen["error"] == ""
     assert seen["titles"] == ["Track A", "Track B", "Track C", "Track D, added by hand"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 15. Comms: labels read as the next drop-down's; no tool or decision column; an opened row was
+#     raw JSON in a small box with an epoch time
+# ---------------------------------------------------------------------------------------------
+
+def test_comms_labels_tool_and_decision_columns_and_a_readable_entry(workspace):
+    from gui.panels.comms import COMMS_COLUMNS, comms_cells
+    eng, app = make_app(workspace)
+    sid = "Tier 3 (Worker): T-001"
+    tags = dict(tier="Tier 3", stream_id=sid, track_id="track-1", ticket_id="T-001", direction="-")
+    eng.comms.record("approval", **tags, data={
+        "approval_id": "A-1", "kind": "shell", "title": "T-001 wants to run a shell command",
+        "approved": False, "reason": "not now", "source": "user",
+        "requested": {"kind": "shell", "command": "rm -rf build", "cwd": "."}, "edited": None})
+    eng.comms.record("tool_call", **tags, data={"id": "c1", "name": "run_shell",
+                                                "args": {"command": "exit 3"}})
+    eng.comms.record("tool_result", **tags, data={
+        "id": "c1", "name": "run_shell", "args": {"command": "exit 3"},
+        "result": {"ok": False, "output": "", "exit_code": 3, "error": "command exited with code 3"}})
+    seen = {}
+
+    def t(ctx):
+        app.focus_window("Comms")
+        wait_until(ctx, lambda: len(app.comms.rows) >= 3, 5, "the comms rows")
+        ctx.yield_(2)
+        for name in ("Tier", "Stream", "Kind"):       # each label sits left of its drop-down
+            check(ctx, f"//Comms/##{name}")
+            seen[name] = ctx.item_info(f"//Comms/##{name}").rect_full
+        rows = {r.kind: comms_cells(r) for r in app.comms.rows}
+        seen["rows"] = rows
+        i = next(i for i, r in enumerate(app.comms.rows) if r.kind == "tool_result")
+        ctx.item_click(f"//Comms/**/{app.comms.rows[i].seq}##c{i}")
+        ctx.yield_(2)
+        seen["selected"] = app.comms.selected == i
+        seen["fields"] = dict(app.comms.detail_fields)
+        seen["ts"] = app.comms.rows[i].ts
+        seen["raw_box_shown"] = ctx.item_exists("//Comms/**/##detail")
+        ctx.item_click("//Comms/**/Raw JSON")
+        ctx.yield_(2)
+        seen["raw_box_on_demand"] = ctx.item_exists("//Comms/**/##detail")
+
+    run(eng, app, t)
+    names = [c[0] for c in COMMS_COLUMNS]
+    assert "Tool" in names and "Decision" in names
+    tool, decision = names.index("Tool"), names.index("Decision")
+    assert seen["rows"]["approval"][tool] == "run_shell"
+    assert seen["rows"]["approval"][decision] == "rejected: not now"
+    assert seen["rows"]["tool_result"][tool] == "run_shell"
+    assert seen["rows"]["tool_result"][decision] == "exit 3"
+    # the combos are laid out left to right, each label before its box, not after it
+    assert seen["Tier"].max.x < seen["Stream"].min.x and seen["Stream"].max.x < seen["Kind"].min.x
+    for name in ("Tier", "Stream", "Kind"):
+        assert seen[name].max.x - seen[name].min.x < 20 * 16, "the label is inside the box's span"
+    assert seen["selected"]
+    f = seen["fields"]
+    assert f["Time"].startswith(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seen["ts"])))
+    assert str(int(seen["ts"])) not in f["Time"]
+    assert f["Tool"] == "run_shell" and f["Decision"] == "exit 3"
+    assert '"exit_code": 3' in f["Result"] and f["Ticket"] == "T-001"
+    assert not seen["raw_box_shown"] and seen["raw_box_on_demand"]

@@ -7,16 +7,26 @@ from __future__ import annotations
 
 import time
 
-from imgui_bundle import ImVec2, imgui, imgui_md
+from imgui_bundle import ImVec2, ImVec4, imgui, imgui_md
 from imgui_bundle import icons_fontawesome_4 as fa
 
 from gui import engine_reads
 from gui.records import StreamView
 from gui.state import AppState
-from gui.theme import (AMBER, GREY, MARKDOWN_LIMIT, STATUS_COLOURS, STATUS_ICONS, TIER_COLOURS, WHITE,
-                       describe_error, em)
+from gui.theme import (AMBER, GREY, MARKDOWN_LIMIT, RED, STATUS_COLOURS, STATUS_ICONS,
+                       TIER_COLOURS, WHITE, describe_error, em)
 from gui.widgets import mono_pop, mono_push, status_text, waiting_for_you
 from models import TIERS, ApprovalRequest, tier_of_stream
+
+
+def row_colour(row: str) -> ImVec4 | None:
+    """A tool step's outcome in colour: a failure (a command that exited non-zero, a refused
+    or rejected call) red, the person's edit of a call amber (issue 20, defect 3)."""
+    if row.startswith("  ✗"):
+        return RED
+    if row.startswith("  ✎"):
+        return AMBER
+    return None
 
 
 def stream_text_view(app: AppState, v: StreamView) -> None:
@@ -35,7 +45,12 @@ def stream_text_view(app: AppState, v: StreamView) -> None:
         clipper.begin(max(n, 0), imgui.get_text_line_height_with_spacing())
         while clipper.step():
             for i in range(clipper.display_start, clipper.display_end):
-                imgui.text_unformatted(rows[i])
+                row = rows[i]
+                colour = row_colour(row)
+                if colour is None:
+                    imgui.text_unformatted(row)
+                else:
+                    imgui.text_colored(colour, row)
         if n == 0:
             imgui.text_disabled("(no output yet)")
     # Auto-scroll only when already at the bottom: the scroll limit is still last frame's, so

@@ -318,3 +318,50 @@ def test_comms_labels_tool_and_decision_columns_and_a_readable_entry(workspace):
     assert f["Tool"] == "run_shell" and f["Decision"] == "exit 3"
     assert '"exit_code": 3' in f["Result"] and f["Ticket"] == "T-001"
     assert not seen["raw_box_shown"] and seen["raw_box_on_demand"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. the stream showed the tool call as the model asked it, not as the person edited it; a
+#    command that exits non-zero must read as a failure
+# ---------------------------------------------------------------------------------------------
+
+def test_the_stream_shows_the_edited_call_and_a_non_zero_exit(workspace):
+    eng, app = make_app(workspace, max_workers=1)
+    tid = planned_track(eng)
+    seen = {}
+
+    def t(ctx):
+        req = started_with_a_spawn_waiting(ctx, app, eng, tid)
+        k = req.ticket_id
+        ctx.item_click("//Approval/###Approve")
+        for _ in range(6):      # the worker's file tools, as asked, up to its shell command
+            wait_until(ctx, lambda: app.modal.current == "approval" and app.approvals.edit, 20,
+                       "the worker's next approval")
+            if app.approvals.edit.request.kind == "shell":
+                break
+            ctx.item_click("//Approval/###Approve")
+            ctx.yield_(2)
+        seen["asked"] = app.approvals.edit.request.payload.command
+        ctx.item_click("//Approval/##Script")
+        ctx.key_chars_replace("echo edited-by-me; exit 3")
+        ctx.item_click("//Approval/###Approve")
+        sid = f"Tier 3 (Worker): {k}"
+        wait_until(ctx, lambda: "edited-by-me" in (x := eng.stream_text(sid))
+                   and ("✗" in x.split("edited-by-me")[-1] or "✓" in x.split("edited-by-me")[-1]),
+                   20, "the command's result on the stream")
+        ctx.yield_(3)
+        app.streams.show("Tier 3", sid)
+        app.approvals.deferred = True
+        ctx.yield_(3)
+        seen["text"] = app.streams.views[sid].text()
+
+    run(eng, app, t)
+    text = seen["text"]
+    lines = text.splitlines()
+    calls = [i for i, ln in enumerate(lines) if ln.startswith("→ run_shell(")]
+    # the last call line is the one that ran, and it says the person edited it
+    assert "edited-by-me; exit 3" in lines[calls[-1]], text
+    assert "you edited" in lines[calls[-1] - 1], text
+    after = "\n".join(lines[calls[-1]:])
+    assert "exit code 3" in after or "exited with code 3" in after, after
+    assert "✗" in after

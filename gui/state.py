@@ -35,6 +35,16 @@ if TYPE_CHECKING:
     from multi_agent_conductor import ConductorEngine
 
 
+def same_failure(a: str, b: str) -> bool:
+    """Two messages that tell one failure with different lead-ins ("Plan epic: X" and
+    "Tier 1 could not plan the epic: X"): what follows one's first ": " ends the other."""
+    for x, y in ((a, b), (b, a)):
+        core = x.split(": ", 1)[1] if ": " in x else ""
+        if len(core) >= 20 and y.endswith(core):
+            return True
+    return False
+
+
 class ApprovalsState:
     """Approval requests waiting for the user, and the dialog's edit of the front one."""
 
@@ -298,10 +308,14 @@ class AppState:
             del self.activity[:500]
         if level == "info":
             return
-        # the same message again: bring it back instead of stacking copies
+        # the same message again, or the same failure told twice (the engine's event and the
+        # command's error, each with its own lead-in: issue 20, defect 14): bring it back
+        # instead of stacking copies
         for n in self.notices:
-            if n.message == message and n.level == level:
+            if n.level == level and (n.message == message
+                                     or (not n.dismissed and same_failure(n.message, message))):
                 n.ts, n.dismissed = time.time(), False
+                message = n.message
                 break
         else:
             self.notices.append(Notice(level, message, panel))
@@ -312,6 +326,23 @@ class AppState:
 
     def active_notices(self) -> list[Notice]:
         return [n for n in self.notices if not n.dismissed]
+
+    def dismiss(self, notices: list[Notice]) -> None:
+        """The person dismissed these: gone from the strip and from the windows that show the
+        same message (issue 20, defect 14: "Dismiss all" left the Epic window's copy)."""
+        gone = set()
+        for n in notices:
+            n.dismissed = True
+            gone.add(n.message)
+        for panel, msg in list(self.panel_errors.items()):
+            if msg in gone:
+                del self.panel_errors[panel]
+
+    def dismiss_panel_error(self, panel: str) -> None:
+        """A window's error dismissed there: its copy on the strip goes too."""
+        msg = self.panel_errors.pop(panel, None)
+        if msg is not None:
+            self.dismiss([n for n in self.active_notices() if n.message == msg])
 
     # -- work in flight ---------------------------------------------------------------------
     def track_op(self, label: str, future: concurrent.futures.Future, panel: str = "",

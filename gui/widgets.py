@@ -58,7 +58,7 @@ def panel_error(app: AppState, panel: str) -> None:
     imgui.pop_style_color()
     imgui.push_id(f"dismiss-{panel}")
     if imgui.small_button("Dismiss"):
-        app.panel_errors.pop(panel, None)
+        app.dismiss_panel_error(panel)
     imgui.pop_id()
     imgui.separator()
 

@@ -365,3 +365,41 @@ def test_the_stream_shows_the_edited_call_and_a_non_zero_exit(workspace):
     after = "\n".join(lines[calls[-1]:])
     assert "exit code 3" in after or "exited with code 3" in after, after
     assert "✗" in after
+
+
+# ---------------------------------------------------------------------------------------------
+# 14. one missing-key failure gave two messages; the "1 more" popup covered "Dismiss all", which
+#     did not clear the same error in the Epic window
+# ---------------------------------------------------------------------------------------------
+
+def test_one_failure_one_message_and_dismiss_all_clears_it_everywhere(workspace, monkeypatch):
+    for k in ("GEMINI_API_KEY", "GOOGLE_API_KEY"):
+        monkeypatch.delenv(k, raising=False)
+    eng, app = make_app(workspace, provider="gemini")
+    seen = {}
+
+    def t(ctx):
+        ctx.item_click("//Epic/##epic")
+        ctx.key_chars("Anything at all")
+        ctx.item_click("//Epic/###Plan epic (Tier 1)")
+        wait_until(ctx, lambda: not app.busy("Plan epic"), 20, "the plan to fail")
+        ctx.yield_(5)
+        seen["notices"] = [n.message for n in app.active_notices()]
+        seen["epic_error"] = app.panel_errors.get("Epic", "")
+        # another error, so that the strip offers "1 more" and "Dismiss all"
+        eng.inbox.put(ev.ErrorEvent(message="T-009 failed: boom", stream_id="Tier 3 (Worker): T-009"))
+        ctx.yield_(3)
+        check(ctx, "**/###strip-more")
+        ctx.item_click("**/###strip-more")
+        ctx.yield_(2)
+        seen["popup_open"] = imgui.is_popup_open("notices", imgui.PopupFlags_.any_popup_id)
+        ctx.item_click("**/###notices-dismiss-all")    # the open list has its own
+        ctx.yield_(2)
+        seen["after"] = (len(app.active_notices()), dict(app.panel_errors))
+
+    run(eng, app, t)
+    key_msgs = [m for m in seen["notices"] if "key" in m.lower()]
+    assert len(key_msgs) == 1, seen["notices"]
+    assert "GEMINI_API_KEY" in seen["epic_error"]
+    assert seen["popup_open"]
+    assert seen["after"] == (0, {}), seen["after"]

@@ -85,9 +85,9 @@ def panel_epic(app: AppState) -> None:
         # newline in; the person pressed Ctrl+Enter (issue 20, defect 8). Take it back, plan.
         if app.epic_text != before:
             app.epic_text = before
-            state = imgui.internal.get_input_text_state(imgui.get_item_id())
-            if state is not None:
-                state.reload_user_buf_and_keep_selection()
+            # the box's own copy still holds the newline: let it go, so that it is read anew
+            # from app.epic_text when the person clicks into it again
+            imgui.internal.clear_active_id()
         ctrl_enter = True
     if not epic_active and imgui.is_window_focused(imgui.FocusedFlags_.root_and_child_windows):
         ctrl_enter = ctrl_enter or imgui.shortcut(imgui.Key.mod_ctrl | imgui.Key.enter)

@@ -88,7 +88,7 @@ class StreamView:
     re-split per frame, so a multi-megabyte stream costs the same per frame as a short one."""
 
     __slots__ = ("stream_id", "rows", "state", "chars", "follow", "markdown", "_md_cache",
-                 "last_chunk_at", "at_bottom", "jump_to_end", "unloaded")
+                 "_md_view", "last_chunk_at", "at_bottom", "jump_to_end", "unloaded")
 
     def __init__(self, stream_id: str) -> None:
         self.stream_id = stream_id
@@ -100,6 +100,7 @@ class StreamView:
         self.jump_to_end = False
         self.markdown = False
         self._md_cache: tuple[int, str] = (-1, "")
+        self._md_view: tuple[int, str] = (-1, "")
         self.last_chunk_at = 0.0
         self.unloaded = False       # rows dropped; the engine has the text (see unload)
 
@@ -108,6 +109,7 @@ class StreamView:
         engine. Chunks fed meanwhile are only counted."""
         self.rows = [""]
         self._md_cache = (-1, "")
+        self._md_view = (-1, "")
         self.unloaded = True
 
     def load(self, text: str) -> None:
@@ -147,6 +149,21 @@ class StreamView:
     @property
     def line_count(self) -> int:
         return len(self.rows) if self.rows[-1] else len(self.rows) - 1
+
+    def markdown_text(self) -> str:
+        """The text for Markdown mode, every line break kept: Markdown joins lines into one
+        paragraph, and a stream is lines (issue 20, defect 13). A line ending in two spaces is
+        a hard break; inside a code fence lines stay as they are. Cached by length."""
+        if self._md_view[0] != self.chars:
+            out, fence = [], False
+            for ln in self.text().split("\n"):
+                if ln.lstrip().startswith(("```", "~~~")):
+                    fence = not fence
+                    out.append(ln)
+                else:
+                    out.append(ln if fence or not ln.strip() else ln + "  ")
+            self._md_view = (self.chars, "\n".join(out))
+        return self._md_view[1]
 
     def text(self) -> str:
         """The whole text (joined on demand, cached by length: for markdown and copy)."""

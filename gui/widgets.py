@@ -36,6 +36,42 @@ def waiting_for_you(app: AppState, key: str, requests: list[ApprovalRequest]) ->
     return True
 
 
+def long_text(text: str, key: str, colour: ImVec4 | None = None, max_lines: int = 3) -> bool:
+    """Text that may not fit: wrapped to the space there is, at most `max_lines` lines (then cut
+    with "…"), and the whole text as a tooltip (issue 20, defect 13: track names, ticket
+    descriptions and a Tier 4 diagnosis were cut mid-sentence with nothing to read the rest).
+    The text is covered by an invisible item `##key` that carries the tooltip. True when cut."""
+    full = " ".join(text.split()) if "\n" not in text else text.strip()
+    width = max(imgui.get_content_region_avail().x, em(4).x)
+    line_h = imgui.get_text_line_height()
+    height = imgui.calc_text_size(full, wrap_width=width).y
+    shown, cut = full, height > max_lines * line_h + 1
+    if cut:
+        keep = max(int(len(full) * (max_lines * line_h) / height) - 2, 1)
+        shown = full[:keep].rstrip() + "…"
+        while (len(shown) > 2
+               and imgui.calc_text_size(shown, wrap_width=width).y > max_lines * line_h + 1):
+            shown = shown[:-2].rstrip() + "…"
+    start = imgui.get_cursor_screen_pos()
+    imgui.push_text_wrap_pos(imgui.get_cursor_pos_x() + width)
+    if colour is not None:
+        imgui.text_colored(colour, shown)
+    else:
+        imgui.text_unformatted(shown)
+    imgui.pop_text_wrap_pos()
+    size = imgui.get_item_rect_size()
+    imgui.set_cursor_screen_pos(start)
+    imgui.invisible_button(f"##{key}", ImVec2(max(size.x, 1.0), max(size.y, 1.0)))
+    if cut and imgui.is_item_hovered(imgui.HoveredFlags_.delay_short):
+        imgui.set_next_window_size_constraints(ImVec2(0, 0), ImVec2(em(48).x, em(0, 40).y))
+        if imgui.begin_tooltip():
+            imgui.push_text_wrap_pos(em(46).x)
+            imgui.text_unformatted(full)
+            imgui.pop_text_wrap_pos()
+            imgui.end_tooltip()
+    return cut
+
+
 def coloured_progress(fraction: float, colour: ImVec4, overlay: str, width: float = -1.0) -> None:
     imgui.push_style_color(imgui.Col_.plot_histogram, colour)
     imgui.progress_bar(max(0.0, min(1.0, fraction)), ImVec2(width, 0), overlay)

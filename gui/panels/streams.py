@@ -29,6 +29,15 @@ def row_colour(row: str) -> ImVec4 | None:
     return None
 
 
+def cut_row_tooltip(row: str) -> None:
+    """A stream line wider than its pane (issue 20, defect 13), wrapped in a tooltip."""
+    if imgui.begin_tooltip():
+        imgui.push_text_wrap_pos(em(46).x)
+        imgui.text_unformatted(row)
+        imgui.pop_text_wrap_pos()
+        imgui.end_tooltip()
+
+
 def stream_text_view(app: AppState, v: StreamView) -> None:
     """Only the visible rows are submitted (ListClipper); auto-scroll only when at the bottom."""
     imgui.begin_child("##text", ImVec2(-1, -1), imgui.ChildFlags_.borders,
@@ -37,10 +46,11 @@ def stream_text_view(app: AppState, v: StreamView) -> None:
     if v.markdown and v.chars <= MARKDOWN_LIMIT:
         mono_pop(pushed)
         pushed = False
-        imgui_md.render(v.text())
+        imgui_md.render(v.markdown_text())
     else:
         rows = v.rows
         n = len(rows) if rows[-1] else len(rows) - 1
+        right = imgui.get_window_pos().x + imgui.get_window_width() - imgui.get_style().scrollbar_size
         clipper = imgui.ListClipper()
         clipper.begin(max(n, 0), imgui.get_text_line_height_with_spacing())
         while clipper.step():
@@ -51,6 +61,8 @@ def stream_text_view(app: AppState, v: StreamView) -> None:
                     imgui.text_unformatted(row)
                 else:
                     imgui.text_colored(colour, row)
+                if imgui.is_item_hovered() and imgui.get_item_rect_max().x > right:
+                    cut_row_tooltip(row)     # cut at the pane's edge: the whole line
         if n == 0:
             imgui.text_disabled("(no output yet)")
     # Auto-scroll only when already at the bottom: the scroll limit is still last frame's, so

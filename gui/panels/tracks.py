@@ -14,8 +14,8 @@ from imgui_bundle import icons_fontawesome_4 as fa
 from gui import engine_reads
 from gui.panels.tickets import save_draft
 from gui.state import AppState
-from gui.theme import AMBER, BLUE, GREEN, RED, WRAP, em, fmt_cost, short
-from gui.widgets import coloured_progress, panel_error, status_text, waiting_for_you
+from gui.theme import AMBER, BLUE, GREEN, RED, WRAP, em, fmt_cost
+from gui.widgets import coloured_progress, long_text, panel_error, status_text, waiting_for_you
 from models import Track
 
 
@@ -113,7 +113,8 @@ def panel_tracks(app: AppState) -> None:
         return
     running = eng.is_running(t.id)
     paused = eng.is_paused(t.id)
-    imgui.separator_text(short(t.title, 80))
+    imgui.separator()
+    long_text(t.title, f"title-{t.id}", max_lines=2)
     imgui.text_disabled(t.id)
     planning = app.busy("Plan tickets")
     imgui.begin_disabled(running or planning)

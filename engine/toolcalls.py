@@ -77,7 +77,7 @@ class ToolCalls:
         if edited:       # the stream shows the call that runs, not the one the model asked for
             self._emitter()(StreamChunk(
                 stream_id=session.stream_id,
-                text=self._scrub(f"  ✎ you edited this call (edited before it ran); it ran as:\n"
+                text=self._scrub(f"  ✎ edited before it ran, by you; it ran as:\n"
                                  f"→ {call_line(call.name, args)}\n")))
         res = self.ws.execute(call.name, args, cancel=session.cancel)
         if spec.kind == "write" and res.ok and isinstance(args.get("path"), str):

@@ -36,11 +36,13 @@ def waiting_for_you(app: AppState, key: str, requests: list[ApprovalRequest]) ->
     return True
 
 
-def long_text(text: str, key: str, colour: ImVec4 | None = None, max_lines: int = 3) -> bool:
+def long_text(text: str, key: str, colour: ImVec4 | None = None, max_lines: int = 3,
+              more: str = "") -> bool:
     """Text that may not fit: wrapped to the space there is, at most `max_lines` lines (then cut
     with "…"), and the whole text as a tooltip (issue 20, defect 13: track names, ticket
     descriptions and a Tier 4 diagnosis were cut mid-sentence with nothing to read the rest).
-    The text is covered by an invisible item `##key` that carries the tooltip. True when cut."""
+    The text is covered by an invisible item `##key` that carries the tooltip; `more` is shown
+    only there, under the text. True when cut."""
     full = " ".join(text.split()) if "\n" not in text else text.strip()
     width = max(imgui.get_content_region_avail().x, em(4).x)
     line_h = imgui.get_text_line_height()
@@ -62,11 +64,13 @@ def long_text(text: str, key: str, colour: ImVec4 | None = None, max_lines: int 
     size = imgui.get_item_rect_size()
     imgui.set_cursor_screen_pos(start)
     imgui.invisible_button(f"##{key}", ImVec2(max(size.x, 1.0), max(size.y, 1.0)))
-    if cut and imgui.is_item_hovered(imgui.HoveredFlags_.delay_short):
+    if (cut or more) and imgui.is_item_hovered(imgui.HoveredFlags_.delay_short):
         imgui.set_next_window_size_constraints(ImVec2(0, 0), ImVec2(em(48).x, em(0, 40).y))
         if imgui.begin_tooltip():
             imgui.push_text_wrap_pos(em(46).x)
             imgui.text_unformatted(full)
+            if more:
+                imgui.text_disabled(more)
             imgui.pop_text_wrap_pos()
             imgui.end_tooltip()
     return cut

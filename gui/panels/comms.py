@@ -90,15 +90,16 @@ def panel_comms(app: AppState) -> None:
                                               imgui.SelectableFlags_.span_all_columns)
                 if clicked:
                     app.comms.selected = i
-                for col, text in enumerate(comms_cells(e)[1:], 1):
+                for (name, _w), text in zip(COMMS_COLUMNS[1:], comms_cells(e)[1:]):
                     imgui.table_next_column()
-                    if col == 2:
+                    if name == "Tier":
                         imgui.text_colored(TIER_COLOURS.get(e.tier, GREY), text)
-                    elif col == 7 and text.startswith(("rejected", "exit", "failed", "refused")):
+                    elif name == "Decision" and text.startswith(("rejected", "exit", "failed",
+                                                                 "refused")):
                         imgui.text_colored(RED, text)
                     else:
                         imgui.text_unformatted(text)
-                    if col in (3, 6, 7) and text and imgui.is_item_hovered():
+                    if name in ("Stream", "Tool", "Decision") and text and imgui.is_item_hovered():
                         imgui.set_tooltip(text)
         if app.comms.follow and imgui.get_scroll_y() >= imgui.get_scroll_max_y() - 2:
             imgui.set_scroll_here_y(1.0)
@@ -108,13 +109,14 @@ def panel_comms(app: AppState) -> None:
 
 
 # (header, width in em) of the table's columns; `comms_cells` gives a row's text in this order
-COMMS_COLUMNS = (("#", 3.2), ("Time", 4.6), ("Tier", 3.4), ("Stream", 11.5), ("Dir", 2.2),
-                 ("Kind", 5.5), ("Tool", 6.5), ("Decision", 8.0), ("Model", 8.0), ("Tokens", 3.8))
+COMMS_COLUMNS = (("#", 3.2), ("Time", 4.6), ("Tier", 3.4), ("Kind", 5.5), ("Tool", 6.5),
+                 ("Decision", 9.0), ("Stream", 11.5), ("Dir", 2.2), ("Model", 8.0),
+                 ("Tokens", 3.8))
 
 
 def comms_cells(e: CommsRow) -> list[str]:
-    return [str(e.seq), time.strftime("%H:%M:%S", time.localtime(e.ts)), e.tier, e.stream_id,
-            e.direction, e.kind, e.tool, e.decision, e.model,
+    return [str(e.seq), time.strftime("%H:%M:%S", time.localtime(e.ts)), e.tier, e.kind, e.tool,
+            e.decision, e.stream_id, e.direction, e.model,
             fmt_tokens(e.tokens) if e.tokens is not None else ""]
 
 

@@ -216,7 +216,7 @@ def ticket_table(app: AppState, t: Track) -> None:
         return
     imgui.table_setup_scroll_freeze(0, 1)
     imgui.table_setup_column("ID", imgui.TableColumnFlags_.width_fixed, em(3.3).x)
-    imgui.table_setup_column("Status", imgui.TableColumnFlags_.width_fixed, em(6.3).x)
+    imgui.table_setup_column("Status", imgui.TableColumnFlags_.width_fixed, em(7.6).x)
     imgui.table_setup_column("Description", imgui.TableColumnFlags_.width_stretch, 3.0)
     imgui.table_setup_column("Depends on", imgui.TableColumnFlags_.width_fixed, em(6).x)
     imgui.table_setup_column("Cost", imgui.TableColumnFlags_.width_fixed, em(3.2).x)
@@ -238,8 +238,8 @@ def ticket_table(app: AppState, t: Track) -> None:
         if not waiting_for_you(app, k.id, app.approvals.waiting_for(ticket_id=k.id)):
             status_text(k.status)
         imgui.table_next_column()
-        files = "\nfiles: " + ", ".join(k.target_files) if k.target_files else ""
-        long_text(k.description + files if files else k.description, f"desc-{k.id}", max_lines=2)
+        files = "files: " + ", ".join(k.target_files) if k.target_files else ""
+        long_text(k.description, f"desc-{k.id}", max_lines=2, more=files)
         why = k.blocked_reason or (k.result if k.status in ("completed", "failed") else "")
         if why:   # a failure's reason (a Tier 4 diagnosis): wrapped, the rest on hover
             long_text(why, f"why-{k.id}", RED if k.status in ("failed", "blocked") else DIM, 3)

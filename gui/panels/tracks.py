@@ -81,7 +81,7 @@ def panel_tracks(app: AppState) -> None:
     if imgui.begin_table("tracks", 4, flags, ImVec2(-1, max(table_h, em(0, 4).y))):
         imgui.table_setup_scroll_freeze(0, 1)
         imgui.table_setup_column("Track", imgui.TableColumnFlags_.width_stretch, 3.0)
-        imgui.table_setup_column("Status", imgui.TableColumnFlags_.width_fixed, em(6.5).x)
+        imgui.table_setup_column("Status", imgui.TableColumnFlags_.width_fixed, em(7.6).x)
         imgui.table_setup_column("Tickets done", imgui.TableColumnFlags_.width_fixed, em(5.5).x)
         imgui.table_setup_column("Cost", imgui.TableColumnFlags_.width_fixed, em(4).x)
         imgui.table_headers_row()

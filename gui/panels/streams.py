@@ -146,8 +146,12 @@ def panel_streams(app: AppState) -> None:
         label = {"Tier 1": "Tier 1 (Orchestrator)", "Tier 2": "Tier 2 (Tech Lead)",
                  "Tier 3": "Tier 3 (Workers)", "Tier 4": "Tier 4 (QA)"}[tier]
         busy = any(app.streams.views[s].state == "streaming" for s in sids)
+        waits = any(stream_waits(app, s) for s in sids)
+        mark = fa.ICON_FA_BELL if waits else "●" if busy else ""
         flags = imgui.TabItemFlags_.set_selected if request == tier else 0
-        opened = imgui.begin_tab_item_simple(f"{label} {'●' if busy else ''}###{tier}", flags)
+        opened = imgui.begin_tab_item_simple(f"{label} {mark}###{tier}", flags)
+        if waits:
+            imgui.set_item_tooltip("An agent here waits for your approval")
         if not opened:
             continue
         app.streams.tab = tier

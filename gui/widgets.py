@@ -82,6 +82,14 @@ def coloured_progress(fraction: float, colour: ImVec4, overlay: str, width: floa
     imgui.pop_style_color()
 
 
+def quick_ctrl_enter() -> bool:
+    """Enter pressed in the very frame Ctrl was released: a quick Ctrl+Enter at a low frame rate
+    (input trickling applies another key's release in the same frame), which a multi-line text
+    box takes for a plain Enter and answers with a newline (issue 20, defect 8)."""
+    return (imgui.is_key_pressed(imgui.Key.enter, False)
+            and imgui.is_key_released(imgui.Key.mod_ctrl) and not imgui.get_io().key_ctrl)
+
+
 def help_marker(text: str) -> None:
     imgui.same_line()
     imgui.text_disabled("(?)")

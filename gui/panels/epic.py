@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from gui.state import AppState
 from gui.theme import BLUE, GREEN, RED, WRAP, em, validation_messages
-from gui.widgets import panel_error
+from gui.widgets import panel_error, quick_ctrl_enter
 from models import TIERS, Settings
 
 
@@ -61,13 +61,6 @@ def api_key_status() -> tuple[bool, str]:
         if os.environ.get(name):
             return True, f"present ({name})"
     return False, "missing: set GEMINI_API_KEY or GOOGLE_API_KEY before starting Clutch"
-
-
-def quick_ctrl_enter() -> bool:
-    """Enter pressed in the very frame Ctrl was released (a quick Ctrl+Enter at a low frame rate:
-    trickling applies a different key's release in the same frame)."""
-    return (imgui.is_key_pressed(imgui.Key.enter, False)
-            and imgui.is_key_released(imgui.Key.mod_ctrl) and not imgui.get_io().key_ctrl)
 
 
 def panel_epic(app: AppState) -> None:

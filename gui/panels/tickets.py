@@ -239,10 +239,11 @@ def ticket_table(app: AppState, t: Track) -> None:
             status_text(k.status)
         imgui.table_next_column()
         files = "files: " + ", ".join(k.target_files) if k.target_files else ""
-        long_text(k.description, f"desc-{k.id}", max_lines=2, more=files)
+        long_text(k.description, f"desc-{k.id}", max_lines=1, more=files)
         why = k.blocked_reason or (k.result if k.status in ("completed", "failed") else "")
-        if why:   # a failure's reason (a Tier 4 diagnosis): wrapped, the rest on hover
-            long_text(why, f"why-{k.id}", RED if k.status in ("failed", "blocked") else DIM, 3)
+        if why:   # a failure's reason (a Tier 4 diagnosis) wrapped, a result on a line; all on hover
+            bad = k.status in ("failed", "blocked")
+            long_text(why, f"why-{k.id}", RED if bad else DIM, 3 if bad else 1)
         imgui.table_next_column()
         for j, d in enumerate(k.depends_on):
             if j:

@@ -128,7 +128,10 @@ def typing_burst(types: list[int]) -> bool:
     queue), so at 10 FPS a typed sentence appeared over seconds (issue 20, defect 8). For a
     burst like this, processing the whole queue in one frame loses nothing: a character does
     not need its key's press, and any other key (Enter, Backspace, Ctrl...) adds a down/up
-    pair without a character, which makes it no burst, and trickling keeps every press."""
+    pair without a character, which makes it no burst, and trickling keeps every press.
+    Only the events' types can be read from Python, not their keys: a frame that also holds a
+    Shift (a capital) is taken for no burst and trickles, one character more per frame until
+    the rest of the queue is a burst again."""
     key, text = int(imgui.internal.InputEventType.key), int(imgui.internal.InputEventType.text)
     texts = sum(1 for t in types if t == text)
     keys = sum(1 for t in types if t == key)

@@ -328,11 +328,10 @@ def test_comms_labels_tool_and_decision_columns_and_a_readable_entry(workspace):
         seen["fields"] = dict(app.comms.detail_fields)
         seen["ts"] = app.comms.rows[i].ts
         seen["raw_box_shown"] = ctx.item_exists("//Comms/**/##detail")
+        shot(ctx, "15_comms_entry")
         ctx.item_click("//Comms/**/Raw JSON")
         ctx.yield_(2)
         seen["raw_box_on_demand"] = ctx.item_exists("//Comms/**/##detail")
-        ctx.item_click("//Comms/**/Raw JSON")
-        shot(ctx, "15_comms_entry")
 
     run(eng, app, t)
     names = [c[0] for c in COMMS_COLUMNS]

@@ -214,27 +214,41 @@ def test_a_ticket_waiting_for_approval_says_waiting_for_you(workspace):
 # ---------------------------------------------------------------------------------------------
 
 def test_a_greyed_out_skip_says_why(workspace):
-    eng, app = make_app(workspace, max_workers=1)
+    """On a ticket whose worker is running (nothing asks: every approval is "auto" here)."""
+    from models import ApprovalPolicy
+    eng, app = make_app(workspace, max_workers=1, offline_pace_s=0.15,
+                        approvals=ApprovalPolicy(spawn="auto", write_tools="auto", shell="auto"))
     tid = planned_track(eng)
     seen = {}
 
     def t(ctx):
-        req = started_with_a_spawn_waiting(ctx, app, eng, tid)
-        k = req.ticket_id
-        ctx.item_click("//Approval/Decide later")
-        wait_until(ctx, lambda: app.modal.current is None, 5, "the dialog to close")
-        ctx.yield_(2)
-        seen["status"] = next(x.status for x in app.tickets.track_by_id(tid).tickets if x.id == k)
-        ctx.mouse_move(f"//Tickets/**/{k}/Skip")
         ctx.yield_(3)
-        tip = imgui.internal.find_window_by_name("##Tooltip_00")
-        seen["tooltip"] = bool(tip is not None and tip.active)
+        if app.modal.current == "proposal":
+            ctx.item_click("//Proposed tracks/Cancel")
+        app.tickets.selected_track = tid
+        ctx.yield_(2)
+        ctx.item_click("//Tracks/###Start")
+        running = lambda: next((x.id for x in app.tickets.track_by_id(tid).tickets
+                                if x.status == "in_progress"), None)
+        k = wait_until(ctx, running, 20, "a running ticket")
+        ctx.yield_(3)                    # the row of the ticket before it settles (its result)
+        ref = f"//Tickets/**/{k}/Skip"
+        ctx.mouse_move(ref)
+        ctx.yield_(2)
+
+        def on_its_skip_with_a_tooltip() -> bool:
+            r, m = ctx.item_info(ref).rect_full, imgui.get_io().mouse_pos
+            on = r.min.x <= m.x <= r.max.x and r.min.y <= m.y <= r.max.y
+            tips = [imgui.internal.find_window_by_name(f"##Tooltip_{n:02d}") for n in range(4)]
+            return on and any(tip is not None and tip.active for tip in tips)
+        seen["tooltip"] = on_its_skip_with_a_tooltip()
+        seen["status"] = next(x.status for x in app.tickets.track_by_id(tid).tickets if x.id == k)
+        seen["modal"] = app.modal.current
         shot(ctx, "16_skip_tooltip")
-        seen["tip_text"] = app.tickets.last_tooltip if hasattr(app.tickets, "last_tooltip") else ""
 
     run(eng, app, t)
-    assert seen["status"] == "in_progress"
-    assert seen["tooltip"], "hovering the greyed-out Skip showed no tooltip"
+    assert seen["modal"] is None
+    assert seen["tooltip"], "hovering the greyed-out Skip of a running ticket showed no tooltip"
 
 
 # ---------------------------------------------------------------------------------------------

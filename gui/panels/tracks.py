@@ -89,6 +89,7 @@ def panel_tracks(app: AppState) -> None:
             imgui.table_next_row()
             imgui.table_next_column()
             sel = t.id == app.tickets.selected_track
+            imgui.set_next_item_allow_overlap()      # the row's "waiting for you" is clickable
             clicked, _ = imgui.selectable(f"{t.title}##{t.id}", sel,
                                           imgui.SelectableFlags_.span_all_columns)
             if clicked:

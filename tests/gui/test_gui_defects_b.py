@@ -200,6 +200,10 @@ def test_a_ticket_waiting_for_approval_says_waiting_for_you(workspace):
         shot(ctx, "10_waiting_for_you")
         ctx.item_click(f"//Tickets/**/###waiting-{k}")
         wait_until(ctx, lambda: app.modal.current == "approval", 5, "the approval, reopened")
+        ctx.item_click("//Approval/Decide later")
+        wait_until(ctx, lambda: app.modal.current is None, 5, "the dialog to close again")
+        ctx.item_click(f"//Tracks/**/###waiting-{tid}")        # the track's leads there too
+        wait_until(ctx, lambda: app.modal.current == "approval", 5, "the approval, from Tracks")
         seen["others"] = [x.id for x in app.tickets.track_by_id(tid).tickets if x.id != k]
         seen["others_badged"] = [x for x in seen["others"] if ctx.item_exists(f"//Tickets/**/###waiting-{x}")]
         ctx.item_click("//Approval/Decide later")

@@ -78,7 +78,8 @@ class ToolCalls:
         if edited:       # the stream shows the call that runs, not the one the model asked for
             self._emitter()(StreamChunk(
                 stream_id=session.stream_id,
-                text=self._scrub(f"  ✎ edited before it ran: {call.name}({short_json(args, 300)})\n")))
+                text=self._scrub(f"  ✎ edited before it ran, by you; it ran as:\n"
+                                 f"→ {call_line(call.name, args)}\n")))
         res = ws.execute(call.name, args, cancel=session.cancel)
         if spec.kind == "write" and res.ok and isinstance(args.get("path"), str):
             with self._written_lock:
@@ -119,3 +120,17 @@ class ToolCalls:
         if isinstance(final, ToolPayload):
             return dict(final.args)
         raise EngineError(f"a {final.kind} payload cannot answer a tool call")
+
+
+def call_line(name: str, args: dict[str, Any], limit: int = 300) -> str:
+    """A tool call as the stream shows one, `name(key='value', ...)`: a command whole up to
+    `limit`, other long strings cut with their length, line breaks as ⏎."""
+    parts = []
+    for k, v in args.items():
+        if isinstance(v, str):
+            one = v.replace("\n", "⏎")
+            keep = limit if k == "command" else 60
+            parts.append(f"{k}={one if len(one) <= keep else one[:keep] + f'… ({len(v)} chars)'!r}")
+        else:
+            parts.append(f"{k}={short_json(v, 60)}")
+    return f"{name}({', '.join(parts)})"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import time
 
-from imgui_bundle import ImVec4, hello_imgui, imgui
+from imgui_bundle import ImVec2, ImVec4, hello_imgui, imgui
 from imgui_bundle import icons_fontawesome_4 as fa
 
 from gui.dialogs.approval import approval_modal
@@ -109,19 +109,35 @@ def notification_strip(app: AppState) -> None:
     imgui.text_disabled(time.strftime("%H:%M:%S", time.localtime(n.ts)))
     imgui.same_line()
     if imgui.small_button("Dismiss###strip-dismiss"):
-        n.dismissed = True
+        app.dismiss([n])
     if len(active) > 1:
+        # "Dismiss all" first, and the list opens under "N more": it covered "Dismiss all"
+        imgui.same_line()
+        if imgui.small_button("Dismiss all###strip-dismiss-all"):
+            app.dismiss(active)
         imgui.same_line()
         if imgui.small_button(f"{len(active) - 1} more###strip-more"):
             imgui.open_popup("notices")
-        imgui.same_line()
-        if imgui.small_button("Dismiss all###strip-dismiss-all"):
-            for x in active:
-                x.dismissed = True
+        below = ImVec2(imgui.get_item_rect_min().x, imgui.get_item_rect_max().y + 2)
+        if imgui.is_popup_open("notices"):
+            imgui.set_next_window_pos(below, imgui.Cond_.appearing)
     if imgui.begin_popup("notices"):
-        for x in reversed(active[-40:]):
+        # the list's own "Dismiss all": while it is open, a click outside only closes it
+        if imgui.small_button("Dismiss all###notices-dismiss-all"):
+            app.dismiss(active)
+            imgui.close_current_popup()
+        imgui.separator()
+        for k, x in enumerate(reversed(active[-40:])):
+            imgui.push_id(k)
+            if imgui.small_button(fa.ICON_FA_TIMES):
+                app.dismiss([x])
+            imgui.set_item_tooltip("Dismiss this one")
+            imgui.pop_id()
+            imgui.same_line()
             imgui.text_colored(NOTICE_COLOURS.get(x.level, WHITE),
                                f"{time.strftime('%H:%M:%S', time.localtime(x.ts))}  {short(x.message, 160)}")
+            if len(x.message) > 160:
+                imgui.set_item_tooltip(x.message)
         imgui.end_popup()
 
 

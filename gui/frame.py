@@ -123,9 +123,34 @@ def refresh_state(app: AppState) -> None:
         comms.append(engine_reads.comms_entries(eng, len(comms.rows)))
 
 
+def typing_burst(types: list[int]) -> bool:
+    """True when the queued input events are only typing: characters, each with at most its
+    key's down and up (plus one key left over from the frame before). ImGui's input trickling
+    takes one such character per frame (a key that goes down and up within a frame stops the
+    queue), so at 10 FPS a typed sentence appeared over seconds (issue 20, defect 8). For a
+    burst like this, processing the whole queue in one frame loses nothing: a character does
+    not need its key's press, and any other key (Enter, Backspace, Ctrl...) adds a down/up
+    pair without a character, which makes it no burst, and trickling keeps every press.
+    Only the events' types can be read from Python, not their keys: a frame that also holds a
+    Shift (a capital) is taken for no burst and trickles, one character more per frame until
+    the rest of the queue is a burst again."""
+    key, text = int(imgui.internal.InputEventType.key), int(imgui.internal.InputEventType.text)
+    texts = sum(1 for t in types if t == text)
+    keys = sum(1 for t in types if t == key)
+    return texts >= 2 and keys + texts == len(types) and keys <= 2 * texts + 1
+
+
+def input_trickling() -> None:
+    """Before ImGui reads this frame's input queue (PollEvents has filled it): trickle unless
+    the queue is a typing burst (`typing_burst`)."""
+    queue = imgui.get_current_context().input_events_queue
+    imgui.get_io().config_input_trickle_event_queue = not typing_burst([int(e.type) for e in queue])
+
+
 def per_frame(app: AppState) -> None:
     """pre_new_frame callback: state first, then every panel renders from it."""
     app.frame += 1
+    input_trickling()
     if app.exit_requested:
         hello_imgui.get_runner_params().app_shall_exit = True
     try:

@@ -27,6 +27,8 @@ class CommsRow(NamedTuple):
     kind: str
     model: str
     tokens: int | None
+    tool: str = ""          # the tool called, or asked about
+    decision: str = ""      # an approval's answer, or how a tool call ended
 
     @classmethod
     def of(cls, e: dict[str, Any], i: int) -> CommsRow:
@@ -36,10 +38,49 @@ class CommsRow(NamedTuple):
         u = e.get("usage")
         tokens = u.get("total_tokens") if isinstance(u, dict) else None
         ts = e.get("ts")
+        data = e.get("data") if isinstance(e.get("data"), dict) else {}
         return cls(e.get("seq") if isinstance(e.get("seq"), int) else i + 1,
                    float(ts) if isinstance(ts, (int, float)) else 0.0,
                    s("tier"), s("stream_id"), s("direction"), s("kind"), s("model"),
-                   int(tokens) if isinstance(tokens, (int, float)) else None)
+                   int(tokens) if isinstance(tokens, (int, float)) else None,
+                   sys.intern(comms_tool(s("kind"), data)), comms_decision(s("kind"), data))
+
+
+def comms_tool(kind: str, data: dict[str, Any]) -> str:
+    """The tool an entry is about: a call or its result by name, an approval by what it asked
+    (a shell command is `run_shell`, a spawn `spawn`), a response by the calls it made."""
+    if kind in ("tool_call", "tool_result"):
+        return str(data.get("name", ""))
+    if kind == "approval":
+        asked = data.get("requested") if isinstance(data.get("requested"), dict) else {}
+        what = asked.get("kind", data.get("kind", ""))
+        return str(asked.get("tool", "")) if what == "tool" else "run_shell" if what == "shell" \
+            else str(what or "")
+    if kind == "response" and isinstance(data.get("tool_calls"), list):
+        return ", ".join(str(c.get("name", "")) for c in data["tool_calls"] if isinstance(c, dict))
+    return ""
+
+
+def comms_decision(kind: str, data: dict[str, Any]) -> str:
+    """What was decided: an approval's answer (with its reason, and whether the person edited
+    it), or how a tool call ended (ok, the exit code, rejected, refused, failed)."""
+    if kind == "approval":
+        if data.get("approved"):
+            word = "auto-approved" if data.get("source") == "auto" else "approved"
+            return word + (" with edits" if data.get("edited") else "")
+        reason = str(data.get("reason") or "")
+        return "rejected" + (f": {reason}" if reason else "")
+    if kind == "tool_result":
+        r = data.get("result") if isinstance(data.get("result"), dict) else {}
+        if r.get("rejected"):
+            return "rejected"
+        if r.get("denied"):
+            return "refused by a rule"
+        code = r.get("exit_code")
+        if not r.get("ok", True):
+            return f"exit {code}" if code is not None else "failed"
+        return f"ok (exit {code})" if code is not None else "ok"
+    return ""
 
 
 class StreamView:
@@ -47,7 +88,7 @@ class StreamView:
     re-split per frame, so a multi-megabyte stream costs the same per frame as a short one."""
 
     __slots__ = ("stream_id", "rows", "state", "chars", "follow", "markdown", "_md_cache",
-                 "last_chunk_at", "at_bottom", "jump_to_end", "unloaded")
+                 "_md_view", "last_chunk_at", "at_bottom", "jump_to_end", "unloaded")
 
     def __init__(self, stream_id: str) -> None:
         self.stream_id = stream_id
@@ -59,6 +100,7 @@ class StreamView:
         self.jump_to_end = False
         self.markdown = False
         self._md_cache: tuple[int, str] = (-1, "")
+        self._md_view: tuple[int, str] = (-1, "")
         self.last_chunk_at = 0.0
         self.unloaded = False       # rows dropped; the engine has the text (see unload)
 
@@ -67,6 +109,7 @@ class StreamView:
         engine. Chunks fed meanwhile are only counted."""
         self.rows = [""]
         self._md_cache = (-1, "")
+        self._md_view = (-1, "")
         self.unloaded = True
 
     def load(self, text: str) -> None:
@@ -106,6 +149,21 @@ class StreamView:
     @property
     def line_count(self) -> int:
         return len(self.rows) if self.rows[-1] else len(self.rows) - 1
+
+    def markdown_text(self) -> str:
+        """The text for Markdown mode, every line break kept: Markdown joins lines into one
+        paragraph, and a stream is lines (issue 20, defect 13). A line ending in two spaces is
+        a hard break; inside a code fence lines stay as they are. Cached by length."""
+        if self._md_view[0] != self.chars:
+            out, fence = [], False
+            for ln in self.text().split("\n"):
+                if ln.lstrip().startswith(("```", "~~~")):
+                    fence = not fence
+                    out.append(ln)
+                else:
+                    out.append(ln if fence or not ln.strip() else ln + "  ")
+            self._md_view = (self.chars, "\n".join(out))
+        return self._md_view[1]
 
     def text(self) -> str:
         """The whole text (joined on demand, cached by length: for markdown and copy)."""

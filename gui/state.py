@@ -39,6 +39,16 @@ if TYPE_CHECKING:
     from multi_agent_conductor import ConductorEngine
 
 
+def same_failure(a: str, b: str) -> bool:
+    """Two messages that tell one failure with different lead-ins ("Plan epic: X" and
+    "Tier 1 could not plan the epic: X"): what follows one's first ": " ends the other."""
+    for x, y in ((a, b), (b, a)):
+        core = x.split(": ", 1)[1] if ": " in x else ""
+        if len(core) >= 20 and y.endswith(core):
+            return True
+    return False
+
+
 class ApprovalsState:
     """Approval requests waiting for the user, and the dialog's edit of the front one."""
 
@@ -53,6 +63,13 @@ class ApprovalsState:
     def waiting(self) -> list[ApprovalRequest]:
         """The requests still waiting for the user, oldest first: the one place this is decided."""
         return [r for r in self.pending if r.id not in self.answered]
+
+    def waiting_for(self, *, ticket_id: str = "", track_id: str = "",
+                    stream_id: str = "") -> list[ApprovalRequest]:
+        """The requests waiting for the user that hold up this ticket, track or stream."""
+        return [r for r in self.waiting()
+                if (ticket_id and r.ticket_id == ticket_id) or (track_id and r.track_id == track_id)
+                or (stream_id and r.stream_id == stream_id)]
 
     def replace(self, requests: list[ApprovalRequest]) -> None:
         self.pending = sorted((r for r in requests if r.id not in self.answered),
@@ -212,7 +229,8 @@ class CommsState:
         self.filter_stream = "All"
         self.filter_kind = "All"
         self.selected: int | None = None
-        self.detail: tuple[int, str] = (-1, "")
+        self.detail: tuple[int, str] = (-1, "")          # the opened entry's JSON
+        self.detail_fields: list[tuple[str, str]] = []   # ... as readable fields
         self.follow = True
         self.streams: list[str] = []
         self.kinds: list[str] = []
@@ -261,6 +279,9 @@ class ModalState:
         self.current: str | None = None
         self.requests: set[str] = set()
         self.proposal: list[ProposalRow] | None = None
+        self.proposal_count = 0                      # how many tracks Tier 1 proposed
+        self.proposal_removed: list[tuple[int, ProposalRow]] = []   # for "Undo remove"
+        self.proposal_scroll_to_end = False          # a track was added: show it
         self.proposal_epic = ""
         self.proposal_error = ""
         self.settings_draft: dict[str, Any] | None = None
@@ -278,6 +299,8 @@ class ModalState:
         self.proposal = [ProposalRow(str(t.get("title", "")), str(t.get("goal", "")),
                                      "\n".join(str(c) for c in t.get("acceptance_criteria", [])))
                          for t in tracks]
+        self.proposal_count = len(self.proposal)
+        self.proposal_removed = []
         self.proposal_error = ""
         self.request("proposal")
 
@@ -331,10 +354,14 @@ class AppState:
             del self.activity[:500]
         if level == "info":
             return
-        # the same message again: bring it back instead of stacking copies
+        # the same message again, or the same failure told twice (the engine's event and the
+        # command's error, each with its own lead-in: issue 20, defect 14): bring it back
+        # instead of stacking copies
         for n in self.notices:
-            if n.message == message and n.level == level:
+            if n.level == level and (n.message == message
+                                     or (not n.dismissed and same_failure(n.message, message))):
                 n.ts, n.dismissed = time.time(), False
+                message = n.message
                 break
         else:
             self.notices.append(Notice(level, message, panel))
@@ -345,6 +372,23 @@ class AppState:
 
     def active_notices(self) -> list[Notice]:
         return [n for n in self.notices if not n.dismissed]
+
+    def dismiss(self, notices: list[Notice]) -> None:
+        """The person dismissed these: gone from the strip and from the windows that show the
+        same message (issue 20, defect 14: "Dismiss all" left the Epic window's copy)."""
+        gone = set()
+        for n in notices:
+            n.dismissed = True
+            gone.add(n.message)
+        for panel, msg in list(self.panel_errors.items()):
+            if msg in gone:
+                del self.panel_errors[panel]
+
+    def dismiss_panel_error(self, panel: str) -> None:
+        """A window's error dismissed there: its copy on the strip goes too."""
+        msg = self.panel_errors.pop(panel, None)
+        if msg is not None:
+            self.dismiss([n for n in self.active_notices() if n.message == msg])
 
     # -- work in flight ---------------------------------------------------------------------
     def track_op(self, label: str, future: concurrent.futures.Future, panel: str = "",

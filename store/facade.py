@@ -280,9 +280,11 @@ class ConductorStore:
                 plan_mod.append_sha(plan, task, t.commit_sha, form)
             elif want != "x" and task.sha and not t.commit_sha:
                 plan_mod.remove_sha(plan, task)          # its commit was reverted
-            if t.description != task.text and plan_mod.set_description(plan, task, t.description):
+            if t.description != task.text and plan_mod.set_description(plan, task, t.description,
+                                                                         t.depends_on):
                 reparse = True
-        new = [(phase_label(t.phase), plan_mod.task_lines(t.description, t.status, t.commit_sha))
+        new = [(phase_label(t.phase), plan_mod.task_lines(t.description, t.status, t.commit_sha,
+                                                          deps=t.depends_on))
                for t in track.tickets if t.id not in paired]
         if new:
             if reparse:

@@ -318,9 +318,28 @@ def append_checkpoint(plan: Plan, phase: PlanPhase, sha: str) -> bool:
     return True
 
 
-def task_lines(description: str, status: str, sha: str, indent: str = "") -> list[str]:
-    """A new task's lines in the extension's form: `- [ ] Task: text`, more lines indented 4."""
+def readable_first_line(first: str, deps: list[str] | None, ticked: bool, tail: str = "") -> str:
+    """A description's first line as a task line says it, so that reading it back gives it
+    whole. One that ends in what the reader takes for a dependency list, `(depends on: ...)`,
+    is followed by the ticket's own list (`none` when it has none): a ticket described
+    "Wire the client (depends on: the new API)" was read back as "Wire the client" depending on
+    "the", "new" and "API", and its plan line was written again (issue 20, defect 17). `tail`
+    is what follows the text on the line (a SHA)."""
+    first = one_line(first).strip()
+    if deps is None or parse_head(first + tail, ticked)[1] == first:
+        return first
+    guarded = f"{first} (depends on: {', '.join(deps) or 'none'})"
+    return guarded if parse_head(guarded + tail, ticked)[1] == first else first
+
+
+def task_lines(description: str, status: str, sha: str, indent: str = "",
+               deps: list[str] | None = None) -> list[str]:
+    """A new task's lines in the extension's form: `- [ ] Task: text`, more lines indented 4.
+    With `deps` (the ticket's dependencies), a first line the reader would misread keeps its
+    text (`readable_first_line`)."""
     first, *rest = description.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    sha7 = short_sha(sha)
+    first = readable_first_line(first, deps, status == "completed", f" {sha7}" if sha7 else "")
     head = f"{indent}- [{TICKET_MARK.get(status, ' ')}] Task: {first.strip()}".rstrip()
     sha7 = short_sha(sha)
     if sha7:
@@ -332,7 +351,8 @@ def _lead(s: str) -> str:
     return s[:len(s) - len(s.lstrip())]
 
 
-def set_description(plan: Plan, task: PlanTask, description: str) -> bool:
+def set_description(plan: Plan, task: PlanTask, description: str,
+                    deps: list[str] | None = None) -> bool:
     """The task's text changed (the person edited it in the app; the engine ticked its sub-task
     lines): its lines say the new text. Each changed line is edited in place (its indentation,
     tabs, marker, prefix, SHA and trailing spaces stay) when the text has as many lines as
@@ -349,7 +369,11 @@ def set_description(plan: Plan, task: PlanTask, description: str) -> bool:
     at = head.find(first) if first else -1
     if at < 0:
         return False
-    new_head = content[:m.start(3)] + head[:at] + one_line(new_first) + head[at + len(first):] + cr
+    after = head[at + len(first):]
+    ticked = task.marker in ("x", "X", "~")
+    shown = one_line(new_first) if _DEPS_TAIL_RE.search(after.rstrip()) else \
+        readable_first_line(new_first, deps, ticked, after.rstrip())
+    new_head = content[:m.start(3)] + head[:at] + shown + after + cr
     if len(rest) == len(task.cont) and all(
             old == new or (old.strip() and new.strip() and _lead(old) == _lead(new))
             for old, new in zip(task.cont, rest)):

@@ -285,8 +285,12 @@ def approval_modal(app: AppState) -> None:
         imgui.set_item_tooltip("Approves every request waiting now, once (not a standing grant). "
                                "Ctrl+Shift+Enter")
     if imgui.shortcut(imgui.Key.mod_ctrl | imgui.Key.mod_shift | imgui.Key.enter,
-                      imgui.InputFlags_.route_global) and len(pending) > 1:
-        all_clicked = True
+                      imgui.InputFlags_.route_global):
+        # "approve all waiting": with one waiting, that one (it did nothing, issue 20, 6)
+        if len(pending) > 1:
+            all_clicked = True
+        else:
+            approve = True
     imgui.same_line()
     if imgui.button("Decide later"):
         app.approvals.deferred = True

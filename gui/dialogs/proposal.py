@@ -8,7 +8,8 @@ from imgui_bundle import ImVec2, imgui
 from imgui_bundle import icons_fontawesome_4 as fa
 from pydantic import ValidationError
 
-from gui.state import AppState
+from gui.records import ProposalRow
+from gui.state import AppState, ModalState
 from gui.theme import AMBER, RED, WRAP, describe_error, em, short, validation_messages
 from gui.widgets import begin_sized_modal
 from models import Track, TrackProposal
@@ -23,8 +24,9 @@ def proposal_modal(app: AppState) -> None:
         app.modal.current = None
         imgui.end_popup()
         return
-    imgui.text_wrapped(f"Tier 1 proposes {len(rows)} track(s) for: {short(app.modal.proposal_epic, 200)}")
-    imgui.text_disabled("Edit titles, goals and acceptance criteria (one per line); remove what you do not want.")
+    imgui.text_wrapped(f"{proposal_heading(app.modal)} for: {short(app.modal.proposal_epic, 200)}")
+    imgui.text_disabled("Edit titles, goals and acceptance criteria (one per line); remove what you "
+                        "do not want, add what is missing.")
     footer = imgui.get_frame_height_with_spacing() * (2.2 if app.modal.proposal_error else 1.3)
     imgui.begin_child("body", ImVec2(0, -footer))
     remove: int | None = None
@@ -40,7 +42,10 @@ def proposal_modal(app: AppState) -> None:
             remove = i
         imgui.pop_id()
     if remove is not None:
-        rows.pop(remove)
+        app.modal.proposal_removed.append((remove, rows.pop(remove)))
+    if app.modal.proposal_scroll_to_end:
+        imgui.set_scroll_here_y(1.0)
+        app.modal.proposal_scroll_to_end = False
     imgui.end_child()
     if app.modal.proposal_error:
         imgui.push_style_color(imgui.Col_.text, RED)
@@ -56,12 +61,41 @@ def proposal_modal(app: AppState) -> None:
         app.modal.proposal = None
         app.modal.current = None
         imgui.close_current_popup()
+    imgui.same_line(0, em(2).x)
+    if imgui.button(f"{fa.ICON_FA_PLUS} Add track###Add track"):
+        rows.append(ProposalRow("", "", ""))
+        app.modal.proposal_scroll_to_end = True
+    removed = app.modal.proposal_removed
+    if removed:
+        imgui.same_line()
+        last = short(removed[-1][1].title, 60) or "(untitled)"
+        if imgui.button(f"{fa.ICON_FA_UNDO} Undo remove###Undo remove"):
+            i, row = removed.pop()
+            rows.insert(min(i, len(rows)), row)
+        imgui.set_item_tooltip(f"Bring back \"{last}\"")
     if not rows:
         imgui.same_line()
-        imgui.text_colored(AMBER, "No track left: Cancel, or plan the epic again.")
+        imgui.text_colored(AMBER, "No track left: add one, undo, Cancel, or plan the epic again.")
     if app.modal.proposal is None or (app.modal.current != "proposal"):
         imgui.close_current_popup()
     imgui.end_popup()
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def proposal_heading(modal: ModalState) -> str:
+    """The tracks as they are now, against what Tier 1 proposed (issue 20, defect 18)."""
+    rows = modal.proposal or []
+    proposed, removed = modal.proposal_count, len(modal.proposal_removed)
+    added = len(rows) - (proposed - removed)
+    head = f"Tier 1 proposed {plural(proposed, 'track')}"
+    if removed == 0 and added == 0:
+        return head
+    changes = ", ".join(x for x in (f"{removed} removed" if removed else "",
+                                    f"{added} added" if added else "") if x)
+    return f"{head}; you are accepting {len(rows)} ({changes})"
 
 
 def accept_proposal(app: AppState) -> None:

@@ -10,8 +10,8 @@ from imgui_bundle import ImVec2, imgui
 from imgui_bundle import icons_fontawesome_4 as fa
 
 from gui.state import AppState
-from gui.theme import AMBER, GREEN, describe_error, em, short
-from gui.widgets import panel_error
+from gui.theme import AMBER, GREEN, describe_error, em
+from gui.widgets import long_text, panel_error
 from models import ShellPayload
 
 
@@ -51,9 +51,8 @@ def panel_approvals(app: AppState) -> None:
             imgui.table_next_column()
             imgui.text(r.kind)
             imgui.table_next_column()
-            imgui.text_unformatted(short(r.title, 90))
-            if r.kind == "shell":
-                imgui.set_item_tooltip(str(r.payload.command if isinstance(r.payload, ShellPayload) else ""))
+            command = r.payload.command if isinstance(r.payload, ShellPayload) else ""
+            long_text(r.title, f"request-{r.id}", max_lines=2, more=command)
             imgui.table_next_column()
             imgui.text(f"{int(now - r.created_at)} s")
         imgui.end_table()

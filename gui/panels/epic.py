@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from gui.dialogs.settings_providers import open_settings
 from gui.state import AppState
 from gui.theme import BLUE, GREY, RED, WRAP, em, validation_messages
-from gui.widgets import panel_error
+from gui.widgets import panel_error, quick_ctrl_enter
 from models import Settings, key_status, tier_choices
 
 
@@ -95,9 +95,19 @@ def panel_epic(app: AppState) -> None:
     flags = imgui.InputTextFlags_.enter_returns_true | WRAP
     avail = imgui.get_content_region_avail()
     h = max(em(0, 5).y, min(avail.y * 0.35, em(0, 12).y))
+    before = app.epic_text
     entered, app.epic_text = imgui.input_text_multiline("##epic", app.epic_text, ImVec2(-1, h), flags)
     epic_active = imgui.is_item_active() or imgui.is_item_focused()
     ctrl_enter = entered and imgui.get_io().key_ctrl
+    if epic_active and quick_ctrl_enter():
+        # Ctrl released within the frame Enter went down: ImGui saw a plain Enter and put a
+        # newline in; the person pressed Ctrl+Enter (issue 20, defect 8). Take it back, plan.
+        if app.epic_text != before:
+            app.epic_text = before
+            # the box's own copy still holds the newline: let it go, so that it is read anew
+            # from app.epic_text when the person clicks into it again
+            imgui.internal.clear_active_id()
+        ctrl_enter = True
     if not epic_active and imgui.is_window_focused(imgui.FocusedFlags_.root_and_child_windows):
         ctrl_enter = ctrl_enter or imgui.shortcut(imgui.Key.mod_ctrl | imgui.Key.enter)
     planning = app.busy("Plan epic")

@@ -7,17 +7,36 @@ from __future__ import annotations
 
 import time
 
-from imgui_bundle import ImVec2, imgui, imgui_md
+from imgui_bundle import ImVec2, ImVec4, imgui, imgui_md
 from imgui_bundle import icons_fontawesome_4 as fa
 
 from gui import engine_reads
 from gui.panels.history import earlier_streams_link
 from gui.records import StreamView
 from gui.state import AppState
-from gui.theme import (GREY, MARKDOWN_LIMIT, STATUS_COLOURS, STATUS_ICONS, TIER_COLOURS, WHITE,
-                       describe_error, em)
-from gui.widgets import mono_pop, mono_push, status_text
-from models import TIERS, tier_of_stream
+from gui.theme import (AMBER, GREY, MARKDOWN_LIMIT, RED, STATUS_COLOURS, STATUS_ICONS,
+                       TIER_COLOURS, WHITE, describe_error, em)
+from gui.widgets import mono_pop, mono_push, status_text, waiting_for_you
+from models import TIERS, ApprovalRequest, tier_of_stream
+
+
+def row_colour(row: str) -> ImVec4 | None:
+    """A tool step's outcome in colour: a failure (a command that exited non-zero, a refused
+    or rejected call) red, the person's edit of a call amber (issue 20, defect 3)."""
+    if row.startswith("  ✗"):
+        return RED
+    if row.startswith("  ✎"):
+        return AMBER
+    return None
+
+
+def cut_row_tooltip(row: str) -> None:
+    """A stream line wider than its pane (issue 20, defect 13), wrapped in a tooltip."""
+    if imgui.begin_tooltip():
+        imgui.push_text_wrap_pos(em(46).x)
+        imgui.text_unformatted(row)
+        imgui.pop_text_wrap_pos()
+        imgui.end_tooltip()
 
 
 def stream_text_view(app: AppState, v: StreamView) -> None:
@@ -28,15 +47,23 @@ def stream_text_view(app: AppState, v: StreamView) -> None:
     if v.markdown and v.chars <= MARKDOWN_LIMIT:
         mono_pop(pushed)
         pushed = False
-        imgui_md.render(v.text())
+        imgui_md.render(v.markdown_text())
     else:
         rows = v.rows
         n = len(rows) if rows[-1] else len(rows) - 1
+        right = imgui.get_window_pos().x + imgui.get_window_width() - imgui.get_style().scrollbar_size
         clipper = imgui.ListClipper()
         clipper.begin(max(n, 0), imgui.get_text_line_height_with_spacing())
         while clipper.step():
             for i in range(clipper.display_start, clipper.display_end):
-                imgui.text_unformatted(rows[i])
+                row = rows[i]
+                colour = row_colour(row)
+                if colour is None:
+                    imgui.text_unformatted(row)
+                else:
+                    imgui.text_colored(colour, row)
+                if imgui.is_item_hovered() and imgui.get_item_rect_max().x > right:
+                    cut_row_tooltip(row)     # cut at the pane's edge: the whole line
         if n == 0:
             imgui.text_disabled("(no output yet)")
     # Auto-scroll only when already at the bottom: the scroll limit is still last frame's, so
@@ -60,11 +87,17 @@ def ensure_loaded(app: AppState, v: StreamView) -> None:
         v.feed(f"(cannot read this stream back: {describe_error(e)})")
 
 
+def stream_waits(app: AppState, stream_id: str) -> list[ApprovalRequest]:
+    """The approvals this stream's agent waits on (a worker's spawn is asked on its stream)."""
+    return app.approvals.waiting_for(stream_id=stream_id)
+
+
 def stream_header(app: AppState, v: StreamView) -> None:
     ensure_loaded(app, v)
     imgui.text_colored(TIER_COLOURS.get(tier_of_stream(v.stream_id), WHITE), v.stream_id)
     imgui.same_line()
-    status_text(v.state)
+    if not waiting_for_you(app, v.stream_id, stream_waits(app, v.stream_id)):
+        status_text(v.state)
     imgui.align_text_to_frame_padding()
     imgui.text_disabled(f"{v.line_count:,} lines, {v.chars:,} chars")
     imgui.same_line()
@@ -98,6 +131,9 @@ def panel_streams(app: AppState) -> None:
                 if app.streams.tab != tier:
                     app.streams.tab_request = tier
                 app.streams.last_tab_switch = now
+    for r in app.approvals.waiting():
+        if r.stream_id:       # an agent waiting on the person has a tab even before it speaks
+            app.streams.view(r.stream_id)
     _c, app.streams.follow_activity = imgui.checkbox("Follow activity", app.streams.follow_activity)
     imgui.set_item_tooltip("Show the stream that is talking now")
     imgui.same_line()
@@ -111,8 +147,12 @@ def panel_streams(app: AppState) -> None:
         label = {"Tier 1": "Tier 1 (Orchestrator)", "Tier 2": "Tier 2 (Tech Lead)",
                  "Tier 3": "Tier 3 (Workers)", "Tier 4": "Tier 4 (QA)"}[tier]
         busy = any(app.streams.views[s].state == "streaming" for s in sids)
+        waits = any(stream_waits(app, s) for s in sids)
+        mark = fa.ICON_FA_BELL if waits else "●" if busy else ""
         flags = imgui.TabItemFlags_.set_selected if request == tier else 0
-        opened = imgui.begin_tab_item_simple(f"{label} {'●' if busy else ''}###{tier}", flags)
+        opened = imgui.begin_tab_item_simple(f"{label} {mark}###{tier}", flags)
+        if waits:
+            imgui.set_item_tooltip("An agent here waits for your approval")
         if not opened:
             continue
         app.streams.tab = tier
@@ -136,15 +176,17 @@ def stream_list_and_view(app: AppState, tier: str, sids: list[str]) -> None:
     imgui.begin_child("list", ImVec2(em(15).x, -1), imgui.ChildFlags_.borders | imgui.ChildFlags_.resize_x)
     for sid in sids:
         v = app.streams.views[sid]
-        colour = STATUS_COLOURS.get(v.state, GREY)
+        waits = bool(stream_waits(app, sid))
+        colour = AMBER if waits else STATUS_COLOURS.get(v.state, GREY)
         imgui.push_style_color(imgui.Col_.text, colour)
         label = sid.split(": ", 1)[1] if tier == "Tier 2" and ": " in sid else sid
-        clicked, _ = imgui.selectable(f"{STATUS_ICONS.get(v.state, '')} {label}###{sid}", sid == sel)
+        icon = fa.ICON_FA_BELL if waits else STATUS_ICONS.get(v.state, '')
+        clicked, _ = imgui.selectable(f"{icon} {label}###{sid}", sid == sel)
         imgui.pop_style_color()
         if clicked:
             app.streams.selected[tier] = sid
             app.streams.follow_activity = False
-        imgui.set_item_tooltip(f"{sid}: {v.state}, {v.chars:,} chars")
+        imgui.set_item_tooltip(f"{sid}: {'waiting for you' if waits else v.state}, {v.chars:,} chars")
     imgui.end_child()
     imgui.same_line()
     imgui.begin_group()

@@ -16,8 +16,8 @@ from imgui_bundle import icons_fontawesome_4 as fa
 from gui.panels.graph import ticket_graph
 from gui.records import TicketDraft, TicketRow
 from gui.state import AppState
-from gui.theme import AMBER, DIM, RED, STATUS_COLOURS, WHITE, describe_error, em, fmt_cost, short
-from gui.widgets import panel_error, status_text
+from gui.theme import AMBER, DIM, RED, STATUS_COLOURS, WHITE, describe_error, em, fmt_cost
+from gui.widgets import long_text, panel_error, status_text, waiting_for_you
 from models import (DagError, Ticket, Track, dag_problems, file_overlap_warnings, stream_tier3,
                     ticket_action_refusal)
 
@@ -102,9 +102,9 @@ def panel_tickets(app: AppState) -> None:
     if t is None:
         imgui.text_disabled("Select a track in the Tracks window.")
         return
-    imgui.text(f"{short(t.title, 70)}")
-    imgui.same_line()
     status_text(t.status)
+    imgui.same_line()
+    long_text(t.title, f"title-{t.id}", max_lines=1)
     if not t.tickets:
         imgui.text_disabled("No tickets yet: Plan tickets (Tier 2) in the Tracks window.")
         return
@@ -156,6 +156,9 @@ def ticket_editor(app: AppState, t: Track) -> None:
             imgui.table_next_column()
             imgui.set_next_item_width(-1)
             c, r.description = imgui.input_text("##desc", r.description)
+            if (imgui.is_item_hovered(imgui.HoveredFlags_.delay_short) and not imgui.is_item_active()
+                    and imgui.calc_text_size(r.description).x > imgui.get_item_rect_size().x - 8):
+                imgui.set_item_tooltip(r.description)      # cut in its box: the whole text
             changed |= c
             imgui.table_next_column()
             imgui.set_next_item_width(-1)
@@ -213,7 +216,7 @@ def ticket_table(app: AppState, t: Track) -> None:
         return
     imgui.table_setup_scroll_freeze(0, 1)
     imgui.table_setup_column("ID", imgui.TableColumnFlags_.width_fixed, em(3.3).x)
-    imgui.table_setup_column("Status", imgui.TableColumnFlags_.width_fixed, em(6.3).x)
+    imgui.table_setup_column("Status", imgui.TableColumnFlags_.width_fixed, em(7.6).x)
     imgui.table_setup_column("Description", imgui.TableColumnFlags_.width_stretch, 3.0)
     imgui.table_setup_column("Depends on", imgui.TableColumnFlags_.width_fixed, em(6).x)
     imgui.table_setup_column("Cost", imgui.TableColumnFlags_.width_fixed, em(3.2).x)
@@ -232,14 +235,15 @@ def ticket_table(app: AppState, t: Track) -> None:
             app.streams.follow_activity = False
         imgui.set_item_tooltip("Show its stream")
         imgui.table_next_column()
-        status_text(k.status)
+        if not waiting_for_you(app, k.id, app.approvals.waiting_for(ticket_id=k.id)):
+            status_text(k.status)
         imgui.table_next_column()
-        imgui.text_unformatted(short(k.description, 120))
-        imgui.set_item_tooltip(k.description + ("\nfiles: " + ", ".join(k.target_files) if k.target_files else ""))
+        files = "files: " + ", ".join(k.target_files) if k.target_files else ""
+        long_text(k.description, f"desc-{k.id}", max_lines=1, more=files)
         why = k.blocked_reason or (k.result if k.status in ("completed", "failed") else "")
-        if why:
-            imgui.set_item_tooltip(why[-1500:])
-            imgui.text_colored(RED if k.status in ("failed", "blocked") else DIM, short(why, 110))
+        if why:   # a failure's reason (a Tier 4 diagnosis) wrapped, a result on a line; all on hover
+            bad = k.status in ("failed", "blocked")
+            long_text(why, f"why-{k.id}", RED if bad else DIM, 3 if bad else 1)
         imgui.table_next_column()
         for j, d in enumerate(k.depends_on):
             if j:

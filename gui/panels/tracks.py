@@ -14,8 +14,8 @@ from imgui_bundle import icons_fontawesome_4 as fa
 from gui import engine_reads
 from gui.panels.tickets import save_draft
 from gui.state import AppState
-from gui.theme import AMBER, BLUE, GREEN, RED, WRAP, em, fmt_cost, short
-from gui.widgets import coloured_progress, panel_error, status_text
+from gui.theme import AMBER, BLUE, GREEN, RED, WRAP, em, fmt_cost
+from gui.widgets import coloured_progress, long_text, panel_error, status_text, waiting_for_you
 from models import Track
 
 
@@ -81,7 +81,7 @@ def panel_tracks(app: AppState) -> None:
     if imgui.begin_table("tracks", 4, flags, ImVec2(-1, max(table_h, em(0, 4).y))):
         imgui.table_setup_scroll_freeze(0, 1)
         imgui.table_setup_column("Track", imgui.TableColumnFlags_.width_stretch, 3.0)
-        imgui.table_setup_column("Status", imgui.TableColumnFlags_.width_fixed, em(6.5).x)
+        imgui.table_setup_column("Status", imgui.TableColumnFlags_.width_fixed, em(7.6).x)
         imgui.table_setup_column("Tickets done", imgui.TableColumnFlags_.width_fixed, em(5.5).x)
         imgui.table_setup_column("Cost", imgui.TableColumnFlags_.width_fixed, em(4).x)
         imgui.table_headers_row()
@@ -89,6 +89,7 @@ def panel_tracks(app: AppState) -> None:
             imgui.table_next_row()
             imgui.table_next_column()
             sel = t.id == app.tickets.selected_track
+            imgui.set_next_item_allow_overlap()      # the row's "waiting for you" is clickable
             clicked, _ = imgui.selectable(f"{t.title}##{t.id}", sel,
                                           imgui.SelectableFlags_.span_all_columns)
             if clicked:
@@ -96,7 +97,8 @@ def panel_tracks(app: AppState) -> None:
             imgui.set_item_tooltip(f"{t.title}\n{t.id}\n\n{t.goal}")
             imgui.table_next_column()
             running = eng.is_running(t.id)
-            status_text("paused" if eng.is_paused(t.id) and running else t.status)
+            if not waiting_for_you(app, t.id, app.approvals.waiting_for(track_id=t.id)):
+                status_text("paused" if eng.is_paused(t.id) and running else t.status)
             imgui.table_next_column()
             done, total = t.progress()
             colour = RED if t.status == "failed" else GREEN if t.status == "completed" else BLUE
@@ -112,7 +114,8 @@ def panel_tracks(app: AppState) -> None:
         return
     running = eng.is_running(t.id)
     paused = eng.is_paused(t.id)
-    imgui.separator_text(short(t.title, 80))
+    imgui.separator()
+    long_text(t.title, f"title-{t.id}", max_lines=2)
     imgui.text_disabled(t.id)
     planning = app.busy("Plan tickets")
     imgui.begin_disabled(running or planning)

@@ -48,17 +48,16 @@ class Branches:
         self._git_pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=2, thread_name_prefix="clutch-git")
         s = self.settings
-        reason = ""
-        if not s.git_commits:
-            reason = "git commits are off in the settings"
-        elif not s.worktrees:
-            reason = "worktrees are off in the settings"
-        else:
+        chosen = not (s.git_commits and s.worktrees)     # the person turned them off
+        reason = ("git commits are off in the settings" if not s.git_commits else
+                  "worktrees are off in the settings" if not s.worktrees else "")
+        if not chosen:
             tb, reason = TrackBranches.detect(self.workspace)
             if tb is not None and tb.git.rev("HEAD") is None:
                 tb, reason = None, "the repository has no commit yet (commit once, then run)"
             self._tb = tb
-        if self._tb is None:
+        self.shared_reason = reason if self._tb is None else ""
+        if self._tb is None and not chosen:   # a choice of the person's is not news to them
             self.notices.append(
                 f"Tickets share the workspace directory ({reason}): parallel tickets can see "
                 f"each other's changes. In a git repository each ticket gets a worktree of "

@@ -5,7 +5,8 @@ ended normally (STOP or the provider's equivalent; AgentSession raises on every 
 so a turn that reached here and did not end normally is a bug we report, not a pass); (2) every
 target file the ticket names exists; (3) the verify command passes, when one is set (the
 track's own, else `verify_command` in the settings; `clutch run --verify`). The command's output
-streams into the worker's stream. A failure is a CheckReport the repair loop hands to Tier 4
+streams into the worker's stream. In a ticket's own worktree, what the command leaves behind
+(caches, reports, a formatter's edits) is removed after it: the commit holds the worker's work. A failure is a CheckReport the repair loop hands to Tier 4
 and then to the next attempt.
 
 `propose_verify_command` reads the project's own conventions (a Conductor workflow.md or
@@ -124,7 +125,14 @@ class Checks:
         cmd = self._verify_command_for(track)
         if cmd and not failed:
             emit(StreamChunk(stream_id=sid, text=f"\n  ▶ verify: {cmd}\n"))
+            own_tree = self._in_worktrees(track)
+            if own_tree:       # the worker's work, staged: what the command leaves is not it
+                self._tb.git.run("add", "-A", cwd=ws.root)
             res = ws.execute("run_shell", {"command": cmd}, cancel=cancel)
+            if own_tree:       # caches and reports the command wrote (__pycache__, .pytest_cache,
+                # a formatter's edits) go: the ticket's commit holds what its worker wrote
+                self._tb.git.run("checkout", "-q", "--", ":/", cwd=ws.root)
+                self._tb.git.run("clean", "-fdq", "--", ":/", cwd=ws.root)
             output = self._scrub(res.output or res.error or "")
             if output:
                 emit(StreamChunk(stream_id=sid, text=output[-4000:].rstrip("\n") + "\n"))

@@ -268,3 +268,17 @@ def test_retry_after_a_failed_repair_loop_starts_again_at_attempt_one(make_engin
              and eng.track(tid).ticket("T-001").retry_count == 1, timeout=60, what="the retry")
     t = eng.track(tid).ticket("T-001")
     assert t.attempts == 1 and "REPAIR" not in [s for s in seen if s[0] == "Tier 3"][-1][1]
+
+
+def test_what_the_verify_command_leaves_behind_is_not_committed(make_engine, workspace):
+    """compileall writes src/__pycache__/*.pyc and the command may touch tracked files: the
+    ticket's commit holds only what its worker wrote."""
+    repo(workspace)
+    prov, _ = model(good_from=1)
+    eng = make_engine(provider=prov, git_commits=True,
+                      verify_command=VERIFY + " && echo touched >> src/__init__.py")
+    tid = track_with(eng)
+    t = eng.start_track(tid).result(60).tickets[0]
+    assert t.status == "completed", (t.blocked_reason, t.checks)
+    assert git(workspace, "show", "--name-only", "--format=", t.commit_sha).split() == ["src/m.py"]
+    assert git(workspace, "show", "main:src/__init__.py") == ""

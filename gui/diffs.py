@@ -1,0 +1,110 @@
+"""Reading a change: a unified diff split per file (`split_files`), drawn as a list of the
+files changed beside the coloured diff, where a click on a file scrolls the diff to it
+(`files_and_diff`); and a checks report with its marks coloured (`checks_report`).
+
+GUI thread only. State: none of its own; the selected file and a pending jump live in the
+caller's record (`gui.state.TicketDetailState` or the approval's view), passed in.
+"""
+from __future__ import annotations
+
+from imgui_bundle import ImVec2, imgui
+
+from gui.records import DiffPick
+from gui.state import AppState
+from gui.theme import AMBER, BLUE, DIM, GREEN, GREY, RED, em
+from gui.widgets import mono_pop, mono_push
+
+
+def split_files(diff: str) -> tuple[list[str], dict[str, int]]:
+    """The diff's lines, and the line where each file's section starts (`diff --git a/X b/Y`
+    names Y; a deleted file keeps its old name)."""
+    lines = diff.splitlines()
+    starts: dict[str, int] = {}
+    for i, ln in enumerate(lines):
+        if ln.startswith("diff --git "):
+            rest = ln[len("diff --git "):]
+            name = rest.split(" b/", 1)[1] if " b/" in rest else rest
+            starts.setdefault(name.strip(), i)
+    return lines, starts
+
+
+def line_colour(ln: str):
+    if ln.startswith("+++") or ln.startswith("---"):
+        return GREY
+    if ln.startswith("+"):
+        return GREEN
+    if ln.startswith("-"):
+        return RED
+    if ln.startswith("@@"):
+        return BLUE
+    if ln.startswith("diff --git"):
+        return AMBER
+    return None
+
+
+def diff_lines(app: AppState, child_id: str, lines: list[str], height: float,
+               jump_line: int | None = None) -> None:
+    """The diff in a scrolling child, only the visible lines drawn (ListClipper); `jump_line`
+    scrolls to that line this frame."""
+    imgui.begin_child(child_id, ImVec2(-1, height), imgui.ChildFlags_.borders,
+                      imgui.WindowFlags_.horizontal_scrollbar)
+    pushed = mono_push(app)
+    line_h = imgui.get_text_line_height_with_spacing()
+    if jump_line is not None:
+        imgui.set_scroll_y(jump_line * line_h)
+    if not lines:
+        imgui.text_disabled("(no changes)")
+    clipper = imgui.ListClipper()
+    clipper.begin(len(lines), line_h)
+    while clipper.step():
+        for i in range(clipper.display_start, clipper.display_end):
+            ln = lines[i]
+            colour = line_colour(ln)
+            if colour is None:
+                imgui.text_wrapped(ln)
+            else:
+                imgui.text_colored(colour, ln)
+    mono_pop(pushed)
+    imgui.end_child()
+
+
+def files_and_diff(app: AppState, child_id: str, files: list[str], diff: str, height: float,
+                   pick: DiffPick) -> None:
+    """The files changed (click one to scroll the diff to it) beside the diff itself."""
+    lines, starts = split_files(diff)
+    names = files or list(starts)
+    list_w = min(em(16).x, imgui.get_content_region_avail().x * 0.3)
+    imgui.begin_child(f"{child_id}-files", ImVec2(list_w, height), imgui.ChildFlags_.borders)
+    imgui.text_disabled(f"{len(names)} file{'s' if len(names) != 1 else ''} changed")
+    for i, name in enumerate(names):
+        # the id is the file's place, not its path: a path's "/" would split a test's item ref
+        clicked, _ = imgui.selectable(f"{name}###file-{i}", name == pick.selected)
+        if clicked:
+            pick.selected = name
+            pick.jump_to = name
+        imgui.set_item_tooltip(name)
+    imgui.end_child()
+    imgui.same_line()
+    jump = None
+    if pick.jump_to is not None:
+        jump = starts.get(pick.jump_to)
+        pick.jump_to = None
+    diff_lines(app, f"{child_id}-diff", lines, height, jump)
+
+
+def checks_report(text: str) -> None:
+    """A checks report: ✓ lines green, ✗ red, · dim, the verify command's output tail grey."""
+    in_output = False
+    for ln in text.splitlines() or ["(no checks ran yet)"]:
+        if ln.startswith("--- verify command output"):
+            in_output = True
+            imgui.text_colored(DIM, ln)
+            continue
+        if in_output:
+            imgui.text_colored(GREY, ln)
+        elif ln[:1] in ("✓", "✗", "·"):
+            imgui.push_style_color(imgui.Col_.text, {"✓": GREEN, "✗": RED, "·": DIM}[ln[:1]])
+            imgui.text_wrapped(ln)
+            imgui.pop_style_color()
+        else:
+            imgui.text_wrapped(ln)

@@ -113,8 +113,8 @@ def detail_pane(app: AppState, t: Track) -> None:
     if u is not None:
         imgui.same_line()
         imgui.text_disabled(f"· {fmt_cost(u.cost_usd)} (every attempt and Tier 4)")
-    imgui.same_line(imgui.get_content_region_max().x - em(2).x)
-    if imgui.small_button(f"{fa.ICON_FA_TIMES}###Close details"):
+    imgui.same_line()
+    if imgui.small_button(f"{fa.ICON_FA_TIMES} Close###Close details"):
         d.ticket_id = None
     imgui.set_item_tooltip("Close the details")
     merge_line(t, k)

@@ -51,9 +51,15 @@ def shared_dir_notice(app: AppState) -> None:
         return
     imgui.push_style_color(imgui.Col_.text, AMBER)
     imgui.text_wrapped(f"{fa.ICON_FA_EXCLAMATION_TRIANGLE} Tickets share the workspace "
-                       f"directory: parallel tickets can see each other's half-written changes."
-                       + (f" ({g.get('reason')})" if g.get("reason") else ""))
+                       f"directory: parallel tickets can see each other's half-written changes.")
     imgui.pop_style_color()
+    reason = str(g.get("reason") or "")
+    if reason:
+        if len(reason) <= 60:
+            imgui.text_disabled(f"Why: {reason}.")
+        else:
+            imgui.text_disabled("Why? (hover)")
+            imgui.set_item_tooltip(reason)
     if g.get("can_init"):
         busy = app.busy(INIT_LABEL)
         imgui.begin_disabled(busy)

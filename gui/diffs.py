@@ -28,6 +28,18 @@ def split_files(diff: str) -> tuple[list[str], dict[str, int]]:
     return lines, starts
 
 
+def file_stats(lines: list[str], starts: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """Lines added and removed per file of a split diff."""
+    order = sorted(starts.items(), key=lambda kv: kv[1])
+    out: dict[str, tuple[int, int]] = {}
+    for n, (name, at) in enumerate(order):
+        end = order[n + 1][1] if n + 1 < len(order) else len(lines)
+        body = lines[at:end]
+        out[name] = (sum(1 for x in body if x.startswith("+") and not x.startswith("+++")),
+                     sum(1 for x in body if x.startswith("-") and not x.startswith("---")))
+    return out
+
+
 def line_colour(ln: str):
     if ln.startswith("+++") or ln.startswith("---"):
         return GREY
@@ -73,16 +85,25 @@ def files_and_diff(app: AppState, child_id: str, files: list[str], diff: str, he
     """The files changed (click one to scroll the diff to it) beside the diff itself."""
     lines, starts = split_files(diff)
     names = files or list(starts)
+    stats = file_stats(lines, starts)
     list_w = min(em(16).x, imgui.get_content_region_avail().x * 0.3)
     imgui.begin_child(f"{child_id}-files", ImVec2(list_w, height), imgui.ChildFlags_.borders)
     imgui.text_disabled(f"{len(names)} file{'s' if len(names) != 1 else ''} changed")
     for i, name in enumerate(names):
         # the id is the file's place, not its path: a path's "/" would split a test's item ref
-        clicked, _ = imgui.selectable(f"{name}###file-{i}", name == pick.selected)
+        w = imgui.get_content_region_avail().x - (em(4.5).x if name in stats else 0)
+        clicked, _ = imgui.selectable(f"{name}###file-{i}", name == pick.selected, 0,
+                                      ImVec2(max(w, em(3).x), 0))
         if clicked:
             pick.selected = name
             pick.jump_to = name
-        imgui.set_item_tooltip(name)
+        added, removed = stats.get(name, (0, 0))
+        imgui.set_item_tooltip(f"{name}\n+{added} −{removed} lines")
+        if name in stats:
+            imgui.same_line()
+            imgui.text_colored(GREEN, f"+{added}")
+            imgui.same_line(0, em(0.3).x)
+            imgui.text_colored(RED, f"−{removed}")
     imgui.end_child()
     imgui.same_line()
     jump = None

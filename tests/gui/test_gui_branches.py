@@ -318,3 +318,24 @@ def test_outside_git_the_notice_offers_git_init_and_tickets_get_worktrees(worksp
     assert not any(p.startswith(".clutch") for p in tracked)
     assert len(git(workspace, "log", "--format=%H").split()) == 1
     assert (workspace / "notes.txt").read_text() == "the person's own file\n"
+
+
+def test_a_failing_git_init_shows_gits_reason_in_the_tracks_window(workspace):
+    (workspace / ".git").write_text("this is not a git directory\n")
+    eng = engine(workspace, writer())
+    app = gui_2.AppState(eng)
+    seen: dict = {}
+
+    def t(ctx):
+        wait_until(ctx, lambda: ctx.item_exists("//Tracks/###Initialize git here"), 10,
+                   "the notice's button")
+        ctx.item_click("//Tracks/###Initialize git here")
+        seen["error"] = wait_until(ctx, lambda: app.panel_errors.get("Tracks"), 20,
+                                   "the error in the Tracks window")
+        seen["shot"] = shot(ctx, "git_init_failed")
+
+    run(eng, app, t)
+    assert seen["error"].startswith("Initialize git here:") and "git" in seen["error"]
+    assert "failed" in seen["error"] or "invalid" in seen["error"]
+    assert not eng.worktrees_on
+    assert (workspace / ".git").read_text() == "this is not a git directory\n"

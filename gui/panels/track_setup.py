@@ -152,9 +152,9 @@ def verify_editor(app: AppState, t: Track, running: bool) -> None:
     d["dirty"] |= changed
     sug, where = st.suggestion or ("", "")
     if d["own"]:
-        imgui.set_next_item_width(-em(6).x)
+        imgui.set_next_item_width(-em(5).x)
         changed, d["command"] = imgui.input_text_with_hint(
-            "Verify command", sug or "a shell command run in the ticket's tree; empty = none",
+            "Command###Verify command", sug or "a shell command run in the ticket's tree; empty = none",
             d["command"])
         d["dirty"] |= changed
     else:

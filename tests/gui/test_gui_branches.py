@@ -233,7 +233,7 @@ def test_a_repaired_ticket_shows_its_attempts_checks_and_diagnosis(workspace):
         ctx.item_click("//Tracks/track-docs/Edit")
         ctx.yield_(2)
         ctx.item_click("//Tracks/**/This track has its own verify command")
-        ctx.item_click("//Tracks/**/Verify command")
+        ctx.item_click("//Tracks/**/###Verify command")
         ctx.key_chars(VERIFY)
         ctx.yield_()
         ctx.item_click("//Tracks/**/Save verify command")
@@ -339,3 +339,30 @@ def test_a_failing_git_init_shows_gits_reason_in_the_tracks_window(workspace):
     assert "failed" in seen["error"] or "invalid" in seen["error"]
     assert not eng.worktrees_on
     assert (workspace / ".git").read_text() == "this is not a git directory\n"
+
+
+def test_the_projects_suggested_verify_command_is_shown_before_start_and_used(workspace):
+    repo(workspace)
+    (workspace / "tests").mkdir()
+    (workspace / "tests" / "test_m.py").write_text("def test_m():\n    pass\n")
+    eng = engine(workspace, writer())
+    [track] = eng.accept_tracks([TrackProposal(title="Core: m", goal="g",
+                                               acceptance_criteria=["c"])]).result(10)
+    eng.set_tickets(track.id, [Ticket(id="T-001", description="write src/m.py",
+                                      target_files=["src/m.py"])]).result(10)
+    app = gui_2.AppState(eng)
+    seen: dict = {}
+
+    def t(ctx):
+        wait_until(ctx, lambda: app.tickets.selected_track == track.id, 10, "the track")
+        wait_until(ctx, lambda: ctx.item_exists("//Tracks/###Use suggested verify"), 10,
+                   "the suggestion")
+        seen["suggestion"] = app.setup.suggestion
+        seen["shot"] = shot(ctx, "verify_suggested")
+        ctx.item_click("//Tracks/###Use suggested verify")
+        wait_until(ctx, lambda: eng.track(track.id).verify_command, 10, "the command saved")
+
+    run(eng, app, t)
+    cmd, where = seen["suggestion"]
+    assert "pytest" in cmd and "tests" in where
+    assert eng.track(track.id).verify_command == cmd

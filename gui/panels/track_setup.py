@@ -123,11 +123,10 @@ def verify_line(app: AppState, t: Track, running: bool) -> None:
         imgui.same_line()
         imgui.text_disabled(f"({whose})")
         return
-    imgui.text_disabled("the turn ended and the target files exist; no verify command")
+    imgui.text_disabled("turn ended, target files exist; no verify command")
     sug, where = app.setup.suggestion or ("", "")
     if sug:
-        imgui.same_line()
-        imgui.text_colored(BLUE, f"suggested: {short(sug, 50)}")
+        imgui.text_colored(BLUE, f"{fa.ICON_FA_LIGHTBULB} Suggested: {short(sug, 40)}")
         imgui.set_item_tooltip(f"{sug}\n(from {where})")
         imgui.same_line()
         imgui.begin_disabled(running or app.busy("Save verify command"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -366,3 +367,59 @@ def test_the_projects_suggested_verify_command_is_shown_before_start_and_used(wo
     cmd, where = seen["suggestion"]
     assert "pytest" in cmd and "tests" in where
     assert eng.track(track.id).verify_command == cmd
+
+
+def test_a_conflict_is_shown_with_both_sides_and_the_ticket_names_it(workspace):
+    repo(workspace)
+    both_started = threading.Barrier(2, timeout=30)    # both from the same base: a conflict
+
+    def fn(req):
+        if req.tier == "Tier 4":
+            return ModelResponse(text="Tier 4: both tickets wrote src/same.py", usage=usage(),
+                                 model=req.model)
+        if not any(m.role == "model" for m in req.messages):
+            both_started.wait()
+            body = f"who = {req.ticket_id!r}\n"
+            return ModelResponse(text="w", usage=usage(), model=req.model, tool_calls=[ToolCall(
+                id="w", name="write_file", args={"path": "src/same.py", "content": body})])
+        return ModelResponse(text="done", usage=usage(), model=req.model)
+    eng = engine(workspace, FunctionProvider(fn), max_workers=2)
+    [track] = eng.accept_tracks([TrackProposal(title="Core: same", goal="g",
+                                               acceptance_criteria=["c"])]).result(10)
+    tid = track.id
+    eng.set_tickets(tid, [Ticket(id=f"T-00{i}", description="write src/same.py",
+                                 target_files=["src/same.py"]) for i in (1, 2)]).result(10)
+    app = gui_2.AppState(eng)
+    seen: dict = {}
+
+    def t(ctx):
+        wait_until(ctx, lambda: app.tickets.selected_track == tid, 10, "the track")
+        ctx.item_click("//Tracks/###Start")
+        r = wait_until(ctx, lambda: (r := front(app)) is not None and r.kind == "spawn"
+                       and r.payload.attempt == 0 and r, 60, "the conflict's repair spawn")
+        seen["spawn"] = r.payload
+        seen["spawn_shot"] = shot(ctx, "conflict_spawn")
+        ctx.item_click("//Approval/##Reason")
+        ctx.key_chars("I will resolve it myself")
+        ctx.item_click("//Approval/###Reject")
+        wait_until(ctx, lambda: not eng.is_running(tid), 60, "the track to stop")
+        app.tickets.dirty = True
+        failed = wait_until(ctx, lambda: next((k for k in app.tickets.track_by_id(tid).tickets
+                                               if k.status == "failed"), None), 10, "the failure")
+        ctx.item_click(f"//Tickets/**/{failed.id}/{failed.id}")
+        ctx.yield_(3)
+        seen["failed"] = failed
+        seen["shot"] = shot(ctx, "conflict_ticket")
+
+    run(eng, app, t)
+    assert not [n.message for n in app.notices if "Tier 4 could not" in n.message]
+    sp = seen["spawn"]
+    assert sp.description == "conflict in src/same.py"
+    assert "who = 'T-001'" in sp.context and "who = 'T-002'" in sp.context     # both sides
+    k = eng.track(tid).ticket(seen["failed"].id)
+    assert k.merge == "conflict in src/same.py"
+    assert "conflict" in k.blocked_reason and "src/same.py" in k.blocked_reason
+    # the other side is intact on the track branch; neither side was dropped
+    other = "T-001" if k.id == "T-002" else "T-002"
+    assert git(workspace, "show", f"clutch/{tid}:src/same.py") == f"who = {other!r}\n"
+    assert f"who = {k.id!r}" in git(workspace, "log", "-p", f"clutch-ticket/{tid}/{k.id}")

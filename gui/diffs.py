@@ -40,6 +40,16 @@ def file_stats(lines: list[str], starts: dict[str, int]) -> dict[str, tuple[int,
     return out
 
 
+def parsed(diff: str, pick: DiffPick) -> tuple[list[str], dict[str, int], dict[str, tuple[int, int]]]:
+    """The diff split and counted once, not every frame (a merge's diff may be 200 kB)."""
+    if not pick.parsed or pick.parsed[0] is not diff:
+        lines, starts = split_files(diff)
+        pick.parsed = (diff, lines, starts, file_stats(lines, starts))
+        if pick.selected not in starts:        # another diff: its own selection
+            pick.selected, pick.jump_to = "", None
+    return pick.parsed[1], pick.parsed[2], pick.parsed[3]
+
+
 def line_colour(ln: str):
     if ln.startswith("+++") or ln.startswith("---"):
         return GREY
@@ -83,9 +93,8 @@ def diff_lines(app: AppState, child_id: str, lines: list[str], height: float,
 def files_and_diff(app: AppState, child_id: str, files: list[str], diff: str, height: float,
                    pick: DiffPick) -> None:
     """The files changed (click one to scroll the diff to it) beside the diff itself."""
-    lines, starts = split_files(diff)
+    lines, starts, stats = parsed(diff, pick)
     names = files or list(starts)
-    stats = file_stats(lines, starts)
     list_w = min(em(16).x, imgui.get_content_region_avail().x * 0.3)
     imgui.begin_child(f"{child_id}-files", ImVec2(list_w, height), imgui.ChildFlags_.borders)
     imgui.text_disabled(f"{len(names)} file{'s' if len(names) != 1 else ''} changed")

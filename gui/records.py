@@ -178,3 +178,4 @@ class DiffPick:
     """Which file of a shown diff is selected, and a file to scroll the diff to next frame."""
     selected: str = ""
     jump_to: str | None = None
+    parsed: tuple = ()        # (the diff text, its lines, file starts, per-file counts)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from imgui_bundle import ImVec2, imgui
 from imgui_bundle import icons_fontawesome_4 as fa
 
-from gui.diffs import checks_report, files_and_diff, split_files
+from gui.diffs import checks_report, files_and_diff, parsed
 from gui.records import ApprovalEdit
 from gui.state import AppState
 from gui.theme import AMBER, BLUE, DIM, GREEN, em, fmt_cost, short
@@ -67,7 +67,7 @@ def merge_view(app: AppState, p: MergePayload, max_height: float) -> None:
             imgui.table_next_column()
             imgui.text(fmt_cost(float(k.get("cost_usd") or 0.0)))
         imgui.end_table()
-    _lines, starts = split_files(p.diff)
+    _lines, starts, _stats = parsed(p.diff, app.approvals.diff_pick)
     imgui.text(f"The combined diff: {len(starts)} file{'s' if len(starts) != 1 else ''}")
     imgui.same_line()
     imgui.text_disabled("(click a file to jump to it)")

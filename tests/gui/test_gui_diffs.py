@@ -2,7 +2,8 @@
 line counts, a repair spawn's editable diagnosis reaching the typed payload."""
 from __future__ import annotations
 
-from gui.diffs import file_stats, split_files
+from gui.diffs import file_stats, parsed, split_files
+from gui.records import DiffPick
 from gui.dialogs.approval import approval_fields, approval_payload
 from gui.records import ApprovalEdit
 from models import ApprovalRequest, SpawnPayload
@@ -52,3 +53,14 @@ def test_the_person_s_diagnosis_goes_into_the_repair_s_payload():
     assert err == "" and isinstance(payload, SpawnPayload)
     assert payload.diagnosis == "close the parenthesis" and payload.attempt == 2
     assert payload.check == "✗ verify command failed"   # shown, not editable
+
+
+def test_a_diff_is_parsed_once_per_text_and_a_new_one_drops_the_old_selection():
+    pick = DiffPick()
+    first = parsed(DIFF, pick)
+    pick.selected = "docs/b c.md"
+    again = parsed(DIFF, pick)
+    assert again[0] is first[0] and pick.selected == "docs/b c.md"    # not split again
+    other = "diff --git a/z b/z\n+++ b/z\n+1\n"
+    _lines, starts, stats = parsed(other, pick)
+    assert starts == {"z": 0} and stats == {"z": (1, 0)} and pick.selected == ""

@@ -87,10 +87,11 @@ def repair_view(edit: ApprovalEdit, multiline: Callable[[str, str, float], None]
     if not isinstance(p, SpawnPayload):
         return
     if p.attempt == 0:
-        imgui.text_colored(AMBER, f"{fa.ICON_FA_EXCLAMATION_TRIANGLE} Resolve a merge conflict: "
-                                  f"{p.description}")
-        imgui.text_disabled("A fresh worker gets the conflicting files with both sides (the "
-                            "context below); it must leave no conflict markers.")
+        imgui.text_colored(AMBER, f"{fa.ICON_FA_EXCLAMATION_TRIANGLE} A merge conflict: a "
+                                  f"fresh worker may resolve it, keeping both sides")
+        imgui.text_disabled("Both sides are in the Context below; the worker must leave no "
+                            "conflict markers. Reject keeps the change on its own branch "
+                            "(nothing is dropped) for you to resolve.")
         return
     if p.attempt <= 1:
         return

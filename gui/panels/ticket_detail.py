@@ -94,6 +94,11 @@ def merge_line(t: Track, k: Ticket) -> None:
     if t.merged_into:
         imgui.same_line()
         imgui.text_colored(BLUE, f"· track merged into {t.merged_into}")
+    if k.merge.startswith("conflict") and k.status != "completed":
+        where = f"is kept on {k.branch}" if k.branch else "was kept on its own branch"
+        imgui.text_disabled(f"Nothing was dropped: its change {where}, and "
+                            f"{t.branch or 'the track branch'} keeps the other side. Resolve "
+                            f"it in git yourself, or Retry for a fresh worker.")
 
 
 def detail_pane(app: AppState, t: Track) -> None:

@@ -1,8 +1,9 @@
 """The selected ticket's details, under the Tickets window's run table: its branch and how its
 commit reached the track branch (or the conflict that stopped it), its attempts ("attempt 2
 of 3"), the last checks' report, Tier 4's diagnosis, and its change: the files and the
-coloured unified diff, fetched from the engine (`engine.ticket_diff`, which runs git) on the
-GUI's background pool, never on the frame.
+coloured unified diff, and what each attempt cost, fetched from the engine
+(`engine_reads.ticket_reads`: git and the comms log) on the GUI's background pool, never on
+the frame.
 
 GUI thread only. State: `app.detail` (the ticket shown, its diff as last fetched and for
 which key, the selected file).
@@ -14,6 +15,7 @@ from typing import Any
 from imgui_bundle import ImVec2, imgui
 from imgui_bundle import icons_fontawesome_4 as fa
 
+from gui import engine_reads
 from gui.diffs import checks_report, files_and_diff
 from gui.state import AppState
 from gui.theme import AMBER, BLUE, DIM, GREEN, RED, describe_error, em, fmt_cost
@@ -35,7 +37,7 @@ def select_ticket(app: AppState, ticket: Ticket) -> None:
 
 def diff_key(k: Ticket) -> tuple[str, ...]:
     """What the ticket's diff depends on: fetched again when one of these changes."""
-    return (k.id, k.commit_sha, k.branch, k.status, k.merge)
+    return (k.id, k.commit_sha, k.branch, k.status, k.merge, str(k.attempts))
 
 
 def fetch_diff(app: AppState, k: Ticket, force: bool = False) -> None:
@@ -46,7 +48,7 @@ def fetch_diff(app: AppState, k: Ticket, force: bool = False) -> None:
         return
     d.diff_key = key
     d.diff_error = ""
-    fut = app.bg.submit(app.engine.ticket_diff, k.id)
+    fut = app.bg.submit(engine_reads.ticket_reads, app.engine, k.id)
 
     def done(result: dict[str, Any]) -> None:
         if app.detail.ticket_id == k.id:
@@ -57,6 +59,18 @@ def fetch_diff(app: AppState, k: Ticket, force: bool = False) -> None:
             app.detail.diff_error = describe_error(e)
             app.detail.diff = None
     app.track_op(f"Diff of {k.id}", fut, "Tickets", done, failed)
+
+
+def attempt_costs_text(read: dict[str, Any] | None) -> str:
+    """"attempt 1 $0.0005 · attempt 2 $0.0007 · Tier 4 $0.0002" from a ticket read."""
+    if not read:
+        return ""
+    costs = read.get("attempt_costs") or {}
+    parts = [(f"attempt {n}" if n else "conflict repair") + f" {fmt_cost(c)}"
+             for n, c in sorted(costs.items())]
+    if read.get("qa_cost"):
+        parts.append(f"Tier 4 {fmt_cost(read['qa_cost'])}")
+    return " · ".join(parts)
 
 
 def attempts_text(app: AppState, k: Ticket) -> str:
@@ -117,11 +131,15 @@ def detail_pane(app: AppState, t: Track) -> None:
     u = app.usage.ticket.get(k.id)
     if u is not None:
         imgui.same_line()
-        imgui.text_disabled(f"· {fmt_cost(u.cost_usd)} (every attempt and Tier 4)")
+        imgui.text_disabled(f"· {fmt_cost(u.cost_usd)} in all")
+        imgui.set_item_tooltip("every attempt of its workers and Tier 4's diagnoses")
     imgui.same_line()
     if imgui.small_button(f"{fa.ICON_FA_TIMES} Close###Close details"):
         d.ticket_id = None
     imgui.set_item_tooltip("Close the details")
+    per = attempt_costs_text(d.diff)
+    if per and (k.attempts > 1 or "conflict" in per):
+        imgui.text_disabled(f"Cost per attempt: {per}")
     merge_line(t, k)
     if k.blocked_reason and k.status in ("failed", "blocked", "skipped", "cancelled"):
         imgui.push_style_color(imgui.Col_.text, RED if k.status in ("failed", "blocked") else DIM)
@@ -191,7 +209,7 @@ def checks_tab(app: AppState, t: Track, k: Ticket) -> None:
 def diagnosis_tab(k: Ticket) -> None:
     imgui.begin_child("diagnosis", ImVec2(-1, -1), imgui.ChildFlags_.borders)
     if k.diagnosis:
-        imgui.text_disabled("Tier 4 (QA), on the last failed check:")
+        imgui.text_disabled("The diagnosis of the last failed check (Tier 4's, as the person left it):")
         imgui.text_wrapped(k.diagnosis)
     else:
         imgui.text_disabled("No diagnosis: Tier 4 runs when a check fails or a worker stops "

@@ -18,6 +18,7 @@ from typing import Any
 from imgui_bundle import imgui
 from imgui_bundle import icons_fontawesome_4 as fa
 
+from gui import engine_reads
 from gui.state import AppState
 from gui.theme import AMBER, BLUE, GREEN, em, short
 from models import Track
@@ -34,13 +35,13 @@ def refresh_setup(app: AppState) -> None:
 
         def got(result: dict[str, Any]) -> None:
             st.git = result
-        app.background("Read workspace git", app.engine.git_setup, on_done=got)
+        app.background("Read workspace git", engine_reads.git_setup, app.engine, on_done=got)
     if st.suggestion is None and not app.busy("Suggest verify command"):
         st.suggestion = ("", "")
 
         def suggested(result: tuple[str, str]) -> None:
             st.suggestion = (str(result[0]), str(result[1]))
-        app.background("Suggest verify command", app.engine.verify_suggestion,
+        app.background("Suggest verify command", engine_reads.verify_suggestion, app.engine,
                        on_done=suggested)
 
 

@@ -262,7 +262,8 @@ def test_a_repaired_ticket_shows_its_attempts_checks_and_diagnosis(workspace):
         wait_until(ctx, lambda: app.tickets.track_by_id(tid).ticket("T-001").attempts == 2, 10,
                    "the table")
         ctx.item_click("//Tickets/**/T-001/T-001")
-        ctx.yield_(2)
+        wait_until(ctx, lambda: app.detail.diff is not None, 20, "the ticket's reads")
+        seen["read"] = dict(app.detail.diff)
         ctx.item_click("//Tickets/**/###Checks")
         ctx.yield_(2)
         seen["checks_shot"] = shot(ctx, "repaired_checks")
@@ -283,6 +284,11 @@ def test_a_repaired_ticket_shows_its_attempts_checks_and_diagnosis(workspace):
     last_worker = [c for c in calls if c[0] == "Tier 3"][-1][1]
     assert DIAG_EDIT in last_worker and "lacks a ')'" not in last_worker
     assert seen["detail"] == "T-001"
+    # what each attempt cost, and Tier 4's diagnosis, read from the comms log
+    costs = seen["read"]["attempt_costs"]
+    assert sorted(costs) == [1, 2] and all(c > 0 for c in costs.values())
+    assert seen["read"]["qa_cost"] > 0
+    assert seen["read"]["files"] and "src/m.py" in seen["read"]["files"]
     # saved with the track: a reopened engine has it
     assert "python3 -m compileall -q src" in (eng.track_dir(tid) / "state.toml").read_text()
     for name in ("edit_shot", "repair_shot", "checks_shot", "diag_shot"):

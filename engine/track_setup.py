@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import pathlib
 import shutil
 import subprocess
 from typing import Any
@@ -169,9 +170,10 @@ def _git_init_and_commit(root: Any) -> str:
     if inside.returncode != 0 or inside.stdout.strip() != "true":
         git("init", "-q")
     common = git("rev-parse", "--git-common-dir").stdout.strip()
-    exclude = (root / common if not common.startswith("/") else type(root)(common)) / "info" / "exclude"
+    exclude = pathlib.Path(root, common) / "info" / "exclude"    # an absolute `common` wins
     text = exclude.read_text("utf-8", "replace") if exclude.exists() else ""
-    if not {".clutch/", "/.clutch/", ".clutch", "/.clutch"} & {x.strip() for x in text.splitlines()}:
+    listed = {x.strip() for x in text.splitlines()}
+    if not {".clutch/", "/.clutch/", ".clutch", "/.clutch"} & listed:
         exclude.parent.mkdir(parents=True, exist_ok=True)
         with open(exclude, "a", encoding="utf-8") as f:
             if text and not text.endswith("\n"):

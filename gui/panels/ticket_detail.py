@@ -209,7 +209,8 @@ def checks_tab(app: AppState, t: Track, k: Ticket) -> None:
 def diagnosis_tab(k: Ticket) -> None:
     imgui.begin_child("diagnosis", ImVec2(-1, -1), imgui.ChildFlags_.borders)
     if k.diagnosis:
-        imgui.text_disabled("The diagnosis of the last failed check (Tier 4's, as the person left it):")
+        imgui.text_disabled("The diagnosis of the last failed check (Tier 4's, as the person "
+                            "left it):")
         imgui.text_wrapped(k.diagnosis)
     else:
         imgui.text_disabled("No diagnosis: Tier 4 runs when a check fails or a worker stops "

@@ -9,6 +9,7 @@
 - `engine.writer`    the write-behind track writer
 - `engine.planning`  Tier 1 and Tier 2, accepting and editing tracks
 - `engine.actions`   retry, skip, cancel, revert (each returns a future)
+- `engine.track_setup` a track's verify command; `git init` for a plain workspace
 - `engine.reads`     the typed read API (stream text, comms entries, previews, files)
 - `engine.history`   every session of the workspace: usage over all of them, an earlier
   session's comms entries and streams, the last epic
@@ -54,6 +55,7 @@ from engine.checkpoint import CheckpointGate
 from engine.branches import Branches
 from engine.checks import Checks, CheckReport, propose_verify_command
 from engine.toolcalls import ToolCalls
+from engine.track_setup import TrackSetup
 from engine.reads import Reads
 from engine.writer import TrackWriter
 from events import AsyncEventQueue, Inbox
@@ -69,7 +71,8 @@ __all__ = ("ConductorEngine", "EngineError", "ApprovalNotFound", "ApprovalAlread
 
 
 class ConductorEngine(LoopContext, TrackWriter, Planning, Scheduler, TicketLife, CheckpointGate,
-                      Branches, Checks, ToolCalls, Agents, TicketActions, Reads, HistoryReads):
+                      Branches, Checks, ToolCalls, Agents, TicketActions, TrackSetup, Reads,
+                      HistoryReads):
     """The whole hierarchy, headless. Use as a context manager, or call start()/close()."""
 
     def __init__(self, workspace: str | Path, settings: Settings | None = None, *,

@@ -229,3 +229,11 @@ class ApprovalEdit:
     preview_of: dict[str, str] | None = None   # the fields the preview shows (None: as requested)
     focus_reason: bool = False
 
+
+
+@dataclass
+class DiffPick:
+    """Which file of a shown diff is selected, and a file to scroll the diff to next frame."""
+    selected: str = ""
+    jump_to: str | None = None
+    parsed: tuple = ()        # (the diff text, its lines, file starts, per-file counts)

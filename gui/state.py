@@ -16,6 +16,10 @@ State owned here:
   the Ollama models listed for it).
 - `HistoryState` (gui.history): the workspace's earlier sessions, the one the Comms panel
   shows, its streams.
+- `TicketDetailState`: the ticket shown in the Tickets window's details pane, its diff as
+  last fetched (off the frame), the file the diff view jumps to.
+- `SetupState`: whether tickets get worktrees (and whether `git init` can help), the verify
+  command the project suggests, the person's verify-command draft.
 - `AppState`: the above, plus notices, work in flight, and the two ways to run work:
   `command()` for an engine command (returns a Future) and `background()` for anything else.
 """
@@ -31,7 +35,8 @@ from imgui_bundle import hello_imgui, imgui
 
 from gui import engine_reads
 from gui.history import HistoryState
-from gui.records import ApprovalEdit, CommsRow, Notice, Op, ProposalRow, StreamView, TicketDraft
+from gui.records import (ApprovalEdit, CommsRow, DiffPick, Notice, Op, ProposalRow, StreamView,
+                         TicketDraft)
 from gui.theme import MAX_NOTICES, STREAM_KEEP_CHARS, describe_error
 from models import ApprovalRequest, Track, Usage, tier_of_stream
 
@@ -57,6 +62,7 @@ class ApprovalsState:
         self.answered: set[str] = set()            # ids the user answered (the engine may lag)
         self.edit: ApprovalEdit | None = None
         self.deferred = False                      # "Decide later": the dialog stays closed
+        self.diff_pick = DiffPick()                # the file selected in a merge's diff
         self.dirty = True
         self.read_at = 0.0
 
@@ -305,6 +311,31 @@ class ModalState:
         self.request("proposal")
 
 
+class TicketDetailState:
+    """The details pane of one ticket: its diff is fetched off the frame and kept with the key
+    it was fetched for (ticket, commit, branch, status), so it is fetched again only when that
+    changes."""
+
+    def __init__(self) -> None:
+        self.ticket_id: str | None = None
+        self.diff_key: tuple[str, ...] = ()
+        self.diff: dict[str, Any] | None = None
+        self.diff_error = ""
+        self.pick = DiffPick()                 # the file selected in its diff, a pending jump
+        self.tab_request: str | None = None    # a tab of the pane to select at the next frame
+
+
+class SetupState:
+    """How work is checked and kept: the engine's answer about worktrees (re-read off the frame
+    when asked), the project's suggested verify command, the person's verify-command draft."""
+
+    def __init__(self) -> None:
+        self.git: dict[str, Any] | None = None       # engine.git_setup(), as last read
+        self.git_stale = True
+        self.suggestion: tuple[str, str] | None = None   # engine.verify_suggestion()
+        self.verify_draft: dict[str, Any] | None = None  # {"id", "own", "command", "base"}
+
+
 class AppState:
     """Everything the panels show, as sub-states; notices and work in flight."""
 
@@ -330,6 +361,8 @@ class AppState:
         self.comms = CommsState()
         self.modal = ModalState()
         self.history = HistoryState()
+        self.detail = TicketDetailState()
+        self.setup = SetupState()
         self.mono_font: imgui.ImFont | None = None
         self.font_notice = ""
         self.api_server: Any = None

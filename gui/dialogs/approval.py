@@ -14,13 +14,14 @@ from imgui_bundle import ImVec2, imgui
 from imgui_bundle import icons_fontawesome_4 as fa
 
 from gui import engine_reads
+from gui.dialogs.merge import MERGE_WIDTH_EM, merge_view, repair_view
 from gui.records import ApprovalEdit
 from gui.state import AppState
-from gui.theme import (AMBER, BLUE, GREY, PURPLE, RED, WHITE, WRAP, describe_error, em, fmt_cost,
+from gui.theme import (AMBER, BLUE, GREEN, GREY, PURPLE, RED, WHITE, WRAP, describe_error, em, fmt_cost,
                        fmt_tokens)
 from gui.widgets import diff_view, mono_pop, mono_push
 from models import (ApprovalEditError, ApprovalRequest, Approved, BudgetPayload,
-                    CheckpointPayload, Denied, ShellPayload, SpawnPayload, StepPayload,
+                    CheckpointPayload, Denied, MergePayload, ShellPayload, SpawnPayload, StepPayload,
                     ToolPayload, edit_payload)
 from models import ApprovalPayload as ApprovalPayloadT
 
@@ -29,7 +30,8 @@ def approval_fields(req: ApprovalRequest) -> dict[str, str]:
     """The editable fields of a request's typed payload, as the text the dialog edits."""
     p = req.payload
     if isinstance(p, SpawnPayload):
-        return {"prompt": p.prompt, "context": p.context, "model": p.model}
+        return {"prompt": p.prompt, "context": p.context, "model": p.model,
+                "diagnosis": p.diagnosis}
     if isinstance(p, ToolPayload):
         return {"args": json.dumps(p.args, indent=2, ensure_ascii=False)}
     if isinstance(p, ShellPayload):
@@ -46,7 +48,8 @@ def approval_payload(edit: ApprovalEdit) -> tuple[ApprovalPayloadT | None, str]:
         return None, ""
     changes: dict[str, Any] = {}
     if req.kind == "spawn":
-        changes = {"prompt": f["prompt"], "context": f["context"], "model": f["model"]}
+        changes = {"prompt": f["prompt"], "context": f["context"], "model": f["model"],
+                   "diagnosis": f["diagnosis"]}
     elif req.kind == "tool":
         try:
             args = json.loads(f["args"])
@@ -145,6 +148,7 @@ def approval_editor(app: AppState, edit: ApprovalEdit, esc: bool) -> bool:
         desc = req.payload.description if isinstance(req.payload, SpawnPayload) else ""
         if desc:
             imgui.text_wrapped(desc)
+        repair_view(edit, multiline)
         imgui.set_next_item_width(em(18).x)
         _c, f["model"] = imgui.input_text("Model", f["model"])
         imgui.text("Prompt")
@@ -178,6 +182,8 @@ def approval_editor(app: AppState, edit: ApprovalEdit, esc: bool) -> bool:
             if p.rule:
                 imgui.text_colored(AMBER, "Why it asks: " + p.rule
                                    + (f" ({p.argument})" if p.argument else ""))
+    elif isinstance(req.payload, MergePayload):
+        merge_view(app, req.payload, imgui.get_main_viewport().work_size.y * 0.92)
     elif isinstance(req.payload, CheckpointPayload):
         p = req.payload
         imgui.text(f"Phase {p.phase!r} is done. Check it by hand, as the plan's workflow says:")
@@ -243,7 +249,8 @@ def refresh_preview(app: AppState, edit: ApprovalEdit) -> None:
 def approval_modal(app: AppState) -> None:
     edit = current_approval(app)
     vp = imgui.get_main_viewport()
-    w = min(em(64).x, vp.work_size.x * 0.92)
+    wide = edit is not None and edit.request.kind == "merge"
+    w = min(em(MERGE_WIDTH_EM if wide else 64).x, vp.work_size.x * 0.92)
     imgui.set_next_window_size_constraints(ImVec2(w, 0), ImVec2(w, vp.work_size.y * 0.92))
     imgui.set_next_window_pos(vp.get_center(), imgui.Cond_.always, ImVec2(0.5, 0.5))
     opened, _ = imgui.begin_popup_modal("Approval", None, imgui.WindowFlags_.always_auto_resize)
@@ -257,7 +264,8 @@ def approval_modal(app: AppState) -> None:
     req = edit.request
     pending = app.approvals.waiting()
     esc = imgui.is_key_pressed(imgui.Key.escape)
-    kind_colour = {"spawn": BLUE, "tool": AMBER, "shell": RED, "step": GREY, "budget": PURPLE}
+    kind_colour = {"spawn": BLUE, "tool": AMBER, "shell": RED, "step": GREY, "budget": PURPLE,
+                   "merge": GREEN}
     imgui.text_colored(kind_colour.get(req.kind, WHITE), f"{fa.ICON_FA_HAND_PAPER} {req.kind.upper()}")
     imgui.same_line()
     imgui.text(req.title)

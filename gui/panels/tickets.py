@@ -1,5 +1,6 @@
 """The Tickets panel: before a run, an editable table of the track's tickets (validated as a
-DAG as you type); during and after, the run table with Retry / Skip / Cancel / Revert.
+DAG as you type); during and after, the run table with Retry / Skip / Cancel / Revert, and under
+it the selected ticket's details (gui.panels.ticket_detail: branch, merge, attempts, checks, diff).
 
 GUI thread only. State: `app.tickets.drafts` (the user's unsaved ticket edits).
 """
@@ -14,6 +15,7 @@ from imgui_bundle import ImVec2, ImVec4, imgui
 from imgui_bundle import icons_fontawesome_4 as fa
 
 from gui.panels.graph import ticket_graph
+from gui.panels.ticket_detail import detail_pane, select_ticket
 from gui.records import TicketDraft, TicketRow
 from gui.state import AppState
 from gui.theme import AMBER, DIM, RED, STATUS_COLOURS, WHITE, describe_error, em, fmt_cost
@@ -212,7 +214,9 @@ def ticket_table(app: AppState, t: Track) -> None:
     eng = app.engine
     flags = (imgui.TableFlags_.row_bg | imgui.TableFlags_.borders_inner_v | imgui.TableFlags_.resizable
              | imgui.TableFlags_.scroll_y)
-    if not imgui.begin_table("ticket-run", 6, flags, ImVec2(-1, -1)):
+    shown = any(k.id == app.detail.ticket_id for k in t.tickets)
+    height = max(imgui.get_content_region_avail().y * 0.4, em(0, 6).y) if shown else -1
+    if not imgui.begin_table("ticket-run", 6, flags, ImVec2(-1, height)):
         return
     imgui.table_setup_scroll_freeze(0, 1)
     imgui.table_setup_column("ID", imgui.TableColumnFlags_.width_fixed, em(3.3).x)
@@ -228,15 +232,19 @@ def ticket_table(app: AppState, t: Track) -> None:
         imgui.table_next_row()
         imgui.table_next_column()
         sid = stream_tier3(k.id)
-        clicked, _ = imgui.selectable(k.id, app.streams.selected.get("Tier 3") == sid)
+        clicked, _ = imgui.selectable(k.id, app.detail.ticket_id == k.id)
+        if clicked:
+            select_ticket(app, k)
         if clicked and sid in app.streams.views:
             app.streams.selected["Tier 3"] = sid
             app.streams.tab_request = "Tier 3"
             app.streams.follow_activity = False
-        imgui.set_item_tooltip("Show its stream")
+        imgui.set_item_tooltip("Show its details (branch, checks, diff) and its stream")
         imgui.table_next_column()
         if not waiting_for_you(app, k.id, app.approvals.waiting_for(ticket_id=k.id)):
             status_text(k.status)
+        if k.attempts > 1:
+            imgui.text_colored(AMBER, f"attempt {k.attempts}")
         imgui.table_next_column()
         files = "files: " + ", ".join(k.target_files) if k.target_files else ""
         long_text(k.description, f"desc-{k.id}", max_lines=1, more=files)
@@ -270,6 +278,8 @@ def ticket_table(app: AppState, t: Track) -> None:
         revert_button(app, t, k)
         imgui.pop_id()
     imgui.end_table()
+    if shown:
+        detail_pane(app, t)
 
 
 def ticket_action_button(label: str, k: Ticket, action: str) -> bool:

@@ -13,6 +13,7 @@ from imgui_bundle import icons_fontawesome_4 as fa
 
 from gui import engine_reads
 from gui.panels.tickets import save_draft
+from gui.panels.track_setup import branch_line, shared_dir_notice, verify_editor, verify_line
 from gui.state import AppState
 from gui.theme import AMBER, BLUE, GREEN, RED, WRAP, em, fmt_cost
 from gui.widgets import coloured_progress, long_text, panel_error, status_text, waiting_for_you
@@ -71,6 +72,7 @@ def panel_tracks(app: AppState) -> None:
         imgui.same_line()
         if imgui.button("Review proposal"):
             app.modal.request("proposal")
+    shared_dir_notice(app)
     if not app.tickets.tracks:
         imgui.text_disabled("No tracks yet: plan an epic in the Epic window.")
         return
@@ -117,6 +119,7 @@ def panel_tracks(app: AppState) -> None:
     imgui.separator()
     long_text(t.title, f"title-{t.id}", max_lines=2)
     imgui.text_disabled(t.id)
+    branch_line(t)
     planning = app.busy("Plan tickets")
     imgui.begin_disabled(running or planning)
     if imgui.button(f"{fa.ICON_FA_LIST_OL} Plan tickets (Tier 2)###Plan tickets (Tier 2)"):
@@ -142,6 +145,7 @@ def panel_tracks(app: AppState) -> None:
     if planning:
         imgui.same_line()
         imgui.text_colored(BLUE, f"{fa.ICON_FA_SPINNER} Tier 2 is planning…")
+    verify_line(app, t, running)
 
     if imgui.begin_tab_bar("track-docs"):
         if imgui.begin_tab_item_simple("Spec"):
@@ -179,4 +183,5 @@ def track_editor(app: AppState, t: Track, running: bool) -> None:
     imgui.same_line()
     if imgui.button("Revert"):
         app.tickets.track_edit = None
+    verify_editor(app, t, running)
 

@@ -238,6 +238,14 @@ class ApiClient:
         Returns {"status": "reverted", "ticket_id", "revert_sha"}."""
         return self.request("POST", f"/tickets/{_q(ticket_id)}/revert")
 
+    def set_verify_command(self, track_id: str, command: str | None) -> dict[str, Any]:
+        """A track's own verify command (None: the setting's). {verify_command, suggested}."""
+        return self.request("PUT", f"/tracks/{_q(track_id)}/verify", {"command": command})
+
+    def init_git(self) -> dict[str, Any]:
+        """`git init` and a first commit of the workspace: {commit, worktrees, ...}."""
+        return self.request("POST", "/git/init")
+
     def ticket_diff(self, ticket_id: str) -> dict[str, Any]:
         """One ticket's change: {ticket_id, track_id, commit, branch, files, diff}."""
         return self.request("GET", f"/tickets/{_q(ticket_id)}/diff")

@@ -105,6 +105,29 @@ def patch_track(h: Handler, id: str) -> None:
     h.send_json(200, {"track": track.model_dump(mode="json")})
 
 
+def put_verify(h: Handler, id: str) -> None:
+    """The track's own verify command: {"command": "..."} ("" = none for this track), or
+    {"command": null} to use the setting's; with the project's suggestion in the answer."""
+    h.require_track(id)
+    body = h.body()
+    if "command" not in body:
+        raise HttpError(400, "missing field 'command' (text, or null for the setting's)")
+    command = body["command"]
+    if command is not None and not isinstance(command, str):
+        raise HttpError(400, "field 'command' must be text or null")
+    track = h.call_engine(h.engine.set_verify_command, id, command)
+    suggestion, where = h.engine.verify_suggestion()
+    h.send_json(200, {"track_id": id, "verify_command": track.verify_command,
+                      "suggested": {"command": suggestion, "from": where}})
+
+
+def post_git_init(h: Handler) -> None:
+    """Outside git: `git init` and a first commit, so tickets get worktrees."""
+    h.optional_body()
+    sha = h.call_engine(h.engine.init_git)
+    h.send_json(200, {"status": "initialized", "commit": sha, **h.engine.git_setup()})
+
+
 def put_tickets(h: Handler, id: str) -> None:
     h.require_track(id)
     body = h.body()
@@ -229,6 +252,8 @@ ROUTES: tuple[Route, ...] = (
     ("POST", re.compile(r"/tracks/accept"), post_accept),
     ("PATCH", re.compile(r"/tracks/(?P<id>[^/]+)"), patch_track),
     ("PUT", re.compile(r"/tracks/(?P<id>[^/]+)/tickets"), put_tickets),
+    ("PUT", re.compile(r"/tracks/(?P<id>[^/]+)/verify"), put_verify),
+    ("POST", re.compile(r"/git/init"), post_git_init),
     ("POST", re.compile(r"/tracks/(?P<id>[^/]+)/(?P<action>plan|start|pause|resume)"), post_track),
     ("POST", re.compile(r"/tickets/(?P<id>[^/]+)/(?P<action>retry|skip|cancel)"), post_ticket),
     ("POST", re.compile(r"/tickets/(?P<id>[^/]+)/revert"), post_revert),

@@ -122,3 +122,34 @@ def test_a_revert_that_conflicts_is_a_409_with_gits_reason_and_changes_nothing(c
     assert (workspace / "a.py").read_text() == "# the person's own version\n"
     k = eng.track(tid).ticket("T-001")
     assert k.status == "completed" and k.commit_sha == sha
+
+
+def test_a_tracks_verify_command_over_the_api(completed_run, workspace):
+    eng, tid, client = completed_run
+    out = client.set_verify_command(tid, "python3 -m compileall -q .")
+    assert out["verify_command"] == "python3 -m compileall -q ." == eng.track(tid).verify_command
+    assert client.set_verify_command(tid, None)["verify_command"] is None
+    for bad, status in ((5, 400), ("x\0y", 409)):
+        with pytest.raises(ApiError) as e:
+            client.set_verify_command(tid, bad)
+        assert e.value.status == status, e.value
+    with pytest.raises(ApiError) as e:
+        client.set_verify_command("no-such-track", "true")
+    assert e.value.status == 404
+
+
+def test_git_init_over_the_api_turns_worktrees_on(workspace):
+    from multi_agent_conductor import ConductorEngine
+    eng = ConductorEngine(workspace, fast_settings(git_commits=True), auto_approve=True).start()
+    srv = hook_server.start_for_engine(eng)
+    try:
+        client = ApiClient(srv.url, srv.token)
+        out = client.init_git()
+        assert out["status"] == "initialized" and out["commit"] and out["worktrees"] is True
+        assert "README.md" in git(workspace, "ls-files")
+        with pytest.raises(ApiError) as e:       # once is enough: now refused with the reason
+            client.init_git()
+        assert e.value.status == 409
+    finally:
+        srv.stop()
+        eng.close()

@@ -75,6 +75,8 @@ class ConductorEngine(LoopContext, TrackWriter, Planning, Scheduler, TicketLife,
         self.store = ConductorStore(self.workspace)
         self.store.ensure_layout()
         self.notices: list[str] = []
+        self._repomap: Any = None               # toolbox.RepoMap, built on the first plan
+        self._repomap_lock = threading.Lock()
         if settings is None:
             settings, notices = self.store.load_settings()
             self.notices.extend(notices)

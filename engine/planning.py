@@ -19,6 +19,7 @@ from engine.errors import MAX_EPIC_CHARS, EngineError, copy_track, describe, now
 from events import LogEvent, ProposalReady, StreamChunk, StreamEnd, TrackChanged
 from models import (DagError, EpicPlan, Ticket, Track, TrackPlan, TrackProposal, dag_problems,
                     file_overlap_warnings, stream_tier1, stream_tier2, tickets_from_plan)
+from tools import RepoMap, project_documents
 
 
 class Planning:
@@ -41,15 +42,34 @@ class Planning:
         except OSError as e:
             return f"(could not list the workspace: {e})"
 
+    def _repo_map(self, text: str, budget_tokens: int = 2048) -> str:
+        """Executor thread: the repository map ranked for `text` (files it names first, then
+        what they import and what imports them), cut to a token budget. Built once per engine,
+        refreshed incrementally before each plan. A map that cannot be built (git failing)
+        becomes a line saying why, and a warning: the planner still gets the listing."""
+        with self._repomap_lock:
+            if self._repomap is None:
+                self._repomap = RepoMap(self.workspace)
+            rm = self._repomap
+        try:
+            rm.refresh()
+            return rm.render(text=text, budget_tokens=budget_tokens)
+        except (RuntimeError, OSError) as e:
+            msg = f"the repository map could not be built: {describe(e)}"
+            self.inbox.put(LogEvent(message=msg, level="warning"))
+            return f"({msg})\n{self._listing()}"
+
     async def _plan_epic(self, epic: str) -> EpicPlan:
         loop = asyncio.get_running_loop()
         sid = stream_tier1()
         if self.streams.info().get(sid, {}).get("length"):
             self._emit(StreamChunk(stream_id=sid, text="\n\n--- new epic ---\n"))
-        system, user = prompts.tier1_messages(epic, self._listing())
         self.last_epic = epic
 
         def work() -> EpicPlan:
+            # the planner reads the code: the map ranked for the epic and the project's documents
+            system, user = prompts.render_sections(prompts.tier1_sections(
+                epic, self._repo_map(epic), project_documents(self.workspace)))
             session = self._session_for("Tier 1", sid, system, EpicPlan)
             try:
                 plan = run_structured(session, user, EpicPlan, prompts.REPAIR_USER)
@@ -144,8 +164,7 @@ class Planning:
         track = self._get(track_id)
         sid = stream_tier2(track_id)
         first = self._next_ticket_number()
-        system, user = prompts.tier2_messages(track.title, track.goal, track.acceptance_criteria,
-                                              first, self._listing())
+        focus_text = "\n".join([track.title, track.goal, *track.acceptance_criteria])
 
         def check(plan: Any) -> None:
             problems = dag_problems(tickets_from_plan(plan))
@@ -153,6 +172,10 @@ class Planning:
                 raise ValueError("the ticket graph is invalid: " + "; ".join(problems))
 
         def work() -> TrackPlan:
+            # the map focused on the track: the files it names, and their neighbours, first
+            system, user = prompts.render_sections(prompts.tier2_sections(
+                track.title, track.goal, track.acceptance_criteria, first,
+                self._repo_map(focus_text)))
             session = self._session_for("Tier 2", sid, system, TrackPlan, track_id=track_id)
             try:
                 plan = run_structured(session, user, TrackPlan, prompts.REPAIR_USER, check)

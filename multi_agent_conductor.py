@@ -8,6 +8,7 @@
 - `engine.agents`    agent sessions, Tier 4 QA, step and budget gates, the key scrubber
 - `engine.writer`    the write-behind track writer
 - `engine.planning`  Tier 1 and Tier 2, accepting and editing tracks
+- `engine.curation`  each tier's context sections (the repository map, files, documents)
 - `engine.actions`   retry, skip, cancel, revert (each returns a future)
 - `engine.reads`     the typed read API (stream text, comms entries, previews, files)
 - `engine.cap`, `engine.sessions`, `engine.streams`: the worker cap, the session registry,
@@ -38,6 +39,7 @@ from engine.agents import Agents
 from engine.approvals import ApprovalBroker
 from engine.cap import WorkerCap
 from engine.context import LoopContext
+from engine.curation import Curation
 from engine.errors import (MAX_EPIC_CHARS, ApprovalAlreadyResolved, ApprovalNotFound,
                            BudgetExceeded, EngineError, StepStopped)
 from engine.planning import Planning
@@ -61,8 +63,8 @@ __all__ = ("ConductorEngine", "EngineError", "ApprovalNotFound", "ApprovalAlread
            "ApprovalBroker", "WorkerCap", "SessionRegistry")
 
 
-class ConductorEngine(LoopContext, TrackWriter, Planning, Scheduler, TicketLife, CheckpointGate,
-                      ToolCalls, Agents, TicketActions, Reads):
+class ConductorEngine(LoopContext, TrackWriter, Planning, Curation, Scheduler, TicketLife,
+                      CheckpointGate, ToolCalls, Agents, TicketActions, Reads):
     """The whole hierarchy, headless. Use as a context manager, or call start()/close()."""
 
     def __init__(self, workspace: str | Path, settings: Settings | None = None, *,

@@ -239,6 +239,13 @@ def shared_prefix_tokens(sections: Sequence[ContextSection]) -> int:
     return total
 
 
+def section_summary(sections: Sequence[ContextSection]) -> list[dict[str, object]]:
+    """Label, kind, path, tokens and shared of each section (what the comms log keeps of a
+    context: the texts themselves are in the request beside it)."""
+    return [{"label": s.label, "kind": s.kind, "path": s.path, "tokens": s.tokens,
+             "shared": s.shared} for s in sections]
+
+
 def without_file(sections: Sequence[ContextSection], path: str) -> list[ContextSection]:
     """The sections with one file taken out: its file/skeleton/document section, and its line
     in the ticket's CONTEXT FILES list (so the worker is not told to read it either).

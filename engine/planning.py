@@ -19,7 +19,7 @@ from engine.errors import MAX_EPIC_CHARS, EngineError, copy_track, describe, now
 from events import LogEvent, ProposalReady, StreamChunk, StreamEnd, TrackChanged
 from models import (DagError, EpicPlan, Ticket, Track, TrackPlan, TrackProposal, dag_problems,
                     file_overlap_warnings, stream_tier1, stream_tier2, tickets_from_plan)
-from tools import RepoMap, project_documents
+from tools import project_documents
 
 
 class Planning:
@@ -42,23 +42,6 @@ class Planning:
         except OSError as e:
             return f"(could not list the workspace: {e})"
 
-    def _repo_map(self, text: str, budget_tokens: int = 2048) -> str:
-        """Executor thread: the repository map ranked for `text` (files it names first, then
-        what they import and what imports them), cut to a token budget. Built once per engine,
-        refreshed incrementally before each plan. A map that cannot be built (git failing)
-        becomes a line saying why, and a warning: the planner still gets the listing."""
-        with self._repomap_lock:
-            if self._repomap is None:
-                self._repomap = RepoMap(self.workspace)
-            rm = self._repomap
-        try:
-            rm.refresh()
-            return rm.render(text=text, budget_tokens=budget_tokens)
-        except (RuntimeError, OSError) as e:
-            msg = f"the repository map could not be built: {describe(e)}"
-            self.inbox.put(LogEvent(message=msg, level="warning"))
-            return f"({msg})\n{self._listing()}"
-
     async def _plan_epic(self, epic: str) -> EpicPlan:
         loop = asyncio.get_running_loop()
         sid = stream_tier1()
@@ -68,8 +51,10 @@ class Planning:
 
         def work() -> EpicPlan:
             # the planner reads the code: the map ranked for the epic and the project's documents
-            system, user = prompts.render_sections(prompts.tier1_sections(
-                epic, self._repo_map(epic), project_documents(self.workspace)))
+            sections = prompts.tier1_sections(epic, self._repo_map(epic),
+                                              project_documents(self.workspace))
+            self._note_context(sid, sections)
+            system, user = prompts.render_sections(sections)
             session = self._session_for("Tier 1", sid, system, EpicPlan)
             try:
                 plan = run_structured(session, user, EpicPlan, prompts.REPAIR_USER)
@@ -173,9 +158,11 @@ class Planning:
 
         def work() -> TrackPlan:
             # the map focused on the track: the files it names, and their neighbours, first
-            system, user = prompts.render_sections(prompts.tier2_sections(
-                track.title, track.goal, track.acceptance_criteria, first,
-                self._repo_map(focus_text)))
+            sections = prompts.tier2_sections(track.title, track.goal,
+                                              track.acceptance_criteria, first,
+                                              self._repo_map(focus_text))
+            self._note_context(sid, sections)
+            system, user = prompts.render_sections(sections)
             session = self._session_for("Tier 2", sid, system, TrackPlan, track_id=track_id)
             try:
                 plan = run_structured(session, user, TrackPlan, prompts.REPAIR_USER, check)

@@ -63,21 +63,23 @@ class TicketLife:
             if ticket.checkpoint:       # a phase's manual verification: the person's, no worker
                 self._checkpoint_life(track, ticket, cancel)
                 return
+            # the worker's context (issue 19): labelled sections, the ticket last; the
+            # person sees and edits them at the spawn, and what is approved is what is sent
+            sections = self._worker_sections(track, ticket)
             with self._lock:
-                prompt = prompts.tier3_prompt(ticket.id, ticket.description, track.title,
-                                              ticket.target_files, ticket.depends_on)
-                context = prompts.tier3_context(ticket.context_requirements)
+                prompt = next(s.text for s in sections if s.kind == "ticket")
+                context = ""
                 model = self.settings.model_for("Tier 3", ticket.model_override)
                 step = ticket.step_mode or self.settings.step_mode
                 retry_count = ticket.retry_count
                 description = ticket.description
             if self.settings.approvals.spawn == "ask":
+                asked = SpawnPayload(prompt=prompt, context=context, model=model,
+                                     description=description, attempt=retry_count + 1,
+                                     sections=sections)
                 decision = self.approvals.ask_from_thread(ApprovalRequest(
                     kind="spawn", title=f"Spawn a worker for {ticket.id}", stream_id=sid,
-                    track_id=track.id, ticket_id=ticket.id,
-                    payload=SpawnPayload(prompt=prompt, context=context, model=model,
-                                         description=description,
-                                         attempt=retry_count + 1)))
+                    track_id=track.id, ticket_id=ticket.id, payload=asked))
                 if not decision.approved:
                     with self._lock:
                         if self._closed:      # rejected because the app is closing: interrupted
@@ -92,17 +94,22 @@ class TicketLife:
                                 f": {decision.reason}" if decision.reason else ""))
                     return
                 if isinstance(decision.payload, SpawnPayload):
+                    sections = decision.payload.request_sections(asked)
                     prompt = decision.payload.prompt
                     context = decision.payload.context
                     if decision.payload.model and self.settings.provider_for("Tier 3") != "offline":
                         model = decision.payload.model
+            if sections:        # the request is the sections, in order (system kept apart)
+                prompt, context = prompts.render_sections(sections)[1], ""
+                self._note_context(sid, sections)
             if cancel.is_set():
                 raise Cancelled(f"{ticket.id} cancelled by the user")
             # queued, not written: it goes out with the worker's first request record
             self.comms.record("spawn", tier="Tier 3", stream_id=sid, track_id=track.id,
                               ticket_id=ticket.id, provider=self.provider("Tier 3").name, model=model,
                               direction="-", data={"prompt": prompt, "context": context,
-                                                   "retry_count": retry_count},
+                                                   "retry_count": retry_count,
+                                                   "sections": prompts.section_summary(sections)},
                               wait=False)
             result = self.run_worker_lifecycle(track.id, ticket.id, prompt, context, model,
                                                cancel, step, retry_count)

@@ -1,0 +1,114 @@
+"""Curation: what each agent is given to read (issue 19), as labelled sections with tokens.
+
+Tier 1 gets the project's documents and the repository map ranked for the epic; Tier 2 the map
+focused on its track; a Tier 3 worker its ticket, the map focused on its files, its context
+files' skeletons and its small target files in full; Tier 4 the failure and the files it
+touches. The shared parts come first and the specific part last, so providers' prompt caches
+can reuse a prefix. Each agent's sections are noted in the session registry for the Usage
+panel's context view.
+
+Threads: every method runs on an executor thread (the agent's own, or a planner's); none runs
+on the loop or the GUI thread (a map refresh reads the disk). State owned: the engine's one
+`RepoMap` (`_repomap`, created under `_repomap_lock`; the map locks itself). A map that cannot
+be built is a warning in the log and a line in the request saying why, never a lost request.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import prompts
+from engine.errors import describe
+from events import LogEvent
+from models import ContextSection, SectionInfo, Ticket, Track
+from tools import RepoMap, failure_files, ticket_files
+
+PLAN_MAP_TOKENS = 2048      # Tier 1 and Tier 2 see the widest map
+WORKER_MAP_TOKENS = 1024    # a worker's map is focused on its files: smaller
+QA_FILE_TOKENS = 2000       # each file a failure touches, cut to this
+
+
+class Curation:
+    """Mixin of ConductorEngine: the repository map and each tier's context sections."""
+
+    def _map(self) -> RepoMap:
+        """The workspace's map, up to date (built once per engine, refreshed incrementally).
+        Raises RuntimeError or OSError when it cannot be built."""
+        with self._repomap_lock:
+            if self._repomap is None:
+                self._repomap = RepoMap(self.workspace)
+            rm = self._repomap
+        rm.refresh()
+        return rm
+
+    def _map_failed(self, e: Exception) -> str:
+        msg = f"the repository map could not be built: {describe(e)}"
+        self.inbox.put(LogEvent(message=msg, level="warning"))
+        return msg
+
+    def _repo_map(self, text: str = "", budget_tokens: int = PLAN_MAP_TOKENS,
+                  focus: Sequence[str] = ()) -> str:
+        """The repository map ranked for `text` and `focus` (the files they name first, then
+        what those import and what imports them), cut to a token budget. A map that cannot be
+        built becomes a line saying why (and a warning), then the workspace's listing."""
+        try:
+            return self._map().render(focus=focus, text=text, budget_tokens=budget_tokens)
+        except (RuntimeError, OSError) as e:
+            return f"({self._map_failed(e)})\n{self._listing()}"
+
+    def _worker_sections(self, track: Track, ticket: Ticket) -> list[ContextSection]:
+        """A Tier 3 worker's context: system prompt, the map focused on the ticket's files,
+        its context files' skeletons, its small target files in full, the ticket last. A file
+        the ticket names that does not exist is said to be missing, never given to read."""
+        with self._lock:
+            tid, desc, title = ticket.id, ticket.description, track.title
+            targets = list(ticket.target_files)
+            context = list(ticket.context_requirements)
+            deps = list(ticket.depends_on)
+        try:
+            rm = self._map()
+            repo_map = rm.render(focus=[*targets, *context], text=desc,
+                                 budget_tokens=WORKER_MAP_TOKENS)
+            files = ticket_files(rm, targets, context)
+            full, skeletons, missing = files.full, files.skeletons, files.missing
+        except (RuntimeError, OSError) as e:
+            repo_map = f"({self._map_failed(e)})"
+            full, skeletons = {}, {}
+            missing = [p for p in dict.fromkeys([*targets, *context])
+                       if not (Path(self.workspace) / p).is_file()]
+        return prompts.tier3_sections(
+            tid, desc, title, targets, deps, repo_map, full_files=full, skeletons=skeletons,
+            context_files=context, missing=missing)
+
+    def _qa_sections(self, track_id: str, ticket_id: str, what: str,
+                     output: str) -> list[ContextSection]:
+        """Tier 4's context: system prompt, the files the failure touches (those its output
+        names, then the ticket's target files), the failure. `what` and `output` arrive
+        scrubbed; the files are scrubbed here (a key in a file never reaches a model)."""
+        targets: list[str] = []
+        with self._lock:
+            track = self._tracks.get(track_id)
+            found = next((k for k in track.tickets if k.id == ticket_id), None) if track else None
+            if found is not None:
+                targets = list(found.target_files)
+        try:
+            files = failure_files(self._map(), output + "\n" + what, targets, QA_FILE_TOKENS)
+        except (RuntimeError, OSError) as e:
+            self._map_failed(e)
+            files = {}
+        files = {p: self._scrub(t) for p, t in files.items()}
+        return prompts.tier4_sections(ticket_id, what, output, files)
+
+    def _note_context(self, stream_id: str, sections: list[ContextSection]) -> None:
+        """Keep what an agent was sent (for the Usage panel's context view)."""
+        self._sessions.note_context(stream_id, sections)
+
+    def context_sections(self, stream_id: str) -> list[SectionInfo]:
+        """Any thread: the sections (label, kind, tokens, shared, path) the agent of
+        `stream_id` was last sent; [] for a stream whose agent has not asked yet. The texts
+        are in the comms log's request of that agent."""
+        return self._sessions.context(stream_id)
+
+    def contexts(self) -> dict[str, list[SectionInfo]]:
+        """Any thread: every agent's last context sections, by stream id."""
+        return self._sessions.contexts()

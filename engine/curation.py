@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import prompts
-from engine.errors import describe
+from engine.errors import EngineError, describe
 from events import LogEvent
 from models import ContextSection, SectionInfo, Ticket, Track
 from tools import RepoMap, failure_files, ticket_files
@@ -112,3 +112,25 @@ class Curation:
     def contexts(self) -> dict[str, list[SectionInfo]]:
         """Any thread: every agent's last context sections, by stream id."""
         return self._sessions.contexts()
+
+    def context_file(self, path: str) -> tuple[str, bool]:
+        """Any thread but the loop (it reads the disk): a workspace file to add to a context,
+        as (text, is_skeleton): in full when small, its definitions when large. EngineError
+        with the reason for a path the map does not cover (missing, ignored, outside the
+        workspace) or a binary file."""
+        rel = path.strip().replace("\\", "/").removeprefix("./")
+        if not rel:
+            raise EngineError("a file added to the context needs a path")
+        try:
+            rm = self._map()
+        except (RuntimeError, OSError) as e:
+            raise EngineError(self._map_failed(e)) from e
+        files = ticket_files(rm, [rel], [])
+        if rel in files.full:
+            return files.full[rel], False
+        if rel in files.skeletons:
+            return files.skeletons[rel], True
+        if rel in files.binary:
+            raise EngineError(f"{rel} is a binary file: it cannot go into a model's context")
+        raise EngineError(f"{rel} is not a file of the workspace's repository map (missing, "
+                          f"ignored by .gitignore, or outside the workspace)")

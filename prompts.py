@@ -75,6 +75,15 @@ OUTPUT:
 {output}
 """
 
+TIER2_READ_SYSTEM = """Before you plan, you may read the workspace with the read-only tools
+(read_file, list_dir, search_files) for at most {rounds} rounds. Read only what the plan depends on
+(the files the track names, their callers, their tests). Then answer in plain text, without
+tools: notes for planning, naming the files to change or create and what each holds now."""
+
+TIER2_READ_USER = """Read what you need, then answer with your notes (not the JSON plan yet)."""
+
+TIER2_NOTES_HEADING = "TECH LEAD'S NOTES FROM READING THE CODE"
+
 REPAIR_USER = """Your previous answer was not valid: {error}
 Answer again with JSON only, matching the schema exactly."""
 
@@ -217,6 +226,12 @@ def tier4_sections(ticket_id: str, what: str, output: str,
     _, failure = tier4_messages(ticket_id, what, output)
     sections.append(make_section(f"Failure in {ticket_id}", "failure", failure))
     return sections
+
+
+def notes_section(notes: str) -> ContextSection:
+    """Tier 2's own notes from its reading round, as a section before the track."""
+    return make_section("Tech lead's reading notes", "note",
+                        f"{TIER2_NOTES_HEADING}:\n{notes.strip()}\n")
 
 
 def render_sections(sections: Sequence[ContextSection]) -> tuple[str, str]:

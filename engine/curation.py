@@ -18,10 +18,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import prompts
+from ai_client import RoundLimit, ToolCall, ToolOutcome
 from engine.errors import EngineError, describe
-from events import LogEvent
+from events import LogEvent, StreamChunk
 from models import ContextSection, SectionInfo, Ticket, Track
-from tools import RepoMap, failure_files, ticket_files
+from tools import TOOL_SPECS, RepoMap, failure_files, ticket_files
+
+READ_SPECS = tuple(t for t in TOOL_SPECS if t.kind == "read")
 
 PLAN_MAP_TOKENS = 2048      # Tier 1 and Tier 2 see the widest map
 WORKER_MAP_TOKENS = 1024    # a worker's map is focused on its files: smaller
@@ -98,6 +101,42 @@ class Curation:
             files = {}
         files = {p: self._scrub(t) for p, t in files.items()}
         return prompts.tier4_sections(ticket_id, what, output, files)
+
+    def _tier2_reading(self, track_id: str, stream_id: str,
+                       sections: list[ContextSection]) -> list[ContextSection]:
+        """Tier 2 reads before it plans (settings.tier2_read_rounds rounds of read_file,
+        list_dir and search_files, streamed on its stream like a worker), then writes notes; the
+        notes become a section of the planning request (a fresh session: no provider has to
+        mix tool calls with structured output). [] when reading is off, or on the offline
+        model (which plans from the map). A reading that fails or runs out of rounds is a
+        warning and the plan goes on without notes."""
+        rounds = self.settings.tier2_read_rounds
+        if not rounds or self.provider("Tier 2").name == "offline":
+            return []
+        system, user = prompts.render_sections(sections)
+        system += "\n\n" + prompts.TIER2_READ_SYSTEM.format(rounds=rounds)
+
+        def handler(call: ToolCall) -> ToolOutcome:
+            if call.name not in {t.name for t in READ_SPECS}:
+                return ToolOutcome({"ok": False, "error": f"{call.name}: Tier 2 may only read "
+                                   f"(read_file, list_dir, search_files)"}, dict(call.args or {}))
+            return self._handle_tool(session, call)
+        session = self._session_for("Tier 2", stream_id, system, track_id=track_id,
+                                    tools=READ_SPECS, tool_handler=handler)
+        session.max_rounds = rounds + 1
+        try:
+            notes = session.send(user + "\n" + prompts.TIER2_READ_USER)
+        except RoundLimit as e:
+            self._emit_threadsafe_note(stream_id, f"reading stopped: {describe(e)}")
+            return []
+        finally:
+            self._retire(session)
+            session.tool_handler = None
+        self._emit_threadsafe_note(stream_id, "--- notes taken; planning ---")
+        return [prompts.notes_section(notes)] if notes.strip() else []
+
+    def _emit_threadsafe_note(self, stream_id: str, text: str) -> None:
+        self._emitter()(StreamChunk(stream_id=stream_id, text=f"\n{text}\n"))
 
     def _note_context(self, stream_id: str, sections: list[ContextSection]) -> None:
         """Keep what an agent was sent (for the Usage panel's context view)."""

@@ -161,6 +161,9 @@ class Planning:
             sections = prompts.tier2_sections(track.title, track.goal,
                                               track.acceptance_criteria, first,
                                               self._repo_map(focus_text))
+            # it may read the code first (bounded rounds); its notes go before the track
+            notes = self._tier2_reading(track_id, sid, sections)
+            sections = [*sections[:-1], *notes, sections[-1]]
             self._note_context(sid, sections)
             system, user = prompts.render_sections(sections)
             session = self._session_for("Tier 2", sid, system, TrackPlan, track_id=track_id)

@@ -234,3 +234,52 @@ def test_the_map_follows_the_code_not_the_planners_bookkeeping(make_engine, work
     text = first_request_text(eng, "T-001")
     assert "conductor/tracks" not in text and "state.toml" not in text
 
+
+
+def test_tier2_reads_the_code_before_it_plans_and_its_notes_reach_the_plan(make_engine,
+                                                                            workspace):
+    """With reading on (settings.tier2_read_rounds), Tier 2 first reads with the read-only
+    tools only (a write is refused), streamed on its own stream; its notes are a section of
+    the planning request, before the track."""
+    small_repo(workspace)
+    reqs: list[ModelRequest] = []
+
+    def fn(req: ModelRequest):
+        reqs.append(req)
+        if req.tier == "Tier 1":
+            return ModelResponse(text='{"tracks": [{"title": "Multiply", "goal": "g", '
+                                      '"acceptance_criteria": ["c"]}]}')
+        if req.tools:                            # the reading session
+            done = [r for m in req.messages for r in m.tool_returns]
+            from ai_client import ToolCall
+            if not done:
+                return ModelResponse(text="", tool_calls=[
+                    ToolCall(id="r1", name="read_file", args={"path": "util.py"}),
+                    ToolCall(id="w1", name="write_file", args={"path": "x.py", "content": "x"})])
+            seen = {r.name: r.result for r in done}
+            assert seen["write_file"]["ok"] is False and "may only read" in seen["write_file"]["error"]
+            assert "def scale_vector" in str(seen["read_file"])
+            return ModelResponse(text="util.py holds add() and scale_vector(); multiply goes "
+                                      "beside them (notes-5e2a).")
+        return ModelResponse(text='{"tickets": [{"id": "T-001", "description": "add multiply", '
+                                  '"target_files": ["util.py"]}]}')
+    eng = make_engine(provider=FunctionProvider(fn), tier2_read_rounds=2)
+    plan = eng.plan_epic(EPIC).result(60)
+    [t] = eng.accept_tracks(plan.tracks).result(30)
+    planned = eng.plan_track(t.id).result(60)
+    assert [k.target_files for k in planned.tickets] == [["util.py"]]
+    reading = [r for r in reqs if r.tier == "Tier 2" and r.tools]
+    planning = [r for r in reqs if r.tier == "Tier 2" and not r.tools]
+    assert {d.name for d in reading[0].tools} == {"read_file", "list_dir", "search_files"}
+    assert len(reading) == 2 and len(planning) == 1
+    text = planning[0].messages[0].text
+    assert "notes-5e2a" in text and text.index("notes-5e2a") < text.index("TRACK:")
+    assert not (workspace / "x.py").exists()
+    assert "notes-5e2a" in eng.streams.text(stream_tier2(t.id))
+    labels = [s.label for s in eng.context_sections(stream_tier2(t.id))]
+    assert labels[-2:] == ["Tech lead's reading notes", "Track: Multiply"]
+    # off: one planning request, no tools
+    reqs.clear()
+    eng.update_settings(eng.settings.model_copy(update={"tier2_read_rounds": 0}), save=False)
+    eng.plan_track(t.id).result(60)
+    assert [bool(r.tools) for r in reqs if r.tier == "Tier 2"] == [False]

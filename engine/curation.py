@@ -59,17 +59,32 @@ class Curation:
         except (RuntimeError, OSError) as e:
             return f"({self._map_failed(e)})\n{self._listing()}"
 
-    def _worker_sections(self, track: Track, ticket: Ticket) -> list[ContextSection]:
+    def _tree_map(self, root: Path | None) -> RepoMap:
+        """The map of the tree a worker works in: the workspace's own map, or (for a ticket's
+        worktree, whose files may differ from the person's) a map of `root` seeded with the
+        workspace's, so only files that differ are parsed again; it is not cached on disk
+        (no cache file may appear in a worker's tree)."""
+        base = self._map()
+        if root is None or Path(root).resolve() == Path(self.workspace).resolve():
+            return base
+        rm = RepoMap(root, persist=False, seed=base)
+        rm.refresh()
+        return rm
+
+    def _worker_sections(self, track: Track, ticket: Ticket,
+                         root: Path | None = None) -> list[ContextSection]:
         """A Tier 3 worker's context: system prompt, the map focused on the ticket's files,
         its context files' skeletons, its small target files in full, the ticket last. A file
-        the ticket names that does not exist is said to be missing, never given to read."""
+        the ticket names that does not exist is said to be missing, never given to read.
+        `root`: the tree the worker will work in (its worktree) when it is not the workspace,
+        so the files it is shown are the files it will edit."""
         with self._lock:
             tid, desc, title = ticket.id, ticket.description, track.title
             targets = list(ticket.target_files)
             context = list(ticket.context_requirements)
             deps = list(ticket.depends_on)
         try:
-            rm = self._map()
+            rm = self._tree_map(root)
             repo_map = rm.render(focus=[*targets, *context], text=desc,
                                  budget_tokens=WORKER_MAP_TOKENS)
             files = ticket_files(rm, targets, context)
@@ -78,7 +93,7 @@ class Curation:
             repo_map = f"({self._map_failed(e)})"
             full, skeletons = {}, {}
             missing = [p for p in dict.fromkeys([*targets, *context])
-                       if not (Path(self.workspace) / p).is_file()]
+                       if not (Path(root or self.workspace) / p).is_file()]
         return prompts.tier3_sections(
             tid, desc, title, targets, deps, repo_map, full_files=full, skeletons=skeletons,
             context_files=context, missing=missing)

@@ -283,3 +283,39 @@ def test_tier2_reads_the_code_before_it_plans_and_its_notes_reach_the_plan(make_
     eng.update_settings(eng.settings.model_copy(update={"tier2_read_rounds": 0}), save=False)
     eng.plan_track(t.id).result(60)
     assert [bool(r.tools) for r in reqs if r.tier == "Tier 2"] == [False]
+
+
+def test_a_worker_in_another_tree_is_shown_that_trees_files(make_engine, workspace, tmp_path):
+    """A ticket's worktree may hold what earlier tickets of its track merged: the sections
+    show the files the worker will edit there, not the person's copy."""
+    small_repo(workspace)
+    tree = tmp_path / "tree"
+    subprocess.run(["git", "clone", "-q", str(workspace), str(tree)], check=True)
+    (tree / "util.py").write_text(UTIL + "\n\ndef merged_earlier(x):\n    return x\n")
+    eng = make_engine()
+    tid = one_ticket_track(eng, multiply_ticket())
+    track = eng.track(tid)
+    here = {s.path: s.text for s in eng._worker_sections(track, track.tickets[0])}
+    there = {s.path: s.text for s in eng._worker_sections(track, track.tickets[0], root=tree)}
+    assert "merged_earlier" not in here["util.py"] and "merged_earlier" in there["util.py"]
+    assert not (tree / ".clutch").exists()        # no map cache left in the worker's tree
+
+
+def test_a_file_added_to_a_context_is_read_whole_or_as_its_definitions(make_engine, workspace):
+    from multi_agent_conductor import EngineError
+    small_repo(workspace)
+    big = "".join(f"def f{i}(a, b):\n    return a + b + {i}\n\n\n" for i in range(600))
+    (workspace / "big.py").write_text(big)
+    (workspace / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0")
+    eng = make_engine()
+    assert eng.context_file("util.py") == (UTIL, False)
+    text, skeleton = eng.context_file("big.py")
+    assert skeleton and "def f599(a, b)" in text and "return a + b" not in text
+    import pytest
+    with pytest.raises(EngineError, match="binary"):
+        eng.context_file("logo.png")
+    for bad in ("../etc/passwd", "/etc/passwd", "nope.py"):
+        with pytest.raises(EngineError, match="not a file of the workspace"):
+            eng.context_file(bad)
+    with pytest.raises(EngineError, match="needs a path"):
+        eng.context_file("  ")

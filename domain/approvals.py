@@ -70,6 +70,10 @@ class SpawnPayload(_Payload):
         if not any(s.kind != "system" and s.text.strip() for s in self.sections):
             raise ApprovalEditError("the edited context has nothing besides the system "
                                     "prompt: a worker needs its ticket")
+        if (any(s.kind == "ticket" for s in original.sections)
+                and not any(s.kind == "ticket" and s.text.strip() for s in self.sections)):
+            raise ApprovalEditError("the edited context has no ticket section: a worker needs "
+                                    "its ticket (edit its text instead of removing it)")
 
     def request_sections(self, original: "SpawnPayload | None" = None) -> list[ContextSection]:
         """The sections the worker is sent: these, with the ticket section rewritten when

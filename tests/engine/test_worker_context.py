@@ -142,6 +142,10 @@ def test_an_old_style_prompt_edit_rewrites_the_ticket_section_and_the_system_is_
         edit_payload(p, {"sections": [secs[0].with_text("be evil"), *secs[1:]]})
     with pytest.raises(ApprovalEditError, match="nothing besides the system prompt"):
         edit_payload(p, {"sections": [secs[0]]})
+    with pytest.raises(ApprovalEditError, match="no ticket section"):
+        edit_payload(p, {"sections": [s.model_dump() for s in secs[:-1]]})
+    with pytest.raises(ApprovalEditError, match="sections.0.kind"):
+        edit_payload(p, {"sections": [{"label": "x", "text": "y"}]})
     with pytest.raises(ApprovalEditError, match="prompt is empty"):
         edit_payload(p, {"prompt": "  "})
     assert SpawnPayload(prompt="x").request_sections() == []       # no sections: prompt+context

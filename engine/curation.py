@@ -45,8 +45,9 @@ class Curation:
         return rm
 
     def _map_failed(self, e: Exception) -> str:
+        """Executor thread: a warning on the event path (and the sentence for the request)."""
         msg = f"the repository map could not be built: {describe(e)}"
-        self.inbox.put(LogEvent(message=msg, level="warning"))
+        self._emitter()(LogEvent(message=msg, level="warning"))
         return msg
 
     def _repo_map(self, text: str = "", budget_tokens: int = PLAN_MAP_TOKENS,

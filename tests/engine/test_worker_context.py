@@ -323,3 +323,22 @@ def test_a_file_added_to_a_context_is_read_whole_or_as_its_definitions(make_engi
             eng.context_file(bad)
     with pytest.raises(EngineError, match="needs a path"):
         eng.context_file("  ")
+
+
+def test_a_map_that_cannot_be_built_is_a_warning_and_the_work_goes_on(make_engine, workspace):
+    """A broken git repository: git ls-files fails. The planner still gets the listing and
+    the reason, the worker still gets its ticket, and the log says why."""
+    from events import LogEvent
+    small_repo(workspace)
+    (workspace / ".git" / "HEAD").write_text("garbage\n")      # git refuses this repository
+    eng = make_engine()
+    plan = eng.plan_epic(EPIC).result(60)
+    assert plan.tracks
+    tid = one_ticket_track(eng, multiply_ticket())
+    track = eng.start_track(tid).result(60)
+    assert track.tickets[0].status == "completed", track.tickets[0].blocked_reason
+    text = first_request_text(eng, "T-001")
+    assert "the repository map could not be built" in text and "TICKET T-001" in text
+    events = eng.inbox.drain()
+    assert any(isinstance(e, LogEvent) and e.level == "warning"
+               and "repository map could not be built" in e.message for e in events)

@@ -84,10 +84,12 @@ class Curation:
             targets = list(ticket.target_files)
             context = list(ticket.context_requirements)
             deps = list(ticket.depends_on)
+            in_flux = self._in_flux(track, ticket)
         try:
             rm = self._tree_map(root)
             repo_map = rm.render(focus=[*targets, *context], text=desc,
-                                 budget_tokens=WORKER_MAP_TOKENS)
+                                 budget_tokens=WORKER_MAP_TOKENS,
+                                 exclude=in_flux - {*targets, *context})
             files = ticket_files(rm, targets, context)
             full, skeletons, missing = files.full, files.skeletons, files.missing
         except (RuntimeError, OSError) as e:
@@ -98,6 +100,25 @@ class Curation:
         return prompts.tier3_sections(
             tid, desc, title, targets, deps, repo_map, full_files=full, skeletons=skeletons,
             context_files=context, missing=missing)
+
+    def _in_flux(self, track: Track, ticket: Ticket) -> set[str]:
+        """Under the track lock: files other work may be changing while this worker runs, so
+        its map leaves them out (they would show a half-written state, different from run to
+        run): the target files of the track's tickets this one does not depend on (directly
+        or not), and whatever running workers have written so far."""
+        by_id = {k.id: k for k in track.tickets}
+        ancestors: set[str] = set()
+        todo = list(ticket.depends_on)
+        while todo:
+            k = todo.pop()
+            if k not in ancestors and k in by_id:
+                ancestors.add(k)
+                todo.extend(by_id[k].depends_on)
+        out = {f for k in track.tickets if k.id != ticket.id and k.id not in ancestors
+               for f in k.target_files}
+        with self._written_lock:
+            out.update(f for k, files in self._written.items() if k != ticket.id for f in files)
+        return out
 
     def _qa_sections(self, track_id: str, ticket_id: str, what: str,
                      output: str) -> list[ContextSection]:

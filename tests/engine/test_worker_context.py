@@ -342,3 +342,23 @@ def test_a_map_that_cannot_be_built_is_a_warning_and_the_work_goes_on(make_engin
     events = eng.inbox.drain()
     assert any(isinstance(e, LogEvent) and e.level == "warning"
                and "repository map could not be built" in e.message for e in events)
+
+
+def test_a_workers_map_leaves_out_what_parallel_tickets_are_changing(make_engine, workspace):
+    """T-002 and T-003 both follow T-001: neither sees the other's file in its map (it may be
+    half-written, and whether it is there at all would depend on timing), both see T-001's."""
+    small_repo(workspace)
+    eng = make_engine(max_workers=4)
+    [track] = eng.accept_tracks([TrackProposal(title="Core: three", goal="g",
+                                               acceptance_criteria=["c"])]).result(10)
+    eng.set_tickets(track.id, [
+        Ticket(id="T-001", description="Write src/base.py", target_files=["src/base.py"]),
+        Ticket(id="T-002", description="Write src/left.py", target_files=["src/left.py"],
+               depends_on=["T-001"]),
+        Ticket(id="T-003", description="Write src/right.py", target_files=["src/right.py"],
+               depends_on=["T-001"])]).result(10)
+    done = eng.start_track(track.id).result(60)
+    assert all(k.status == "completed" for k in done.tickets)
+    left, right = first_request_text(eng, "T-002"), first_request_text(eng, "T-003")
+    assert "src/base.py" in left and "src/base.py" in right
+    assert "src/right.py" not in left and "src/left.py" not in right

@@ -38,6 +38,7 @@ from domain.context import (  # noqa: F401  (re-exported)
     ContextKind,
     estimate_tokens,
     ContextSection,
+    SectionInfo,
 )
 from domain.usage import (  # noqa: F401  (re-exported)
     Usage,

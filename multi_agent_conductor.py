@@ -8,6 +8,7 @@
 - `engine.agents`    agent sessions, Tier 4 QA, step and budget gates, the key scrubber
 - `engine.writer`    the write-behind track writer
 - `engine.planning`  Tier 1 and Tier 2, accepting and editing tracks
+- `engine.curation`  each tier's context sections (the repository map, files, documents)
 - `engine.actions`   retry, skip, cancel, revert (each returns a future)
 - `engine.track_setup` a track's verify command; `git init` for a plain workspace
 - `engine.reads`     the typed read API (stream text, comms entries, previews, files)
@@ -43,6 +44,7 @@ from engine.approvals import ApprovalBroker
 from engine.cap import WorkerCap
 from engine.context import LoopContext
 from engine.history import HistoryReads
+from engine.curation import Curation
 from engine.errors import (MAX_EPIC_CHARS, ApprovalAlreadyResolved, ApprovalNotFound,
                            BudgetExceeded, EngineError, StepStopped)
 from engine.planning import Planning
@@ -70,9 +72,9 @@ __all__ = ("ConductorEngine", "EngineError", "ApprovalNotFound", "ApprovalAlread
            "propose_verify_command", "ProviderError")
 
 
-class ConductorEngine(LoopContext, TrackWriter, Planning, Scheduler, TicketLife, CheckpointGate,
-                      Branches, Checks, ToolCalls, Agents, TicketActions, TrackSetup, Reads,
-                      HistoryReads):
+class ConductorEngine(LoopContext, TrackWriter, Planning, Curation, Scheduler, TicketLife,
+                      CheckpointGate, Branches, Checks, ToolCalls, Agents, TicketActions,
+                      TrackSetup, Reads, HistoryReads):
     """The whole hierarchy, headless. Use as a context manager, or call start()/close()."""
 
     def __init__(self, workspace: str | Path, settings: Settings | None = None, *,
@@ -85,6 +87,8 @@ class ConductorEngine(LoopContext, TrackWriter, Planning, Scheduler, TicketLife,
         self.store = ConductorStore(self.workspace)
         self.store.ensure_layout()
         self.notices: list[str] = []
+        self._repomap: Any = None               # toolbox.RepoMap, built on the first plan
+        self._repomap_lock = threading.Lock()
         if settings is None:
             settings, notices = self.store.load_settings()
             self.notices.extend(notices)

@@ -75,6 +75,15 @@ OUTPUT:
 {output}
 """
 
+TIER2_READ_SYSTEM = """Before you plan, you may read the workspace with the read-only tools
+(read_file, list_dir, search_files) for at most {rounds} rounds. Read only what the plan depends on
+(the files the track names, their callers, their tests). Then answer in plain text, without
+tools: notes for planning, naming the files to change or create and what each holds now."""
+
+TIER2_READ_USER = """Read what you need, then answer with your notes (not the JSON plan yet)."""
+
+TIER2_NOTES_HEADING = "TECH LEAD'S NOTES FROM READING THE CODE"
+
 REPAIR_USER = """Your previous answer was not valid: {error}
 Answer again with JSON only, matching the schema exactly."""
 
@@ -246,6 +255,12 @@ def tier4_sections(ticket_id: str, what: str, output: str,
     return sections
 
 
+def notes_section(notes: str) -> ContextSection:
+    """Tier 2's own notes from its reading round, as a section before the track."""
+    return make_section("Tech lead's reading notes", "note",
+                        f"{TIER2_NOTES_HEADING}:\n{notes.strip()}\n")
+
+
 def render_sections(sections: Sequence[ContextSection]) -> tuple[str, str]:
     """(system, user) request text: the system sections joined, then every other section in
     order, separated by blank lines. Raises ValueError when there is no user part."""
@@ -264,6 +279,13 @@ def shared_prefix_tokens(sections: Sequence[ContextSection]) -> int:
             break
         total += s.tokens
     return total
+
+
+def section_summary(sections: Sequence[ContextSection]) -> list[dict[str, object]]:
+    """Label, kind, path, tokens and shared of each section (what the comms log keeps of a
+    context: the texts themselves are in the request beside it)."""
+    return [{"label": s.label, "kind": s.kind, "path": s.path, "tokens": s.tokens,
+             "shared": s.shared} for s in sections]
 
 
 def without_file(sections: Sequence[ContextSection], path: str) -> list[ContextSection]:

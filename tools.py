@@ -19,6 +19,7 @@ from toolbox.preview import diff_preview
 from toolbox.sandbox import NOT_FOUND_MESSAGE, SANDBOX_MODES, SandboxStatus
 from toolbox.shell import clamp_timeout
 from toolbox.specs import TOOL_SPECS, ToolResult, ToolSpec, tool_spec
+from toolbox.repomap import RepoMap, failure_files, project_documents, ticket_files
 from toolbox.workspace import Workspace
 from toolbox.worktrees import TrackBranches
 from toolbox.worktrees_model import (ConflictSide, GitRunner, MergeResult, TrackBranch, WorktreeError,
@@ -28,5 +29,6 @@ __all__ = (
     "SandboxError", "ToolError", "ToolSpec", "TOOL_SPECS", "tool_spec", "ToolResult",
     "Workspace", "diff_preview", "GitRepo", "SandboxStatus", "SANDBOX_MODES", "NOT_FOUND_MESSAGE",
     "clamp_timeout", "TrackBranches", "TrackBranch", "MergeResult", "ConflictSide", "WorktreeInfo",
-    "WorktreeError", "GitRunner",
+    "WorktreeError", "GitRunner", "RepoMap", "project_documents", "ticket_files",
+    "failure_files",
 )

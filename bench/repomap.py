@@ -15,8 +15,9 @@ not see. Figures, each the median of 3 runs (all printed):
 - render: the map for a ticket naming one module, cut to 2,048 tokens;
 - Tier 3 requests: for 20 tickets (each targets one module, with two context files), the
   tokens of the sections a spawn sends (prompts.tier3_sections: system prompt, the map focused on
-  the ticket's files at 2,048 tokens, skeletons, target in full, ticket; tool declarations are
-  not sections and not counted) and the share that is a prefix shared by every Tier 3 request.
+  the ticket's files at the engine's worker budget, skeletons, target in full, ticket) and the
+  share that is a prefix shared by every Tier 3 request; then the same with the six tool
+  declarations counted (a provider sends them before the contents, the same for every worker).
 Targets: cold <= 2 s, warm <= 100 ms.
 """
 from __future__ import annotations
@@ -32,8 +33,17 @@ import tempfile
 import time
 from pathlib import Path
 
+import json
+
 import prompts
+from engine.curation import WORKER_MAP_TOKENS
+from models import estimate_tokens
 from toolbox.repomap import RepoMap, ticket_files
+from tools import TOOL_SPECS
+
+# the tool declarations as a provider sends them (name, description, JSON schema): shared
+TOOLS_TOKENS = estimate_tokens(json.dumps([{"name": t.name, "description": t.description,
+                                            "parameters": t.parameters} for t in TOOL_SPECS]))
 
 OLD = time.time() - 3600   # file times an hour back, as in a checkout (fresh ones are re-read)
 
@@ -198,7 +208,8 @@ def tier3_figures(m: RepoMap, map_shared: bool, track_map: str) -> None:
         secs = prompts.tier3_sections(
             f"T-{k:03d}", f"Add a retry to helper_{k}_0 in {target}", "Core", [target], [],
             track_map if map_shared else
-            m.render(focus=[target, *context], text=f"helper_{k}_0", budget_tokens=2048),
+            m.render(focus=[target, *context], text=f"helper_{k}_0",
+                     budget_tokens=WORKER_MAP_TOKENS),
             full_files=tf.full, skeletons=tf.skeletons, context_files=context,
             missing=tf.missing, map_shared=map_shared)
         spawn.append(time.perf_counter() - t)
@@ -209,6 +220,10 @@ def tier3_figures(m: RepoMap, map_shared: bool, track_map: str) -> None:
     print(f"Tier 3 sections, 20 tickets, {how}: median {tot:.0f} tokens "
           f"(min {min(totals)}, max {max(totals)}); shared prefix {sh:.0f} tokens "
           f"= {sh / tot:.0%}; assembling one: {statistics.median(spawn) * 1000:.1f} ms")
+    t_tot, t_sh = tot + TOOLS_TOKENS, sh + TOOLS_TOKENS
+    print(f"  with the {len(TOOL_SPECS)} tool declarations ({TOOLS_TOKENS} tokens, shared): "
+          f"median {t_tot:.0f} tokens per Tier 3 request, shared prefix {t_sh:.0f} = "
+          f"{t_sh / t_tot:.0%}")
 
 
 if __name__ == "__main__":

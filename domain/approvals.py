@@ -13,6 +13,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field
 
+from domain.context import ContextSection
+
 # ---------------------------------------------------------------------------------------------
 # Approvals: requests, payloads and decisions are typed data
 # ---------------------------------------------------------------------------------------------
@@ -39,7 +41,14 @@ class _Payload(BaseModel):
 
 
 class SpawnPayload(_Payload):
-    """A worker is about to start: its prompt, context and model are the person's to edit."""
+    """A worker is about to start: its prompt, context and model are the person's to edit.
+
+    With `sections` (issue 19) the worker's whole request is those labelled parts, in order
+    (system prompt, the map focused on the ticket's files, file skeletons and small target
+    files in full, the ticket last): the person drops, adds or edits sections, and what is
+    approved is what the worker gets (`request_sections`). `prompt` is then the ticket
+    section's text and `context` is empty; an edit of either (as older API clients send)
+    rewrites the ticket section. Without sections, the worker gets `prompt` + `context`."""
     kind: Literal["spawn"] = "spawn"
     prompt: str
     context: str = ""
@@ -48,11 +57,44 @@ class SpawnPayload(_Payload):
     attempt: int = 1                # 2, 3, … for a repair session
     check: str = ""                 # a repair: the failed check's report
     diagnosis: str = ""             # a repair: Tier 4's diagnosis, the worker's brief (editable)
-    EDITABLE: ClassVar[tuple[str, ...]] = ("prompt", "context", "model", "diagnosis")
+    sections: list[ContextSection] = Field(default_factory=list)
+    EDITABLE: ClassVar[tuple[str, ...]] = ("prompt", "context", "model", "sections", "diagnosis")
 
     def check_edit(self, original: _Payload) -> None:
         if not self.prompt.strip():
             raise ApprovalEditError("the edited prompt is empty: a worker needs its ticket")
+        if not isinstance(original, SpawnPayload) or self.sections == original.sections:
+            return
+        if ([s.text for s in self.sections if s.kind == "system"]
+                != [s.text for s in original.sections if s.kind == "system"]):
+            raise ApprovalEditError("the worker's system prompt is shown, not edited: change "
+                                    "the other sections instead")
+        if not any(s.kind != "system" and s.text.strip() for s in self.sections):
+            raise ApprovalEditError("the edited context has nothing besides the system "
+                                    "prompt: a worker needs its ticket")
+        if (any(s.kind == "ticket" for s in original.sections)
+                and not any(s.kind == "ticket" and s.text.strip() for s in self.sections)):
+            raise ApprovalEditError("the edited context has no ticket section: a worker needs "
+                                    "its ticket (edit its text instead of removing it)")
+
+    def request_sections(self, original: "SpawnPayload | None" = None) -> list[ContextSection]:
+        """The sections the worker is sent: these, with the ticket section rewritten when
+        `prompt` or `context` differ from the original's (an edit of the prompt wins over an
+        edit of the ticket section). [] when the spawn has no sections (prompt + context)."""
+        if not self.sections:
+            return []
+        ref = original if original is not None else self
+        if self.prompt == ref.prompt and self.context == ref.context:
+            return list(self.sections)
+        text = self.prompt.rstrip("\n") + "\n" + (self.context.rstrip("\n") + "\n"
+                                                  if self.context.strip() else "")
+        out = list(self.sections)
+        at = next((i for i, s in enumerate(out) if s.kind == "ticket"), None)
+        if at is None:
+            out.append(ContextSection(label="Ticket", kind="ticket", text=text))
+        else:
+            out[at] = out[at].with_text(text)
+        return out
 
 
 class ToolPayload(_Payload):

@@ -5,7 +5,7 @@ Pure data and functions: any thread, no state of its own.
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
@@ -21,6 +21,16 @@ def estimate_tokens(text: str) -> int:
     """One token per four characters, rounded up: the offline provider's rule, used to show a
     section's size before any provider has counted it."""
     return -(-len(text) // 4)
+
+
+class SectionInfo(NamedTuple):
+    """What is kept of a section once it was sent (its text is in the comms log's request):
+    enough for the Usage panel's context view, small enough to keep for every agent."""
+    label: str
+    kind: str
+    tokens: int
+    shared: bool
+    path: str | None
 
 
 class ContextSection(BaseModel):
@@ -40,6 +50,9 @@ class ContextSection(BaseModel):
     @property
     def tokens(self) -> int:
         return estimate_tokens(self.text)
+
+    def info(self) -> SectionInfo:
+        return SectionInfo(self.label, self.kind, self.tokens, self.shared, self.path)
 
     def with_text(self, text: str) -> "ContextSection":
         """The same section with the person's edited text."""

@@ -318,6 +318,10 @@ class Settings(BaseModel):
     offline_latency_s: float = Field(default=0.0, ge=0.0, le=60.0)  # fixed latency per call
     max_workers: int = Field(default=4, ge=1, le=MAX_WORKERS)
     max_tool_rounds: int = Field(default=12, ge=1, le=200)
+    # Tier 2 may read files (read_file, list_dir, search_files) for this many rounds before
+    # it plans a track (one more request per round); 0 = it plans from the repository map
+    # focused on the track, which it always gets (issue 19)
+    tier2_read_rounds: int = Field(default=0, ge=0, le=20)
     budget_usd: float = Field(default=0.0, ge=0.0)       # 0 = no limit
     budget_tokens: int = Field(default=0, ge=0)          # 0 = no limit
     step_mode: bool = False

@@ -64,9 +64,13 @@ class Agents:
 
     def run_qa(self, track_id: str, ticket_id: str, what: str, output: str) -> str:
         """Tier 4: a stateless diagnosis of a failure (executor thread). What it reads (a
-        command's output, a trace) is scrubbed of keys before the model sees it."""
+        command's output, a trace) is scrubbed of keys before the model sees it. It also reads
+        the files the failure touches (issue 19: those the output names, then the ticket's
+        target files), as sections before the failure."""
         sid = stream_tier4(ticket_id)
-        system, user = prompts.tier4_messages(ticket_id, self._scrub(what), self._scrub(output))
+        sections = self._qa_sections(track_id, ticket_id, self._scrub(what), self._scrub(output))
+        self._note_context(sid, sections)
+        system, user = prompts.render_sections(sections)
         session = self._session_for("Tier 4", sid, system, track_id=track_id, ticket_id=ticket_id)
         session.max_rounds = 1
         try:

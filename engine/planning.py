@@ -19,6 +19,7 @@ from engine.errors import MAX_EPIC_CHARS, EngineError, copy_track, describe, now
 from events import LogEvent, ProposalReady, StreamChunk, StreamEnd, TrackChanged
 from models import (DagError, EpicPlan, Ticket, Track, TrackPlan, TrackProposal, dag_problems,
                     file_overlap_warnings, stream_tier1, stream_tier2, tickets_from_plan)
+from tools import project_documents
 
 
 class Planning:
@@ -49,10 +50,14 @@ class Planning:
         sid = stream_tier1()
         if self.streams.info().get(sid, {}).get("length"):
             self._emit(StreamChunk(stream_id=sid, text="\n\n--- new epic ---\n"))
-        system, user = prompts.tier1_messages(epic, self._listing())
         self.last_epic = epic
 
         def work() -> EpicPlan:
+            # the planner reads the code: the map ranked for the epic and the project's documents
+            sections = prompts.tier1_sections(epic, self._repo_map(epic),
+                                              project_documents(self.workspace))
+            self._note_context(sid, sections)
+            system, user = prompts.render_sections(sections)
             session = self._session_for("Tier 1", sid, system, EpicPlan)
             try:
                 plan = run_structured(session, user, EpicPlan, prompts.REPAIR_USER)
@@ -147,8 +152,7 @@ class Planning:
         track = self._get(track_id)
         sid = stream_tier2(track_id)
         first = self._next_ticket_number()
-        system, user = prompts.tier2_messages(track.title, track.goal, track.acceptance_criteria,
-                                              first, self._listing())
+        focus_text = "\n".join([track.title, track.goal, *track.acceptance_criteria])
 
         def check(plan: Any) -> None:
             problems = dag_problems(tickets_from_plan(plan))
@@ -156,6 +160,15 @@ class Planning:
                 raise ValueError("the ticket graph is invalid: " + "; ".join(problems))
 
         def work() -> TrackPlan:
+            # the map focused on the track: the files it names, and their neighbours, first
+            sections = prompts.tier2_sections(track.title, track.goal,
+                                              track.acceptance_criteria, first,
+                                              self._repo_map(focus_text))
+            # it may read the code first (bounded rounds); its notes go before the track
+            notes = self._tier2_reading(track_id, sid, sections)
+            sections = [*sections[:-1], *notes, sections[-1]]
+            self._note_context(sid, sections)
+            system, user = prompts.render_sections(sections)
             session = self._session_for("Tier 2", sid, system, TrackPlan, track_id=track_id)
             try:
                 plan = run_structured(session, user, TrackPlan, prompts.REPAIR_USER, check)

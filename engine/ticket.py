@@ -22,8 +22,8 @@ import prompts
 from ai_client import Cancelled
 from engine.errors import BudgetExceeded, ChecksFailed, NoChange, StepStopped, describe
 from events import ErrorEvent, StreamChunk, StreamEnd
-from models import (ApprovalRequest, SpawnPayload, Ticket, Track, stream_tier3, stream_tier4,
-                    tick_subtasks)
+from models import (ApprovalRequest, ContextSection, SpawnPayload, Ticket, Track, stream_tier3,
+                    stream_tier4, tick_subtasks)
 from tools import TOOL_SPECS
 
 
@@ -155,12 +155,15 @@ class TicketLife:
             if attempt > max_attempts:
                 raise ChecksFailed(f"the checks failed after {attempt - 1} attempt(s); "
                                    f"Tier 4: {diagnosis or '(no diagnosis)'}")
-            spawn = self._spawn_gate(track, ticket, cancel, attempt, check, diagnosis)
+            if made is not None and not tree:
+                # the worker is shown the files of the tree it will edit (the track branch),
+                # so the person's reading time hides only the part of the set-up before this
+                tree.append(self._open_worktree(track, ticket, made))
+            spawn = self._spawn_gate(track, ticket, cancel, attempt, check, diagnosis,
+                                     tree[0] if tree else None)
             if spawn is None:
                 return False
-            prompt, context, model, step, retry_count = spawn
-            if made is not None and not tree:
-                tree.append(self._open_worktree(track, ticket, made))
+            prompt, context, model, step, retry_count, sections = spawn
             if cancel.is_set():
                 raise Cancelled(f"{ticket.id} cancelled by the user")
             sid = stream_tier3(ticket.id)
@@ -169,7 +172,8 @@ class TicketLife:
                               ticket_id=ticket.id, provider=self.provider("Tier 3").name,
                               model=model, direction="-",
                               data={"prompt": prompt, "context": context,
-                                    "retry_count": retry_count, "attempt": attempt},
+                                    "retry_count": retry_count, "attempt": attempt,
+                                    "sections": prompts.section_summary(sections)},
                               wait=False)
             if attempt > 1:
                 self._emitter()(StreamChunk(stream_id=sid, text=f"\n── attempt {attempt} of "
@@ -210,15 +214,20 @@ class TicketLife:
             attempt += 1
 
     def _spawn_gate(self, track: Track, ticket: Ticket, cancel: threading.Event, attempt: int,
-                    check: str, diagnosis: str) -> tuple[str, str, str, bool, int] | None:
-        """The person's spawn approval of one attempt (a repair shows the failed check and
-        Tier 4's diagnosis, editable): (prompt, context, model, step mode, retry count), or
-        None when refused (the ticket's status then says why)."""
+                    check: str, diagnosis: str, root: Any
+                    ) -> tuple[str, str, str, bool, int, list[ContextSection]] | None:
+        """The person's spawn approval of one attempt: the worker's context as labelled
+        sections (issue 19: the ticket last; a repair's failed check and Tier 4's diagnosis
+        just before it), editable; what is approved is what is sent. (prompt, context, model,
+        step mode, retry count, sections), or None when refused (the ticket's status then
+        says why)."""
         sid = stream_tier3(ticket.id)
+        sections = self._worker_sections(track, ticket, root=self._tb.workspace_path(root)
+                                         if root is not None and self._tb is not None else None)
+        if attempt > 1:
+            sections = _with_repair(sections, attempt, check, diagnosis)
         with self._lock:
-            prompt = prompts.tier3_prompt(ticket.id, ticket.description, track.title,
-                                          ticket.target_files, ticket.depends_on)
-            context = prompts.tier3_context(ticket.context_requirements)
+            prompt = next(s.text for s in sections if s.kind == "ticket")
             model = self.settings.model_for("Tier 3", ticket.model_override)
             step = ticket.step_mode or self.settings.step_mode
             retry_count = ticket.retry_count
@@ -226,42 +235,47 @@ class TicketLife:
         if self.settings.approvals.spawn == "ask":
             title = (f"Spawn a worker for {ticket.id}" if attempt == 1 else
                      f"Repair {ticket.id}: spawn attempt {attempt}")
+            asked = SpawnPayload(prompt=prompt, context="", model=model, description=description,
+                                 attempt=attempt, check=check, diagnosis=diagnosis,
+                                 sections=sections)
             decision = self.approvals.ask_from_thread(ApprovalRequest(
                 kind="spawn", title=title, stream_id=sid, track_id=track.id,
-                ticket_id=ticket.id,
-                payload=SpawnPayload(prompt=prompt, context=context, model=model,
-                                     description=description, attempt=attempt,
-                                     check=check, diagnosis=diagnosis)))
+                ticket_id=ticket.id, payload=asked))
             if not decision.approved:
-                with self._lock:
-                    if self._closed:      # rejected because the app is closing: interrupted
-                        ticket.status = "todo"
-                        ticket.blocked_reason = ""
-                    elif cancel.is_set():  # withdrawn by cancel_ticket: cancelled, not skipped
-                        ticket.status = "cancelled"
-                        ticket.blocked_reason = decision.reason or "cancelled by the user"
-                    elif attempt > 1:      # the person stopped the repairs
-                        ticket.status = "failed"
-                        ticket.blocked_reason = self._scrub(
-                            f"repair stopped by the person after attempt {attempt - 1}"
-                            + (f" ({decision.reason})" if decision.reason else "")
-                            + f"; Tier 4: {diagnosis}")
-                    else:
-                        ticket.status = "skipped"
-                        ticket.blocked_reason = ("spawn rejected" + (
-                            f": {decision.reason}" if decision.reason else ""))
+                self._refused(ticket, cancel, attempt, diagnosis, decision.reason)
                 return None
-            if isinstance(decision.payload, SpawnPayload):
-                prompt = decision.payload.prompt
-                context = decision.payload.context
-                diagnosis = decision.payload.diagnosis
-                if decision.payload.model and self.settings.provider_for("Tier 3") != "offline":
-                    model = decision.payload.model
+            p = decision.payload
+            if isinstance(p, SpawnPayload):
+                sections = p.request_sections(asked) or sections
+                if attempt > 1 and p.diagnosis != diagnosis:     # the person's brief wins
+                    diagnosis = p.diagnosis
+                    sections = _with_repair(sections, attempt, check, diagnosis)
+                if p.model and self.settings.provider_for("Tier 3") != "offline":
+                    model = p.model
         if attempt > 1:
             with self._lock:
                 ticket.diagnosis = diagnosis      # as the person left it
-            prompt += "\n\n" + prompts.repair_section(attempt, check, diagnosis)
-        return prompt, context, model, step, retry_count
+        self._note_context(sid, sections)
+        # the request is the sections, in order (the system prompt kept apart)
+        return prompts.render_sections(sections)[1], "", model, step, retry_count, sections
+
+    def _refused(self, ticket: Ticket, cancel: threading.Event, attempt: int, diagnosis: str,
+                 reason: str) -> None:
+        with self._lock:
+            if self._closed:      # rejected because the app is closing: interrupted
+                ticket.status = "todo"
+                ticket.blocked_reason = ""
+            elif cancel.is_set():  # withdrawn by cancel_ticket: cancelled, not skipped
+                ticket.status = "cancelled"
+                ticket.blocked_reason = reason or "cancelled by the user"
+            elif attempt > 1:      # the person stopped the repairs
+                ticket.status = "failed"
+                ticket.blocked_reason = self._scrub(
+                    f"repair stopped by the person after attempt {attempt - 1}"
+                    + (f" ({reason})" if reason else "") + f"; Tier 4: {diagnosis}")
+            else:
+                ticket.status = "skipped"
+                ticket.blocked_reason = "spawn rejected" + (f": {reason}" if reason else "")
 
     def _save_soon(self, track: Track) -> None:
         """Executor thread: have the loop save the track (its writer batches saves)."""
@@ -371,3 +385,16 @@ class TicketLife:
 
     # =========================================================================================
     # per-ticket actions
+
+
+REPAIR_LABEL = "Repair: the failed check and Tier 4's diagnosis"
+
+
+def _with_repair(sections: list[ContextSection], attempt: int, check: str,
+                 diagnosis: str) -> list[ContextSection]:
+    """The sections with the repair brief just before the ticket (one, replacing any)."""
+    out = [s for s in sections if s.label != REPAIR_LABEL]
+    at = next((i for i, s in enumerate(out) if s.kind == "ticket"), len(out))
+    out.insert(at, prompts.make_section(REPAIR_LABEL, "failure",
+                                        prompts.repair_section(attempt, check, diagnosis)))
+    return out

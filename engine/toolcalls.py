@@ -59,7 +59,7 @@ class ToolCalls:
             payload = ToolPayload(tool=call.name, args=args,
                                   preview=(diff_preview(ws, call.name, args)
                                            if ask and not self.auto_approve else ""))
-            title = f"{session.ticket_id} wants to call {call.name}"
+            title = f"{session.ticket_id or session.stream_id} wants to call {call.name}"
         edited = False
         if ask and not self.auto_approve:
             decision = self.approvals.ask_from_thread(ApprovalRequest(

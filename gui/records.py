@@ -14,7 +14,7 @@ from typing import Any
 from typing import NamedTuple
 
 from gui.theme import WRAP_COLS
-from models import ApprovalRequest, Ticket
+from models import ApprovalRequest, ContextSection, SpawnPayload, Ticket
 
 
 class CommsRow(NamedTuple):
@@ -228,6 +228,20 @@ class ApprovalEdit:
     preview: str = ""
     preview_of: dict[str, str] | None = None   # the fields the preview shows (None: as requested)
     focus_reason: bool = False
+    # a spawn's context sections (issue 19): the person's working copy, and the request's
+    sections: list[ContextSection] = field(default_factory=list)
+    sections_original: list[ContextSection] = field(default_factory=list)
+    add_path: str = ""                         # the "add a file" path input
+
+    def __post_init__(self) -> None:
+        p = self.request.payload
+        if isinstance(p, SpawnPayload) and not self.sections_original:
+            self.sections_original = list(p.sections)
+            self.sections = list(p.sections)
+
+    @property
+    def edited(self) -> bool:
+        return self.fields != self.original or self.sections != self.sections_original
 
 
 

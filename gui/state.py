@@ -190,6 +190,7 @@ class UsageState:
         self.bleed_pinned = False
         self.bleed: dict[str, Any] | None = None
         self.bleed_read_at = 0.0
+        self.context: list[Any] = []     # that agent's context sections (models.SectionInfo)
 
     def set_totals(self, tier: dict[str, Usage], track: dict[str, Usage],
                    ticket: dict[str, Usage]) -> None:

@@ -46,6 +46,7 @@ class Scope:
         self.code = [p for p in named if is_code_path(p)]
         self.tests = [p for p in named if is_test_path(p)]
         self.other = [p for p in named if p not in self.code and p not in self.tests]
+        self.names_code = bool(self.code)       # the text itself names a code file
         if not self.code and (self.funcs or not self.other) and not self.tests:
             base = self.funcs[0].name if self.funcs else slug(
                 re.sub(r"\b(?:tests?|testing|tested|helpers?|module|code)\b", " ", text), 2)
@@ -57,6 +58,10 @@ class Scope:
         for f in self.by_path.values():
             if is_test_path(f.path) and f.reason == f"imports {code}":
                 return f.path
+        stem = posixpath.basename(code).rsplit(".", 1)[0]
+        for t in self.tests:            # a test file the task names for this code
+            if posixpath.basename(t) in (f"test_{stem}.py", f"{stem}_test.py"):
+                return t
         return test_path_for(code, self.mapped)
 
     def signature(self) -> str:
@@ -154,7 +159,9 @@ def tier2(user: str) -> str:
         return tid
 
     task = _first_sentence(next((ln for ln in goal.splitlines() if ln.strip()), title))
-    docs_only = title.lower().startswith("docs") or (wants_docs(title) and not scope.funcs)
+    # a track that names code to change is not a docs track, even when its epic says "document"
+    docs_only = title.lower().startswith("docs") or (
+        wants_docs(title) and not scope.funcs and not scope.names_code)
     if docs_only:
         page = next((p for p in scope.other if p.endswith((".md", ".rst", ".txt"))),
                     next((p for p in scope.mapped if p.lower() in ("readme.md", "readme.rst")),
@@ -173,8 +180,8 @@ def tier2(user: str) -> str:
         by_test: dict[str, list[str]] = {}
         for code in scope.code:
             by_test.setdefault(scope.test_for(code), []).append(code)
-        for t in scope.tests:
-            by_test.setdefault(t, [])
+        for t in scope.tests:           # a named test file tests the track's code: after it
+            by_test.setdefault(t, list(scope.code))
         for test, codes in by_test.items():
             src = codes[0] if codes else (scope.code[0] if scope.code else "")
             what = f"Test {sig} of {src} in {test}." if sig and src else f"Add tests to {test}."

@@ -15,6 +15,7 @@ from imgui_bundle import icons_fontawesome_4 as fa
 
 from gui import engine_reads
 from gui.dialogs.merge import MERGE_WIDTH_EM, merge_view, repair_view
+from gui.dialogs.spawn_context import context_sections_editor, spawn_changes
 from gui.records import ApprovalEdit
 from gui.state import AppState
 from gui.theme import (AMBER, BLUE, GREEN, GREY, PURPLE, RED, WHITE, WRAP, describe_error, em, fmt_cost,
@@ -44,12 +45,12 @@ def approval_fields(req: ApprovalRequest) -> dict[str, str]:
 def approval_payload(edit: ApprovalEdit) -> tuple[ApprovalPayloadT | None, str]:
     """The edited typed payload to send (None = as requested), or an error to show."""
     req, f = edit.request, edit.fields
-    if f == edit.original:
+    if not edit.edited:
         return None, ""
     changes: dict[str, Any] = {}
     if req.kind == "spawn":
-        changes = {"prompt": f["prompt"], "context": f["context"], "model": f["model"],
-                   "diagnosis": f["diagnosis"]}
+        changes = spawn_changes(edit)
+        changes["diagnosis"] = f["diagnosis"]
     elif req.kind == "tool":
         try:
             args = json.loads(f["args"])
@@ -151,10 +152,15 @@ def approval_editor(app: AppState, edit: ApprovalEdit, esc: bool) -> bool:
         repair_view(edit, multiline)
         imgui.set_next_item_width(em(18).x)
         _c, f["model"] = imgui.input_text("Model", f["model"])
-        imgui.text("Prompt")
-        multiline("##Prompt", "prompt", 11)
-        imgui.text("Context")
-        multiline("##Context", "context", 4)
+        if edit.sections_original:      # the worker's context as sections (issue 19)
+            context_sections_editor(app, edit, multiline)
+            imgui.text("Ticket (sent last)")
+            multiline("##Prompt", "prompt", 8)
+        else:
+            imgui.text("Prompt")
+            multiline("##Prompt", "prompt", 11)
+            imgui.text("Context")
+            multiline("##Context", "context", 4)
     elif req.kind == "tool":
         tool = req.payload.tool if isinstance(req.payload, ToolPayload) else ""
         imgui.text(f"Tool: {tool}")
@@ -278,7 +284,7 @@ def approval_modal(app: AppState) -> None:
         imgui.push_style_color(imgui.Col_.text, RED)
         imgui.text_wrapped(f"{fa.ICON_FA_TIMES_CIRCLE} {edit.error}")
         imgui.pop_style_color()
-    edited = edit.fields != edit.original
+    edited = edit.edited
     approve = imgui.button(f"{fa.ICON_FA_CHECK} Approve" + (" with my edits" if edited else "") + "###Approve",
                            em(12, 0))
     imgui.set_item_tooltip("Ctrl+Enter")

@@ -78,6 +78,9 @@ def settings_modal(app: AppState) -> None:
     imgui.separator_text("Run")
     _c, d["max_workers"] = imgui.input_int("Max workers", int(d["max_workers"]))
     _c, d["max_tool_rounds"] = imgui.input_int("Max tool rounds", int(d["max_tool_rounds"]))
+    _c, d["tier2_read_rounds"] = imgui.input_int("Tier 2 reading rounds", int(d["tier2_read_rounds"]))
+    help_marker("Before planning a track, Tier 2 may read files (read-only tools) for this many "
+                "rounds; 0 = it plans from the repository map alone")
     _c, d["step_mode"] = imgui.checkbox("Step mode", bool(d["step_mode"]))
     _c, d["git_commits"] = imgui.checkbox("Git commit per ticket", bool(d["git_commits"]))
     _c, d["offline_pace_s"] = imgui.input_double("Offline pace (s per chunk)", float(d["offline_pace_s"]),

@@ -1,6 +1,7 @@
 """The Usage panel: tokens and cost per tier, track and ticket (over every session of the
 workspace, or this one: gui.panels.history), the budget bars, the cumulative tokens plot
-(implot), an agent's context window gauge, and the sessions.
+(implot), an agent's context window gauge and its context sections (issue 19), and the
+sessions.
 
 GUI thread only. State: `app.usage`.
 """
@@ -141,9 +142,49 @@ def context_budget(app: AppState) -> None:
     if now - app.usage.bleed_read_at > 0.5:
         try:
             app.usage.bleed = app.engine.bleed_stats(app.usage.bleed_stream)
+            app.usage.context = app.engine.context_sections(app.usage.bleed_stream)
         except Exception as e:  # noqa: BLE001
             app.usage.bleed = {"error": describe_error(e)}
         app.usage.bleed_read_at = now
+    bleed_gauge(app)
+    context_view(app)
+
+
+def context_view(app: AppState) -> None:
+    """What the agent was sent, section by section (issue 19): label, kind, tokens, and
+    whether it is part of the shared prefix a provider's cache can reuse."""
+    secs = app.usage.context
+    if not secs:
+        imgui.text_disabled("No context sections for this agent yet.")
+        return
+    total = sum(s.tokens for s in secs)
+    shared = 0
+    for s in secs:
+        if not s.shared:
+            break
+        shared += s.tokens
+    imgui.text(f"Its context: {len(secs)} sections, {fmt_tokens(total)} tokens")
+    imgui.same_line()
+    imgui.text_disabled(f"(shared prefix {fmt_tokens(shared)})")
+    flags = (imgui.TableFlags_.row_bg | imgui.TableFlags_.borders_inner_v
+             | imgui.TableFlags_.sizing_fixed_fit)
+    if imgui.begin_table("context-sections", 3, flags):
+        imgui.table_setup_column("Section", imgui.TableColumnFlags_.width_stretch)
+        imgui.table_setup_column("Tokens")
+        imgui.table_setup_column("Shared")
+        imgui.table_headers_row()
+        for s in secs:
+            imgui.table_next_row()
+            imgui.table_next_column()
+            imgui.text_unformatted(s.label)
+            imgui.table_next_column()
+            imgui.text(fmt_tokens(s.tokens))
+            imgui.table_next_column()
+            imgui.text_disabled("shared" if s.shared else "")
+        imgui.end_table()
+
+
+def bleed_gauge(app: AppState) -> None:
     b = app.usage.bleed
     if not b:
         imgui.text_disabled("No session for this agent (not started, or from an earlier run).")

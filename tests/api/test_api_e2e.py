@@ -19,7 +19,7 @@ from gui_support import Xvfb
 from hook_server import ApiClient
 
 ROOT = Path(__file__).resolve().parents[2]
-EPIC = "Add a health endpoint and its tests"
+EPIC = "Add a health endpoint with its tests, and document it"   # two tracks: code, docs
 EDITED_FILE = "edited_over_api/health_check.py"
 TERMINAL = ("completed", "failed", "cancelled")
 

@@ -20,7 +20,7 @@ from events import StreamChunk, WorkersChanged
 from hook_server import ApiClient, ApiError
 from models import TrackProposal
 
-EPIC = "Add a health endpoint and its tests"
+EPIC = "Add a health endpoint with its tests, and document it"   # two tracks: code, docs
 
 
 @pytest.fixture

@@ -153,7 +153,7 @@ def test_parallel_workers_exact_accounting_and_edges(make_engine, workspace):
 
 def test_whole_epic_all_tiers_nonzero(make_engine, workspace):
     eng = make_engine(max_workers=4)
-    plan = eng.plan_epic("Add a health endpoint and its tests").result(30)
+    plan = eng.plan_epic("Add a health endpoint with its tests, and document it").result(30)
     assert len(plan.tracks) >= 2
     tracks = eng.accept_tracks(plan.tracks).result(10)
     for t in tracks:
@@ -164,12 +164,19 @@ def test_whole_epic_all_tiers_nonzero(make_engine, workspace):
     u = eng.usage("tier")
     for tier in ("Tier 1", "Tier 2", "Tier 3"):
         assert u[tier].total_tokens > 0 and u[tier].requests > 0
-    # every worker wrote its files inside the workspace
+    # every worker wrote its files inside the workspace: a new file written and reviewed, the
+    # existing README edited in place (its first line kept, the ticket's change added)
+    readme = (workspace / "README.md").read_text()
     for t in done:
         for k in t.tickets:
             for f in k.target_files:
-                assert "STATUS: reviewed" in (workspace / f).read_text()
+                text = (workspace / f).read_text()
+                if f == "README.md":
+                    assert text.startswith("# demo workspace\n") and k.id in text, text
+                else:
+                    assert "STATUS: reviewed" in text, (f, text)
             assert eng.streams.text(f"Tier 3 (Worker): {k.id}")
+    assert any("README.md" in k.target_files for t in done for k in t.tickets), readme
     # ticket ids are unique across tracks (they name streams)
     ids = [k.id for t in done for k in t.tickets]
     assert len(ids) == len(set(ids))

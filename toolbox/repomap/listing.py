@@ -6,7 +6,8 @@ State: none.
 In a git repository the listing is what git tracks plus untracked files that `.gitignore` does
 not exclude (`git ls-files --cached --others --exclude-standard`), so what a person ignores never
 reaches a prompt. Elsewhere a walk skips version-control folders, `.clutch/`, virtual
-environments, `node_modules` and caches. Binary files are recognised by extension here (no read)
+environments, `node_modules` and caches. Either way Conductor's track state (`conductor/tracks/`,
+`tracks.md`) is left out: it is the planners' bookkeeping, not code. Binary files are recognised by extension here (no read)
 and by a NUL byte in their first block when they are read (see `looks_binary`).
 """
 from __future__ import annotations
@@ -42,8 +43,16 @@ def binary_by_name(rel: str) -> bool:
     return os.path.splitext(rel)[1].lower() in BINARY_EXTENSIONS
 
 
+# Conductor's track registry and each track's plan, spec, metadata and state: the planners'
+# own bookkeeping (rewritten on every tick, with temp files while it saves), not the code; the
+# project's documents (product.md, tech-stack.md, workflow.md) reach Tier 1 on their own.
+CONDUCTOR_STATE = ("conductor/tracks/", "conductor/archive/")
+CONDUCTOR_STATE_FILES = frozenset({"conductor/tracks.md"})
+
+
 def _skipped(rel: str) -> bool:
-    return any(part in SKIP_DIRS for part in rel.split("/")[:-1])
+    return (any(part in SKIP_DIRS for part in rel.split("/")[:-1])
+            or rel.startswith(CONDUCTOR_STATE) or rel in CONDUCTOR_STATE_FILES)
 
 
 def is_git_repository(root: Path) -> bool:
@@ -83,7 +92,7 @@ def walk_files(root: Path) -> list[str]:
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.endswith(".egg-info"))
         rel_dir = os.path.relpath(dirpath, root_s)
         prefix = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
-        out.extend(prefix + f for f in sorted(filenames))
+        out.extend(rel for f in sorted(filenames) if not _skipped(rel := prefix + f))
     return out
 
 

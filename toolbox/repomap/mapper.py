@@ -192,11 +192,16 @@ class RepoMap:
         with self._lock:
             return graphmod.mentioned_files(text, self.outlines())
 
-    def render(self, focus: Sequence[str] = (), text: str = "", budget_tokens: int = 1024) -> str:
-        """The map as prompt text: ranked for the task, cut to budget_tokens."""
+    def render(self, focus: Sequence[str] = (), text: str = "", budget_tokens: int = 1024,
+               exclude: Iterable[str] = ()) -> str:
+        """The map as prompt text: ranked for the task, cut to budget_tokens; the paths in
+        `exclude` are left out (e.g. files another worker is changing right now)."""
         with self._lock:
             outs = self.outlines()
             ranked = graphmod.rank(outs, self.graph(), focus, text)
+            hidden = frozenset(exclude)
+            if hidden:
+                ranked = [rf for rf in ranked if rf.path not in hidden]
             return render_ranked(ranked, outs, budget_tokens)
 
     def skeleton(self, path: str) -> str:

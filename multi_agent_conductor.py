@@ -169,7 +169,11 @@ class ConductorEngine(LoopContext, TrackWriter, Planning, Curation, Scheduler, T
             existing = sorted(p.name for p in root.iterdir() if (p / "comms.jsonl").exists())
             session_id = existing[-1] if existing else None
         if session_id is None:
-            session_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+            # the start time to the millisecond first: ids sort in the order sessions began,
+            # even when two begin within a second (the history and --resume read them so)
+            now = time.time()
+            session_id = (time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+                          + f"{int(now * 1000) % 1000:03d}-" + secrets.token_hex(2))
         d = root / session_id
         d.mkdir(parents=True, exist_ok=True)
         return session_id, d

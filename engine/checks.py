@@ -41,6 +41,7 @@ _FENCE_CMD = re.compile(r"`{1,3}(?:bash|sh|shell|console)?\s*\n?\s*\$?\s*"
                         r"((?:python3? -m pytest|pytest|npm (?:run )?test|yarn test|pnpm test|"
                         r"go test|cargo test|make test|tox|nox)[^`\n]*)`{0,3}")
 _MAX_DOC = 200_000
+_TARGETS_LINE = re.compile(r"(?m)^TARGET FILES:[ \t]*(.*)$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,8 +98,8 @@ class Checks:
 
     def _check_ticket(self, track: Track, ticket: Ticket, ws: Workspace, ended_normally: bool,
                       finish: str, cancel: threading.Event, prompt: str) -> CheckReport:
-        """The checks of one attempt. The target files checked are the ticket's that the
-        approved prompt still names (a person who edits a target out of the prompt meant it)."""
+        """The checks of one attempt. The target files checked are those the approved prompt's
+        TARGET FILES line names (a person who edits a target there meant it)."""
         sid = stream_tier3(ticket.id)
         emit = self._emitter()
         lines: list[str] = []
@@ -108,8 +109,14 @@ class Checks:
         else:
             failed = f"the model's last turn did not end normally ({finish or 'no finish reason'})"
             lines.append("✗ " + failed)
-        with self._lock:
-            targets = [t for t in ticket.target_files if t in prompt]
+        named = _TARGETS_LINE.search(prompt)      # the ticket's TARGET FILES, as approved
+        if named is not None:
+            listed = named.group(1).strip()
+            targets = [] if listed in ("", "(none named)") else \
+                [x.strip() for x in listed.split(",") if x.strip()]
+        else:
+            with self._lock:
+                targets = [t for t in ticket.target_files if t in prompt]
         missing = []
         for t in targets:
             rel = _rel(t)

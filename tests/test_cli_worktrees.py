@@ -61,7 +61,10 @@ def test_a_run_reports_branches_and_commits_and_keeps_the_persons_edit(tmp_path)
             git(ws, "merge-base", "--is-ancestor", k["commit"], "main")
     assert (ws / "app.py").read_bytes() == before
     assert worktrees(ws) == [f"worktree {ws.resolve()}"]
-    assert git(ws, "diff", "--name-only", head, "main").split()     # the work reached main
+    # the planner read the code: util.py itself gained multiply, on main, no invented package
+    assert sorted(git(ws, "diff", "--name-only", head, "main").split()) == \
+        ["tests/test_util.py", "util.py"]
+    assert "def multiply(a, b)" in git(ws, "show", "main:util.py")
 
 
 def test_no_merge_leaves_the_track_branch_and_the_persons_branch_as_it_was(tmp_path):

@@ -86,7 +86,8 @@ def type_like_a_backend(text: str) -> None:
 def planned_track(eng) -> str:
     """A track with Tier 2's tickets, planned through the engine (not the subject here)."""
     eng.plan_epic(EPIC).result(30)
-    [track] = eng.accept_tracks([TrackProposal(title="Greeting core", goal="greet people",
+    [track] = eng.accept_tracks([TrackProposal(title="Greeting core",       # two tickets
+                                               goal="greet people, with its tests",
                                                acceptance_criteria=["it greets"])]).result(30)
     eng.plan_track(track.id).result(30)
     return track.id

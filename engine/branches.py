@@ -306,9 +306,12 @@ class Branches:
                                  model=self.settings.model_for("Tier 3", ticket.model_override),
                                  description=f"conflict in {paths}", attempt=0)))
         if not d.approved:
-            raise EngineError(f"merge conflict in {paths}: not resolved (the repair worker was "
-                              f"refused{': ' + d.reason if d.reason else ''}); the change is "
-                              f"kept on {ticket.branch}, {track.branch} keeps the other side")
+            raise EngineError(
+                f"merge conflict in {paths}: not resolved (the repair worker was refused"
+                f"{': ' + d.reason if d.reason else ''}); the change is kept on {ticket.branch}, "
+                f"{track.branch} keeps the other side. To resolve it yourself: `git switch "
+                f"{track.branch} && git merge {ticket.branch}`, fix and commit, then Retry "
+                f"{ticket.id}; to drop its change, Skip it")
         if isinstance(d.payload, SpawnPayload):
             prompt = d.payload.prompt
         path = self._tb.conflict_worktree(track.id, ticket.id)
@@ -329,6 +332,35 @@ class Branches:
                               f"worker left conflict markers; {track.branch} keeps the other "
                               f"side, the change is kept on {ticket.branch}")
         return done
+
+    def _resolved_by_person(self, track: Track, ticket: Ticket) -> bool:
+        """Executor thread, at a retry: a ticket that failed on a conflict whose branch the
+        person has since merged into the track branch themselves is completed by that merge
+        (no worker runs again). False when that is not the case."""
+        with self._lock:
+            conflicted = ticket.merge.startswith("conflict") and bool(ticket.branch)
+            branch = ticket.branch
+        if not conflicted or not self._in_worktrees(track):
+            return False
+        assert self._tb is not None
+        git = self._tb.git
+        tip, track_tip = git.rev(f"refs/heads/{branch}"), git.rev(f"refs/heads/{track.branch}")
+        if tip is None or track_tip is None or not git.is_ancestor(tip, track_tip):
+            return False
+        carried = git.out("rev-list", "--ancestry-path", "--reverse", f"{tip}..{track_tip}")
+        sha = (carried.split() or [track_tip])[0]
+        try:
+            self._tb.cleanup_ticket(track.id, ticket.id, discard=True)
+        except WorktreeError as e:
+            self._emitter()(ErrorEvent(message=f"could not remove {branch}: {e}",
+                                       track_id=track.id, ticket_id=ticket.id))
+        with self._lock:
+            ticket.status, ticket.commit_sha, ticket.blocked_reason = "completed", sha, ""
+            ticket.merge, ticket.branch = "resolved by you", ""
+        self._emitter()(StreamChunk(stream_id=stream_tier3(ticket.id), text=(
+            f"\n  ✓ {branch} is merged into {track.branch} ({sha[:12]}): the conflict was "
+            f"resolved by you; no worker runs again\n")))
+        return True
 
     # -- see one ticket ------------------------------------------------------------------------
 

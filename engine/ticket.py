@@ -68,6 +68,9 @@ class TicketLife:
             if ticket.checkpoint:       # a phase's manual verification: the person's, no worker
                 self._checkpoint_life(track, ticket, cancel)
                 return
+            if self._resolved_by_person(track, ticket):   # a retry after their own merge
+                emit(StreamEnd(stream_id=sid, state="done"))
+                return
             made = self._begin_worktree(track, ticket)
             if not self._attempts(track, ticket, cancel, made, tree):
                 if not tree:

@@ -290,3 +290,54 @@ def test_a_worker_that_changes_nothing_leaves_no_branch_and_no_tree(make_engine,
     assert t.status == "failed" and "changed no file" in t.blocked_reason
     assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]
     assert "clutch-ticket/" not in git(workspace, "branch", "--format=%(refname:short)")
+
+
+def test_a_conflict_the_person_resolves_themselves_completes_at_retry(make_engine, workspace):
+    """The repair worker refused: the reason says how to resolve it by hand; the person merges
+    the ticket's branch into the track branch themselves, presses Retry, and the ticket
+    completes with their merge, no worker again; then the track merges into main."""
+    repo(workspace)
+    holder: dict = {}
+    spawned: list[str] = []
+
+    def t2(req):
+        if not any(m.role == "model" for m in req.messages):
+            spawned.append(req.ticket_id)
+        wait_merged(holder, "T-001")
+        return call("write_file", path="shared.txt", content="T-002's version\n")
+    eng = holder["eng"] = make_engine(provider=scripted({
+        "T-001": [call("write_file", path="shared.txt", content="T-001's version\n"),
+                  ModelResponse(text="done")],
+        "T-002": [t2, ModelResponse(text="done")],
+    }), git_commits=True, max_workers=2, auto_approve=False)
+    tid = track_with(eng, [Ticket(id="T-001", description="one", target_files=["shared.txt"]),
+                           Ticket(id="T-002", description="two", target_files=["shared.txt"])])
+    track = Approver.run_track(eng, tid, lambda r: Denied(reason="I will do it")
+                               if isinstance(r.payload, SpawnPayload) and r.payload.attempt == 0
+                               else Approved())
+    t2_reason = track.tickets[1].blocked_reason
+    assert track.tickets[1].status == "failed" and "Retry T-002" in t2_reason
+    assert f"git merge clutch-ticket/{tid}/T-002" in t2_reason
+    # the person resolves it by hand in a checkout of the track branch
+    side = workspace.parent / "by-hand"
+    git(workspace, "worktree", "add", "-q", str(side), f"clutch/{tid}")
+    subprocess.run(["git", "-C", str(side), "merge", f"clutch-ticket/{tid}/T-002"],
+                   capture_output=True)
+    (side / "shared.txt").write_text("both versions, combined by hand\n")
+    git(side, "commit", "-qam", "Merge T-002 by hand")
+    git(workspace, "worktree", "remove", str(side))
+    n_spawned = len(spawned)
+    ap = Approver(eng, lambda r: Approved())        # the merge approval, at the track's end
+    ap.start()
+    try:
+        eng.retry_ticket("T-002").result(30)      # runs the track again
+        wait_for(lambda: not eng.is_running(tid) and eng.track(tid).status == "completed",
+                 timeout=60, what="the track to complete")
+    finally:
+        ap.stop.set()
+    track = eng.track(tid)
+    t = track.tickets[1]
+    assert t.status == "completed" and t.merge == "resolved by you" and len(spawned) == n_spawned
+    assert track.status == "completed" and track.merged_into == "main"
+    assert git(workspace, "show", "main:shared.txt") == "both versions, combined by hand\n"
+    assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]

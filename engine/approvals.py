@@ -22,6 +22,7 @@ from models import (ApprovalDecision, ApprovalEditError, ApprovalRequest, Approv
                     edit_payload)
 
 _REMEMBERED = 4096
+_CLOSED_POLL_S = 0.5      # how often a blocked thread looks whether the app has closed
 
 
 class ApprovalBroker:
@@ -72,12 +73,20 @@ class ApprovalBroker:
         them: rejected, "the app is closing" (the question was cut off with its loop)."""
         if self.loop is None:
             raise RuntimeError("no conductor loop to ask for approval on")
-        try:
-            return asyncio.run_coroutine_threadsafe(self.ask(req), self.loop).result()
-        except concurrent.futures.CancelledError:
-            if not self._closed():
-                raise
-            return Denied(reason="the app is closing", source="engine")
+        fut = asyncio.run_coroutine_threadsafe(self.ask(req), self.loop)
+        while True:
+            try:
+                return fut.result(timeout=_CLOSED_POLL_S)
+            except concurrent.futures.TimeoutError:
+                # a question posted as the loop stopped is never run, so never answered: the
+                # app closing answers it, or this thread would hold the interpreter's exit
+                if self._closed() and (self.loop.is_closed() or not self.loop.is_running()):
+                    fut.cancel()
+                    return Denied(reason="the app is closing", source="engine")
+            except concurrent.futures.CancelledError:
+                if not self._closed():
+                    raise
+                return Denied(reason="the app is closing", source="engine")
 
     def pending(self) -> list[ApprovalRequest]:
         with self._lock:

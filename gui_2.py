@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from imgui_bundle import ImVec2, hello_imgui, imgui, imgui_md, immapp
 from imgui_bundle import imgui_node_editor as ed
 
+from gui import pacing
 from gui.chrome import (load_fonts, notification_strip, setup_style, show_gui, show_menus,
                         show_status)
 from gui.dialogs.approval import (approval_fields, approval_payload, current_approval,
@@ -131,6 +132,7 @@ def runner_params(app: AppState, *, ini_disable: bool = False, headless: bool = 
     strip.window_padding_em = ImVec2(0.5, 0.35)
     rp.callbacks.add_edge_toolbar(hello_imgui.EdgeToolbarType.top, shielded(app, "notification strip", lambda: notification_strip(app)), strip)
     rp.docking_params = docking_params(app)
+    pacing.configure(rp)
     rp.fps_idling.enable_idling = not headless
     if ini_disable:
         rp.ini_disable = True
@@ -159,7 +161,9 @@ def runner_params(app: AppState, *, ini_disable: bool = False, headless: bool = 
         rp.renderer_backend_type = hello_imgui.RendererBackendType.null
         # the null runner never destroys the ImGui context; the test engine needs it gone first
         rp.callbacks.before_exit_post_cleanup = lambda: imgui.destroy_context()
-    if msaa is not None:
+    if msaa is None:
+        msaa = pacing.MSAA_SAMPLES
+    if not headless:
         o = hello_imgui.OpenGlOptions()
         o.anti_aliasing_samples = msaa
         rp.renderer_backend_options.open_gl_options = o

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from imgui_bundle import hello_imgui, imgui
 
-from gui import engine_reads
+from gui import engine_reads, pacing
 from gui.records import ApprovalEdit, CommsRow, Notice, Op, ProposalRow, StreamView, TicketDraft
 from gui.theme import MAX_NOTICES, STREAM_KEEP_CHARS, describe_error
 from models import ApprovalRequest, Track, Usage, tier_of_stream
@@ -246,6 +246,7 @@ class AppState:
         self.started = time.time()
         self.frame = 0
         self.exit_requested = False
+        self.last_input_at = 0.0          # when the person last touched the app (gui.pacing)
         self.bg = concurrent.futures.ThreadPoolExecutor(max_workers=2,
                                                         thread_name_prefix="clutch-gui-bg")
         self.ops: list[Op] = []
@@ -306,6 +307,7 @@ class AppState:
                  on_error: Callable[[BaseException], None] | None = None) -> Op:
         op = Op(label, future, panel, on_done, on_error)
         self.ops.append(op)
+        pacing.wake_on_done(future)
         return op
 
     def command(self, label: str, fn: Callable[..., Any], *args: Any, panel: str = "",

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imgui_bundle import ImVec2, hello_imgui, imgui, imgui_md, immapp
-from imgui_bundle import imgui_node_editor as ed
 
 from gui import pacing
 from gui.chrome import (load_fonts, notification_strip, setup_style, show_gui, show_menus,
@@ -150,9 +149,6 @@ def runner_params(app: AppState, *, ini_disable: bool = False, headless: bool = 
 
     def before_exit() -> None:
         app.engine.inbox.on_put = None
-        if app.tickets.graph_editor is not None:
-            ed.destroy_editor(app.tickets.graph_editor)
-            app.tickets.graph_editor = None
 
     rp.callbacks.post_init = shielded(app, "start-up", post_init)
     rp.callbacks.before_exit = shielded(app, "shut-down", before_exit)

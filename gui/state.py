@@ -129,10 +129,8 @@ class TicketsState:
         self.tab_graph = False
         self.doc_cache: dict[str, tuple[float, str]] = {}
         self.doc_checked: dict[str, float] = {}
-        self.graph_editor: Any = None
-        self.graph_ids: dict[str, int] = {}
-        self.graph_sig = ""
-        self.graph_navigate_at = -1
+        self.graph_layout: tuple[str, Any] | None = None   # (signature, gui.graph_layout.GraphLayout)
+        self.selected_ticket: str | None = None            # clicked in the graph
 
     def track_by_id(self, track_id: str | None) -> Track | None:
         for t in self.tracks:

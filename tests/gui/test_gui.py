@@ -74,7 +74,7 @@ def test_full_flow_edits_reach_the_engine(workspace):
         check(ctx, "//Tickets/tickets-tabs/Graph")
         ctx.item_click("//Tickets/tickets-tabs/Graph")
         ctx.yield_(4)
-        seen["graph_nodes"] = len(app.tickets.graph_ids)
+        seen["graph_nodes"] = len(app.tickets.graph_layout[1].nodes)
         ctx.item_click("//Tickets/tickets-tabs/List")
         # 4. start
         ctx.item_click("//Tracks/###Start")

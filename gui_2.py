@@ -70,10 +70,13 @@ def docking_splits() -> list[hello_imgui.DockingSplit]:
         s.initial_dock, s.new_dock, s.direction, s.ratio = initial, new, direction, ratio
         return s
     return [
-        split("MainDockSpace", "LeftSpace", imgui.Dir.left, 0.26),
-        split("MainDockSpace", "RightSpace", imgui.Dir.right, 0.40),
+        # ratios that fit 1280x720 as well as 1600x1000 (issue 20, defect 12): the centre keeps
+        # ~55 % of the width (stream text >= 400 px beside the stream list) and Tickets about
+        # half the height (five rows and more)
+        split("MainDockSpace", "LeftSpace", imgui.Dir.left, 0.24),
+        split("MainDockSpace", "RightSpace", imgui.Dir.right, 0.33),
         split("LeftSpace", "LeftBottomSpace", imgui.Dir.down, 0.58),
-        split("MainDockSpace", "CenterBottomSpace", imgui.Dir.down, 0.55),
+        split("MainDockSpace", "CenterBottomSpace", imgui.Dir.down, 0.46),
         split("RightSpace", "RightBottomSpace", imgui.Dir.down, 0.74),
     ]
 

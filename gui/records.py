@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from typing import NamedTuple
 
+from gui.reflow import Reflow
 from gui.theme import WRAP_COLS
 from models import ApprovalRequest, Ticket
 
@@ -47,7 +48,7 @@ class StreamView:
     re-split per frame, so a multi-megabyte stream costs the same per frame as a short one."""
 
     __slots__ = ("stream_id", "rows", "state", "chars", "follow", "markdown", "_md_cache",
-                 "last_chunk_at", "at_bottom", "jump_to_end", "unloaded")
+                 "last_chunk_at", "at_bottom", "jump_to_end", "unloaded", "reflow")
 
     def __init__(self, stream_id: str) -> None:
         self.stream_id = stream_id
@@ -61,6 +62,7 @@ class StreamView:
         self._md_cache: tuple[int, str] = (-1, "")
         self.last_chunk_at = 0.0
         self.unloaded = False       # rows dropped; the engine has the text (see unload)
+        self.reflow = Reflow()      # the rows as display lines at the pane's width
 
     def unload(self) -> None:
         """Drop the rows of a stream nobody is looking at; `load()` brings them back from the

@@ -16,12 +16,13 @@ from pathlib import Path
 
 from imgui_bundle import ImVec2, ImVec4, imgui
 
-from gui.graph_layout import GraphLayout, edge_path, layout
+from gui.graph_layout import GraphLayout, depths, edge_path, layout
 from gui.state import AppState
 from gui.theme import AMBER, GREY, STATUS_COLOURS, STATUS_ICONS, WHITE, em, short
 from models import Ticket, Track, stream_tier3
 
 NODE_W_EM = 14.0
+NODE_W_MIN_EM = 9.0
 NODE_H_LINES = 3
 
 
@@ -40,15 +41,21 @@ def fit(text: str, width: float) -> str:
     return text[:lo].rstrip() + "…"
 
 
-def graph_layout(app: AppState, t: Track) -> GraphLayout:
+def graph_layout(app: AppState, t: Track, avail_w: float) -> GraphLayout:
+    """The layout, cached; boxes as wide as the pane allows (between NODE_W_MIN_EM and
+    NODE_W_EM) so that a few layers fit without scrolling."""
     line = imgui.get_text_line_height_with_spacing()
     pad = em(0.5).x
-    sig = json.dumps([t.id, line, [[k.id, k.depends_on] for k in t.tickets]])
+    gap = em(3.5).x
+    n_layers = 1 + max(depths({k.id: list(k.depends_on) for k in t.tickets}).values(), default=0)
+    node_w = (avail_w - 2 * pad - (n_layers - 1) * gap) / max(n_layers, 1) - 2
+    node_w = float(int(max(em(NODE_W_MIN_EM).x, min(em(NODE_W_EM).x, node_w))))
+    sig = json.dumps([t.id, line, node_w, [[k.id, k.depends_on] for k in t.tickets]])
     cached = app.tickets.graph_layout
     if cached is not None and cached[0] == sig:
         return cached[1]
-    lay = layout({k.id: list(k.depends_on) for k in t.tickets}, node_w=em(NODE_W_EM).x,
-                 node_h=NODE_H_LINES * line + pad, lane_h=line * 0.6, col_gap=em(3.5).x,
+    lay = layout({k.id: list(k.depends_on) for k in t.tickets}, node_w=node_w,
+                 node_h=NODE_H_LINES * line + pad, lane_h=line * 0.6, col_gap=gap,
                  gap=em(0.7).x, margin=pad)
     app.tickets.graph_layout = (sig, lay)
     return lay
@@ -87,7 +94,7 @@ def ticket_graph(app: AppState, t: Track) -> None:
     by_id = {k.id: k for k in tickets}
     imgui.text_disabled("Left to right by dependency depth. Hover a ticket for its full text; "
                         "click it to select it.")
-    lay = graph_layout(app, t)
+    lay = graph_layout(app, t, imgui.get_content_region_avail().x - imgui.get_style().scrollbar_size)
     if lay.cyclic:
         imgui.text_colored(AMBER, "Not drawn (a dependency cycle): "
                            + ", ".join(f"{a} → {b}" for a, b in lay.cyclic))

@@ -20,22 +20,24 @@ from models import TIERS, tier_of_stream
 
 
 def stream_text_view(app: AppState, v: StreamView) -> None:
-    """Only the visible rows are submitted (ListClipper); auto-scroll only when at the bottom."""
+    """Only the visible lines are submitted (ListClipper), reflowed to the pane's width
+    (gui.reflow); auto-scroll only when at the bottom."""
     imgui.begin_child("##text", ImVec2(-1, -1), imgui.ChildFlags_.borders,
-                      imgui.WindowFlags_.horizontal_scrollbar)
+                      imgui.WindowFlags_.always_vertical_scrollbar)
     pushed = mono_push(app)
     if v.markdown and v.chars <= MARKDOWN_LIMIT:
         mono_pop(pushed)
         pushed = False
         imgui_md.render(v.text())
     else:
-        rows = v.rows
-        n = len(rows) if rows[-1] else len(rows) - 1
+        n = v.line_count
+        cols = int(imgui.get_content_region_avail().x / max(imgui.calc_text_size("M").x, 1.0))
+        total = v.reflow.sync(v.rows, n, cols)
         clipper = imgui.ListClipper()
-        clipper.begin(max(n, 0), imgui.get_text_line_height_with_spacing())
+        clipper.begin(total, imgui.get_text_line_height_with_spacing())
         while clipper.step():
-            for i in range(clipper.display_start, clipper.display_end):
-                imgui.text_unformatted(rows[i])
+            for j in range(clipper.display_start, clipper.display_end):
+                imgui.text_unformatted(v.reflow.line(j))
         if n == 0:
             imgui.text_disabled("(no output yet)")
     # Auto-scroll only when already at the bottom: the scroll limit is still last frame's, so
@@ -103,7 +105,8 @@ def panel_streams(app: AppState) -> None:
     active = [v for v in app.streams.views.values() if v.state == "streaming"]
     imgui.text_disabled(f"{len(app.streams.views)} streams, {len(active)} streaming")
     request, app.streams.tab_request = app.streams.tab_request, None
-    if not imgui.begin_tab_bar("stream-tiers"):
+    # tabs keep their whole names and scroll when the pane is narrow (never cut to "Tier 1 (Or…")
+    if not imgui.begin_tab_bar("stream-tiers", imgui.TabBarFlags_.fitting_policy_scroll):
         return
     for tier in TIERS:
         sids = app.streams.of_tier(tier)
@@ -131,12 +134,15 @@ def stream_list_and_view(app: AppState, tier: str, sids: list[str]) -> None:
     sel = app.streams.selected.get(tier)
     if sel not in sids:
         sel = app.streams.selected[tier] = sids[0]
-    imgui.begin_child("list", ImVec2(em(15).x, -1), imgui.ChildFlags_.borders | imgui.ChildFlags_.resize_x)
+    # the list takes at most a quarter of the pane: the text beside it gets the rest (at
+    # 1280x720, at least 400 px; issue 20, defect 12); names show whole in their tooltip
+    list_w = max(em(6).x, min(em(15).x, imgui.get_content_region_avail().x * 0.25))
+    imgui.begin_child("list", ImVec2(list_w, -1), imgui.ChildFlags_.borders | imgui.ChildFlags_.resize_x)
     for sid in sids:
         v = app.streams.views[sid]
         colour = STATUS_COLOURS.get(v.state, GREY)
         imgui.push_style_color(imgui.Col_.text, colour)
-        label = sid.split(": ", 1)[1] if tier == "Tier 2" and ": " in sid else sid
+        label = sid.split(": ", 1)[1] if ": " in sid else sid   # the tab names the tier
         clicked, _ = imgui.selectable(f"{STATUS_ICONS.get(v.state, '')} {label}###{sid}", sid == sel)
         imgui.pop_style_color()
         if clicked:

@@ -31,6 +31,7 @@ from imgui_bundle import ImVec2, hello_imgui, imgui, imgui_md, immapp
 from gui import pacing
 from gui.chrome import (load_fonts, notification_strip, setup_style, show_gui, show_menus,
                         show_status)
+from gui.dialogs.files import remember_workspace
 from gui.dialogs.approval import (approval_fields, approval_payload, current_approval,
                                   preview_heading, resolve_front)
 from gui.frame import apply_event, guarded, per_frame, shielded
@@ -197,6 +198,8 @@ def start_api(app: AppState, starter: Callable[[Any], Any]) -> None:
     except Exception as e:  # noqa: BLE001 - reported on the strip; the app runs without it
         app.notify("error", f"The automation API did not start: {describe_error(e)}")
         return
+    # a workspace switch (File → Open workspace) serves the new engine from then on
+    app.api_restart = lambda: (stop_api(app), start_api(app, starter))
     where = getattr(app.api_server, "url", None) or getattr(app.api_server, "port", None)
     app.notify("info", f"automation API started{f' at {where}' if where else ''}")
 
@@ -230,6 +233,7 @@ def main(workspace: str | os.PathLike = ".", api: Callable[[Any], Any] | None = 
         app.notify("warning", n)
     if api is not None:
         start_api(app, api)
+    remember_workspace(app)          # first in File → Open recent
     rp, addons = runner_params(app)
 
     previous: dict[int, Any] = {}

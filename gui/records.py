@@ -173,3 +173,14 @@ class ApprovalEdit:
     preview_of: dict[str, str] | None = None   # the fields the preview shows (None: as requested)
     focus_reason: bool = False
 
+
+@dataclass
+class PathPrompt:
+    """A path the person is choosing: "save" (an export) or "workspace" (File → Open)."""
+    kind: str
+    title: str
+    path: str
+    on_choose: Callable[[Any], None] | None = None
+    error: str = ""
+    replace_ok: bool = False
+    native: Any = None       # a portable_file_dialogs dialog being shown, polled each frame

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 from imgui_bundle import hello_imgui, imgui
 
 from gui import engine_reads, pacing
-from gui.records import ApprovalEdit, CommsRow, Notice, Op, ProposalRow, StreamView, TicketDraft
+from gui.records import (ApprovalEdit, CommsRow, Notice, Op, PathPrompt, ProposalRow, StreamView,
+                         TicketDraft)
 from gui.theme import MAX_NOTICES, STREAM_KEEP_CHARS, describe_error
 from models import ApprovalRequest, Track, Usage, tier_of_stream
 
@@ -222,6 +223,7 @@ class ModalState:
         self.proposal_error = ""
         self.settings_draft: dict[str, Any] | None = None
         self.settings_errors: list[str] = []
+        self.path_prompt: PathPrompt | None = None   # "Save as" or "Open workspace"
 
     def request(self, name: str) -> None:
         self.requests.add(name)
@@ -264,7 +266,23 @@ class AppState:
         self.font_notice = ""
         self.api_server: Any = None
         self.interrupted: BaseException | None = None   # see gui.frame.interrupt
+        self.recent: list[str] | None = None            # recent workspaces (gui.recent), once read
+        self.api_restart: Callable[[], None] | None = None   # set when the API runs beside the app
         self._seed_from_engine()
+
+    # what a workspace switch keeps: the process's, not the workspace's
+    KEEP_ON_SWITCH = ("bg", "ops", "notices", "activity", "frame", "exit_requested", "mono_font",
+                      "font_notice", "api_server", "api_restart", "interrupted", "recent",
+                      "last_input_at")
+
+    def switch_engine(self, engine: ConductorEngine) -> None:
+        """Show another workspace's engine: every per-workspace part of the state starts afresh
+        (whoever added it), the process's parts (KEEP_ON_SWITCH) stay. The caller closes the
+        old engine."""
+        kept = {k: self.__dict__[k] for k in self.KEEP_ON_SWITCH if k in self.__dict__}
+        self.__init__(engine)          # type: ignore[misc]  # a fresh state on the new engine
+        self.bg.shutdown(wait=False)   # the new pool never ran anything: keep the old one
+        self.__dict__.update(kept)
 
     def _seed_from_engine(self) -> None:
         eng = self.engine

@@ -418,6 +418,9 @@ def test_comms_export_and_filters(workspace):
         seen["detail"] = json.loads(app.comms.detail[1])
         seen["entry"] = eng.comms.entries(first, first + 1)[0]
         ctx.item_click("//Comms/###Export JSONL")
+        wait_until(ctx, lambda: app.modal.current == "save", 5, "the Save as dialog")
+        ctx.yield_(2)
+        ctx.item_click("//Save as/###Save")          # the default path, as offered
         wait_until(ctx, lambda: app.comms.last_export or [n.message for n in app.notices], 5, "the export")
         seen["notices"] = [n.message for n in app.notices]
         seen["path"] = app.comms.last_export

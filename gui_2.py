@@ -219,9 +219,12 @@ def stop_api(app: AppState) -> None:
 
 
 def main(workspace: str | os.PathLike = ".", api: Callable[[Any], Any] | None = None,
-         provider: str | None = None) -> int:
+         provider: str | None = None, lock: Any = None,
+         locker: Callable[[Path], Any] | None = None) -> int:
     """The desktop app on a workspace: build the engine, run the window, close the engine
-    (which saves its state). SIGTERM and Ctrl+C in the terminal close the window cleanly."""
+    (which saves its state). SIGTERM and Ctrl+C in the terminal close the window cleanly.
+    `lock`: the workspace's lock the caller holds; `locker(path)`: takes another workspace's
+    lock (File → Open workspace), raising with a message when another Clutch holds it."""
     try:
         engine, notices = make_engine(workspace, provider)
     except Exception as e:  # noqa: BLE001 - a bad workspace or settings: one line, no traceback
@@ -229,6 +232,7 @@ def main(workspace: str | os.PathLike = ".", api: Callable[[Any], Any] | None = 
         return 2
     engine.start()
     app = AppState(engine)
+    app.workspace_lock, app.lock_workspace = lock, locker
     for n in notices:
         app.notify("warning", n)
     if api is not None:
@@ -261,7 +265,10 @@ def main(workspace: str | os.PathLike = ".", api: Callable[[Any], Any] | None = 
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         stop_api(app)
+        app.engine.close()             # the workspace open now (File → Open may have switched)
         engine.close()
+        if app.workspace_lock is not None and app.workspace_lock is not lock:
+            app.workspace_lock.release()   # a workspace opened here; the caller releases its own
         app.close()
     return code
 

@@ -268,12 +268,14 @@ class AppState:
         self.interrupted: BaseException | None = None   # see gui.frame.interrupt
         self.recent: list[str] | None = None            # recent workspaces (gui.recent), once read
         self.api_restart: Callable[[], None] | None = None   # set when the API runs beside the app
+        self.workspace_lock: Any = None                     # the workspace's lock, when cli took it
+        self.lock_workspace: Callable[[Path], Any] | None = None   # cli's: take another one's lock
         self._seed_from_engine()
 
     # what a workspace switch keeps: the process's, not the workspace's
     KEEP_ON_SWITCH = ("bg", "ops", "notices", "activity", "frame", "exit_requested", "mono_font",
                       "font_notice", "api_server", "api_restart", "interrupted", "recent",
-                      "last_input_at")
+                      "last_input_at", "workspace_lock", "lock_workspace")
 
     def switch_engine(self, engine: ConductorEngine) -> None:
         """Show another workspace's engine: every per-workspace part of the state starts afresh

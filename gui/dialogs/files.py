@@ -279,28 +279,45 @@ def workspace_modal(app: AppState) -> None:
 # -- the switch ----------------------------------------------------------------------------------
 
 def switch_workspace(app: AppState, target: Path) -> None:
-    """Start an engine on `target` (background pool); once it is up, switch the app to it and
-    close the old one. A failure leaves everything as it was, with the message."""
-    def start() -> Any:
+    """Take `target`'s lock (one Clutch per workspace: another process holding it is a refusal
+    naming it) and start an engine on it (background pool); once it is up, switch the app to
+    it, close the old engine and give the old workspace's lock back. A failure leaves
+    everything as it was, with the message."""
+    locker = app.lock_workspace
+
+    def start() -> tuple[Any, Any]:
         from multi_agent_conductor import ConductorEngine
-        eng = ConductorEngine(target, None)
+        new_lock = locker(target) if locker is not None else None
         try:
-            return eng.start()
+            eng = ConductorEngine(target, None)
+            try:
+                return eng.start(), new_lock
+            except BaseException:
+                eng.close()
+                raise
         except BaseException:
-            eng.close()
+            if new_lock is not None:
+                new_lock.release()
             raise
 
-    def started(new: Any) -> None:
-        old = app.engine
+    def started(res: tuple[Any, Any]) -> None:
+        new, new_lock = res
+        old, old_lock = app.engine, app.workspace_lock
         busy = under_way(app)
         if busy:                       # something started meanwhile: keep the old workspace
-            app.background("Close the unused engine", new.close)
+            def drop() -> None:
+                new.close()
+                if new_lock is not None:
+                    new_lock.release()
+            app.background("Close the unused engine", drop)
             if app.modal.path_prompt is not None:
                 app.modal.path_prompt.error = f"Not switched: {'; '.join(busy)}."
             return
         old.inbox.on_put = None
         app.switch_engine(new)
         app.modal.current = "workspace"    # drawn once more with no prompt: it closes itself
+        if new_lock is not None:
+            app.workspace_lock = new_lock
         new.inbox.on_put = hello_imgui.request_refresh
         try:
             rp = hello_imgui.get_runner_params()
@@ -308,7 +325,12 @@ def switch_workspace(app: AppState, target: Path) -> None:
                 rp.ini_filename = str(app.workspace / ".clutch" / "clutch.ini")
         except RuntimeError:
             pass                       # no window (a test driving the state alone)
-        app.background("Close the previous workspace", old.close)
+
+        def close_old() -> None:
+            old.close()                # saves its state
+            if new_lock is not None and old_lock is not None:
+                old_lock.release()
+        app.background("Close the previous workspace", close_old)
         if app.api_restart is not None:
             app.api_restart()
         remember_workspace(app)

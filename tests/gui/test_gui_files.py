@@ -115,6 +115,11 @@ def test_open_workspace_refuses_while_a_run_is_active_then_switches(workspace, t
     [track] = eng.accept_tracks([TrackProposal(title="Busy", goal="g", acceptance_criteria=["ok"])]).result(30)
     eng.set_tickets(track.id, [Ticket(id="T-001", description="Write a.py", target_files=["a.py"])]).result(30)
     recent.remember(recent.recent_file(), other)              # known from an earlier session
+    # one Clutch per workspace: the app holds its workspace's lock, as `clutch` takes it
+    from conductor_store import WorkspaceLock
+    app.workspace_lock = WorkspaceLock(workspace).acquire("clutch")
+    app.lock_workspace = lambda p: WorkspaceLock(p).acquire("clutch")
+    elsewhere = WorkspaceLock(other).acquire("clutch serve")   # another Clutch has it, for now
     seen = {}
 
     def t(ctx):
@@ -152,6 +157,12 @@ def test_open_workspace_refuses_while_a_run_is_active_then_switches(workspace, t
         ctx.item_click("//Open workspace/##folder")
         ctx.key_chars_replace(str(other))
         ctx.item_click("//Open workspace/###Open")
+        wait_until(ctx, lambda: app.modal.path_prompt and app.modal.path_prompt.error
+                   and not app.busy("Open workspace"), 10, "the refusal: another Clutch has it")
+        seen["locked"] = app.modal.path_prompt.error
+        seen["still2"] = app.engine is eng
+        elsewhere.release()
+        ctx.item_click("//Open workspace/###Open")
         wait_until(ctx, lambda: app.engine is not eng, 20, "the switch")
         wait_until(ctx, lambda: app.modal.current is None and not app.ops, 10, "the dialog to close")
         ctx.yield_(3)
@@ -168,6 +179,7 @@ def test_open_workspace_refuses_while_a_run_is_active_then_switches(workspace, t
 
     try:
         run_app_test(app, t)
+        held = app.workspace_lock
     finally:
         app.engine.close()
         eng.close()
@@ -176,7 +188,13 @@ def test_open_workspace_refuses_while_a_run_is_active_then_switches(workspace, t
     assert seen["still"] and "Not switched" in seen["refused"] and "running" in seen["refused"], seen["refused"]
     assert seen["cancelled"] == (None, None)
     assert "does not exist" in seen["bad"]
+    assert seen["still2"] and "clutch serve" in seen["locked"], seen["locked"]
+    # the new workspace is held by the app, the old one given back
+    with pytest.raises(Exception, match="clutch"):
+        WorkspaceLock(other).acquire("probe")
+    WorkspaceLock(workspace).acquire("probe").release()
     assert seen["workspace"] == other and seen["tracks"] == [] and not seen["popup_open"]
     assert eng._closed, "the old engine was not closed (its state not saved)"
     assert recent.load_recent(recent.recent_file())[0][0] == str(other.resolve())
     assert (other / "conductor").is_dir()
+    held.release()

@@ -284,6 +284,7 @@ def switch_workspace(app: AppState, target: Path) -> None:
     it, close the old engine and give the old workspace's lock back. A failure leaves
     everything as it was, with the message."""
     locker = app.lock_workspace
+    prompt = app.modal.path_prompt
 
     def start() -> tuple[Any, Any]:
         from multi_agent_conductor import ConductorEngine
@@ -304,13 +305,16 @@ def switch_workspace(app: AppState, target: Path) -> None:
         new, new_lock = res
         old, old_lock = app.engine, app.workspace_lock
         busy = under_way(app)
-        if busy:                       # something started meanwhile: keep the old workspace
+        cancelled = app.modal.path_prompt is not prompt     # the dialog was closed meanwhile
+        if busy or cancelled:          # keep the old workspace
             def drop() -> None:
                 new.close()
                 if new_lock is not None:
                     new_lock.release()
             app.background("Close the unused engine", drop)
-            if app.modal.path_prompt is not None:
+            if cancelled:
+                app.notify("info", f"Opening {target} was cancelled; {app.workspace} stays open")
+            elif app.modal.path_prompt is not None:
                 app.modal.path_prompt.error = f"Not switched: {'; '.join(busy)}."
             return
         old.inbox.on_put = None

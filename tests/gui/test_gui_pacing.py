@@ -32,22 +32,24 @@ app.track_op("Run track", concurrent.futures.Future())      # a run in flight, n
 done = concurrent.futures.Future()
 t0 = time.monotonic()
 frames = []
+woke = []
 prev = rp.callbacks.pre_new_frame
 def pre():
-    frames.append(time.monotonic() - t0)
+    now = time.monotonic() - t0
+    frames.append(now)
     prev()
-    if frames[-1] > 6.0:
+    if now > 5.0:
+        # idle ticks 4 s apart from here: a frame soon after the future completes is its wake-up
+        hello_imgui.get_runner_params().fps_idling.fps_idle = 0.25
+    if woke and now > woke[0] + 0.05 or now > 20:
         hello_imgui.get_runner_params().app_shall_exit = True
 rp.callbacks.pre_new_frame = pre
 def later():
     time.sleep(5.0)
     app.track_op("Preview", done)
-    time.sleep(0.3)
+    time.sleep(1.0)
     woke.append(time.monotonic() - t0)
     done.set_result("x")             # completes on this thread: it must wake the window at once
-    time.sleep(1.2)
-    hello_imgui.request_refresh()
-woke = []
 threading.Thread(target=later, daemon=True).start()
 immapp.run(rp, addons)
 eng.close(); app.close()
@@ -80,9 +82,9 @@ def test_an_idle_window_with_a_run_in_flight_draws_few_frames_and_wakes_on_done(
     # hello_imgui draws at full speed for 3 s after the window opens; then it idles
     idle = [f for f in frames if 3.5 <= f < 5.0]
     assert len(idle) <= 1.5 * pacing.IDLE_FPS + 2, f"{len(idle)} frames in 1.5 s of idling"
-    # the finished operation woke the window well before the next idle tick
+    # the finished operation woke the window well before the next idle tick (4 s away)
     after = [f for f in frames if f > woke_at]
-    assert after and after[0] - woke_at < 0.25, (woke_at, after[:3])
+    assert after and after[0] - woke_at < 1.5, (woke_at, after[:3])
 
 
 def test_the_runner_idles_and_draws_without_msaa(workspace):

@@ -249,7 +249,9 @@ def file_editor(app: AppState, edit: ApprovalEdit, multiline: Any) -> None:
     imgui.same_line()
     imgui.text_disabled(f"ticket {req.ticket_id}")
     imgui.set_next_item_width(-em(4).x)
-    _c, f["path"] = imgui.input_text("Path", f["path"])
+    _c, path = imgui.input_text("Path", f["path"])
+    if not imgui.is_key_pressed(imgui.Key.escape):   # Escape reverts a field in ImGui: keep the edit
+        f["path"] = path
     fh = imgui.get_frame_height_with_spacing()
     if "args" in f:
         imgui.text("Other arguments (JSON)")

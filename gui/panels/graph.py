@@ -130,14 +130,14 @@ def ticket_graph(app: AppState, t: Track) -> None:
         if box is None:
             continue
         p0, p1 = at(box.x, box.y), at(box.x + box.w, box.y + box.h)
+        if not imgui.is_rect_visible(p0, p1):
+            continue                   # off screen: neither drawn nor clickable
         imgui.set_cursor_screen_pos(p0)
         clicked = imgui.invisible_button(f"###node-{k.id}", ImVec2(box.w, box.h))
         hovered = imgui.is_item_hovered()
         if clicked:
             select_ticket(app, k.id)
             selected = k.id
-        if not imgui.is_rect_visible(p0, p1):
-            continue
         colour = STATUS_COLOURS.get(k.status, GREY)
         dl.add_rect_filled(p0, p1, u32(ImVec4(colour.x * 0.22, colour.y * 0.22, colour.z * 0.22, 1.0)), 4.0)
         thick = 3.0 if k.id == selected else (2.0 if hovered else 1.2)

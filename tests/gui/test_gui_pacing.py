@@ -114,3 +114,34 @@ def test_the_runner_idles_and_draws_without_msaa(workspace):
     finally:
         eng.close()
         app.close()
+
+
+def test_frames_are_capped_while_streaming_untouched_and_free_under_the_hand(workspace):
+    """8 workers' chunks each asked for a frame: hundreds a second. Untouched, the window now
+    draws at most STREAM_FPS; within INPUT_GRACE_S of the person's input, at full speed."""
+    from multi_agent_conductor import ConductorEngine
+    from conftest import fast_settings
+    from gui_support import run_app_test
+    from imgui_bundle import hello_imgui
+    eng = ConductorEngine(workspace, fast_settings()).start()
+    app = gui_2.AppState(eng)
+    seen = {}
+
+    def t(ctx):
+        rp = hello_imgui.get_runner_params()
+        rp.fps_idling.enable_idling = True          # as in the app (the harness turns it off)
+        try:
+            ctx.yield_(2)
+            seen["untouched"] = (pacing.pace(0.0, now=1000.0), rp.fps_idling.fps_max)
+            seen["just_touched"] = (pacing.pace(999.5, now=1000.0), rp.fps_idling.fps_max)
+        finally:
+            rp.fps_idling.enable_idling = False
+            rp.fps_idling.fps_max = 0.0
+
+    try:
+        run_app_test(app, t)
+    finally:
+        eng.close()
+        app.close()
+    assert seen["untouched"] == (0.0, pacing.STREAM_FPS)
+    assert seen["just_touched"] == (999.5, 0.0)

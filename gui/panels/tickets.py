@@ -225,7 +225,10 @@ def ticket_table(app: AppState, t: Track) -> None:
         imgui.table_next_row()
         imgui.table_next_column()
         sid = stream_tier3(k.id)
-        clicked, _ = imgui.selectable(k.id, app.streams.selected.get("Tier 3") == sid)
+        clicked, _ = imgui.selectable(k.id, app.tickets.selected_ticket == k.id
+                                      or app.streams.selected.get("Tier 3") == sid)
+        if clicked:
+            app.tickets.selected_ticket = k.id     # the same selection as a click in the graph
         if clicked and sid in app.streams.views:
             app.streams.selected["Tier 3"] = sid
             app.streams.tab_request = "Tier 3"

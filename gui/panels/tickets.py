@@ -225,8 +225,9 @@ def ticket_table(app: AppState, t: Track) -> None:
         imgui.table_next_row()
         imgui.table_next_column()
         sid = stream_tier3(k.id)
-        clicked, _ = imgui.selectable(k.id, app.tickets.selected_ticket == k.id
-                                      or app.streams.selected.get("Tier 3") == sid)
+        chosen = app.tickets.selected_ticket
+        clicked, _ = imgui.selectable(k.id, chosen == k.id if chosen
+                                      else app.streams.selected.get("Tier 3") == sid)
         if clicked:
             app.tickets.selected_ticket = k.id     # the same selection as a click in the graph
         if clicked and sid in app.streams.views:

@@ -15,11 +15,13 @@ background pool). State: `app.modal.path_prompt` (a `PathPrompt`), `app.recent`.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+import imgui_bundle
 from imgui_bundle import hello_imgui, imgui
 from imgui_bundle import icons_fontawesome_4 as fa
 from imgui_bundle import portable_file_dialogs as pfd
@@ -27,7 +29,7 @@ from imgui_bundle import portable_file_dialogs as pfd
 from gui import recent
 from gui.records import PathPrompt
 from gui.state import AppState
-from gui.theme import AMBER, GREY, RED, describe_error, em
+from gui.theme import AMBER, APP_TITLE, GREY, RED, describe_error, em
 from gui.widgets import begin_sized_modal
 
 SAVE_TITLE = "Save as"
@@ -278,6 +280,23 @@ def workspace_modal(app: AppState) -> None:
 
 # -- the switch ----------------------------------------------------------------------------------
 
+def retitle_window(title: str) -> bool:
+    """Set the window's title (hello_imgui has no call for it once the window is open): glfw's
+    own glfwSetWindowTitle, in the libglfw imgui-bundle ships and runs on. False when there is
+    no glfw window (the null backend of tests, another platform backend)."""
+    try:
+        addr = hello_imgui.get_glfw_window_address()
+    except RuntimeError:
+        return False
+    lib_path = Path(imgui_bundle.__file__).parent / "libglfw.so.3"
+    if not addr or not lib_path.exists():
+        return False
+    lib = ctypes.CDLL(str(lib_path))       # the copy already loaded: the same glfw state
+    lib.glfwSetWindowTitle.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    lib.glfwSetWindowTitle(ctypes.c_void_p(addr), title.encode("utf-8"))
+    return True
+
+
 def switch_workspace(app: AppState, target: Path) -> None:
     """Take `target`'s lock (one Clutch per workspace: another process holding it is a refusal
     naming it) and start an engine on it (background pool); once it is up, switch the app to
@@ -335,6 +354,7 @@ def switch_workspace(app: AppState, target: Path) -> None:
             if new_lock is not None and old_lock is not None:
                 old_lock.release()
         app.background("Close the previous workspace", close_old)
+        retitle_window(f"{APP_TITLE} — {app.workspace.name}")
         if app.api_restart is not None:
             app.api_restart()
         remember_workspace(app)

@@ -157,7 +157,8 @@ def cmd_gui(args: argparse.Namespace) -> int:
         if args.api:
             import hook_server
             starter = hook_server.start_for_engine
-        return gui_2.main(workspace=args.workspace, api=starter, provider=args.provider)
+        return gui_2.main(workspace=args.workspace, api=starter, provider=args.provider, lock=lock,
+                          locker=lambda p: _lock_workspace(p, "clutch"))
     finally:
         if lock is not None:
             lock.release()

@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imgui_bundle import ImVec2, hello_imgui, imgui, imgui_md, immapp
-from imgui_bundle import imgui_node_editor as ed
 
+from gui import pacing
 from gui.chrome import (load_fonts, notification_strip, setup_style, show_gui, show_menus,
                         show_status)
+from gui.dialogs.files import remember_workspace
 from gui.dialogs.approval import (approval_fields, approval_payload, current_approval,
                                   preview_heading, resolve_front)
 from gui.frame import apply_event, guarded, per_frame, shielded
@@ -70,10 +71,13 @@ def docking_splits() -> list[hello_imgui.DockingSplit]:
         s.initial_dock, s.new_dock, s.direction, s.ratio = initial, new, direction, ratio
         return s
     return [
-        split("MainDockSpace", "LeftSpace", imgui.Dir.left, 0.26),
-        split("MainDockSpace", "RightSpace", imgui.Dir.right, 0.40),
+        # ratios that fit 1280x720 as well as 1600x1000 (issue 20, defect 12): the centre keeps
+        # ~55 % of the width (stream text >= 400 px beside the stream list) and Tickets about
+        # half the height (five rows and more)
+        split("MainDockSpace", "LeftSpace", imgui.Dir.left, 0.24),
+        split("MainDockSpace", "RightSpace", imgui.Dir.right, 0.33),
         split("LeftSpace", "LeftBottomSpace", imgui.Dir.down, 0.58),
-        split("MainDockSpace", "CenterBottomSpace", imgui.Dir.down, 0.55),
+        split("MainDockSpace", "CenterBottomSpace", imgui.Dir.down, 0.46),
         split("RightSpace", "RightBottomSpace", imgui.Dir.down, 0.74),
     ]
 
@@ -131,6 +135,7 @@ def runner_params(app: AppState, *, ini_disable: bool = False, headless: bool = 
     strip.window_padding_em = ImVec2(0.5, 0.35)
     rp.callbacks.add_edge_toolbar(hello_imgui.EdgeToolbarType.top, shielded(app, "notification strip", lambda: notification_strip(app)), strip)
     rp.docking_params = docking_params(app)
+    pacing.configure(rp)
     rp.fps_idling.enable_idling = not headless
     if ini_disable:
         rp.ini_disable = True
@@ -148,9 +153,6 @@ def runner_params(app: AppState, *, ini_disable: bool = False, headless: bool = 
 
     def before_exit() -> None:
         app.engine.inbox.on_put = None
-        if app.tickets.graph_editor is not None:
-            ed.destroy_editor(app.tickets.graph_editor)
-            app.tickets.graph_editor = None
 
     rp.callbacks.post_init = shielded(app, "start-up", post_init)
     rp.callbacks.before_exit = shielded(app, "shut-down", before_exit)
@@ -159,7 +161,9 @@ def runner_params(app: AppState, *, ini_disable: bool = False, headless: bool = 
         rp.renderer_backend_type = hello_imgui.RendererBackendType.null
         # the null runner never destroys the ImGui context; the test engine needs it gone first
         rp.callbacks.before_exit_post_cleanup = lambda: imgui.destroy_context()
-    if msaa is not None:
+    if msaa is None:
+        msaa = pacing.MSAA_SAMPLES
+    if not headless:
         o = hello_imgui.OpenGlOptions()
         o.anti_aliasing_samples = msaa
         rp.renderer_backend_options.open_gl_options = o
@@ -194,6 +198,8 @@ def start_api(app: AppState, starter: Callable[[Any], Any]) -> None:
     except Exception as e:  # noqa: BLE001 - reported on the strip; the app runs without it
         app.notify("error", f"The automation API did not start: {describe_error(e)}")
         return
+    # a workspace switch (File → Open workspace) serves the new engine from then on
+    app.api_restart = lambda: (stop_api(app), start_api(app, starter))
     where = getattr(app.api_server, "url", None) or getattr(app.api_server, "port", None)
     app.notify("info", f"automation API started{f' at {where}' if where else ''}")
 
@@ -213,9 +219,12 @@ def stop_api(app: AppState) -> None:
 
 
 def main(workspace: str | os.PathLike = ".", api: Callable[[Any], Any] | None = None,
-         provider: str | None = None) -> int:
+         provider: str | None = None, lock: Any = None,
+         locker: Callable[[Path], Any] | None = None) -> int:
     """The desktop app on a workspace: build the engine, run the window, close the engine
-    (which saves its state). SIGTERM and Ctrl+C in the terminal close the window cleanly."""
+    (which saves its state). SIGTERM and Ctrl+C in the terminal close the window cleanly.
+    `lock`: the workspace's lock the caller holds; `locker(path)`: takes another workspace's
+    lock (File → Open workspace), raising with a message when another Clutch holds it."""
     try:
         engine, notices = make_engine(workspace, provider)
     except Exception as e:  # noqa: BLE001 - a bad workspace or settings: one line, no traceback
@@ -223,10 +232,12 @@ def main(workspace: str | os.PathLike = ".", api: Callable[[Any], Any] | None = 
         return 2
     engine.start()
     app = AppState(engine)
+    app.workspace_lock, app.lock_workspace = lock, locker
     for n in notices:
         app.notify("warning", n)
     if api is not None:
         start_api(app, api)
+    remember_workspace(app)          # first in File → Open recent
     rp, addons = runner_params(app)
 
     previous: dict[int, Any] = {}
@@ -254,7 +265,10 @@ def main(workspace: str | os.PathLike = ".", api: Callable[[Any], Any] | None = 
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         stop_api(app)
+        app.engine.close()             # the workspace open now (File → Open may have switched)
         engine.close()
+        if app.workspace_lock is not None and app.workspace_lock is not lock:
+            app.workspace_lock.release()   # a workspace opened here; the caller releases its own
         app.close()
     return code
 

@@ -51,6 +51,20 @@ class Reads:
         with self._lock:
             return self._running.get(track_id)
 
+    def busy(self) -> list[str]:
+        """What is under way, in words (empty when nothing is): tracks running, workers at
+        work, approvals waiting. Switching the app to another workspace waits for none of it,
+        so it is refused while this is not empty."""
+        with self._lock:
+            running = [tid for tid, f in self._running.items() if not f.done()]
+        out = [f"track {tid} is running" for tid in running]
+        if self.cap.active:
+            out.append(f"{self.cap.active} worker{'s' if self.cap.active != 1 else ''} at work")
+        waiting = len(self.pending_approvals())
+        if waiting:
+            out.append(f"{waiting} approval{'s' if waiting != 1 else ''} waiting")
+        return out
+
     def is_paused(self, track_id: str) -> bool:
         with self._lock:
             return track_id in self._paused

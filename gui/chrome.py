@@ -7,22 +7,25 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from imgui_bundle import ImVec2, ImVec4, hello_imgui, imgui
 from imgui_bundle import icons_fontawesome_4 as fa
 
 from gui.dialogs.approval import approval_modal
+from gui.dialogs.files import (SAVE_TITLE, WORKSPACE_TITLE, load_recent, open_workspace_dialog,
+                               save_modal, workspace_modal)
 from gui.dialogs.proposal import proposal_modal
 from gui.dialogs.settings import open_settings, settings_modal
 from gui.dialogs.shortcuts import shortcuts_modal
-from gui.panels.comms import export_comms
+from gui.panels.comms import ask_export_comms
 from gui.state import AppState
 from gui.theme import (AMBER, DEJAVU_MONO, DEJAVU_SANS, NOTICE_COLOURS, NOTICE_ICONS, WHITE,
                        WINDOWS, fmt_cost, short)
 
 
 MODAL_TITLES = {"approval": "Approval", "proposal": "Proposed tracks", "settings": "Settings",
-                "shortcuts": "Keyboard shortcuts"}
+                "shortcuts": "Keyboard shortcuts", "save": SAVE_TITLE, "workspace": WORKSPACE_TITLE}
 
 
 def choose_modal(app: AppState) -> None:
@@ -34,7 +37,7 @@ def choose_modal(app: AppState) -> None:
         app.modal.requests.add("approval")
     if app.modal.proposal is None:
         app.modal.requests.discard("proposal")
-    for name in ("approval", "proposal", "settings", "shortcuts"):
+    for name in ("approval", "proposal", "settings", "shortcuts", "save", "workspace"):
         if name in app.modal.requests:
             if name == "approval" and (not pending or app.approvals.deferred):
                 app.modal.requests.discard(name)
@@ -52,6 +55,8 @@ def global_shortcuts(app: AppState) -> None:
             app.modal.request("shortcuts")
     if imgui.shortcut(imgui.Key.mod_ctrl | imgui.Key.comma, route) and app.modal.current is None:
         open_settings(app)
+    if imgui.shortcut(imgui.Key.mod_ctrl | imgui.Key.o, route) and app.modal.current is None:
+        open_workspace_dialog(app)
     if imgui.shortcut(imgui.Key.mod_ctrl | imgui.Key.q, route):
         app.exit_requested = True
     if imgui.shortcut(imgui.Key.mod_ctrl | imgui.Key.mod_shift | imgui.Key.r, route):
@@ -77,6 +82,10 @@ def show_gui(app: AppState) -> None:
         settings_modal(app)
     elif app.modal.current == "shortcuts":
         shortcuts_modal(app)
+    elif app.modal.current == "save":
+        save_modal(app)
+    elif app.modal.current == "workspace":
+        workspace_modal(app)
     if app.modal.current is not None and not imgui.is_popup_open(MODAL_TITLES[app.modal.current]):
         app.modal.current = None        # closed by ImGui itself
 
@@ -143,8 +152,24 @@ def notification_strip(app: AppState) -> None:
 
 def show_menus(app: AppState) -> None:
     if imgui.begin_menu("File"):
-        if imgui.menu_item_simple(f"{fa.ICON_FA_DOWNLOAD} Export comms log (JSONL)###Export comms log (JSONL)"):
-            export_comms(app)
+        if imgui.menu_item_simple(f"{fa.ICON_FA_FOLDER_OPEN} Open workspace…###Open workspace", "Ctrl+O"):
+            open_workspace_dialog(app)
+        if imgui.begin_menu("Open recent"):
+            if app.recent is None:
+                load_recent(app)
+                imgui.text_disabled("(reading…)")
+            others = [ws for ws in app.recent or [] if Path(ws) != app.workspace.resolve()]
+            if app.recent is not None and not others:
+                imgui.text_disabled("(none yet)")
+            for ws in others:
+                if imgui.menu_item_simple(f"{ws}###recent-{ws}"):
+                    open_workspace_dialog(app)
+                    if app.modal.path_prompt is not None:
+                        app.modal.path_prompt.path = ws
+            imgui.end_menu()
+        imgui.separator()
+        if imgui.menu_item_simple(f"{fa.ICON_FA_DOWNLOAD} Export comms log (JSONL)…###Export comms log (JSONL)"):
+            ask_export_comms(app)
         if imgui.menu_item_simple(f"{fa.ICON_FA_COG} Settings…", "Ctrl+,"):
             open_settings(app)
         imgui.separator()

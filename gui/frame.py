@@ -14,7 +14,7 @@ from typing import Any
 
 from imgui_bundle import hello_imgui, imgui
 
-from gui import engine_reads, history
+from gui import engine_reads, history, pacing
 from gui.state import AppState
 from gui.theme import MAX_EVENTS_PER_FRAME, WINDOWS, describe_error
 from models import tier_of_stream
@@ -160,8 +160,9 @@ def per_frame(app: AppState) -> None:
     except Exception as e:  # noqa: BLE001 - a bug here must not take the window down
         log.exception("updating the app state failed")
         app.notify("error", f"Updating the view failed: {describe_error(e)} (details in the log)")
-    if app.ops:
-        hello_imgui.request_refresh()   # keep polling while work is in flight
+    # no frame per frame while work is in flight: a finished operation wakes the window
+    # (pacing.wake_on_done); frames are capped while streaming unless the person is at it
+    app.last_input_at = pacing.pace(app.last_input_at)
 
 
 def guarded(app: AppState, name: str, fn: Callable[[AppState], None]) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from typing import NamedTuple
 
+from gui.reflow import Reflow
 from gui.theme import WRAP_COLS
 from models import ApprovalRequest, ContextSection, SpawnPayload, Ticket
 
@@ -88,7 +89,7 @@ class StreamView:
     re-split per frame, so a multi-megabyte stream costs the same per frame as a short one."""
 
     __slots__ = ("stream_id", "rows", "state", "chars", "follow", "markdown", "_md_cache",
-                 "_md_view", "last_chunk_at", "at_bottom", "jump_to_end", "unloaded")
+                 "_md_view", "last_chunk_at", "at_bottom", "jump_to_end", "unloaded", "reflow")
 
     def __init__(self, stream_id: str) -> None:
         self.stream_id = stream_id
@@ -103,6 +104,7 @@ class StreamView:
         self._md_view: tuple[int, str] = (-1, "")
         self.last_chunk_at = 0.0
         self.unloaded = False       # rows dropped; the engine has the text (see unload)
+        self.reflow = Reflow()      # the rows as display lines at the pane's width
 
     def unload(self) -> None:
         """Drop the rows of a stream nobody is looking at; `load()` brings them back from the
@@ -251,3 +253,15 @@ class DiffPick:
     selected: str = ""
     jump_to: str | None = None
     parsed: tuple = ()        # (the diff text, its lines, file starts, per-file counts)
+
+
+@dataclass
+class PathPrompt:
+    """A path the person is choosing: "save" (an export) or "workspace" (File → Open)."""
+    kind: str
+    title: str
+    path: str
+    on_choose: Callable[[Any], None] | None = None
+    error: str = ""
+    replace_ok: bool = False
+    native: Any = None       # a portable_file_dialogs dialog being shown, polled each frame

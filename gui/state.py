@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Any
 
 from imgui_bundle import hello_imgui, imgui
 
-from gui import engine_reads
+from gui import engine_reads, pacing
 from gui.history import HistoryState
-from gui.records import (ApprovalEdit, CommsRow, DiffPick, Notice, Op, ProposalRow, StreamView,
-                         TicketDraft)
+from gui.records import (ApprovalEdit, CommsRow, DiffPick, Notice, Op, PathPrompt, ProposalRow,
+                         StreamView, TicketDraft)
 from gui.theme import MAX_NOTICES, STREAM_KEEP_CHARS, describe_error
 from models import ApprovalRequest, Track, Usage, tier_of_stream
 
@@ -156,10 +156,8 @@ class TicketsState:
         self.tab_graph = False
         self.doc_cache: dict[str, tuple[float, str]] = {}
         self.doc_checked: dict[str, float] = {}
-        self.graph_editor: Any = None
-        self.graph_ids: dict[str, int] = {}
-        self.graph_sig = ""
-        self.graph_navigate_at = -1
+        self.graph_layout: tuple[str, Any] | None = None   # (signature, gui.graph_layout.GraphLayout)
+        self.selected_ticket: str | None = None            # clicked in the graph
 
     def track_by_id(self, track_id: str | None) -> Track | None:
         for t in self.tracks:
@@ -297,6 +295,7 @@ class ModalState:
         # a drop-down of the Settings dialog was open last frame: Escape closes that, not the
         # dialog (whose draft would be lost)
         self.settings_popup_above = False
+        self.path_prompt: PathPrompt | None = None   # "Save as" or "Open workspace"
 
     def request(self, name: str) -> None:
         self.requests.add(name)
@@ -346,6 +345,7 @@ class AppState:
         self.started = time.time()
         self.frame = 0
         self.exit_requested = False
+        self.last_input_at = 0.0          # when the person last touched the app (gui.pacing)
         self.bg = concurrent.futures.ThreadPoolExecutor(max_workers=2,
                                                         thread_name_prefix="clutch-gui-bg")
         self.ops: list[Op] = []
@@ -368,7 +368,25 @@ class AppState:
         self.font_notice = ""
         self.api_server: Any = None
         self.interrupted: BaseException | None = None   # see gui.frame.interrupt
+        self.recent: list[str] | None = None            # recent workspaces (gui.recent), once read
+        self.api_restart: Callable[[], None] | None = None   # set when the API runs beside the app
+        self.workspace_lock: Any = None                     # the workspace's lock, when cli took it
+        self.lock_workspace: Callable[[Path], Any] | None = None   # cli's: take another one's lock
         self._seed_from_engine()
+
+    # what a workspace switch keeps: the process's, not the workspace's
+    KEEP_ON_SWITCH = ("bg", "ops", "notices", "activity", "frame", "exit_requested", "mono_font",
+                      "font_notice", "api_server", "api_restart", "interrupted", "recent",
+                      "last_input_at", "workspace_lock", "lock_workspace")
+
+    def switch_engine(self, engine: ConductorEngine) -> None:
+        """Show another workspace's engine: every per-workspace part of the state starts afresh
+        (whoever added it), the process's parts (KEEP_ON_SWITCH) stay. The caller closes the
+        old engine."""
+        kept = {k: self.__dict__[k] for k in self.KEEP_ON_SWITCH if k in self.__dict__}
+        self.__init__(engine)          # type: ignore[misc]  # a fresh state on the new engine
+        self.bg.shutdown(wait=False)   # the new pool never ran anything: keep the old one
+        self.__dict__.update(kept)
 
     def _seed_from_engine(self) -> None:
         eng = self.engine
@@ -430,6 +448,7 @@ class AppState:
                  on_error: Callable[[BaseException], None] | None = None) -> Op:
         op = Op(label, future, panel, on_done, on_error)
         self.ops.append(op)
+        pacing.wake_on_done(future)
         return op
 
     def command(self, label: str, fn: Callable[..., Any], *args: Any, panel: str = "",

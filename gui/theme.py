@@ -104,6 +104,7 @@ SHORTCUTS: list[tuple[str, str]] = [
     ("Ctrl+Shift+Enter", "Approval dialog: approve all pending requests, once"),
     ("Ctrl+Shift+R", "Open the next pending approval"),
     ("Ctrl+,", "Settings"),
+    ("Ctrl+O", "Open a workspace (refused while work is under way here)"),
     ("Ctrl+1 … Ctrl+7", "Focus Epic, Tracks, Tickets, Streams, Approvals, Usage, Comms"),
     ("F1", "This list of shortcuts"),
     ("Ctrl+Q", "Quit (the engine saves its state)"),

@@ -27,6 +27,12 @@ from models import (ApprovalEditError, ApprovalRequest, Approved, BudgetPayload,
 from models import ApprovalPayload as ApprovalPayloadT
 
 
+# the arguments of file tools edited as plain text, in this order (the rest, if any, as JSON)
+FILE_TEXT_ARGS: dict[str, tuple[str, ...]] = {"write_file": ("path", "content"),
+                                              "edit_file": ("path", "old", "new")}
+TEXT_LABELS = {"content": "Content", "old": "Replace this text", "new": "With this text"}
+
+
 def approval_fields(req: ApprovalRequest) -> dict[str, str]:
     """The editable fields of a request's typed payload, as the text the dialog edits."""
     p = req.payload
@@ -34,6 +40,14 @@ def approval_fields(req: ApprovalRequest) -> dict[str, str]:
         return {"prompt": p.prompt, "context": p.context, "model": p.model,
                 "diagnosis": p.diagnosis}
     if isinstance(p, ToolPayload):
+        names = FILE_TEXT_ARGS.get(p.tool, ())
+        if names and all(isinstance(p.args.get(n), str) for n in names):
+            # a file's text is edited as text, not as one escaped JSON line (issue 20)
+            fields = {n: p.args[n] for n in names}
+            rest = {k: v for k, v in p.args.items() if k not in names}
+            if rest:
+                fields["args"] = json.dumps(rest, indent=2, ensure_ascii=False)
+            return fields
         return {"args": json.dumps(p.args, indent=2, ensure_ascii=False)}
     if isinstance(p, ShellPayload):
         return {"command": p.command, "cwd": p.cwd}
@@ -52,12 +66,20 @@ def approval_payload(edit: ApprovalEdit) -> tuple[ApprovalPayloadT | None, str]:
         changes = spawn_changes(edit)
         changes["diagnosis"] = f["diagnosis"]
     elif req.kind == "tool":
-        try:
-            args = json.loads(f["args"])
-        except json.JSONDecodeError as e:
-            return None, f"The arguments are not valid JSON: {e.msg} (line {e.lineno}, column {e.colno}). Nothing was sent."
-        if not isinstance(args, dict):
-            return None, "The arguments must be a JSON object ({...}). Nothing was sent."
+        args: Any = {}
+        if "args" in f:
+            try:
+                args = json.loads(f["args"])
+            except json.JSONDecodeError as e:
+                return None, f"The arguments are not valid JSON: {e.msg} (line {e.lineno}, column {e.colno}). Nothing was sent."
+            if not isinstance(args, dict):
+                return None, "The arguments must be a JSON object ({...}). Nothing was sent."
+        tool = req.payload.tool if isinstance(req.payload, ToolPayload) else ""
+        for name in FILE_TEXT_ARGS.get(tool, ()):
+            if name in f:
+                args[name] = f[name]
+        if "path" in f and not f["path"].strip():
+            return None, "The path is empty. Write the file's path, or reject. Nothing was sent."
         changes = {"args": args}
     elif req.kind == "shell":
         if not f["command"].strip():
@@ -131,10 +153,12 @@ def approval_editor(app: AppState, edit: ApprovalEdit, esc: bool) -> bool:
     ctrl_enter = False
     ml = imgui.InputTextFlags_.enter_returns_true | WRAP
 
-    def multiline(label: str, key: str, lines: float, mono: bool = True) -> None:
+    def multiline(label: str, key: str, lines: float, mono: bool = True, width: float = -1,
+                  wrap: bool = True) -> None:
         nonlocal ctrl_enter
         pushed = mono_push(app) if mono else False
-        entered, text = imgui.input_text_multiline(label, f[key], ImVec2(-1, em(0, lines).y), ml)
+        flags = ml if wrap else imgui.InputTextFlags_.enter_returns_true
+        entered, text = imgui.input_text_multiline(label, f[key], ImVec2(width, em(0, lines).y), flags)
         mono_pop(pushed)
         if esc and text != f[key]:
             text = f[key]          # Escape reverts an active field in ImGui: keep the user's edit
@@ -161,6 +185,8 @@ def approval_editor(app: AppState, edit: ApprovalEdit, esc: bool) -> bool:
             multiline("##Prompt", "prompt", 11)
             imgui.text("Context")
             multiline("##Context", "context", 4)
+    elif req.kind == "tool" and any(n in f for n in TEXT_LABELS):
+        file_editor(app, edit, multiline)
     elif req.kind == "tool":
         tool = req.payload.tool if isinstance(req.payload, ToolPayload) else ""
         imgui.text(f"Tool: {tool}")
@@ -220,6 +246,53 @@ def approval_editor(app: AppState, edit: ApprovalEdit, esc: bool) -> bool:
     return ctrl_enter
 
 
+def footer_height(edit: ApprovalEdit) -> float:
+    """What the dialog draws under the editor: separators, an error, the buttons, the reason."""
+    fh = imgui.get_frame_height_with_spacing()
+    return 2 * fh + 2 * imgui.get_style().item_spacing.y + 6 + (2 * fh if edit.error else 0)
+
+
+def file_editor(app: AppState, edit: ApprovalEdit, multiline: Any) -> None:
+    """A file write or edit: the path on one line, the text in multi-line editors as plain
+    text, and the unified diff under them, the two sharing the dialog's height."""
+    req, f = edit.request, edit.fields
+    tool = req.payload.tool if isinstance(req.payload, ToolPayload) else ""
+    imgui.text(f"Tool: {tool}")
+    imgui.same_line()
+    imgui.text_disabled(f"ticket {req.ticket_id}")
+    imgui.set_next_item_width(-em(4).x)
+    _c, path = imgui.input_text("Path", f["path"])
+    if not imgui.is_key_pressed(imgui.Key.escape):   # Escape reverts a field in ImGui: keep the edit
+        f["path"] = path
+    fh = imgui.get_frame_height_with_spacing()
+    if "args" in f:
+        imgui.text("Other arguments (JSON)")
+        multiline("##Arguments", "args", 3)
+    texts = [n for n in ("content", "old", "new") if n in f]
+    free = (imgui.get_content_region_avail().y - footer_height(edit) - fh
+            - 2 * imgui.get_style().item_spacing.y)
+    edit_h = max(em(0, 5).y, free * 0.45)
+    diff_h = max(em(0, 5).y, free - edit_h)
+    lines = em(0, 1).y
+    width = (imgui.get_content_region_avail().x - imgui.get_style().item_spacing.x * (len(texts) - 1)) / len(texts)
+    for i, name in enumerate(texts):
+        if i:
+            imgui.same_line()
+        imgui.begin_group()
+        n_lines = f[name].count("\n") + (0 if f[name].endswith("\n") or not f[name] else 1)
+        imgui.text(f"{TEXT_LABELS[name]}")
+        imgui.same_line()
+        imgui.text_disabled(f"{n_lines} line{'s' if n_lines != 1 else ''}, {len(f[name]):,} characters")
+        multiline(f"##{TEXT_LABELS[name].split()[0]}", name, (edit_h - fh) / lines, width=width,
+                  wrap=False)
+        imgui.end_group()
+    imgui.text(preview_heading(edit))
+    imgui.same_line()
+    if imgui.small_button("Preview my edit"):
+        refresh_preview(app, edit)
+    diff_view(app, edit.preview or "(no preview)", diff_h)
+
+
 def preview_heading(edit: ApprovalEdit) -> str:
     """What the diff under it shows: the request as made, or the user's edit (issue 20, 9)."""
     if edit.preview_of is not None:
@@ -259,7 +332,15 @@ def approval_modal(app: AppState) -> None:
     w = min(em(MERGE_WIDTH_EM if wide else 64).x, vp.work_size.x * 0.92)
     imgui.set_next_window_size_constraints(ImVec2(w, 0), ImVec2(w, vp.work_size.y * 0.92))
     imgui.set_next_window_pos(vp.get_center(), imgui.Cond_.always, ImVec2(0.5, 0.5))
-    opened, _ = imgui.begin_popup_modal("Approval", None, imgui.WindowFlags_.always_auto_resize)
+    flags = imgui.WindowFlags_.always_auto_resize
+    if edit is not None and any(n in edit.fields for n in TEXT_LABELS):
+        # a file's text and its diff: the dialog takes the height (and more width) and they
+        # share it
+        w = min(em(84).x, vp.work_size.x * 0.92)
+        imgui.set_next_window_size_constraints(ImVec2(w, 0), ImVec2(w, vp.work_size.y * 0.92))
+        imgui.set_next_window_size(ImVec2(w, vp.work_size.y * 0.9), imgui.Cond_.always)
+        flags = imgui.WindowFlags_.none
+    opened, _ = imgui.begin_popup_modal("Approval", None, flags)
     if not opened:
         return
     if edit is None or app.approvals.deferred:

@@ -10,12 +10,14 @@ import json
 import os
 import time
 from typing import Any
+from pathlib import Path
 
 from imgui_bundle import ImVec2, imgui
 from imgui_bundle import icons_fontawesome_4 as fa
 
 from gui import history
 from gui.panels.history import session_picker
+from gui.dialogs.files import ask_save_path
 from gui.state import AppState
 from gui.records import CommsRow
 from gui.theme import GREEN, GREY, RED, TIER_COLOURS, em, fmt_tokens
@@ -23,11 +25,27 @@ from gui.widgets import filter_combo, mono_pop, mono_push, panel_error
 from models import TIERS
 
 
-def export_comms(app: AppState) -> None:
+def default_export_path(app: AppState) -> Path:
+    return app.workspace / ".clutch" / "exports" / f"comms-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+
+
+def ask_export_comms(app: AppState) -> None:
+    """"Save as" for the export, with the default path filled in (the exports folder is made
+    first so that the default is a valid choice)."""
+    default = default_export_path(app)
+    try:
+        default.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        app.notify("warning", f"Cannot make {default.parent}: {e.strerror or e}", "Comms")
+    ask_save_path(app, "Export the comms entries shown (JSONL)", default,
+                  lambda p: export_comms(app, p))
+
+
+def export_comms(app: AppState, path: Path | None = None) -> None:
     chosen = list(app.comms.filtered)
     read = history.entries_reader(app)     # the session shown now (this one or an earlier one)
-    out_dir = app.workspace / ".clutch" / "exports"
-    path = out_dir / f"comms-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+    path = path if path is not None else default_export_path(app)
+    out_dir = path.parent
 
     def work() -> str:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -59,10 +77,10 @@ def panel_comms(app: AppState) -> None:
     c3, app.comms.filter_kind = filter_combo("Kind", app.comms.filter_kind, app.comms.kinds, 7)
     if c1 or c2 or c3:
         app.comms.refilter()
-    if imgui.button(f"{fa.ICON_FA_DOWNLOAD} Export JSONL###Export JSONL"):
-        export_comms(app)
-    imgui.set_item_tooltip("Writes the entries shown (after the filters) to "
-                           "<workspace>/.clutch/exports/comms-<time>.jsonl")
+    if imgui.button(f"{fa.ICON_FA_DOWNLOAD} Export JSONL…###Export JSONL"):
+        ask_export_comms(app)
+    imgui.set_item_tooltip("Writes the entries shown (after the filters) to a file you choose "
+                           "(by default <workspace>/.clutch/exports/comms-<time>.jsonl)")
     imgui.same_line()
     _c, app.comms.follow = imgui.checkbox("Follow", app.comms.follow)
     imgui.same_line()

@@ -30,40 +30,30 @@ def row_colour(row: str) -> ImVec4 | None:
     return None
 
 
-def cut_row_tooltip(row: str) -> None:
-    """A stream line wider than its pane (issue 20, defect 13), wrapped in a tooltip."""
-    if imgui.begin_tooltip():
-        imgui.push_text_wrap_pos(em(46).x)
-        imgui.text_unformatted(row)
-        imgui.pop_text_wrap_pos()
-        imgui.end_tooltip()
-
-
 def stream_text_view(app: AppState, v: StreamView) -> None:
-    """Only the visible rows are submitted (ListClipper); auto-scroll only when at the bottom."""
+    """Only the visible lines are submitted (ListClipper), reflowed to the pane's width
+    (gui.reflow); auto-scroll only when at the bottom."""
     imgui.begin_child("##text", ImVec2(-1, -1), imgui.ChildFlags_.borders,
-                      imgui.WindowFlags_.horizontal_scrollbar)
+                      imgui.WindowFlags_.always_vertical_scrollbar)
     pushed = mono_push(app)
     if v.markdown and v.chars <= MARKDOWN_LIMIT:
         mono_pop(pushed)
         pushed = False
         imgui_md.render(v.markdown_text())
     else:
-        rows = v.rows
-        n = len(rows) if rows[-1] else len(rows) - 1
-        right = imgui.get_window_pos().x + imgui.get_window_width() - imgui.get_style().scrollbar_size
+        n = v.line_count
+        cols = int(imgui.get_content_region_avail().x / max(imgui.calc_text_size("M").x, 1.0))
+        total = v.reflow.sync(v.rows, n, cols)
         clipper = imgui.ListClipper()
-        clipper.begin(max(n, 0), imgui.get_text_line_height_with_spacing())
+        clipper.begin(total, imgui.get_text_line_height_with_spacing())
         while clipper.step():
-            for i in range(clipper.display_start, clipper.display_end):
-                row = rows[i]
-                colour = row_colour(row)
+            for j in range(clipper.display_start, clipper.display_end):
+                text = v.reflow.line(j)
+                colour = row_colour(v.reflow.row(j))    # a failure red, an edit amber
                 if colour is None:
-                    imgui.text_unformatted(row)
+                    imgui.text_unformatted(text)
                 else:
-                    imgui.text_colored(colour, row)
-                if imgui.is_item_hovered() and imgui.get_item_rect_max().x > right:
-                    cut_row_tooltip(row)     # cut at the pane's edge: the whole line
+                    imgui.text_colored(colour, text)
         if n == 0:
             imgui.text_disabled("(no output yet)")
     # Auto-scroll only when already at the bottom: the scroll limit is still last frame's, so
@@ -140,7 +130,8 @@ def panel_streams(app: AppState) -> None:
     active = [v for v in app.streams.views.values() if v.state == "streaming"]
     imgui.text_disabled(f"{len(app.streams.views)} streams, {len(active)} streaming")
     request, app.streams.tab_request = app.streams.tab_request, None
-    if not imgui.begin_tab_bar("stream-tiers"):
+    # tabs keep their whole names and scroll when the pane is narrow (never cut to "Tier 1 (Or…")
+    if not imgui.begin_tab_bar("stream-tiers", imgui.TabBarFlags_.fitting_policy_scroll):
         return
     for tier in TIERS:
         sids = app.streams.of_tier(tier)
@@ -173,13 +164,16 @@ def stream_list_and_view(app: AppState, tier: str, sids: list[str]) -> None:
     sel = app.streams.selected.get(tier)
     if sel not in sids:
         sel = app.streams.selected[tier] = sids[0]
-    imgui.begin_child("list", ImVec2(em(15).x, -1), imgui.ChildFlags_.borders | imgui.ChildFlags_.resize_x)
+    # the list takes at most a quarter of the pane: the text beside it gets the rest (at
+    # 1280x720, at least 400 px; issue 20, defect 12); names show whole in their tooltip
+    list_w = max(em(6).x, min(em(15).x, imgui.get_content_region_avail().x * 0.25))
+    imgui.begin_child("list", ImVec2(list_w, -1), imgui.ChildFlags_.borders | imgui.ChildFlags_.resize_x)
     for sid in sids:
         v = app.streams.views[sid]
         waits = bool(stream_waits(app, sid))
         colour = AMBER if waits else STATUS_COLOURS.get(v.state, GREY)
         imgui.push_style_color(imgui.Col_.text, colour)
-        label = sid.split(": ", 1)[1] if tier == "Tier 2" and ": " in sid else sid
+        label = sid.split(": ", 1)[1] if ": " in sid else sid   # the tab names the tier
         icon = fa.ICON_FA_BELL if waits else STATUS_ICONS.get(v.state, '')
         clicked, _ = imgui.selectable(f"{icon} {label}###{sid}", sid == sel)
         imgui.pop_style_color()

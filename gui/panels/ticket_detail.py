@@ -118,6 +118,11 @@ def merge_line(t: Track, k: Ticket) -> None:
 def detail_pane(app: AppState, t: Track) -> None:
     """The pane itself, filling what is left of the window."""
     d = app.detail
+    chosen = app.tickets.selected_ticket        # one selection: the list's and the graph's
+    if chosen and chosen != d.ticket_id:
+        picked = next((x for x in t.tickets if x.id == chosen), None)
+        if picked is not None:
+            select_ticket(app, picked)
     k = next((x for x in t.tickets if x.id == d.ticket_id), None)
     if k is None:
         return

@@ -234,6 +234,7 @@ def ticket_table(app: AppState, t: Track) -> None:
         sid = stream_tier3(k.id)
         clicked, _ = imgui.selectable(k.id, app.detail.ticket_id == k.id)
         if clicked:
+            app.tickets.selected_ticket = k.id     # the same selection as a click in the graph
             select_ticket(app, k)
         if clicked and sid in app.streams.views:
             app.streams.selected["Tier 3"] = sid

@@ -82,10 +82,11 @@ def panel_tracks(app: AppState) -> None:
     table_h = min(avail.y * 0.45, (len(app.tickets.tracks) + 1.5) * imgui.get_frame_height_with_spacing())
     if imgui.begin_table("tracks", 4, flags, ImVec2(-1, max(table_h, em(0, 4).y))):
         imgui.table_setup_scroll_freeze(0, 1)
+        # the track's name keeps the larger share in a narrow pane (1280x720: issue 20, 12)
         imgui.table_setup_column("Track", imgui.TableColumnFlags_.width_stretch, 3.0)
-        imgui.table_setup_column("Status", imgui.TableColumnFlags_.width_fixed, em(7.6).x)
-        imgui.table_setup_column("Tickets done", imgui.TableColumnFlags_.width_fixed, em(5.5).x)
-        imgui.table_setup_column("Cost", imgui.TableColumnFlags_.width_fixed, em(4).x)
+        imgui.table_setup_column("Status", imgui.TableColumnFlags_.width_stretch, 2.0)
+        imgui.table_setup_column("Done", imgui.TableColumnFlags_.width_fixed, em(4.2).x)
+        imgui.table_setup_column("Cost", imgui.TableColumnFlags_.width_fixed, em(3.2).x)
         imgui.table_headers_row()
         for t in app.tickets.tracks:
             imgui.table_next_row()

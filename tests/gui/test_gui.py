@@ -77,7 +77,7 @@ def test_full_flow_edits_reach_the_engine(workspace):
         check(ctx, "//Tickets/tickets-tabs/Graph")
         ctx.item_click("//Tickets/tickets-tabs/Graph")
         ctx.yield_(4)
-        seen["graph_nodes"] = len(app.tickets.graph_ids)
+        seen["graph_nodes"] = len(app.tickets.graph_layout[1].nodes)
         ctx.item_click("//Tickets/tickets-tabs/List")
         # 4. start
         ctx.item_click("//Tracks/###Start")
@@ -89,21 +89,26 @@ def test_full_flow_edits_reach_the_engine(workspace):
         ctx.item_click("//Approval/##Prompt")
         ctx.key_chars_replace(prompt)
         ctx.item_click("//Approval/###Approve")
-        # 6. the first file write: invalid JSON first (inline error, nothing sent), then an edit
+        # 6. the first file write, edited as plain text (issue 20): an empty path first (an
+        # inline error, nothing sent, the edit kept), then a line added at the end of its content
         e = wait_front(ctx, app, lambda r: r.kind == "tool" and r.payload.tool == "write_file",
                        "the first write_file approval")
-        args = json.loads(e.fields["args"])
-        ctx.item_click("//Approval/##Arguments")
-        ctx.key_chars_replace('{"path": "oops", ')
+        path = e.fields["path"]
+        ctx.item_click("//Approval/Path")
+        ctx.key_chars_replace("")
         ctx.item_click("//Approval/###Approve")
         ctx.yield_(2)
         seen["json_error"] = app.approvals.edit.error if app.approvals.edit else ""
-        seen["json_kept"] = app.approvals.edit.fields["args"] if app.approvals.edit else ""
+        seen["json_kept"] = app.approvals.edit.fields["path"] if app.approvals.edit else "?"
         seen["still_pending"] = any(r.id == e.request.id for r in eng.pending_approvals())
-        args["content"] = args["content"] + ARGS_MARK + "\n"
-        seen["write_path"] = args["path"]
-        ctx.item_click("//Approval/##Arguments")
-        ctx.key_chars_replace(json.dumps(args, ensure_ascii=False))
+        ctx.item_click("//Approval/Path")
+        ctx.key_chars_replace(path)
+        seen["write_path"] = path
+        ctx.item_click("//Approval/##Content")
+        ctx.key_press(imgui.Key.mod_ctrl | imgui.Key.end)
+        ctx.key_chars(ARGS_MARK + "\n")
+        ctx.yield_(1)
+        seen["content_edit"] = app.approvals.edit.fields["content"]
         ctx.item_click("//Approval/###Approve")
         # 7. the edit_file: approve with the keyboard (Ctrl+Enter)
         e = wait_front(ctx, app, lambda r: r.kind == "tool" and r.payload.tool == "edit_file",
@@ -173,9 +178,10 @@ def test_full_flow_edits_reach_the_engine(workspace):
     track = eng.track(tid)
     assert track.title == "Greeting core (edited in review)"
     assert seen["final"] == "completed", track.model_dump_json(indent=1)
-    # invalid JSON: an inline error, nothing sent, the user's text kept
-    assert "not valid JSON" in seen["json_error"]
-    assert seen["json_kept"] == '{"path": "oops", '
+    # an empty path: an inline error, nothing sent, the user's edit kept
+    assert "path is empty" in seen["json_error"]
+    assert seen["json_kept"] == ""
+    assert seen["content_edit"].endswith(ARGS_MARK + "\n") and "\\n" not in seen["content_edit"]
     assert seen["still_pending"]
     entries = eng.comms.entries()
     # the edited prompt is what the worker received
@@ -415,6 +421,9 @@ def test_comms_export_and_filters(workspace):
         seen["detail"] = json.loads(app.comms.detail[1])
         seen["entry"] = eng.comms.entries(first, first + 1)[0]
         ctx.item_click("//Comms/###Export JSONL")
+        wait_until(ctx, lambda: app.modal.current == "save", 5, "the Save as dialog")
+        ctx.yield_(2)
+        ctx.item_click("//Save as/###Save")          # the default path, as offered
         wait_until(ctx, lambda: app.comms.last_export or [n.message for n in app.notices], 5, "the export")
         seen["notices"] = [n.message for n in app.notices]
         seen["path"] = app.comms.last_export
@@ -580,14 +589,29 @@ def test_idle_streams_off_screen_are_unloaded_and_drawn_again(workspace):
 
 def test_approval_payload_rules():
     req = ApprovalRequest(title="t", payload=ToolPayload(tool="write_file",
-                                                        args={"path": "a.py", "content": "x"}))
+                                                        args={"path": "a.py", "content": "x\n\"q\"\n"}))
     fields = gui_2.approval_fields(req)
+    assert fields == {"path": "a.py", "content": 'x\n"q"\n'}     # plain text, not escaped JSON
     edit = gui_2.ApprovalEdit(req, dict(fields), dict(fields))
     assert gui_2.approval_payload(edit) == (None, "")            # unchanged: as requested
-    edit.fields["args"] = "[1, 2]"
-    assert "JSON object" in gui_2.approval_payload(edit)[1]
-    edit.fields["args"] = '{"path": "a.py", "content": "y"}'
+    edit.fields["path"] = " "
+    assert "path is empty" in gui_2.approval_payload(edit)[1]
+    edit.fields.update(path="a.py", content="y")
     assert gui_2.approval_payload(edit) == (ToolPayload(tool="write_file", args={"path": "a.py", "content": "y"}), "")
+    other = ApprovalRequest(title="t", payload=ToolPayload(tool="fetch", args={"url": "u"}))
+    f0 = gui_2.approval_fields(other)
+    e0 = gui_2.ApprovalEdit(other, dict(f0), dict(f0))
+    e0.fields["args"] = "[1, 2]"
+    assert "JSON object" in gui_2.approval_payload(e0)[1]
+    e0.fields["args"] = '{"url": "v"}'
+    assert gui_2.approval_payload(e0) == (ToolPayload(tool="fetch", args={"url": "v"}), "")
+    edf = ApprovalRequest(title="t", payload=ToolPayload(tool="edit_file",
+                                                       args={"path": "a.py", "old": "a", "new": "b", "count": 1}))
+    f1 = gui_2.approval_fields(edf)
+    assert f1["old"] == "a" and f1["new"] == "b" and json.loads(f1["args"]) == {"count": 1}
+    e1 = gui_2.ApprovalEdit(edf, dict(f1), dict(f1))
+    e1.fields["new"] = "c\nd"
+    assert gui_2.approval_payload(e1)[0].args == {"path": "a.py", "old": "a", "new": "c\nd", "count": 1}
     shell = ApprovalRequest(title="s", payload=ShellPayload(command="ls", cwd="."))
     f = gui_2.approval_fields(shell)
     e2 = gui_2.ApprovalEdit(shell, dict(f), dict(f))

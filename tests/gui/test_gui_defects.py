@@ -118,9 +118,9 @@ def test_preview_my_edit_says_what_it_shows(workspace, monkeypatch):
         wait_until(ctx, lambda: app.modal.current == "approval" and app.approvals.edit, 5, "the approval")
         edit = app.approvals.edit
         seen["start"] = gui_2.preview_heading(edit)
-        ctx.item_click("//Approval/##Arguments")
+        ctx.item_click("//Approval/##Content")
         ctx.key_press(imgui.Key.mod_ctrl | imgui.Key.a)
-        ctx.key_chars('{"path": "a.txt", "content": "three\\n"}')
+        ctx.key_chars("three\n")
         ctx.yield_(2)
         seen["edited"] = gui_2.preview_heading(edit)
         ctx.item_click("//Approval/Preview my edit")

@@ -92,6 +92,24 @@ class Branches:
             self._wt_tracks.add(track.id)
             track.branch = tr.branch
 
+    def _prewarm(self, track_id: str, tickets: int) -> None:
+        """A planned track's first worktrees are checked out while the person reads its
+        tickets (a fresh checkout of a big repository takes seconds; a pooled one is reused
+        by checking out only what differs), one at a time so a ticket that starts meanwhile
+        waits for one checkout at most."""
+        if self._tb is None or tickets <= 0:
+            return
+        tb = self._tb
+        for n in range(1, min(self.settings.max_workers, tickets) + 1):
+            fut = self._git_pool.submit(tb.prewarm, track_id, n)
+            fut.add_done_callback(lambda f: self._prewarm_failed(track_id, f))
+
+    def _prewarm_failed(self, track_id: str, fut: concurrent.futures.Future[int]) -> None:
+        e = None if fut.cancelled() else fut.exception()
+        if e is not None:      # not fatal: the tickets make their trees themselves
+            self._emitter()(ErrorEvent(message=f"could not prepare worktrees for {track_id}: "
+                                               f"{describe(e)}", track_id=track_id))
+
     def _in_worktrees(self, track: Track) -> bool:
         with self._lock:
             return self._tb is not None and track.id in self._wt_tracks

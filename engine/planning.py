@@ -194,6 +194,7 @@ class Planning:
             self._emit(LogEvent(message=f"{track_id}: {w}", level="warning"))
         self._emit(TrackChanged(track_id=track_id))
         self._status(track, None)
+        self._prewarm(track_id, len(tickets))
         return copy_track(track)
 
     def _unique_ids(self, tickets: list[Ticket], track_id: str) -> list[Ticket]:

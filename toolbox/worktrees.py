@@ -30,8 +30,8 @@ from toolbox.worktrees_merge import (advance_branch, commit_tree, conflict_resul
                                      message_of, ticket_merged, tree_of, update_refs)
 from toolbox.worktrees_model import (CONFLICT_SUFFIX, POOL_DIR, ConflictSide, GitRunner,
                                      MergeResult, TrackBranch, WorktreeError, WorktreeInfo,
-                                     check_id, merged_ref, repair_branch, said, ticket_branch,
-                                     track_branch)
+                                     check_count, check_id, merged_ref, repair_branch, said,
+                                     ticket_branch, track_branch)
 
 __all__ = ("TrackBranches", "TrackBranch", "MergeResult", "ConflictSide", "WorktreeInfo",
            "WorktreeError")
@@ -167,13 +167,12 @@ class TrackBranches:
                         pool=self._pool(track_id))
 
     def prewarm(self, track_id: str, count: int = 1) -> int:
-        """Fill the track's pool with up to ``count`` checked-out worktrees (detached at the
-        track tip), so later tickets' set-up checks out only what differs. Meant to run off
-        the critical path (while the person reads the plan). Returns how many the pool holds."""
-        dirs = self._need()
-        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= 64:
-            raise WorktreeError(f"prewarm: count must be an integer from 0 to 64, got {count!r}")
-        tip = self._tip(track_branch(check_id(track_id, "track id")), f"track {track_id}'s")
+        """Fill the track's pool with up to ``count`` worktrees detached at the track tip (at
+        HEAD before the track starts), so set-up checks out only what differs; off the
+        critical path (while the person reads the plan). How many the pool holds."""
+        dirs, count = self._need(), check_count(count)
+        tip = self.git.rev(f"refs/heads/{track_branch(check_id(track_id, 'track id'))}") or \
+            self.git.out("rev-parse", "HEAD", cwd=self.root)
         dirs.ensure_excluded()
         return dirs.fill_pool(self._pool(track_id), tip, count)
 

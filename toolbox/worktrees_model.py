@@ -41,6 +41,13 @@ def check_id(value, what: str) -> str:
     return value
 
 
+def check_count(count) -> int:
+    """A pool size: an integer from 0 to 64 (WorktreeError otherwise)."""
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= 64:
+        raise WorktreeError(f"prewarm: count must be an integer from 0 to 64, got {count!r}")
+    return count
+
+
 def track_branch(track_id: str) -> str:
     return f"clutch/{track_id}"
 

@@ -341,3 +341,24 @@ def test_a_conflict_the_person_resolves_themselves_completes_at_retry(make_engin
     assert track.status == "completed" and track.merged_into == "main"
     assert git(workspace, "show", "main:shared.txt") == "both versions, combined by hand\n"
     assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]
+
+
+def test_a_planned_tracks_worktrees_are_checked_out_while_the_person_reads_it(make_engine,
+                                                                            workspace):
+    """Tier 2's plan done: up to max_workers trees are prepared in the track's pool (at HEAD,
+    the track not started yet); its tickets then take them, and none is left at the end."""
+    repo(workspace)
+    eng = make_engine(git_commits=True, max_workers=2)
+    eng.plan_epic("Add multiply(a, b) to util.py with a test").result(30)
+    [track] = eng.accept_tracks([TrackProposal(title="Core: multiply", goal="multiply, tested",
+                                               acceptance_criteria=["c"])]).result(10)
+    planned = eng.plan_track(track.id).result(30)
+    assert len(planned.tickets) >= 2
+    pool = workspace / ".clutch" / "worktrees" / track.id / "_pool"
+    wait_for(lambda: pool.is_dir() and len(list(pool.iterdir())) == 2, timeout=30,
+             what="two prepared worktrees")
+    assert len(worktrees(workspace)) == 3
+    done = eng.start_track(track.id).result(60)
+    assert all(k.status == "completed" for k in done.tickets), \
+        [(k.id, k.blocked_reason) for k in done.tickets]
+    assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]

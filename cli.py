@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", "-w", default=".", help="the repository to work in (default: .)")
     p.add_argument("--api", action="store_true", help="start the loopback automation API too")
     p.add_argument("--provider", choices=_PROVIDERS, help="override the provider")
+    p.add_argument("--tier-provider", action="append", default=[], metavar="TIER=PROVIDER[:MODEL]",
+                   help=_TIER_PROVIDER_HELP)
     sub = p.add_subparsers(dest="command")
 
     r = sub.add_parser("run", help="plan and run an epic headless, JSON summary on stdout")
@@ -151,6 +153,16 @@ def cmd_gui(args: argparse.Namespace) -> int:
             return _fail(str(e), EXIT_BUSY)
         except StoreError as e:
             return _fail(str(e))
+    settings = None
+    if args.tier_provider and ws.is_dir():      # the command line's over the saved settings
+        try:
+            settings, notices = _settings(ws.resolve(), args)
+        except ValueError as e:
+            if lock is not None:
+                lock.release()
+            return _fail(str(e))
+        for n in notices:
+            log.warning(n)
     import gui_2
     try:
         starter = None
@@ -158,7 +170,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
             import hook_server
             starter = hook_server.start_for_engine
         return gui_2.main(workspace=args.workspace, api=starter, provider=args.provider, lock=lock,
-                          locker=lambda p: _lock_workspace(p, "clutch"))
+                          locker=lambda p: _lock_workspace(p, "clutch"), settings=settings)
     finally:
         if lock is not None:
             lock.release()

@@ -177,13 +177,15 @@ def runner_params(app: AppState, *, ini_disable: bool = False, headless: bool = 
     return rp, addons
 
 
-def make_engine(workspace: str | os.PathLike, provider: str | None) -> tuple[ConductorEngine, list[str]]:
+def make_engine(workspace: str | os.PathLike, provider: str | None,
+                settings: Any = None) -> tuple[ConductorEngine, list[str]]:
+    """The engine on `workspace`: its saved settings, or `settings` (the command line's
+    overrides already applied), or the saved ones with every tier on `provider`."""
     from conductor_store import ConductorStore
     from multi_agent_conductor import ConductorEngine
     ws = Path(workspace).expanduser()
     notices: list[str] = []
-    settings = None
-    if provider:
+    if settings is None and provider:
         settings, notices = ConductorStore(ws).load_settings()
         settings = settings.model_copy(update={"provider": provider})
     return ConductorEngine(ws, settings), notices
@@ -220,13 +222,14 @@ def stop_api(app: AppState) -> None:
 
 def main(workspace: str | os.PathLike = ".", api: Callable[[Any], Any] | None = None,
          provider: str | None = None, lock: Any = None,
-         locker: Callable[[Path], Any] | None = None) -> int:
+         locker: Callable[[Path], Any] | None = None, settings: Any = None) -> int:
     """The desktop app on a workspace: build the engine, run the window, close the engine
     (which saves its state). SIGTERM and Ctrl+C in the terminal close the window cleanly.
     `lock`: the workspace's lock the caller holds; `locker(path)`: takes another workspace's
-    lock (File → Open workspace), raising with a message when another Clutch holds it."""
+    lock (File → Open workspace), raising with a message when another Clutch holds it.
+    `settings`: the command line's (e.g. --tier-provider) over the saved ones."""
     try:
-        engine, notices = make_engine(workspace, provider)
+        engine, notices = make_engine(workspace, provider, settings)
     except Exception as e:  # noqa: BLE001 - a bad workspace or settings: one line, no traceback
         print(f"clutch: {describe_error(e)}", file=sys.stderr, flush=True)
         return 2

@@ -136,3 +136,10 @@ def test_terminal_approvals_inline_edit_and_reject(tmp_path):
     assert (ws / "hello_edited.txt").exists()
     shell = [e for e in entries if e["kind"] == "tool_result" and e["data"]["name"] == "run_shell"]
     assert shell and all(e["data"]["result"].get("rejected") for e in shell)
+
+
+def test_the_window_app_takes_tier_provider_and_refuses_a_bad_one_before_any_window(tmp_path):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    p = clutch("--tier-provider", "Tier 9=ollama", "--workspace", str(ws), timeout=30)
+    assert p.returncode == 2 and "'Tier 9' is not a tier" in p.stderr

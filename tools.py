@@ -21,7 +21,7 @@ from toolbox.shell import clamp_timeout
 from toolbox.specs import TOOL_SPECS, ToolResult, ToolSpec, tool_spec
 from toolbox.repomap import RepoMap, failure_files, project_documents, ticket_files
 from toolbox.workspace import Workspace
-from toolbox.worktrees import TrackBranches
+from toolbox.worktrees import TrackBranches, drain_pool
 from toolbox.worktrees_model import (ConflictSide, GitRunner, MergeResult, TrackBranch, WorktreeError,
                                      WorktreeInfo)
 
@@ -29,6 +29,6 @@ __all__ = (
     "SandboxError", "ToolError", "ToolSpec", "TOOL_SPECS", "tool_spec", "ToolResult",
     "Workspace", "diff_preview", "GitRepo", "SandboxStatus", "SANDBOX_MODES", "NOT_FOUND_MESSAGE",
     "clamp_timeout", "TrackBranches", "TrackBranch", "MergeResult", "ConflictSide", "WorktreeInfo",
-    "WorktreeError", "GitRunner", "RepoMap", "project_documents", "ticket_files",
+    "WorktreeError", "GitRunner", "drain_pool", "RepoMap", "project_documents", "ticket_files",
     "failure_files",
 )

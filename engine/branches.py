@@ -20,6 +20,7 @@ a merged ticket's tree is removed off its critical path, and the track's end wai
 from __future__ import annotations
 
 import asyncio
+import logging
 import concurrent.futures
 import pathlib
 import threading
@@ -30,8 +31,9 @@ from ai_client import Cancelled
 from engine.errors import EngineError, describe
 from events import ErrorEvent, StreamChunk, TrackChanged
 from models import (ApprovalRequest, MergePayload, SpawnPayload, Ticket, Track, stream_tier3)
-from tools import MergeResult, TrackBranches, Workspace, WorktreeError
+from tools import MergeResult, TrackBranches, Workspace, WorktreeError, drain_pool
 
+log = logging.getLogger(__name__)
 _DIFF_LIMIT = 200_000      # characters of a combined diff shown in the merge approval
 
 
@@ -109,6 +111,21 @@ class Branches:
         if e is not None:      # not fatal: the tickets make their trees themselves
             self._emitter()(ErrorEvent(message=f"could not prepare worktrees for {track_id}: "
                                                f"{describe(e)}", track_id=track_id))
+
+    def _drain_unused_pools(self) -> None:
+        """At close: the prepared trees of tracks that never started go, so the person's
+        `git worktree list` holds none of them (a ticket's own tree stays for --resume)."""
+        if self._tb is None:
+            return
+        with self._lock:
+            idle = [tid for tid, t in self._tracks.items()
+                    if tid not in self._wt_tracks and t.status in ("new", "planned")]
+        for tid in idle:
+            if (self._tb.worktree_path(tid, "x").parent / "_pool").is_dir():
+                try:
+                    drain_pool(self._tb, tid)
+                except WorktreeError as e:
+                    log.warning(f"could not remove the prepared worktrees of {tid}: {e}")
 
     def _in_worktrees(self, track: Track) -> bool:
         with self._lock:

@@ -91,6 +91,7 @@ class LoopContext:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._io.shutdown(wait=True)
         self._git_pool.shutdown(wait=False, cancel_futures=True)
+        self._drain_unused_pools()      # after a checkout in flight (the pool's lock orders them)
         self.comms.close()
         with self._provider_lock:
             self._close_provider()

@@ -34,7 +34,7 @@ from toolbox.worktrees_model import (CONFLICT_SUFFIX, POOL_DIR, ConflictSide, Gi
                                      ticket_branch, track_branch)
 
 __all__ = ("TrackBranches", "TrackBranch", "MergeResult", "ConflictSide", "WorktreeInfo",
-           "WorktreeError")
+           "WorktreeError", "drain_pool")
 
 
 class TrackBranches:
@@ -436,3 +436,8 @@ class TrackBranches:
         self._need()
         return self.git.worktrees()
 
+
+def drain_pool(tb: TrackBranches, track_id: str) -> None:
+    """Remove the track's pooled (prepared, unused) worktrees: nothing of a ticket is in them."""
+    tb._need().drain_pool(tb._pool(check_id(track_id, "track id")))
+    tb.git.run("worktree", "prune")

@@ -362,3 +362,12 @@ def test_a_planned_tracks_worktrees_are_checked_out_while_the_person_reads_it(ma
     assert all(k.status == "completed" for k in done.tickets), \
         [(k.id, k.blocked_reason) for k in done.tickets]
     assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]
+    # a track planned and never started: its prepared trees go when the app closes
+    [idle] = eng.accept_tracks([TrackProposal(title="Docs: multiply", goal="document it",
+                                              acceptance_criteria=["c"])]).result(10)
+    eng.plan_track(idle.id).result(30)
+    idle_pool = workspace / ".clutch" / "worktrees" / idle.id / "_pool"
+    wait_for(lambda: idle_pool.is_dir() and list(idle_pool.iterdir()), timeout=30,
+             what="a prepared worktree")
+    eng.close()
+    assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -129,3 +130,11 @@ class Approver(threading.Thread):
             return engine.start_track(track_id).result(timeout)
         finally:
             ap.stop.set()
+
+
+def git(ws, *args: str) -> str:
+    """git in the repository at `ws` as a person (tests' own repositories); its stdout.
+    A failing git fails the test with git's own message."""
+    return subprocess.run(["git", "-c", "user.name=Person", "-c", "user.email=person@example.com",
+                           "-C", str(ws), *args], check=True, capture_output=True,
+                          text=True).stdout

@@ -11,14 +11,10 @@ import sys
 import time
 from pathlib import Path
 
+from conftest import git
 from test_cli import ROOT, clutch
 
 EPIC = "Add multiply(a, b) to util.py with a test in tests/test_util.py"
-
-
-def git(ws: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=P", "-c", "user.email=p@p", "-C", str(ws),
-                           *args], check=True, capture_output=True, text=True).stdout
 
 
 def repo(tmp_path: Path) -> Path:

@@ -12,18 +12,13 @@ import textwrap
 from pathlib import Path
 
 from ai_client import FunctionProvider, ModelResponse, ToolCall
-from conftest import Approver, wait_for
+from conftest import Approver, git, wait_for
 from models import Approved, Denied, SpawnPayload, Ticket, TrackProposal
 
 ROOT = Path(__file__).resolve().parents[2]
 VERIFY = "python3 -m compileall -q src"
 BROKEN = "def f(:\n    return 1\n"
 GOOD = "def f():\n    return 1\n"
-
-
-def git(ws: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=P", "-c", "user.email=p@p", "-C", str(ws),
-                           *args], check=True, capture_output=True, text=True).stdout
 
 
 def repo(ws: Path) -> None:

@@ -9,17 +9,8 @@ import threading
 from pathlib import Path
 
 from ai_client import FunctionProvider, ModelResponse, ToolCall
-from conftest import Approver, wait_for
+from conftest import Approver, git, wait_for
 from models import Approved, Denied, MergePayload, SpawnPayload, Ticket, TrackProposal
-
-ID = {"user.name": "Person", "user.email": "person@example.com"}
-
-
-def git(ws: Path, *args: str) -> str:
-    cfg = [a for k, v in ID.items() for a in ("-c", f"{k}={v}")]
-    return subprocess.run(["git", *cfg, "-C", str(ws), *args], check=True, capture_output=True,
-                          text=True).stdout
-
 
 def repo(ws: Path) -> None:
     """A small repository with history on main and another branch."""

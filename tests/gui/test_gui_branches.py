@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
-from conftest import fast_settings
+from conftest import fast_settings, git
 from gui_support import ARTIFACTS, Xvfb, check, run_app_test, wait_until
 
 import gui_2
@@ -47,11 +46,6 @@ def display():
     finally:
         os.environ.pop("DISPLAY", None)
         x.close()
-
-
-def git(ws: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=P", "-c", "user.email=p@p", "-C", str(ws),
-                           *args], check=True, capture_output=True, text=True).stdout
 
 
 def repo(ws: Path) -> None:

@@ -249,8 +249,13 @@ class ConductorStore:
         person changed, tasks it lacks, and no task whose ticket was removed in the app (one
         state.toml knew, `before`: a task someone added to the file since is never removed).
         Every other character stays."""
-        ids, _ = match_ids(plan.tasks, [(t.id, t.description, t.phase) for t in track.tickets],
-                           id_prefix(track.id))
+        # plan.md's lines say what the tickets said at the last save (`before`): a ticket is
+        # matched to its line by that text (in its own phase, as the loader pairs them), so a
+        # description edited in the app, however much, rewrites its own line instead of
+        # leaving it behind and adding another
+        was = {k[0]: k[1] for k in before}
+        ids, _ = match_ids(plan.tasks, [(t.id, was.get(t.id, t.description), t.phase)
+                                        for t in track.tickets], id_prefix(track.id))
         by_id = {t.id: t for t in track.tickets}
         form = ""                  # the plan's SHA form, worked out when a SHA is first appended
         mark_of = dict(plan_mod.TICKET_MARK)

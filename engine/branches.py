@@ -244,18 +244,6 @@ class Branches:
         with self._ws_lock:
             self._ticket_ws.pop(ticket.id, None)
 
-    def _drop_unused(self, track: Track, ticket: Ticket,
-                     made: concurrent.futures.Future[Any] | None) -> None:
-        """The spawn was refused: the worktree made for it goes (nothing was written in it)."""
-        if made is None:
-            return
-        assert self._tb is not None
-        try:
-            made.result()
-        except WorktreeError:
-            pass            # never made: nothing to remove (the spawn was refused anyway)
-        self._remove_tree(track, ticket, keep_branch=False)
-
     def _remove_tree(self, track: Track, ticket: Ticket, keep_branch: bool) -> None:
         assert self._tb is not None
         try:

@@ -73,9 +73,7 @@ class TicketLife:
                 return
             made = self._begin_worktree(track, ticket)
             if not self._attempts(track, ticket, cancel, made, tree):
-                if not tree:
-                    self._drop_unused(track, ticket, made)
-                return
+                return       # refused: its tree (made before the question) goes in `finally`
             message = self._commit_message(ticket)
             if tree:
                 sha = self._land(track, ticket, tree[0], cancel, message)

@@ -9,13 +9,16 @@ each ticket merges before it reports). The person's working tree is never writte
 Outside git, or with worktrees off, tickets share the workspace directory as before (and the
 engine says so in its notices).
 
-Threads: `_open_worktree`, `_land`, `_set_aside`, `_conflict_life` run on the ticket's
-executor thread (git work for set-up goes to the small `_git_pool`, so it overlaps the person
-reading the spawn approval); `_start_branch` and `_finish_branch` are coroutines on the loop
-thread, which hand their git work to `_git_pool`. State owned: the running tickets' workspaces
-(`_ticket_ws`, under `_ws_lock`), the tracks that run in worktree mode (`_wt_tracks`, under
-the track lock) and each track's pending worktree removals (`_git_later`, under `_ws_lock`:
-a merged ticket's tree is removed off its critical path, and the track's end waits for them). Branch moves are serialised inside TrackBranches.
+Threads: `_open_worktree`, `_land`, `_set_aside`, `_conflict_life`, `_resolved_by_person`
+run on the ticket's executor thread (its tree is started on the small `_git_pool` as the
+ticket starts); `_start_branch` and `_finish_branch` are coroutines on the loop thread, which
+hand their git work to `_git_pool`; `_prewarm` (a planned track's first trees, on the pool)
+is called on the loop; `_drain_unused_pools` on the thread that closes the engine;
+`ticket_diff` on any thread. State owned: the running tickets' workspaces (`_ticket_ws`, under
+`_ws_lock`), the tracks that run in worktree mode (`_wt_tracks`, under the track lock) and
+each track's pending worktree removals (`_git_later`, under `_ws_lock`: a merged ticket's tree
+is removed off its critical path, and the track's end waits for them). Branch moves and the
+worktree administration are serialised inside TrackBranches.
 """
 from __future__ import annotations
 

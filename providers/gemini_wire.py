@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -19,6 +18,7 @@ from typing import Any
 
 from models import Usage
 from providers.base import ChunkFn, Finish, Message, MissingApiKey, ModelRequest
+from providers.sdk_retry import parse_retry_after_s
 
 KEY_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 MISSING_KEY_MESSAGE = (
@@ -105,21 +105,6 @@ def parse_duration_s(v: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return None
-
-
-def parse_retry_after_s(v: str) -> float | None:
-    """A Retry-After header: delta-seconds or an HTTP date."""
-    v = v.strip()
-    try:
-        return max(0.0, float(v))
-    except ValueError:
-        pass
-    import email.utils
-    try:
-        when = email.utils.parsedate_to_datetime(v)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def server_delay(e: BaseException) -> float | None:

@@ -124,9 +124,12 @@ def parse_retry_after(headers: Any) -> float | None:
         v = headers.get("retry-after")
     except AttributeError:
         return None
-    if not v:
-        return None
-    v = str(v).strip()
+    return parse_retry_after_s(str(v)) if v else None
+
+
+def parse_retry_after_s(v: str) -> float | None:
+    """A Retry-After header's value: delta-seconds or an HTTP date (every provider's)."""
+    v = v.strip()
     try:
         return max(0.0, float(v))
     except ValueError:

@@ -2,10 +2,12 @@
 threaded server in a daemon thread, recorded requests, a FIFO of scripted replies with a
 fallback handler, and the low-level writes (JSON, chunked SSE, a cut connection).
 
-A subclass implements `answer(handler, request, reply)` and `default_reply(request)`.
+A subclass implements `route(handler, request)` and `default_reply(request)` (abstract: a
+fake that forgets one cannot be made).
 """
 from __future__ import annotations
 
+import abc
 import json
 import socket
 import threading
@@ -29,7 +31,7 @@ class Cut(Exception):
     """Raised inside a reply to drop the connection."""
 
 
-class FakeServer:
+class FakeServer(abc.ABC):
     """A scripted HTTP server on 127.0.0.1:<free port>."""
 
     name = "fake"
@@ -117,11 +119,13 @@ class FakeServer:
             self._requests.append(req)
 
     # ---- for subclasses
+    @abc.abstractmethod
     def default_reply(self, req: Recorded) -> Any:
-        raise NotImplementedError
+        """The reply when nothing is queued and no handler answers."""
 
+    @abc.abstractmethod
     def route(self, h: "_Handler", req: Recorded) -> None:
-        raise NotImplementedError
+        """Answer one recorded request on its handler."""
 
 
 class _Server(ThreadingHTTPServer):

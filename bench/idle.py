@@ -25,15 +25,15 @@ import _common  # noqa: F401  (sets sys.path: repository root first)
 
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 
-from _common import TempWorkspace, bench_settings, header, new_track, report, summary
+from _common import ROOT, TempWorkspace, bench_settings, header, new_track, report, summary
+
+sys.path.insert(2, str(ROOT / "tests" / "gui"))
+from gui_support import Xvfb  # noqa: E402  (the GUI tests' own Xvfb server)
 
 SIZE = (1600, 1000)
 WARMUP = 5.0
@@ -156,39 +156,6 @@ def child_app(stream: bool) -> None:
 # the parent: an Xvfb of our own, children side by side
 # ---------------------------------------------------------------------------------------------
 
-class Xvfb:
-    def __init__(self) -> None:
-        exe = shutil.which("Xvfb")
-        if exe is None:
-            raise SystemExit("bench/idle.py needs Xvfb (make install)")
-        for n in range(300, 400):
-            if not os.path.exists(f"/tmp/.X11-unix/X{n}") and not os.path.exists(f"/tmp/.X{n}-lock"):
-                break
-        self.display = f":{n}"
-        self.proc = subprocess.Popen([exe, self.display, "-screen", "0", "1920x1200x24",
-                                      "-nolisten", "tcp"], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        sock = f"/tmp/.X11-unix/X{n}"
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if os.path.exists(sock):
-                s = socket.socket(socket.AF_UNIX)
-                try:
-                    s.connect(sock)
-                    return
-                except OSError:
-                    pass
-                finally:
-                    s.close()
-            time.sleep(0.05)
-        self.close()
-        raise SystemExit("Xvfb did not start")
-
-    def close(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(10)
-
-
 def side_by_side(display: str, kinds: list[str]) -> dict[str, dict]:
     env = dict(os.environ, DISPLAY=display)
     procs = {k: subprocess.Popen([sys.executable, __file__, "--child", k], env=env,
@@ -208,10 +175,10 @@ def side_by_side(display: str, kinds: list[str]) -> dict[str, dict]:
 def main() -> int:
     print(f"bench/idle.py: windows of {SIZE[0]}x{SIZE[1]} under Xvfb + llvmpipe, side by side; "
           f"{os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}")
-    x = Xvfb()
+    x = Xvfb("1920x1200x24")      # the GUI tests' own (tests/gui/gui_support.py)
     try:
         header(f"idle: nobody touches the windows ({MEASURE:.0f} s after {WARMUP:.0f} s)")
-        r = side_by_side(x.display, ["bare", "bare-msaa0", "app"])
+        r = side_by_side(x.env["DISPLAY"], ["bare", "bare-msaa0", "app"])
         for k in ("bare", "bare-msaa0", "app"):
             report(f"{k}: CPU (% of a core)", r[k]["cpu_pct"], "%", fmt="{:.1f}",
                    note=f"{r[k]['fps']:.1f} frames/s")
@@ -220,7 +187,7 @@ def main() -> int:
         report("idle app / bare window without MSAA",
                r["app"]["cpu_pct"] / r["bare-msaa0"]["cpu_pct"], "x", fmt="{:.2f}")
         header(f"{WORKERS} workers streaming (60 chunks/s each) against the idle bare window")
-        s = side_by_side(x.display, ["bare", "app-stream"])
+        s = side_by_side(x.env["DISPLAY"], ["bare", "app-stream"])
         report("bare: CPU (% of a core)", s["bare"]["cpu_pct"], "%", fmt="{:.1f}",
                note=f"{s['bare']['fps']:.1f} frames/s")
         report("app, 8 workers streaming: CPU", s["app-stream"]["cpu_pct"], "%", fmt="{:.1f}",

@@ -233,12 +233,16 @@ class Branches:
             ticket.branch = f"clutch-ticket/{track.id}/{ticket.id}"
         return path
 
-    def _use_tree(self, ticket: Ticket, path: pathlib.Path) -> Workspace:
+    def _tree_workspace(self, path: pathlib.Path) -> Workspace:
+        """A worktree as a Workspace: the settings' sandbox, hiding every other tree."""
         assert self._tb is not None
         s = self.settings
-        ws = Workspace(self._tb.workspace_path(path), shell_timeout_s=s.shell_timeout_s,
-                       sandbox=s.sandbox, sandbox_network=s.sandbox_network,
-                       sandbox_hide=self._tb.sandbox_hide())
+        return Workspace(self._tb.workspace_path(path), shell_timeout_s=s.shell_timeout_s,
+                         sandbox=s.sandbox, sandbox_network=s.sandbox_network,
+                         sandbox_hide=self._tb.sandbox_hide())
+
+    def _use_tree(self, ticket: Ticket, path: pathlib.Path) -> Workspace:
+        ws = self._tree_workspace(path)
         with self._ws_lock:
             self._ticket_ws[ticket.id] = ws
         return ws
@@ -268,7 +272,7 @@ class Branches:
         try:
             sha = self._tb.commit_ticket(path, f"{ticket.id}: unfinished ({why[:80]})\n\n"
                                                f"Kept by Clutch; not merged.")
-            own = self._tb.git.out("rev-list", "--count", f"clutch/{track.id}..HEAD",
+            own = self._tb.git.out("rev-list", "--count", f"{track.branch}..HEAD",
                                    cwd=path) != "0"
         except WorktreeError as e:
             sha, own = None, True

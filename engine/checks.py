@@ -203,11 +203,7 @@ class Checks:
         probe = f"ACCEPT-{self._next_ticket_number()}"
         try:
             path = self._tb.ticket_worktree(track.id, probe)
-            ws = Workspace(self._tb.workspace_path(path), shell_timeout_s=self.ws.shell_timeout_s,
-                           sandbox=self.settings.sandbox,
-                           sandbox_network=self.settings.sandbox_network,
-                           sandbox_hide=self._tb.sandbox_hide())
-            res = ws.execute("run_shell", {"command": cmd})
+            res = self._tree_workspace(path).execute("run_shell", {"command": cmd})
             return res.ok, self._scrub(res.output or res.error or "")
         except WorktreeError as e:
             return False, f"the acceptance check could not run: {e}"

@@ -18,6 +18,7 @@ from providers.gemini_wire import (BLOCK_FINISH, MISSING_KEY_MESSAGE,
                                    StreamCut, build_config, build_contents,
                                    gemini_api_key_from_env, is_httpx_error, server_delay,
                                    take_chunk, usage_of)
+from providers.sdk_retry import RetryPolicy
 from providers.secrets import Scrubber
 
 # Gemini's finishReason -> Finish (anything else not in BLOCK_FINISH: OTHER)
@@ -84,8 +85,6 @@ class GeminiProvider:
         key = (api_key or "").strip()
         if not key:
             raise MissingApiKey(MISSING_KEY_MESSAGE)
-        import random
-
         from google import genai
         from google.genai import types
         self._types = types
@@ -95,8 +94,8 @@ class GeminiProvider:
         self.max_retries = max(0, int(max_retries))
         self.initial_delay_s = max(0.0, float(initial_delay_s))
         self.max_delay_s = max(self.initial_delay_s, float(max_delay_s))
-        self._sleep = sleep
-        self._rand = rand or random.random
+        self._retry = RetryPolicy(self.max_retries, self.initial_delay_s, self.max_delay_s,
+                                  sleep=sleep, rand=rand, slice_s=self._SLEEP_SLICE_S)
         self.scrubber = Scrubber([key])
         http = types.HttpOptions(
             base_url=self.base_url, api_version=self.api_version,
@@ -155,12 +154,12 @@ class GeminiProvider:
                               f"longest retry delay allowed ({self.max_delay_s:g} s), so it "
                               f"was not retried")
                 raise self._error(f, retryable=True)
-            delay = self._backoff(attempt, f.server_delay)
+            delay = self._retry.backoff(attempt, f.server_delay)
             if on_retry is not None:
                 on_retry({"attempt": attempt, "status": f.status, "delay_s": round(delay, 3),
                           "error": self.scrubber.scrub(f.message), "reason": f.reason,
                           "max_attempts": self.max_retries + 1, "model": request.model})
-            self._wait(delay, on_chunk)
+            self._retry.wait(delay, on_chunk)
 
     def _attempt(self, request: ModelRequest, contents: list[Any], config: Any,
                  on_chunk: ChunkFn, st: GeminiAttempt) -> ModelResponse:
@@ -264,19 +263,3 @@ class GeminiProvider:
                                  reason="malformed", retryable=True)
         return GeminiFailure(f"the Gemini call failed: {type(e).__name__}: {e}",
                              streamed=shown)
-
-    def _backoff(self, attempt: int, server_delay: float | None) -> float:
-        base = min(self.max_delay_s, self.initial_delay_s * 2 ** (attempt - 1))
-        delay = base * (0.5 + 0.5 * self._rand())
-        if server_delay is not None:
-            delay = max(delay, server_delay)
-        return delay
-
-    def _wait(self, delay: float, on_chunk: ChunkFn) -> None:
-        on_chunk("")                              # cancelled meanwhile? (raises Cancelled)
-        remaining = delay
-        while remaining > 1e-9:
-            step = min(remaining, self._SLEEP_SLICE_S)
-            self._sleep(step)
-            remaining -= step
-            on_chunk("")

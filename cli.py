@@ -142,17 +142,25 @@ def _lock_workspace(ws: Path, command: str) -> Any:
     return WorkspaceLock(ws).acquire(command)
 
 
-def cmd_gui(args: argparse.Namespace) -> int:
+def _take_lock(ws: Path, command: str) -> tuple[Any, int]:
+    """(the workspace's lock, 0), or (None, the exit code) once the reason is said: 3 when
+    another Clutch holds it, 2 when it cannot be taken at all."""
     from conductor_store import StoreError, WorkspaceBusy
+    try:
+        return _lock_workspace(ws, command), 0
+    except WorkspaceBusy as e:
+        return None, _fail(str(e), EXIT_BUSY)
+    except StoreError as e:
+        return None, _fail(str(e))
+
+
+def cmd_gui(args: argparse.Namespace) -> int:
     ws = Path(args.workspace).expanduser()
     lock = None
     if ws.is_dir():          # else the app itself says what is wrong with the workspace
-        try:
-            lock = _lock_workspace(ws.resolve(), "clutch" + (" --api" if args.api else ""))
-        except WorkspaceBusy as e:
-            return _fail(str(e), EXIT_BUSY)
-        except StoreError as e:
-            return _fail(str(e))
+        lock, code = _take_lock(ws.resolve(), "clutch" + (" --api" if args.api else ""))
+        if lock is None:
+            return code
     settings = None
     if args.tier_provider and ws.is_dir():      # the command line's over the saved settings
         try:
@@ -251,13 +259,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.yes and not sys.stdin.isatty():
         return _fail("approvals are needed but there is no terminal to ask on; run in a "
                      "terminal, or pass --yes to approve every spawn and tool call")
-    from conductor_store import StoreError, WorkspaceBusy
-    try:
-        lock = _lock_workspace(ws, "clutch run")
-    except WorkspaceBusy as e:
-        return _fail(str(e), EXIT_BUSY)
-    except StoreError as e:
-        return _fail(str(e))
+    lock, code = _take_lock(ws, "clutch run")
+    if lock is None:
+        return code
     with lock:
         return _run_locked(args, ws, settings, notices, epic)
 
@@ -487,13 +491,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings, notices = _settings(ws, args)
     except ValueError as e:
         return _fail(str(e))
-    from conductor_store import StoreError, WorkspaceBusy
-    try:
-        lock = _lock_workspace(ws, "clutch serve")
-    except WorkspaceBusy as e:
-        return _fail(str(e), EXIT_BUSY)
-    except StoreError as e:
-        return _fail(str(e))
+    lock, code = _take_lock(ws, "clutch serve")
+    if lock is None:
+        return code
     with lock:
         for n in notices:
             log.warning(n)

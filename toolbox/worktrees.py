@@ -24,10 +24,11 @@ import pathlib
 import shutil
 import threading
 
-from toolbox.worktrees_dirs import TrackRecords, WorktreeDirs, revert_in_scratch
-from toolbox.worktrees_merge import (advance_branch, commit_tree, conflict_result, diff_between,
-                                     drop_merged_refs, files_with_markers, merge_tree,
-                                     message_of, ticket_merged, tree_of, update_refs)
+from toolbox.worktrees_dirs import TrackRecords, WorktreeDirs
+from toolbox.worktrees_merge import (advance_branch, commit_tree, conflict_result,
+                                     files_with_markers, merge_tree, message_of, tree_of,
+                                     update_refs)
+from toolbox.worktrees_tidy import TicketTidy, drain_pool
 from toolbox.worktrees_model import (CONFLICT_SUFFIX, POOL_DIR, ConflictSide, GitRunner,
                                      MergeResult, TrackBranch, WorktreeError, WorktreeInfo,
                                      check_count, check_id, merged_ref, repair_branch, said,
@@ -37,7 +38,7 @@ __all__ = ("TrackBranches", "TrackBranch", "MergeResult", "ConflictSide", "Workt
            "WorktreeError", "drain_pool")
 
 
-class TrackBranches:
+class TrackBranches(TicketTidy):
     """Track branches and ticket worktrees of the git repository holding ``root``. Construct
     with :meth:`detect` (or directly: then ``is_git``/``reason`` tell, and every operation on
     a non-repository raises WorktreeError with that reason)."""
@@ -324,120 +325,3 @@ class TrackBranches:
             rec["merged_into"] = target
             self._records.write(track_id, rec)
             return result
-
-    # -- see and undo one ticket ---------------------------------------------------------------
-
-    def ticket_diff(self, track_id: str, ticket_id: str) -> tuple[list[str], str]:
-        """(files changed, unified diff) of one ticket: its merged commit against the track
-        before it, or, before the merge, its branch against where it forked."""
-        self._need()
-        merged = self.git.rev(merged_ref(check_id(track_id, "track id"),
-                                         check_id(ticket_id, "ticket id")))
-        if merged is not None:
-            a, b = f"{merged}^1", merged
-        else:
-            tip = self._tip(ticket_branch(track_id, ticket_id), f"ticket {ticket_id}'s")
-            a = self.git.out("merge-base", self._tip(track_branch(track_id), "track"), tip)
-            b = tip
-        return diff_between(self.git, a, b)
-
-    def revert_ticket(self, track_id: str, sha: str, on: str | None = None) -> str:
-        """Revert commit ``sha`` on the track branch (or on branch ``on``, e.g. the user's after
-        the track merged); the new commit's SHA. A conflict: WorktreeError naming the files,
-        nothing changed. The user's checked-out tree only ever fast-forwards."""
-        dirs = self._need()
-        target = on or track_branch(check_id(track_id, "track id"))
-        commit = self.git.rev(sha) if isinstance(sha, str) and sha.strip() else None
-        if commit is None:
-            raise WorktreeError(f"revert: {sha!r} names no commit")
-        with self._lock:
-            tip = self._tip(target, "the")
-            if not self.git.is_ancestor(commit, tip):
-                raise WorktreeError(f"revert: {commit[:12]} is not on {target}")
-            new = revert_in_scratch(self.git, dirs, tip, commit, target)
-            refused = advance_branch(self.git, target, new, tip, f"the revert of {commit[:12]}")
-            if refused is not None:
-                raise WorktreeError(refused.message)
-            return new
-
-    def forget_merge(self, track_id: str, ticket_id: str) -> None:
-        """A reverted ticket's next run merges afresh (not "already merged")."""
-        with self._lock:
-            drop_merged_refs(self._need() and self.git, check_id(track_id, "track id"),
-                             check_id(ticket_id, "ticket id"))
-
-    # -- clean up ------------------------------------------------------------------------------
-
-    def cleanup_ticket(self, track_id: str, ticket_id: str, keep_branch: bool = False,
-                       discard: bool = False, recycle: bool = False) -> None:
-        """Remove the ticket's worktrees (its own and a conflict one) and, unless
-        ``keep_branch``, its branches. Uncommitted changes or an unmerged branch are refused
-        unless ``discard`` (the person dropped the ticket). With ``recycle`` (while the track has
-        tickets to come) a clean worktree goes to the track's pool instead, so the next
-        ticket's set-up checks out only what differs; ``cleanup_track`` empties the pool."""
-        dirs = self._need()
-        path = self.worktree_path(track_id, ticket_id)
-        conflict = path.with_name(ticket_id + CONFLICT_SUFFIX)
-        if not discard and not keep_branch and not ticket_merged(self.git, track_id, ticket_id):
-            raise WorktreeError(f"ticket {ticket_id}'s branch {ticket_branch(track_id, ticket_id)} "
-                                f"is not merged into {track_branch(track_id)}; merge it, keep "
-                                f"the branch, or pass discard=True to drop its change")
-        if not discard:
-            for p in (path, conflict):
-                if (p / ".git").is_file() and dirs.find(p) is not None and dirs.dirty(p):
-                    raise WorktreeError(f"the worktree {p} has uncommitted changes "
-                                        f"({', '.join(dirs.dirty(p)[:5])}); commit them or pass "
-                                        f"discard=True")
-        if not (recycle and dirs.recycle(path, self._pool(track_id))):
-            dirs.remove(path, discard=discard)
-        dirs.remove(conflict, discard=True)  # a conflict tree's state lives on in its branch
-        if not keep_branch:
-            with self._lock:
-                dirs.delete_branch(ticket_branch(track_id, ticket_id))
-                dirs.delete_branch(repair_branch(track_id, ticket_id))
-
-    def cleanup_track(self, track_id: str, keep_branch: bool = False,
-                      discard: bool = False) -> None:
-        """Clean up every ticket of the track, then the track branch unless ``keep_branch``
-        (refused while it is not merged, unless ``discard``)."""
-        dirs = self._need()
-        check_id(track_id, "track id")
-        tickets = set()
-        for ns in ("clutch-ticket", "clutch-repair"):
-            refs = self.git.out("for-each-ref", "--format=%(refname)", f"refs/heads/{ns}/{track_id}/")
-            tickets |= {r.rsplit("/", 1)[1] for r in refs.split()}
-        track_dir = dirs.base_dir / track_id
-        if track_dir.is_dir():
-            tickets |= {p.name.removesuffix(CONFLICT_SUFFIX) for p in track_dir.iterdir()
-                        if p.name != POOL_DIR}
-        branch = track_branch(track_id)
-        tip = self.git.rev(f"refs/heads/{branch}")
-        if not keep_branch and not discard and tip is not None:
-            rec = self._records.read(track_id) or {}
-            into = rec.get("merged_into")
-            into_tip = self.git.rev(f"refs/heads/{into}") if into else None
-            if into_tip is None or not self.git.is_ancestor(tip, into_tip):
-                raise WorktreeError(f"{branch} is not merged into the user's branch; merge it "
-                                    f"(merge_track), keep it (keep_branch=True) or pass "
-                                    f"discard=True to drop it")
-        for ticket_id in sorted(tickets):
-            self.cleanup_ticket(track_id, ticket_id, keep_branch=keep_branch, discard=discard,
-                                recycle=False)
-        dirs.drain_pool(self._pool(track_id))
-        if not keep_branch:
-            with self._lock:
-                dirs.delete_branch(branch)
-                self._records.path(track_id).unlink(missing_ok=True)
-                drop_merged_refs(self.git, track_id)
-        self.git.run("worktree", "prune")
-
-    def list_worktrees(self) -> list[WorktreeInfo]:
-        """Every worktree git knows of (the main one first)."""
-        self._need()
-        return self.git.worktrees()
-
-
-def drain_pool(tb: TrackBranches, track_id: str) -> None:
-    """Remove the track's pooled (prepared, unused) worktrees: nothing of a ticket is in them."""
-    tb._need().drain_pool(tb._pool(check_id(track_id, "track id")))
-    tb.git.run("worktree", "prune")

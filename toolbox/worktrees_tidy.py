@@ -1,0 +1,137 @@
+"""Seeing, undoing and tidying away one ticket's or one track's work (the half of
+:class:`toolbox.worktrees.TrackBranches` that runs after a ticket is merged or dropped).
+
+A mixin of TrackBranches: it uses the instance's runner (``git``), lock (``_lock``: every
+branch move), worktree directories (``_need()``), track records (``_records``) and pool
+paths (``_pool``). Threads: as TrackBranches (the engine's executor and tidy threads). State:
+none of its own.
+"""
+from __future__ import annotations
+
+from toolbox.worktrees_dirs import revert_in_scratch
+from toolbox.worktrees_merge import (advance_branch, diff_between, drop_merged_refs,
+                                     ticket_merged)
+from toolbox.worktrees_model import (CONFLICT_SUFFIX, POOL_DIR, WorktreeError, WorktreeInfo,
+                                     check_id, merged_ref, repair_branch, ticket_branch,
+                                     track_branch)
+
+
+class TicketTidy:
+    """Mixin of TrackBranches: per-ticket diff and revert, and removing trees and branches."""
+
+    # -- see and undo one ticket ---------------------------------------------------------------
+
+    def ticket_diff(self, track_id: str, ticket_id: str) -> tuple[list[str], str]:
+        """(files changed, unified diff) of one ticket: its merged commit against the track
+        before it, or, before the merge, its branch against where it forked."""
+        self._need()
+        merged = self.git.rev(merged_ref(check_id(track_id, "track id"),
+                                         check_id(ticket_id, "ticket id")))
+        if merged is not None:
+            a, b = f"{merged}^1", merged
+        else:
+            tip = self._tip(ticket_branch(track_id, ticket_id), f"ticket {ticket_id}'s")
+            a = self.git.out("merge-base", self._tip(track_branch(track_id), "track"), tip)
+            b = tip
+        return diff_between(self.git, a, b)
+
+    def revert_ticket(self, track_id: str, sha: str, on: str | None = None) -> str:
+        """Revert commit ``sha`` on the track branch (or on branch ``on``, e.g. the user's after
+        the track merged); the new commit's SHA. A conflict: WorktreeError naming the files,
+        nothing changed. The user's checked-out tree only ever fast-forwards."""
+        dirs = self._need()
+        target = on or track_branch(check_id(track_id, "track id"))
+        commit = self.git.rev(sha) if isinstance(sha, str) and sha.strip() else None
+        if commit is None:
+            raise WorktreeError(f"revert: {sha!r} names no commit")
+        with self._lock:
+            tip = self._tip(target, "the")
+            if not self.git.is_ancestor(commit, tip):
+                raise WorktreeError(f"revert: {commit[:12]} is not on {target}")
+            new = revert_in_scratch(self.git, dirs, tip, commit, target)
+            refused = advance_branch(self.git, target, new, tip, f"the revert of {commit[:12]}")
+            if refused is not None:
+                raise WorktreeError(refused.message)
+            return new
+
+    def forget_merge(self, track_id: str, ticket_id: str) -> None:
+        """A reverted ticket's next run merges afresh (not "already merged")."""
+        with self._lock:
+            drop_merged_refs(self._need() and self.git, check_id(track_id, "track id"),
+                             check_id(ticket_id, "ticket id"))
+
+    # -- clean up ------------------------------------------------------------------------------
+
+    def cleanup_ticket(self, track_id: str, ticket_id: str, keep_branch: bool = False,
+                       discard: bool = False, recycle: bool = False) -> None:
+        """Remove the ticket's worktrees (its own and a conflict one) and, unless
+        ``keep_branch``, its branches. Uncommitted changes or an unmerged branch are refused
+        unless ``discard`` (the person dropped the ticket). With ``recycle`` (while the track has
+        tickets to come) a clean worktree goes to the track's pool instead, so the next
+        ticket's set-up checks out only what differs; ``cleanup_track`` empties the pool."""
+        dirs = self._need()
+        path = self.worktree_path(track_id, ticket_id)
+        conflict = path.with_name(ticket_id + CONFLICT_SUFFIX)
+        if not discard and not keep_branch and not ticket_merged(self.git, track_id, ticket_id):
+            raise WorktreeError(f"ticket {ticket_id}'s branch {ticket_branch(track_id, ticket_id)} "
+                                f"is not merged into {track_branch(track_id)}; merge it, keep "
+                                f"the branch, or pass discard=True to drop its change")
+        if not discard:
+            for p in (path, conflict):
+                if (p / ".git").is_file() and dirs.find(p) is not None and dirs.dirty(p):
+                    raise WorktreeError(f"the worktree {p} has uncommitted changes "
+                                        f"({', '.join(dirs.dirty(p)[:5])}); commit them or pass "
+                                        f"discard=True")
+        if not (recycle and dirs.recycle(path, self._pool(track_id))):
+            dirs.remove(path, discard=discard)
+        dirs.remove(conflict, discard=True)  # a conflict tree's state lives on in its branch
+        if not keep_branch:
+            with self._lock:
+                dirs.delete_branch(ticket_branch(track_id, ticket_id))
+                dirs.delete_branch(repair_branch(track_id, ticket_id))
+
+    def cleanup_track(self, track_id: str, keep_branch: bool = False,
+                      discard: bool = False) -> None:
+        """Clean up every ticket of the track, then the track branch unless ``keep_branch``
+        (refused while it is not merged, unless ``discard``)."""
+        dirs = self._need()
+        check_id(track_id, "track id")
+        tickets = set()
+        for ns in ("clutch-ticket", "clutch-repair"):
+            refs = self.git.out("for-each-ref", "--format=%(refname)", f"refs/heads/{ns}/{track_id}/")
+            tickets |= {r.rsplit("/", 1)[1] for r in refs.split()}
+        track_dir = dirs.base_dir / track_id
+        if track_dir.is_dir():
+            tickets |= {p.name.removesuffix(CONFLICT_SUFFIX) for p in track_dir.iterdir()
+                        if p.name != POOL_DIR}
+        branch = track_branch(track_id)
+        tip = self.git.rev(f"refs/heads/{branch}")
+        if not keep_branch and not discard and tip is not None:
+            rec = self._records.read(track_id) or {}
+            into = rec.get("merged_into")
+            into_tip = self.git.rev(f"refs/heads/{into}") if into else None
+            if into_tip is None or not self.git.is_ancestor(tip, into_tip):
+                raise WorktreeError(f"{branch} is not merged into the user's branch; merge it "
+                                    f"(merge_track), keep it (keep_branch=True) or pass "
+                                    f"discard=True to drop it")
+        for ticket_id in sorted(tickets):
+            self.cleanup_ticket(track_id, ticket_id, keep_branch=keep_branch, discard=discard,
+                                recycle=False)
+        dirs.drain_pool(self._pool(track_id))
+        if not keep_branch:
+            with self._lock:
+                dirs.delete_branch(branch)
+                self._records.path(track_id).unlink(missing_ok=True)
+                drop_merged_refs(self.git, track_id)
+        self.git.run("worktree", "prune")
+
+    def list_worktrees(self) -> list[WorktreeInfo]:
+        """Every worktree git knows of (the main one first)."""
+        self._need()
+        return self.git.worktrees()
+
+
+def drain_pool(tb, track_id: str) -> None:
+    """Remove the track's pooled (prepared, unused) worktrees: nothing of a ticket is in them."""
+    tb._need().drain_pool(tb._pool(check_id(track_id, "track id")))
+    tb.git.run("worktree", "prune")

@@ -89,6 +89,7 @@ class ConductorEngine(LoopContext, TrackWriter, Planning, Curation, Scheduler, T
         self.notices: list[str] = []
         self._repomap: Any = None               # toolbox.RepoMap, built on the first plan
         self._repomap_lock = threading.Lock()
+        self._tree_maps: dict[str, Any] = {}      # worktree id -> its last RepoMap
         if settings is None:
             settings, notices = self.store.load_settings()
             self.notices.extend(notices)

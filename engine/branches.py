@@ -10,9 +10,10 @@ Outside git, or with worktrees off, tickets share the workspace directory as bef
 engine says so in its notices).
 
 Threads: `_open_worktree`, `_land`, `_set_aside`, `_conflict_life`, `_resolved_by_person`
-run on the ticket's executor thread (its tree is started on the small `_git_pool` as the
-ticket starts); `_start_branch` and `_finish_branch` are coroutines on the loop thread, which
-hand their git work to `_git_pool`; `_prewarm` (a planned track's first trees, on the pool)
+run on the ticket's executor thread (its tree is started on `_git_pool` as the ticket
+starts); `_start_branch` and `_finish_branch` are coroutines on the loop thread, which hand
+their git work to `_git_pool`; putting a landed ticket's tree away and preparing a planned
+track's first trees run on `_tidy_pool` (one thread: never in a ticket's way); `_prewarm`
 is called on the loop; `_drain_unused_pools` on the thread that closes the engine;
 `ticket_diff` on any thread. State owned: the running tickets' workspaces (`_ticket_ws`, under
 `_ws_lock`), the tracks that run in worktree mode (`_wt_tracks`, under the track lock) and
@@ -50,8 +51,12 @@ class Branches:
         self._ticket_ws: dict[str, Workspace] = {}
         self._wt_tracks: set[str] = set()
         self._git_later: dict[str, list[concurrent.futures.Future[None]]] = {}
+        # set-up (a ticket waits for it) and tidying (nobody does) never queue behind each
+        # other: a tree being made is on a ticket's critical path, a tree being put away is not
         self._git_pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=2, thread_name_prefix="clutch-git")
+            max_workers=8, thread_name_prefix="clutch-git")
+        self._tidy_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="clutch-tidy")
         s = self.settings
         chosen = not (s.git_commits and s.worktrees)     # the person turned them off
         reason = ("git commits are off in the settings" if not s.git_commits else
@@ -106,7 +111,7 @@ class Branches:
             return
         tb = self._tb
         for n in range(1, min(self.settings.max_workers, tickets) + 1):
-            fut = self._git_pool.submit(tb.prewarm, track_id, n)
+            fut = self._tidy_pool.submit(tb.prewarm, track_id, n)
             fut.add_done_callback(lambda f: self._prewarm_failed(track_id, f))
 
     def _prewarm_failed(self, track_id: str, fut: concurrent.futures.Future[int]) -> None:
@@ -292,10 +297,9 @@ class Branches:
         """Commit the ticket's tree and merge it into the track branch; the commit's SHA on
         the track branch. A conflict goes to `_conflict_life`."""
         assert self._tb is not None
-        sha = self._tb.commit_ticket(path, message)
-        if sha is None:
+        res = self._tb.land_ticket(track.id, ticket.id, path, message)
+        if res is None:
             return ""
-        res = self._tb.merge_ticket(track.id, ticket.id)
         if res.conflict:
             res = self._conflict_life(track, ticket, res, cancel)
         if not res.ok or res.sha is None:
@@ -304,8 +308,8 @@ class Branches:
         with self._lock:
             ticket.merge = res.how
         # its dependents need the merge, not the tidying: the tree goes to the pool off the
-        # critical path (the track's end waits for it)
-        fut = self._git_pool.submit(self._remove_tree, track, ticket, False)
+        # critical path, on the tidy thread (the track's end waits for it)
+        fut = self._tidy_pool.submit(self._remove_tree, track, ticket, False)
         with self._ws_lock:
             self._git_later.setdefault(track.id, []).append(fut)
         return res.sha

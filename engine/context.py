@@ -91,7 +91,10 @@ class LoopContext:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._io.shutdown(wait=True)
         self._git_pool.shutdown(wait=False, cancel_futures=True)
-        self._drain_unused_pools()      # after a checkout in flight (the pool's lock orders them)
+        # a tree being prepared is finished before the unused ones are removed (pending ones
+        # are dropped), so no half-made tree is left behind
+        self._tidy_pool.shutdown(wait=True, cancel_futures=True)
+        self._drain_unused_pools()
         self.comms.close()
         with self._provider_lock:
             self._close_provider()

@@ -9,7 +9,8 @@ panel's context view.
 
 Threads: every method runs on an executor thread (the agent's own, or a planner's); none runs
 on the loop or the GUI thread (a map refresh reads the disk). State owned: the engine's one
-`RepoMap` (`_repomap`, created under `_repomap_lock`; the map locks itself). A map that cannot
+`RepoMap` (`_repomap`, created under `_repomap_lock`; the map locks itself), and the last
+map of each worktree a worker used (`_tree_maps`, under the same lock). A map that cannot
 be built is a warning in the log and a line in the request saying why, never a lost request.
 """
 from __future__ import annotations
@@ -29,6 +30,22 @@ READ_SPECS = tuple(t for t in TOOL_SPECS if t.kind == "read")
 PLAN_MAP_TOKENS = 2048      # Tier 1 and Tier 2 see the widest map
 WORKER_MAP_TOKENS = 1024    # a worker's map is focused on its files: smaller
 QA_FILE_TOKENS = 2000       # each file a failure touches, cut to this
+_TREE_MAPS = 32             # worktrees whose last map is kept (a pool holds a few)
+
+
+def _tree_identity(root: Path) -> str:
+    """What identifies a linked worktree across `git worktree move`: its `.git` file (it names
+    the tree's administrative directory, which a move keeps); "" when `root` is in none."""
+    for d in (root, *root.parents):
+        marker = d / ".git"
+        if marker.is_file():
+            try:
+                return marker.read_text("utf-8", "replace").strip()
+            except OSError:
+                return ""
+        if marker.exists():
+            return ""
+    return ""
 
 
 class Curation:
@@ -62,14 +79,24 @@ class Curation:
 
     def _tree_map(self, root: Path | None) -> RepoMap:
         """The map of the tree a worker works in: the workspace's own map, or (for a ticket's
-        worktree, whose files may differ from the person's) a map of `root` seeded with the
-        workspace's, so only files that differ are parsed again; it is not cached on disk
-        (no cache file may appear in a worker's tree)."""
-        base = self._map()
+        worktree, whose files may differ from the person's) a map of `root`. A worktree that
+        was mapped before (a pooled tree: moved and switched to the next ticket's commit) is
+        seeded with its own last map, so only the files its checkout rewrote are read; a new
+        one with the workspace's, so only files whose content differs are parsed. Not cached
+        on disk (no cache file may appear in a worker's tree)."""
         if root is None or Path(root).resolve() == Path(self.workspace).resolve():
-            return base
-        rm = RepoMap(root, persist=False, seed=base)
+            return self._map()
+        key = _tree_identity(Path(root))
+        with self._repomap_lock:
+            mine = self._tree_maps.get(key) if key else None
+        rm = RepoMap(root, persist=False, seed=mine or self._map(), same_files=mine is not None)
         rm.refresh()
+        if key:
+            with self._repomap_lock:
+                self._tree_maps.pop(key, None)
+                self._tree_maps[key] = rm
+                while len(self._tree_maps) > _TREE_MAPS:
+                    self._tree_maps.pop(next(iter(self._tree_maps)))
         return rm
 
     def _worker_sections(self, track: Track, ticket: Ticket,

@@ -28,6 +28,7 @@ from toolbox.worktrees_dirs import TrackRecords, WorktreeDirs
 from toolbox.worktrees_merge import (advance_branch, commit_tree, conflict_result,
                                      files_with_markers, merge_tree, message_of, tree_of,
                                      update_refs)
+from toolbox.worktrees_libgit import LibGit
 from toolbox.worktrees_tidy import TicketTidy, drain_pool
 from toolbox.worktrees_model import (CONFLICT_SUFFIX, POOL_DIR, ConflictSide, GitRunner,
                                      MergeResult, TrackBranch, WorktreeError, WorktreeInfo,
@@ -50,6 +51,7 @@ class TrackBranches(TicketTidy):
         self.prefix = ""
         self._lock = threading.Lock()
         self._dirs: WorktreeDirs | None = None
+        self._lib: LibGit | None = None
         self.git = GitRunner(self.root)
         if shutil.which("git") is None:
             self.reason = "git is not installed (not found on PATH)"
@@ -73,6 +75,7 @@ class TrackBranches(TicketTidy):
         self.git = GitRunner(self.top)
         self._dirs = WorktreeDirs(self.git, self.top, common_dir)
         self._records = TrackRecords(self._dirs.base_dir)
+        self._lib = LibGit.open(self.top)
         if self.git.rev("HEAD") is None:
             self.reason = (f"the git repository at {str(self.top)!r} has no commits yet, so there "
                            f"is nothing to branch a track from; make a first commit (for example "
@@ -159,13 +162,16 @@ class TrackBranches(TicketTidy):
 
     def ticket_worktree(self, track_id: str, ticket_id: str) -> pathlib.Path:
         """The ticket's worktree, made from the track branch as it stands now; an existing
-        healthy one is reused (resume), a broken one made again (its branch kept)."""
+        healthy one is reused (resume), a broken one made again (its branch kept). A new
+        ticket takes a pooled tree when there is one (two git processes)."""
         dirs = self._need()
         path = self.worktree_path(track_id, ticket_id)
-        self._tip(track_branch(track_id), f"track {track_id}'s")
+        tb, kb = track_branch(track_id), ticket_branch(track_id, ticket_id)
+        if dirs.claim(self._pool(track_id), path, kb, f"refs/heads/{tb}", lib=self._lib):
+            return path
+        self._tip(tb, f"track {track_id}'s")
         dirs.ensure_excluded()
-        return dirs.add(path, ticket_branch(track_id, ticket_id), track_branch(track_id),
-                        pool=self._pool(track_id))
+        return dirs.add(path, kb, tb, pool=self._pool(track_id))
 
     def prewarm(self, track_id: str, count: int = 1) -> int:
         """Fill the track's pool with up to ``count`` worktrees detached at the track tip (at
@@ -183,21 +189,40 @@ class TrackBranches(TicketTidy):
     def commit_ticket(self, worktree, message: str) -> str | None:
         """Commit everything changed in ``worktree`` (``git add -A``: .gitignore respected) as
         Clutch; the commit's SHA, or None when nothing changed."""
-        self._need()
+        wt = self._commit(worktree, message)
+        return None if wt is None else self.git.out("rev-parse", "HEAD", cwd=wt)
+
+    def _commit(self, worktree, message: str) -> pathlib.Path | None:
+        """``git add -A``, then the commit: in-process when it can be, else ``git commit``;
+        None when nothing changed (git's "nothing to commit" is confirmed before it is
+        believed)."""
+        base = self._need().base_dir
         wt = pathlib.Path(worktree)
         if not isinstance(message, str) or not message.strip():
             raise WorktreeError("commit_ticket: the commit message is empty")
-        if not (wt / ".git").is_file() or not wt.resolve().is_relative_to(self._need().base_dir):
+        if not (wt / ".git").is_file() or not wt.resolve().is_relative_to(base):
             raise WorktreeError(f"{str(wt)!r} is not one of Clutch's ticket worktrees")
         self.git.run("add", "-A", cwd=wt)
+        done = self._lib.commit_index(wt, message) if self._lib is not None else None
+        if done is not None:
+            return wt if done else None
+        made = self.git.run("commit", "-q", "--no-verify", "-F", "-", cwd=wt, identity=True,
+                            input=message.encode("utf-8"), check=False)
+        if made.returncode == 0:
+            return wt
         staged = self.git.run("diff", "--cached", "--quiet", cwd=wt, check=False)
         if staged.returncode == 0:
             return None
-        if staged.returncode != 1:
-            raise WorktreeError(f"git diff --cached failed in {wt}: {said(staged)}")
-        self.git.run("commit", "-q", "--no-verify", "-F", "-", cwd=wt, identity=True,
-                     input=message.encode("utf-8"))
-        return self.git.out("rev-parse", "HEAD", cwd=wt)
+        raise WorktreeError(f"git commit failed in {wt}: {said(made)}")
+
+    def land_ticket(self, track_id: str, ticket_id: str, worktree,
+                    message: str) -> MergeResult | None:
+        """Commit the ticket's worktree and merge it into the track branch: what a finished
+        ticket does before its dependents may start, so it is the fast path (one git process
+        and libgit2 in the usual case). None when nothing changed."""
+        if self._commit(worktree, message) is None:
+            return None
+        return self.merge_ticket(track_id, ticket_id)
 
     # -- merging a ticket into its track -------------------------------------------------------
 
@@ -207,31 +232,47 @@ class TrackBranches(TicketTidy):
         tb = track_branch(check_id(track_id, "track id"))
         kb = ticket_branch(track_id, check_id(ticket_id, "ticket id"))
         with self._lock:
-            track_tip = self._tip(tb, f"track {track_id}'s")
-            ticket_tip = self._tip(kb, f"ticket {ticket_id}'s")
-            done = self.git.rev(merged_ref(track_id, ticket_id))
-            if done and self.git.is_ancestor(done, track_tip):
-                return MergeResult(sha=done, how="already merged", merged_into=tb)
-            fork = self.git.out("merge-base", track_tip, ticket_tip)
-            if fork == ticket_tip:
-                return MergeResult(sha=None, how="nothing to merge", merged_into=tb,
-                                   message=f"{kb} has no commit that {tb} lacks")
-            single = self.git.out("rev-list", "--count", f"{fork}..{ticket_tip}") == "1"
-            if fork == track_tip and single:
-                new, how = ticket_tip, "fast-forward"
-            else:
-                tree, conflicts = merge_tree(self.git, track_tip, ticket_tip)
-                if conflicts:
-                    return conflict_result(self.git, conflicts, kb, tb)
-                if tree == tree_of(self.git, track_tip):
-                    return MergeResult(sha=None, how="nothing to merge", merged_into=tb,
-                                       message=f"{tb} already holds every change of {kb}")
-                new = commit_tree(self.git, tree, [track_tip],
-                                  message_of(self.git, fork, ticket_tip), author_of=ticket_tip)
-                how = "rebase"
-            update_refs(self.git, [(f"refs/heads/{tb}", new, track_tip),
-                                   (merged_ref(track_id, ticket_id), new, None)])
-            return MergeResult(sha=new, how=how, merged_into=tb)
+            if self._lib is not None:
+                done = self._lib.land(f"refs/heads/{tb}", f"refs/heads/{kb}",
+                                      merged_ref(track_id, ticket_id))
+                if done is not None:
+                    return done
+            # one process reads both tips and the ticket's parents: a single commit on the
+            # track tip is fast-forwarded by a compare-and-swap, without further reading
+            tips = self.git.run("rev-parse", f"refs/heads/{tb}", f"refs/heads/{kb}",
+                                f"refs/heads/{kb}^@", "--", check=False)
+            if tips.returncode == 0:
+                track_tip, ticket_tip, *parents = tips.stdout.decode().split()[:-1]  # no "--"
+                if parents == [track_tip]:
+                    update_refs(self.git, [(f"refs/heads/{tb}", ticket_tip, track_tip),
+                                           (merged_ref(track_id, ticket_id), ticket_tip, None)])
+                    return MergeResult(sha=ticket_tip, how="fast-forward", merged_into=tb)
+            return self._merge_slowly(track_id, ticket_id, tb, kb)
+
+    def _merge_slowly(self, track_id: str, ticket_id: str, tb: str, kb: str) -> MergeResult:
+        """merge_ticket when the ticket is not one commit on the track tip (caller holds the
+        lock): already merged, nothing to merge, or a rebase onto the track (a conflict
+        leaves the track untouched)."""
+        track_tip = self._tip(tb, f"track {track_id}'s")
+        ticket_tip = self._tip(kb, f"ticket {ticket_id}'s")
+        done = self.git.rev(merged_ref(track_id, ticket_id))
+        if done and self.git.is_ancestor(done, track_tip):
+            return MergeResult(sha=done, how="already merged", merged_into=tb)
+        fork = self.git.out("merge-base", track_tip, ticket_tip)
+        if fork == ticket_tip:
+            return MergeResult(sha=None, how="nothing to merge", merged_into=tb,
+                               message=f"{kb} has no commit that {tb} lacks")
+        tree, conflicts = merge_tree(self.git, track_tip, ticket_tip)
+        if conflicts:
+            return conflict_result(self.git, conflicts, kb, tb)
+        if tree == tree_of(self.git, track_tip):
+            return MergeResult(sha=None, how="nothing to merge", merged_into=tb,
+                               message=f"{tb} already holds every change of {kb}")
+        new = commit_tree(self.git, tree, [track_tip], message_of(self.git, fork, ticket_tip),
+                          author_of=ticket_tip)
+        update_refs(self.git, [(f"refs/heads/{tb}", new, track_tip),
+                               (merged_ref(track_id, ticket_id), new, None)])
+        return MergeResult(sha=new, how="rebase", merged_into=tb)
 
     def conflict_worktree(self, track_id: str, ticket_id: str) -> pathlib.Path:
         """A fresh worktree on ``clutch-repair/<track>/<ticket>`` holding the conflicted merge

@@ -44,6 +44,7 @@ class WorktreeDirs:
         self.base_dir = top.joinpath(*WORKTREES_DIR)
         self._exclude_lock = threading.Lock()
         self._admin = threading.RLock()
+        self._filling = threading.Lock()     # one pool filled at a time: never over-filled
 
     # -- .clutch/ is ignored without touching the user's .gitignore ----------------------------
 
@@ -79,6 +80,29 @@ class WorktreeDirs:
         proc = self.git.run("rev-parse", "--show-toplevel", cwd=path, check=False)
         return proc.returncode == 0 and same_path(pathlib.Path(proc.stdout.decode().strip()), path)
 
+    def claim(self, pool: pathlib.Path, path: pathlib.Path, branch: str, start: str,
+              lib=None) -> bool:
+        """The quick way to a new ticket's tree (nothing at ``path`` yet): a pooled worktree
+        moved to ``path`` and switched to a new ``branch`` at ``start`` (a ref or commit),
+        which checks out only the files that differ (in-process through ``lib``, a LibGit,
+        when it may); one or two git processes, the administration lock held for the move. False when there is no pooled tree, or ``branch``
+        already exists and is checked out elsewhere: then :meth:`add` makes the tree."""
+        if path.exists() or not pool.is_dir():
+            return False
+        with self._admin:
+            for entry in sorted(pool.iterdir()):
+                moved = self.git.run("worktree", "move", str(entry), str(path), check=False)
+                if moved.returncode == 0:
+                    break     # else another thread took it, or it is broken: cleanup drops it
+            else:
+                return False
+        if lib is not None and lib.switch_tree(path, branch, start):
+            return True
+        made = self.git.run("checkout", "-q", "-f", "-b", branch, start, cwd=path, check=False)
+        if made.returncode != 0:       # the branch exists (a retry): the tree goes onto it
+            made = self.git.run("checkout", "-q", "-f", branch, "--", cwd=path, check=False)
+        return made.returncode == 0
+
     @_serial
     def add(self, path: pathlib.Path, branch: str, start: str | None,
             pool: pathlib.Path | None = None) -> pathlib.Path:
@@ -97,28 +121,54 @@ class WorktreeDirs:
         if pool is not None and self._from_pool(pool, path, branch, None if exists else start):
             return path
         if exists:
-            args = ["worktree", "add", "-q", str(path), branch]
+            self._fresh(path, branch)
         else:
             if start is None:
                 raise WorktreeError(f"branch {branch} does not exist and no start was given")
-            args = ["worktree", "add", "-q", "-b", branch, str(path), start]
-        self.git.run(*args)
+            self._fresh(path, "-b", branch, start)
         return path
+
+    def _fresh(self, path: pathlib.Path, *what: str) -> None:
+        """``git worktree add`` in two steps, so the administration lock is held only while
+        git registers the tree, not while it writes every file of the repository: the tree
+        is added locked ("initializing", as git itself marks a tree it is still making, which
+        :meth:`healthy` never takes) and without files, then filled and unlocked."""
+        args = list(what)
+        branch_args = args[:2] if args[0] == "-b" else []
+        rest = args[2:] if branch_args else args
+        with self._admin:
+            self.git.run("worktree", "add", "-q", "--no-checkout", "--lock", "--reason",
+                         "initializing", *branch_args, str(path), *rest)
+        self.git.run("reset", "-q", "--hard", cwd=path)
+        self.git.run("worktree", "unlock", str(path))
 
     # -- recycling: a finished ticket's tree becomes the next ticket's, so set-up checks out
     # -- only the files that differ instead of every file of the repository ------------------
 
-    @_serial
-    def recycle(self, path: pathlib.Path, pool: pathlib.Path) -> bool:
-        """Move the (clean) worktree at ``path`` into ``pool``, detached from its branch.
-        False (and nothing done) when it is not a clean, registered worktree."""
-        info = self.find(path)
-        if info is None or info.locked or info.prunable or self.dirty(path):
+    def recycle(self, path: pathlib.Path, pool: pathlib.Path, lib=None) -> bool:
+        """Move the (clean) worktree at ``path`` into ``pool``, detached from its branch, its
+        ignored files (caches, build output) removed. False (and nothing done) when it is
+        not a clean worktree of this repository. The administration lock is held for the
+        move only, so a ticket claiming a tree meanwhile does not wait for this one's tidying.
+        One ``git status`` and the move; ``git clean`` only when ignored files are there, the
+        detach in-process through ``lib`` (a LibGit) when given."""
+        if not (path / ".git").is_file() or not path.resolve().is_relative_to(self.base_dir):
             return False
-        self.git.run("switch", "-q", "--detach", cwd=path)
+        proc = self.git.run("status", "--porcelain=v1", "-z", "--untracked-files=all",
+                            "--ignored", cwd=path, check=False)
+        if proc.returncode != 0:
+            return False
+        entries = [e for e in proc.stdout.decode("utf-8", "surrogateescape").split("\0") if e]
+        if any(not e.startswith("!! ") for e in entries):
+            return False                 # uncommitted work: never recycled (nor dropped)
+        if not (lib is not None and lib.detach(path)):
+            self.git.run("switch", "-q", "--detach", cwd=path)
+        if entries:
+            self.git.run("clean", "-ffdxq", cwd=path)
         pool.mkdir(parents=True, exist_ok=True)
         dest = pool / f"{secrets.token_hex(4)}"
-        self.git.run("worktree", "move", str(path), str(dest))
+        with self._admin:
+            self.git.run("worktree", "move", str(path), str(dest))
         return True
 
     def _from_pool(self, pool: pathlib.Path, path: pathlib.Path, branch: str,
@@ -136,26 +186,33 @@ class WorktreeDirs:
             return True
         return False
 
-    @_serial
     def fill_pool(self, pool: pathlib.Path, tip: str, count: int) -> int:
         """Add detached worktrees at ``tip`` to ``pool`` until it holds ``count``; how many
-        it holds."""
-        have = len(list(pool.iterdir())) if pool.is_dir() else 0
-        pool.mkdir(parents=True, exist_ok=True)
-        while have < count:
-            dest = pool / f"{os.getpid()}-{threading.get_ident()}-{secrets.token_hex(4)}"
-            self.git.run("worktree", "add", "-q", "--detach", str(dest), tip)
-            have += 1
-        return have
+        it holds. A tree is moved into the pool only once its files are written, so a
+        ticket never claims a half-made one."""
+        with self._filling:
+            pool.mkdir(parents=True, exist_ok=True)
+            have = len(list(pool.iterdir()))
+            while have < count:
+                name = f"{os.getpid()}-{threading.get_ident()}-{secrets.token_hex(4)}"
+                making = making_dir(pool) / name
+                making.parent.mkdir(parents=True, exist_ok=True)
+                self._fresh(making, "--detach", tip)
+                with self._admin:
+                    self.git.run("worktree", "move", str(making), str(pool / name))
+                have = len(list(pool.iterdir()))
+            return have
 
     @_serial
     def drain_pool(self, pool: pathlib.Path) -> None:
-        """Remove every pooled worktree (their files were all committed or discarded)."""
-        if pool.is_dir():
-            for entry in sorted(pool.iterdir()):
-                self.remove(entry, discard=True)
-            if pool.is_dir() and not any(pool.iterdir()):
-                pool.rmdir()
+        """Remove every pooled worktree, and any a killed run left half-made (their files were
+        all committed or discarded, or never were a ticket's)."""
+        for d in (pool, making_dir(pool)):
+            if d.is_dir():
+                for entry in sorted(d.iterdir()):
+                    self.remove(entry, discard=True)
+                if d.is_dir() and not any(d.iterdir()):
+                    d.rmdir()
 
     def _drop_registration(self, info: WorktreeInfo) -> None:
         """Forget a worktree git still lists elsewhere (a moved repository, a stale entry)."""
@@ -232,6 +289,12 @@ class WorktreeDirs:
         proc = self.git.run("branch", "-D", "-q", branch, check=False)
         if proc.returncode != 0 and self.git.rev(f"refs/heads/{branch}") is not None:
             raise WorktreeError(f"could not delete branch {branch}: {said(proc)}")
+
+
+def making_dir(pool: pathlib.Path) -> pathlib.Path:
+    """Where a pooled tree is written before it joins ``pool`` (beside it; no ticket id starts
+    with "_", so neither name is a ticket's)."""
+    return pool.with_name("_making")
 
 
 def revert_in_scratch(git: GitRunner, dirs: WorktreeDirs, tip: str, commit: str,

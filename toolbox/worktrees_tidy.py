@@ -11,7 +11,7 @@ from __future__ import annotations
 from toolbox.worktrees_dirs import revert_in_scratch
 from toolbox.worktrees_merge import (advance_branch, diff_between, drop_merged_refs,
                                      ticket_merged)
-from toolbox.worktrees_model import (CONFLICT_SUFFIX, POOL_DIR, WorktreeError, WorktreeInfo,
+from toolbox.worktrees_model import (CONFLICT_SUFFIX, WorktreeError, WorktreeInfo,
                                      check_id, merged_ref, repair_branch, ticket_branch,
                                      track_branch)
 
@@ -82,13 +82,19 @@ class TicketTidy:
                     raise WorktreeError(f"the worktree {p} has uncommitted changes "
                                         f"({', '.join(dirs.dirty(p)[:5])}); commit them or pass "
                                         f"discard=True")
-        if not (recycle and dirs.recycle(path, self._pool(track_id))):
+        # a tree that is not there costs no git process (a registration left by a deleted
+        # directory goes with the track's `git worktree prune`)
+        if path.exists() and not (recycle and dirs.recycle(path, self._pool(track_id),
+                                                           self._lib)):
             dirs.remove(path, discard=discard)
-        dirs.remove(conflict, discard=True)  # a conflict tree's state lives on in its branch
+        if conflict.exists():
+            dirs.remove(conflict, discard=True)  # a conflict tree's state lives on in its branch
         if not keep_branch:
+            names = [ticket_branch(track_id, ticket_id), repair_branch(track_id, ticket_id)]
             with self._lock:
-                dirs.delete_branch(ticket_branch(track_id, ticket_id))
-                dirs.delete_branch(repair_branch(track_id, ticket_id))
+                if self._lib is None or not self._lib.delete_branches(names):
+                    for name in names:
+                        dirs.delete_branch(name)
 
     def cleanup_track(self, track_id: str, keep_branch: bool = False,
                       discard: bool = False) -> None:
@@ -103,7 +109,7 @@ class TicketTidy:
         track_dir = dirs.base_dir / track_id
         if track_dir.is_dir():
             tickets |= {p.name.removesuffix(CONFLICT_SUFFIX) for p in track_dir.iterdir()
-                        if p.name != POOL_DIR}
+                        if not p.name.startswith("_")}    # _pool, _making: no ticket's
         branch = track_branch(track_id)
         tip = self.git.rev(f"refs/heads/{branch}")
         if not keep_branch and not discard and tip is not None:

@@ -49,10 +49,14 @@ class RepoMap:
     """The repository map of one directory. Create one per workspace and keep it."""
 
     def __init__(self, root: str | os.PathLike[str], *, cache_path: Path | None = None,
-                 persist: bool = True, seed: "RepoMap | None" = None) -> None:
+                 persist: bool = True, seed: "RepoMap | None" = None,
+                 same_files: bool = False) -> None:
         """seed: another map of the same repository (a ticket's worktree seeded with the
         workspace's map): on the first refresh a file whose content digest equals the seed's
         entry for the same path keeps that outline, so only files that differ are parsed.
+        same_files: the seed mapped these very files (the same worktree, since moved or
+        switched to another commit), so its stats are trusted as a refresh trusts its own:
+        only files whose size or mtime changed are read.
         Give a worktree's map persist=False (or a cache_path outside it): the cache file must
         not appear in the worker's tree."""
         self.root = Path(root).resolve()
@@ -63,7 +67,9 @@ class RepoMap:
         self._lock = threading.RLock()
         self._grammars = Grammars()
         self._entries: dict[str, FileEntry] = {}
-        if seed is not None:   # stats differ (a checkout's mtimes are new): digests decide
+        if seed is not None and same_files:
+            self._entries = dict(seed.entries())
+        elif seed is not None:  # stats differ (a checkout's mtimes are new): digests decide
             self._entries = {p: e._replace(racy=True) for p, e in seed.entries().items()}
         self._loaded = False
         self._graph: graphmod.ImportGraph | None = None

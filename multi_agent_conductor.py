@@ -55,6 +55,7 @@ from engine.streams import StreamBuffers
 from engine.ticket import TicketLife
 from engine.checkpoint import CheckpointGate
 from engine.branches import Branches
+from engine.track_branch import TrackBranching
 from engine.checks import Checks, CheckReport, propose_verify_command
 from engine.toolcalls import ToolCalls
 from engine.track_setup import TrackSetup
@@ -73,8 +74,8 @@ __all__ = ("ConductorEngine", "EngineError", "ApprovalNotFound", "ApprovalAlread
 
 
 class ConductorEngine(LoopContext, TrackWriter, Planning, Curation, Scheduler, TicketLife,
-                      CheckpointGate, Branches, Checks, ToolCalls, Agents, TicketActions,
-                      TrackSetup, Reads, HistoryReads):
+                      CheckpointGate, Branches, TrackBranching, Checks, ToolCalls, Agents,
+                      TicketActions, TrackSetup, Reads, HistoryReads):
     """The whole hierarchy, headless. Use as a context manager, or call start()/close()."""
 
     def __init__(self, workspace: str | Path, settings: Settings | None = None, *,

@@ -145,6 +145,7 @@ def run(w: int, worktrees: bool = False) -> dict[str, float]:
     first_spawn = min(spawn.values()) - t0
     return {"makespan": makespan, "lb": lb, "cp": cp, "total": total, "path": path,
             "greedy": greedy(tickets, work, w), "first_spawn": first_spawn,
+            "tail": t1 - max(last_resp.values()),
             "work_med": sorted(work.values())[12]}
 
 

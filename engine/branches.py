@@ -9,21 +9,20 @@ each ticket merges before it reports). The person's working tree is never writte
 Outside git, or with worktrees off, tickets share the workspace directory as before (and the
 engine says so in its notices).
 
+The track's own branch, its merge into the person's branch and its tidying are in
+engine/track_branch.py (TrackBranching).
+
 Threads: `_open_worktree`, `_land`, `_set_aside`, `_conflict_life`, `_resolved_by_person`
 run on the ticket's executor thread (its tree is started on `_git_pool` as the ticket
-starts); `_start_branch` and `_finish_branch` are coroutines on the loop thread, which hand
-their git work to `_git_pool`; putting a landed ticket's tree away and preparing a planned
-track's first trees run on `_tidy_pool` (one thread: never in a ticket's way); `_prewarm`
-is called on the loop; `_drain_unused_pools` on the thread that closes the engine;
-`ticket_diff` on any thread. State owned: the running tickets' workspaces (`_ticket_ws`, under
-`_ws_lock`), the tracks that run in worktree mode (`_wt_tracks`, under the track lock) and
-each track's pending worktree removals (`_git_later`, under `_ws_lock`: a merged ticket's tree
-is removed off its critical path, and the track's end waits for them). Branch moves and the
-worktree administration are serialised inside TrackBranches.
+starts); putting a landed ticket's tree away runs on `_tidy_pool` (one thread: never in a
+ticket's way); `ticket_diff` on any thread. State owned: the running tickets' workspaces
+(`_ticket_ws`, under `_ws_lock`), the tracks that run in worktree mode (`_wt_tracks`, under the
+track lock), each finished track's removal of its trees (`_tidying`, under `_ws_lock`; see
+TrackBranching) and the two pools. Branch moves and the worktree administration are
+serialised inside TrackBranches.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import concurrent.futures
 import pathlib
@@ -33,12 +32,11 @@ from typing import Any
 import prompts
 from ai_client import Cancelled
 from engine.errors import EngineError, describe
-from events import ErrorEvent, StreamChunk, TrackChanged
-from models import (ApprovalRequest, MergePayload, SpawnPayload, Ticket, Track, stream_tier3)
-from tools import MergeResult, TrackBranches, Workspace, WorktreeError, drain_pool
+from events import ErrorEvent, StreamChunk
+from models import ApprovalRequest, SpawnPayload, Ticket, Track, stream_tier3
+from tools import MergeResult, TrackBranches, Workspace, WorktreeError
 
 log = logging.getLogger(__name__)
-_DIFF_LIMIT = 200_000      # characters of a combined diff shown in the merge approval
 
 
 class Branches:
@@ -50,7 +48,7 @@ class Branches:
         self._ws_lock = threading.Lock()
         self._ticket_ws: dict[str, Workspace] = {}
         self._wt_tracks: set[str] = set()
-        self._git_later: dict[str, list[concurrent.futures.Future[None]]] = {}
+        self._tidying: dict[str, concurrent.futures.Future[None]] = {}
         # set-up (a ticket waits for it) and tidying (nobody does) never queue behind each
         # other: a tree being made is on a ticket's critical path, a tree being put away is not
         self._git_pool = concurrent.futures.ThreadPoolExecutor(
@@ -81,140 +79,6 @@ class Branches:
         """The workspace a ticket's tools run in: its worktree, or the shared directory."""
         with self._ws_lock:
             return self._ticket_ws.get(ticket_id, self.ws)
-
-    # -- a track's branch (loop thread) --------------------------------------------------------
-
-    async def _start_branch(self, track: Track) -> None:
-        """The track's branch, made (or found again on resume) before its first ticket."""
-        if self._tb is None:
-            return
-        loop = asyncio.get_running_loop()
-        try:
-            tr = await loop.run_in_executor(self._git_pool, self._tb.start_track, track.id)
-        except WorktreeError as e:
-            with self._lock:
-                self._wt_tracks.discard(track.id)
-            self._emit(ErrorEvent(message=f"track {track.id} runs without worktrees: {e}; its "
-                                          f"tickets share the workspace directory",
-                                  track_id=track.id))
-            return
-        with self._lock:
-            self._wt_tracks.add(track.id)
-            track.branch = tr.branch
-
-    def _prewarm(self, track_id: str, tickets: int) -> None:
-        """A planned track's first worktrees are checked out while the person reads its
-        tickets (a fresh checkout of a big repository takes seconds; a pooled one is reused
-        by checking out only what differs), one at a time so a ticket that starts meanwhile
-        waits for one checkout at most."""
-        if self._tb is None or tickets <= 0:
-            return
-        tb = self._tb
-        for n in range(1, min(self.settings.max_workers, tickets) + 1):
-            fut = self._tidy_pool.submit(tb.prewarm, track_id, n)
-            fut.add_done_callback(lambda f: self._prewarm_failed(track_id, f))
-
-    def _prewarm_failed(self, track_id: str, fut: concurrent.futures.Future[int]) -> None:
-        e = None if fut.cancelled() else fut.exception()
-        if e is not None:      # not fatal: the tickets make their trees themselves
-            self._emitter()(ErrorEvent(message=f"could not prepare worktrees for {track_id}: "
-                                               f"{describe(e)}", track_id=track_id))
-
-    def _drain_unused_pools(self) -> None:
-        """At close: the prepared trees of tracks that never started go, so the person's
-        `git worktree list` holds none of them (a ticket's own tree stays for --resume)."""
-        if self._tb is None:
-            return
-        with self._lock:
-            idle = [tid for tid, t in self._tracks.items()
-                    if tid not in self._wt_tracks and t.status in ("new", "planned")]
-        for tid in idle:
-            if (self._tb.worktree_path(tid, "x").parent / "_pool").is_dir():
-                try:
-                    drain_pool(self._tb, tid)
-                except WorktreeError as e:
-                    log.warning(f"could not remove the prepared worktrees of {tid}: {e}")
-
-    def _in_worktrees(self, track: Track) -> bool:
-        with self._lock:
-            return self._tb is not None and track.id in self._wt_tracks
-
-    async def _finish_branch(self, track: Track, clean: bool) -> None:
-        """The track stopped. Completed: ask to merge it into the person's branch (unless
-        merging is off). Then remove its worktrees (`clean`: nothing of it is running); its
-        unmerged branches stay."""
-        if not self._in_worktrees(track):
-            return
-        assert self._tb is not None
-        loop = asyncio.get_running_loop()
-        if track.status == "completed" and not track.merged_into and self.settings.merge_tracks:
-            await self._merge_track(track)
-        with self._ws_lock:
-            later = self._git_later.pop(track.id, [])
-        if later:
-            await asyncio.gather(*(asyncio.wrap_future(f) for f in later))
-        if clean:
-            try:
-                await loop.run_in_executor(self._git_pool, lambda: self._tb.cleanup_track(
-                    track.id, keep_branch=True, discard=True))
-            except WorktreeError as e:
-                self._emit(ErrorEvent(message=f"could not remove track {track.id}'s worktrees: "
-                                              f"{e}", track_id=track.id))
-
-    async def _merge_track(self, track: Track) -> None:
-        assert self._tb is not None
-        loop = asyncio.get_running_loop()
-        tb = self._tb
-        try:
-            tr = await loop.run_in_executor(self._git_pool, tb.track, track.id)
-        except WorktreeError as e:
-            self._emit(ErrorEvent(message=str(e), track_id=track.id))
-            return
-        if tr.head == tr.base_sha:
-            return                # no ticket committed anything: nothing to merge, nobody asked
-        if not tr.base:
-            self._emit(ErrorEvent(message=f"{tr.branch} is kept: the track started on a detached "
-                                          f"HEAD, so there is no branch to merge it into",
-                                  track_id=track.id))
-            return
-        combined = await loop.run_in_executor(
-            self._git_pool, lambda: tb.git.out("diff", f"{tr.base_sha}..{tr.head}"))
-        cost = self._costs_by_ticket(track.id)
-        tickets = [{"id": k.id, "commit": k.commit_sha[:12], "status": k.status,
-                    "cost_usd": round(cost.get(k.id, 0.0), 6),
-                    "title": (k.description.strip().splitlines() or [""])[0][:120]}
-                   for k in track.tickets]
-        d = await self.approvals.ask(ApprovalRequest(
-            kind="merge", title=f"Merge track {track.id} into {tr.base}?", track_id=track.id,
-            stream_id="", payload=MergePayload(branch=tr.branch, into=tr.base,
-                                               diff=self._scrub(combined[:_DIFF_LIMIT]),
-                                               tickets=tickets)))
-        if not d.approved:
-            self._emit(ErrorEvent(message=f"{tr.branch} is kept, not merged into {tr.base}"
-                                          + (f": {d.reason}" if d.reason else ""),
-                                  track_id=track.id))
-            return
-        try:
-            res: MergeResult = await loop.run_in_executor(self._git_pool, tb.merge_track,
-                                                          track.id)
-        except WorktreeError as e:
-            self._emit(ErrorEvent(message=f"{tr.branch} is kept: {e}", track_id=track.id))
-            return
-        if not res.ok:
-            why = res.message or (f"conflict in {', '.join(res.paths)}" if res.conflict else res.how)
-            self._emit(ErrorEvent(message=f"{tr.branch} is kept, not merged into {tr.base}: "
-                                          f"{why}", track_id=track.id))
-            return
-        with self._lock:
-            track.merged_into = res.merged_into or tr.base
-        self._save(track)
-        self._emit(TrackChanged(track_id=track.id))
-
-    def _costs_by_ticket(self, track_id: str) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for key, u in self.usage("ticket").items():
-            out[str(key)] = u.cost_usd
-        return out
 
     # -- a ticket's worktree (its executor thread) ---------------------------------------------
 
@@ -308,10 +172,9 @@ class Branches:
         with self._lock:
             ticket.merge = res.how
         # its dependents need the merge, not the tidying: the tree goes to the pool off the
-        # critical path, on the tidy thread (the track's end waits for it)
-        fut = self._tidy_pool.submit(self._remove_tree, track, ticket, False)
-        with self._ws_lock:
-            self._git_later.setdefault(track.id, []).append(fut)
+        # critical path, on the tidy thread
+        self._tidy_pool.submit(self._remove_tree, track, ticket, False).add_done_callback(
+            lambda f: self._tidy_failed(track.id, f))
         return res.sha
 
     def _conflict_life(self, track: Track, ticket: Ticket, res: MergeResult,

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from engine.errors import describe
+from engine.errors import EngineError, describe
 from events import (AsyncEventQueue, ErrorEvent, Event, LogEvent, StatusChange, StreamChunk, StreamEnd,
                     WorkersChanged, put_threadsafe)
 from models import Ticket, Track, ready_tickets
@@ -71,6 +71,10 @@ class LoopContext:
     def close(self) -> None:
         if self._closed:
             return
+        try:
+            self.settle()       # finished tracks' worktrees are gone before the app is
+        except EngineError as e:
+            log.warning(f"closing with worktrees still being removed: {e}")
         self._closed = True
         with self._lock:
             for flag in self._cancel_flags.values():

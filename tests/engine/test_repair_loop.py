@@ -209,6 +209,7 @@ def test_kill_9_between_attempts_resumes_at_the_next_attempt(make_engine, worksp
     first = [s for s in seen if s[0] == "Tier 3"][0][1]
     assert "REPAIR, ATTEMPT 2" in first and "lacks a ')'" in first   # the saved diagnosis
     assert git(workspace, "show", "main:src/m.py") == GOOD
+    eng.settle()          # the finished track's trees go after it reports
     wts = [x for x in git(workspace, "worktree", "list", "--porcelain").splitlines()
            if x.startswith("worktree ")]
     assert wts == [f"worktree {workspace.resolve()}"]

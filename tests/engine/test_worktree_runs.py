@@ -64,6 +64,24 @@ def wait_merged(holder: dict, ticket_id: str) -> None:
         for t in holder["eng"].tracks() for k in t.tickets), timeout=20, what=ticket_id)
 
 
+def after_started(holder: dict, ticket_id: str, step):
+    """A worker step that first waits until ticket_id's worker has made its first model call,
+    i.e. its worktree exists at the track as it was: two parallel tickets then truly start
+    from the same commit, however quickly the other one lands."""
+    def run(req):
+        wait_for(lambda: holder.get(f"started:{ticket_id}"), timeout=20, what=ticket_id)
+        return step(req) if callable(step) else step
+    return run
+
+
+def mark_started(holder: dict, ticket_id: str, step):
+    """A worker step that notes ticket_id's worker is running, then does `step`."""
+    def run(req):
+        holder[f"started:{ticket_id}"] = True
+        return step(req)
+    return run
+
+
 def worktrees(ws: Path) -> list[str]:
     return [line for line in git(ws, "worktree", "list", "--porcelain").splitlines()
             if line.startswith("worktree ")]
@@ -116,6 +134,7 @@ def test_parallel_tickets_work_apart_and_dependents_start_from_the_merged_work(m
     assert (workspace / "app.py").read_bytes() == app_before
     assert (workspace / "notes.txt").read_bytes() == b"untracked \xff bytes\n"
     assert (workspace / "c.txt").read_text() == "A\nB\n"   # the merge reached their tree
+    eng.settle()      # the finished track's trees go after it reports
     assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]
     assert not any(b.startswith("clutch-ticket/") for b in
                    git(workspace, "branch", "--format=%(refname:short)").split())
@@ -139,9 +158,10 @@ def test_the_same_file_changed_two_ways_is_merged_by_a_repair_worker(make_engine
         wait_merged(holder, "T-001")       # T-002 changes the same line once T-001 is merged
         return call("edit_file", path="shared.txt", old="line 2", new="line 2 (from T-002)")
     eng = holder["eng"] = make_engine(provider=scripted({
-        "T-001": [call("edit_file", path="shared.txt", old="line 2", new="line 2 (from T-001)"),
+        "T-001": [after_started(holder, "T-002", call("edit_file", path="shared.txt",
+                                                      old="line 2", new="line 2 (from T-001)")),
                   ModelResponse(text="done")],
-        "T-002": [t2_after, lambda r: ModelResponse(text="done") if "conflict" not in
+        "T-002": [mark_started(holder, "T-002", t2_after), lambda r: ModelResponse(text="done") if "conflict" not in
                   r.messages[0].text else resolve(r), ModelResponse(text="resolved")],
     }), git_commits=True, max_workers=2)
     tid = track_with(eng, [Ticket(id="T-001", description="one", target_files=["shared.txt"]),
@@ -152,6 +172,7 @@ def test_the_same_file_changed_two_ways_is_merged_by_a_repair_worker(make_engine
     merged = git(workspace, "show", "main:shared.txt")
     assert "line 2 (from T-001)" in merged and "line 2 (from T-002)" in merged   # both sides
     assert "<<<<<<<" not in merged
+    eng.settle()      # the finished track's trees go after it reports
     assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]
 
 
@@ -166,9 +187,10 @@ def test_an_unresolved_conflict_fails_the_ticket_naming_it_and_keeps_the_other_s
         wait_merged(holder, "T-001")
         return call("write_file", path="shared.txt", content="T-002's version\n")
     eng = holder["eng"] = make_engine(provider=scripted({
-        "T-001": [call("write_file", path="shared.txt", content="T-001's version\n"),
+        "T-001": [after_started(holder, "T-002", call("write_file", path="shared.txt",
+                                                      content="T-001's version\n")),
                   ModelResponse(text="done")],
-        "T-002": [t2_first, ModelResponse(text="done")],
+        "T-002": [mark_started(holder, "T-002", t2_first), ModelResponse(text="done")],
     }), git_commits=True, max_workers=2)
     tid = track_with(eng, [Ticket(id="T-001", description="one", target_files=["shared.txt"]),
                            Ticket(id="T-002", description="two", target_files=["shared.txt"])])
@@ -181,6 +203,7 @@ def test_an_unresolved_conflict_fails_the_ticket_naming_it_and_keeps_the_other_s
     assert git(workspace, "show", f"clutch/{tid}:shared.txt") == "T-001's version\n"
     assert git(workspace, "show", f"clutch-ticket/{tid}/T-002:shared.txt") == "T-002's version\n"
     assert git(workspace, "show", "main:shared.txt") == "line 1\nline 2\nline 3\n"
+    eng.settle()      # the finished track's trees go after it reports
     assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]
 
 
@@ -205,6 +228,7 @@ def test_the_merge_waits_for_consent_and_refuses_to_overwrite_the_persons_edit(m
     assert (workspace / "util.py").read_text() == "# mine, not saved\n"
     assert "return b + a" in git(workspace, "show", f"clutch/{tid}:util.py")
     assert "return a + b" in git(workspace, "show", "main:util.py")
+    eng.settle()      # the finished track's trees go after it reports
     assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]
 
 
@@ -247,6 +271,7 @@ def test_a_cancelled_ticket_leaves_no_worktree_and_its_work_on_its_own_branch(ma
     release.set()
     track = fut.result(60)
     assert track.tickets[0].status == "cancelled"
+    eng.settle()      # the finished track's trees go after it reports
     assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]
     assert git(workspace, "show", f"clutch-ticket/{tid}/T-001:half.txt") == "half\n"
     assert not (workspace / "half.txt").exists()
@@ -268,6 +293,7 @@ def test_the_spawn_approval_shows_the_ticket_while_its_worktree_is_made(make_eng
     eng.resolve(req.id, Denied(reason="not now"))
     track = fut.result(60)
     assert track.tickets[0].status == "skipped"
+    eng.settle()      # the finished track's trees go after it reports
     assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]
     assert f"clutch-ticket/{tid}/T-001" not in git(workspace, "branch", "--format=%(refname:short)")
 
@@ -279,6 +305,7 @@ def test_a_worker_that_changes_nothing_leaves_no_branch_and_no_tree(make_engine,
     tid = track_with(eng, [Ticket(id="T-001", description="noop")])
     t = eng.start_track(tid).result(60).tickets[0]
     assert t.status == "failed" and "changed no file" in t.blocked_reason
+    eng.settle()      # the finished track's trees go after it reports
     assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]
     assert "clutch-ticket/" not in git(workspace, "branch", "--format=%(refname:short)")
 
@@ -297,9 +324,10 @@ def test_a_conflict_the_person_resolves_themselves_completes_at_retry(make_engin
         wait_merged(holder, "T-001")
         return call("write_file", path="shared.txt", content="T-002's version\n")
     eng = holder["eng"] = make_engine(provider=scripted({
-        "T-001": [call("write_file", path="shared.txt", content="T-001's version\n"),
+        "T-001": [after_started(holder, "T-002", call("write_file", path="shared.txt",
+                                                      content="T-001's version\n")),
                   ModelResponse(text="done")],
-        "T-002": [t2, ModelResponse(text="done")],
+        "T-002": [mark_started(holder, "T-002", t2), ModelResponse(text="done")],
     }), git_commits=True, max_workers=2, auto_approve=False)
     tid = track_with(eng, [Ticket(id="T-001", description="one", target_files=["shared.txt"]),
                            Ticket(id="T-002", description="two", target_files=["shared.txt"])])
@@ -331,6 +359,7 @@ def test_a_conflict_the_person_resolves_themselves_completes_at_retry(make_engin
     assert t.status == "completed" and t.merge == "resolved by you" and len(spawned) == n_spawned
     assert track.status == "completed" and track.merged_into == "main"
     assert git(workspace, "show", "main:shared.txt") == "both versions, combined by hand\n"
+    eng.settle()      # the finished track's trees go after it reports
     assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]
 
 
@@ -352,6 +381,7 @@ def test_a_planned_tracks_worktrees_are_checked_out_while_the_person_reads_it(ma
     done = eng.start_track(track.id).result(60)
     assert all(k.status == "completed" for k in done.tickets), \
         [(k.id, k.blocked_reason) for k in done.tickets]
+    eng.settle()      # the finished track's trees go after it reports
     assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]
     # a track planned and never started: its prepared trees go when the app closes
     [idle] = eng.accept_tracks([TrackProposal(title="Docs: multiply", goal="document it",
@@ -361,4 +391,5 @@ def test_a_planned_tracks_worktrees_are_checked_out_while_the_person_reads_it(ma
     wait_for(lambda: idle_pool.is_dir() and list(idle_pool.iterdir()), timeout=30,
              what="a prepared worktree")
     eng.close()
+    eng.settle()      # the finished track's trees go after it reports
     assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]

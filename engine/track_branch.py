@@ -1,0 +1,197 @@
+"""A track's branch: made when the track starts, merged into the person's branch only with
+their consent when it completes, its worktrees tidied away after it reports (issue 17).
+
+A mixin of ConductorEngine beside `Branches` (a ticket's worktree), sharing its state: the
+TrackBranches of the workspace (`_tb`), the tracks in worktree mode (`_wt_tracks`, under the
+track lock), the git and tidy pools and each finished track's tidy job (`_tidying`, under
+`_ws_lock`). Threads: `_start_branch`, `_finish_branch` and `_merge_track` are coroutines on
+the loop thread, which hand their git work to `_git_pool`; `_prewarm` is called on the loop
+and fills a track's pool on the tidy thread; the tidy jobs run on the tidy thread (one thread,
+first in first out: a track's removal runs after its tickets' trees were put away); `settle`
+and `_drain_unused_pools` on the thread that closes the engine (or a test's).
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+
+from engine.errors import EngineError, describe
+from events import ErrorEvent, TrackChanged
+from models import ApprovalRequest, MergePayload, Track
+from tools import MergeResult, WorktreeError, drain_pool
+
+log = logging.getLogger(__name__)
+_DIFF_LIMIT = 200_000      # characters of a combined diff shown in the merge approval
+
+
+class TrackBranching:
+    """Mixin of ConductorEngine: the track's branch, its merge and its tidying."""
+
+    # -- a track's branch (loop thread) --------------------------------------------------------
+
+    async def _start_branch(self, track: Track) -> None:
+        """The track's branch, made (or found again on resume) before its first ticket."""
+        if self._tb is None:
+            return
+        await self._tidied(track.id)
+        loop = asyncio.get_running_loop()
+        try:
+            tr = await loop.run_in_executor(self._git_pool, self._tb.start_track, track.id)
+        except WorktreeError as e:
+            with self._lock:
+                self._wt_tracks.discard(track.id)
+            self._emit(ErrorEvent(message=f"track {track.id} runs without worktrees: {e}; its "
+                                          f"tickets share the workspace directory",
+                                  track_id=track.id))
+            return
+        with self._lock:
+            self._wt_tracks.add(track.id)
+            track.branch = tr.branch
+
+    def _prewarm(self, track_id: str, tickets: int) -> None:
+        """A planned track's first worktrees are checked out while the person reads its
+        tickets (a fresh checkout of a big repository takes seconds; a pooled one is reused
+        by checking out only what differs), one at a time so a ticket that starts meanwhile
+        waits for one checkout at most."""
+        if self._tb is None or tickets <= 0:
+            return
+        tb = self._tb
+        for n in range(1, min(self.settings.max_workers, tickets) + 1):
+            fut = self._tidy_pool.submit(tb.prewarm, track_id, n)
+            fut.add_done_callback(lambda f: self._prewarm_failed(track_id, f))
+
+    def _prewarm_failed(self, track_id: str, fut: concurrent.futures.Future[int]) -> None:
+        e = None if fut.cancelled() else fut.exception()
+        if e is not None:      # not fatal: the tickets make their trees themselves
+            self._emitter()(ErrorEvent(message=f"could not prepare worktrees for {track_id}: "
+                                               f"{describe(e)}", track_id=track_id))
+
+    def _drain_unused_pools(self) -> None:
+        """At close: the prepared trees of tracks that never started go, so the person's
+        `git worktree list` holds none of them (a ticket's own tree stays for --resume)."""
+        if self._tb is None:
+            return
+        with self._lock:
+            idle = [tid for tid, t in self._tracks.items()
+                    if tid not in self._wt_tracks and t.status in ("new", "planned")]
+        for tid in idle:
+            if (self._tb.worktree_path(tid, "x").parent / "_pool").is_dir():
+                try:
+                    drain_pool(self._tb, tid)
+                except WorktreeError as e:
+                    log.warning(f"could not remove the prepared worktrees of {tid}: {e}")
+
+    def _in_worktrees(self, track: Track) -> bool:
+        with self._lock:
+            return self._tb is not None and track.id in self._wt_tracks
+
+    async def _finish_branch(self, track: Track, clean: bool) -> None:
+        """The track stopped. Completed: ask to merge it into the person's branch (unless
+        merging is off). Then its worktrees go (`clean`: nothing of it is running) on the tidy
+        thread, after the track has reported: nobody waits for a directory to be deleted
+        (`settle` and `close` do). Its unmerged branches stay."""
+        if not self._in_worktrees(track):
+            return
+        assert self._tb is not None
+        if track.status == "completed" and not track.merged_into and self.settings.merge_tracks:
+            await self._merge_track(track)
+        if not clean:
+            return
+        job = self._tidy_pool.submit(self._tidy_track, track.id)
+        with self._ws_lock:
+            self._tidying[track.id] = job
+        job.add_done_callback(lambda f: self._tidy_failed(track.id, f))
+
+    def _tidy_failed(self, track_id: str, fut: concurrent.futures.Future[None]) -> None:
+        """A tidy job's unexpected failure (git's are reported where they happen) is the
+        person's to see, like every other."""
+        e = None if fut.cancelled() else fut.exception()
+        if e is not None:
+            log.error(f"tidying track {track_id}'s worktrees failed: {describe(e)}")
+            self._emitter()(ErrorEvent(message=f"could not tidy track {track_id}'s worktrees: "
+                                               f"{describe(e)}", track_id=track_id))
+
+    def _tidy_track(self, track_id: str) -> None:
+        """Tidy thread: the track's worktrees and pooled trees removed (branches kept)."""
+        assert self._tb is not None
+        try:
+            self._tb.cleanup_track(track_id, keep_branch=True, discard=True)
+        except WorktreeError as e:
+            self._emitter()(ErrorEvent(message=f"could not remove track {track_id}'s "
+                                               f"worktrees: {e}", track_id=track_id))
+
+    async def _tidied(self, track_id: str) -> None:
+        """Loop: a track starting again waits until its last run's trees are gone."""
+        with self._ws_lock:
+            job = self._tidying.pop(track_id, None)
+        if job is not None:
+            await asyncio.wrap_future(job)
+
+    def settle(self, timeout: float = 60.0) -> None:
+        """Any thread but the loop: wait until the worktrees of every finished track are
+        removed (what `git worktree list` shows after a run; `close` calls it)."""
+        with self._ws_lock:
+            jobs = list(self._tidying.values())
+        done, pending = concurrent.futures.wait(jobs, timeout=timeout)
+        if pending:
+            raise EngineError(f"{len(pending)} track(s) still removing their worktrees after "
+                              f"{timeout:g} s")
+        with self._ws_lock:
+            for tid in [t for t, j in self._tidying.items() if j in done]:
+                del self._tidying[tid]
+
+    async def _merge_track(self, track: Track) -> None:
+        assert self._tb is not None
+        loop = asyncio.get_running_loop()
+        tb = self._tb
+        try:
+            tr = await loop.run_in_executor(self._git_pool, tb.track, track.id)
+        except WorktreeError as e:
+            self._emit(ErrorEvent(message=str(e), track_id=track.id))
+            return
+        if tr.head == tr.base_sha:
+            return                # no ticket committed anything: nothing to merge, nobody asked
+        if not tr.base:
+            self._emit(ErrorEvent(message=f"{tr.branch} is kept: the track started on a detached "
+                                          f"HEAD, so there is no branch to merge it into",
+                                  track_id=track.id))
+            return
+        combined = await loop.run_in_executor(
+            self._git_pool, lambda: tb.git.out("diff", f"{tr.base_sha}..{tr.head}"))
+        cost = self._costs_by_ticket(track.id)
+        tickets = [{"id": k.id, "commit": k.commit_sha[:12], "status": k.status,
+                    "cost_usd": round(cost.get(k.id, 0.0), 6),
+                    "title": (k.description.strip().splitlines() or [""])[0][:120]}
+                   for k in track.tickets]
+        d = await self.approvals.ask(ApprovalRequest(
+            kind="merge", title=f"Merge track {track.id} into {tr.base}?", track_id=track.id,
+            stream_id="", payload=MergePayload(branch=tr.branch, into=tr.base,
+                                               diff=self._scrub(combined[:_DIFF_LIMIT]),
+                                               tickets=tickets)))
+        if not d.approved:
+            self._emit(ErrorEvent(message=f"{tr.branch} is kept, not merged into {tr.base}"
+                                          + (f": {d.reason}" if d.reason else ""),
+                                  track_id=track.id))
+            return
+        try:
+            res: MergeResult = await loop.run_in_executor(self._git_pool, tb.merge_track,
+                                                          track.id)
+        except WorktreeError as e:
+            self._emit(ErrorEvent(message=f"{tr.branch} is kept: {e}", track_id=track.id))
+            return
+        if not res.ok:
+            why = res.message or (f"conflict in {', '.join(res.paths)}" if res.conflict else res.how)
+            self._emit(ErrorEvent(message=f"{tr.branch} is kept, not merged into {tr.base}: "
+                                          f"{why}", track_id=track.id))
+            return
+        with self._lock:
+            track.merged_into = res.merged_into or tr.base
+        self._save(track)
+        self._emit(TrackChanged(track_id=track.id))
+
+    def _costs_by_ticket(self, track_id: str) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for key, u in self.usage("ticket").items():
+            out[str(key)] = u.cost_usd
+        return out

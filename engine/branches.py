@@ -17,14 +17,17 @@ run on the ticket's executor thread (its tree is started on `_git_pool` as the t
 starts); putting a landed ticket's tree away runs on `_tidy_pool` (one thread: never in a
 ticket's way); `ticket_diff` on any thread. State owned: the running tickets' workspaces
 (`_ticket_ws`, under `_ws_lock`), the tracks that run in worktree mode (`_wt_tracks`, under the
-track lock), each finished track's removal of its trees (`_tidying`, under `_ws_lock`; see
-TrackBranching) and the two pools. Branch moves and the worktree administration are
+track lock), the trees being prepared for tickets about to be ready (`_prepared`, under
+`_ws_lock`: made while the tickets they wait for work), each finished track's removal of its
+trees (`_tidying`, under `_ws_lock`; see TrackBranching) and the two pools. Branch moves and the worktree administration are
 serialised inside TrackBranches.
 """
 from __future__ import annotations
 
 import logging
 import concurrent.futures
+import os
+import sys
 import pathlib
 import threading
 from typing import Any
@@ -33,10 +36,19 @@ import prompts
 from ai_client import Cancelled
 from engine.errors import EngineError, describe
 from events import ErrorEvent, StreamChunk
-from models import ApprovalRequest, SpawnPayload, Ticket, Track, stream_tier3
+from models import (SATISFIED_STATES, ApprovalRequest, SpawnPayload, Ticket, Track,
+                    stream_tier3)
 from tools import MergeResult, TrackBranches, Workspace, WorktreeError
 
 log = logging.getLogger(__name__)
+BACKGROUND_NICENESS = 5     # the tidy and prepare threads (worker commands: WORKER_NICENESS)
+
+
+def _background_thread() -> None:
+    """Initializer of a background pool's thread: on Linux a thread has a niceness of its own,
+    which the processes it starts inherit."""
+    if sys.platform.startswith("linux"):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)
 
 
 class Branches:
@@ -49,12 +61,17 @@ class Branches:
         self._ticket_ws: dict[str, Workspace] = {}
         self._wt_tracks: set[str] = set()
         self._tidying: dict[str, concurrent.futures.Future[None]] = {}
+        self._prepared: dict[str, concurrent.futures.Future[Any]] = {}
         # set-up (a ticket waits for it) and tidying (nobody does) never queue behind each
         # other: a tree being made is on a ticket's critical path, a tree being put away is not
         self._git_pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=8, thread_name_prefix="clutch-git")
+        # what no ticket waits for yet (putting trees away, preparing them ahead) runs at a
+        # lower priority, git processes included: the critical path gets the CPU first
         self._tidy_pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="clutch-tidy")
+            max_workers=1, thread_name_prefix="clutch-tidy", initializer=_background_thread)
+        self._prep_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=2, thread_name_prefix="clutch-prep", initializer=_background_thread)
         s = self.settings
         chosen = not (s.git_commits and s.worktrees)     # the person turned them off
         reason = ("git commits are off in the settings" if not s.git_commits else
@@ -83,11 +100,56 @@ class Branches:
     # -- a ticket's worktree (its executor thread) ---------------------------------------------
 
     def _begin_worktree(self, track: Track, ticket: Ticket) -> concurrent.futures.Future[Any] | None:
-        """Start making the ticket's worktree (while the spawn approval waits)."""
+        """Start making the ticket's worktree (while the spawn approval waits). A tree being
+        prepared for it is waited for and brought forward; one whose preparation has not
+        begun is not made twice."""
         if not self._in_worktrees(track):
             return None
-        assert self._tb is not None
-        return self._git_pool.submit(self._tb.ticket_worktree, track.id, ticket.id)
+        tb = self._tb
+        assert tb is not None
+        with self._ws_lock:
+            prep = self._prepared.pop(ticket.id, None)
+        if prep is not None and prep.cancel():
+            prep = None
+
+        def make() -> pathlib.Path:
+            if prep is not None:
+                concurrent.futures.wait([prep])   # its failure was reported; made here then
+            return tb.ticket_worktree(track.id, ticket.id)
+        return self._git_pool.submit(make)
+
+    def _prepare_heirs(self, track: Track, ticket: Ticket) -> None:
+        """Loop thread, as `ticket` starts: the tickets that will be ready once it and the
+        other running ones land get their trees now, while they work (a pooled tree, or a new
+        checkout of the whole repository: seconds in a big one), so each of them starts by
+        checking out only what those tickets changed. At most max_workers trees wait so."""
+        if not self._in_worktrees(track):
+            return
+        tb = self._tb
+        assert tb is not None
+        with self._lock:
+            status = {k.id: k.status for k in track.tickets}
+            heirs = [k.id for k in track.tickets
+                     if ticket.id in k.depends_on and k.status == "todo"
+                     and all(status.get(d) in SATISFIED_STATES or status.get(d) == "in_progress"
+                             for d in k.depends_on)]
+        with self._ws_lock:
+            for tid in heirs:
+                waiting = sum(1 for f in self._prepared.values() if not f.done())
+                if tid in self._prepared or waiting >= self.settings.max_workers:
+                    continue
+                fut = self._prepared[tid] = self._prep_pool.submit(tb.prepare_worktree,
+                                                                   track.id, tid)
+                fut.add_done_callback(lambda f, tid=tid: self._prepare_failed(track.id, tid, f))
+
+    def _prepare_failed(self, track_id: str, ticket_id: str,
+                        fut: concurrent.futures.Future[Any]) -> None:
+        e = None if fut.cancelled() else fut.exception()
+        if e is not None:      # not fatal: the ticket makes its tree when it starts
+            log.warning(f"could not prepare {ticket_id}'s worktree: {describe(e)}")
+            self._emitter()(ErrorEvent(message=f"could not prepare {ticket_id}'s worktree "
+                                               f"ahead of its start: {describe(e)}",
+                                       track_id=track_id, ticket_id=ticket_id))
 
     def _open_worktree(self, track: Track, ticket: Ticket,
                        made: concurrent.futures.Future[Any]) -> pathlib.Path:

@@ -97,6 +97,7 @@ class LoopContext:
         self._git_pool.shutdown(wait=False, cancel_futures=True)
         # a tree being prepared is finished before the unused ones are removed (pending ones
         # are dropped), so no half-made tree is left behind
+        self._prep_pool.shutdown(wait=True, cancel_futures=True)
         self._tidy_pool.shutdown(wait=True, cancel_futures=True)
         self._drain_unused_pools()
         self.comms.close()

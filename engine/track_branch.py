@@ -1,20 +1,22 @@
 """A track's branch: made when the track starts, merged into the person's branch only with
 their consent when it completes, its worktrees tidied away after it reports (issue 17).
 
-A mixin of ConductorEngine beside `Branches` (a ticket's worktree), sharing its state: the
-TrackBranches of the workspace (`_tb`), the tracks in worktree mode (`_wt_tracks`, under the
-track lock), the git and tidy pools and each finished track's tidy job (`_tidying`, under
-`_ws_lock`). Threads: `_start_branch`, `_finish_branch` and `_merge_track` are coroutines on
-the loop thread, which hand their git work to `_git_pool`; `_prewarm` is called on the loop
-and fills a track's pool on the tidy thread; the tidy jobs run on the tidy thread (one thread,
-first in first out: a track's removal runs after its tickets' trees were put away); `settle`
-and `_drain_unused_pools` on the thread that closes the engine (or a test's).
+A mixin of ConductorEngine beside `Branches` (a ticket's worktree). Threads: `_start_branch`,
+`_finish_branch` and `_merge_track` are coroutines on the loop thread, which hand their git
+work to `_git_pool`; `_prewarm` is called on the loop and fills a track's pool on the tidy
+thread; the tidy jobs run on the tidy thread (one thread, first in first out: a track's
+removal runs after its tickets' trees were put away); `settle` and `_drain_unused_pools` on
+the thread that closes the engine (or a test's). State owned: none of its own; it uses what
+`Branches` owns: the workspace's TrackBranches (`_tb`), the tracks in worktree mode
+(`_wt_tracks`, under the track lock), the pools, the trees being prepared (`_prepared`) and
+each finished track's tidy job (`_tidying`, both under `_ws_lock`).
 """
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import logging
+from typing import Any
 
 from engine.errors import EngineError, describe
 from events import ErrorEvent, TrackChanged
@@ -96,9 +98,13 @@ class TrackBranching:
         assert self._tb is not None
         if track.status == "completed" and not track.merged_into and self.settings.merge_tracks:
             await self._merge_track(track)
+        with self._ws_lock:     # trees prepared for tickets that did not start go too
+            preps = [self._prepared.pop(k.id) for k in track.tickets if k.id in self._prepared]
+        for f in preps:
+            f.cancel()
         if not clean:
             return
-        job = self._tidy_pool.submit(self._tidy_track, track.id)
+        job = self._tidy_pool.submit(self._tidy_track, track.id, preps)
         with self._ws_lock:
             self._tidying[track.id] = job
         job.add_done_callback(lambda f: self._tidy_failed(track.id, f))
@@ -112,9 +118,11 @@ class TrackBranching:
             self._emitter()(ErrorEvent(message=f"could not tidy track {track_id}'s worktrees: "
                                                f"{describe(e)}", track_id=track_id))
 
-    def _tidy_track(self, track_id: str) -> None:
-        """Tidy thread: the track's worktrees and pooled trees removed (branches kept)."""
+    def _tidy_track(self, track_id: str, preps: list[concurrent.futures.Future[Any]]) -> None:
+        """Tidy thread: the track's worktrees and pooled trees removed (branches kept), once
+        the trees still being prepared for it are made."""
         assert self._tb is not None
+        concurrent.futures.wait(preps)
         try:
             self._tb.cleanup_track(track_id, keep_branch=True, discard=True)
         except WorktreeError as e:

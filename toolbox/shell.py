@@ -6,6 +6,8 @@ process tree when it ends, times out or is cancelled.
   request is cut to the setting, and the result says so). The result carries ``timeout_s``.
 - ``cancel`` (a ``threading.Event``): once set, the command's whole tree is killed within
   ``_POLL_S`` plus the kill (well under a second), and the result says it was cancelled.
+- The command runs at niceness ``WORKER_NICENESS`` (through ``nice``, inherited by all it
+  starts), below the app's own threads.
 - Nothing outlives the command. Under bwrap the command runs in its own PID namespace whose
   init dies with bwrap (``--die-with-parent``), so the kernel kills everything in it, however
   it detached (``nohup``, ``&``, ``setsid``, double fork). Under ``sandbox = "none"`` the
@@ -35,6 +37,10 @@ if TYPE_CHECKING:
 
 _POLL_S = 0.05
 _DRAIN_AFTER_KILL_S = 1.0
+# Workers' commands (their tests, builds, verify commands) run at this niceness: when eight of
+# them saturate the cores, the window, the engine and its git work (which decides when the
+# next ticket may start) still get the CPU first. On an idle machine it changes nothing.
+WORKER_NICENESS = 10
 
 
 class _OutputBuffer:
@@ -144,6 +150,9 @@ def run_shell(ws: Workspace, command: str, cwd: str = ".", timeout: float | None
             proc_cwd = f"/proc/self/fd/{fd}"
             if not os.path.isdir(proc_cwd):
                 proc_cwd = str(ws.root.joinpath(*parts))
+        nice = shutil.which("nice")
+        if nice is not None:     # see WORKER_NICENESS
+            argv = [nice, "-n", str(WORKER_NICENESS), *argv]
         try:
             proc = subprocess.Popen(argv, cwd=proc_cwd, env=env, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

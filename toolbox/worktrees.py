@@ -72,10 +72,10 @@ class TrackBranches(TicketTidy):
         common_dir = pathlib.Path(common)
         if not common_dir.is_absolute():
             common_dir = (self.root / common_dir).resolve()
-        self.git = GitRunner(self.top)
+        self._lib = LibGit.open(self.top)
+        self.git = GitRunner(self.top, reads=self._lib)
         self._dirs = WorktreeDirs(self.git, self.top, common_dir)
         self._records = TrackRecords(self._dirs.base_dir)
-        self._lib = LibGit.open(self.top)
         if self.git.rev("HEAD") is None:
             self.reason = (f"the git repository at {str(self.top)!r} has no commits yet, so there "
                            f"is nothing to branch a track from; make a first commit (for example "
@@ -161,17 +161,47 @@ class TrackBranches(TicketTidy):
     # -- a ticket's worktree -------------------------------------------------------------------
 
     def ticket_worktree(self, track_id: str, ticket_id: str) -> pathlib.Path:
-        """The ticket's worktree, made from the track branch as it stands now; an existing
-        healthy one is reused (resume), a broken one made again (its branch kept). A new
-        ticket takes a pooled tree when there is one (two git processes)."""
+        """The ticket's worktree, made from the track branch as it stands now: a tree
+        prepared for it (``prepare_worktree``) brought forward to the track tip, else a pooled
+        tree, else a new one; an existing healthy one is reused (resume), a broken one made
+        again (its branch kept)."""
         dirs = self._need()
         path = self.worktree_path(track_id, ticket_id)
         tb, kb = track_branch(track_id), ticket_branch(track_id, ticket_id)
-        if dirs.claim(self._pool(track_id), path, kb, f"refs/heads/{tb}", lib=self._lib):
+        tip = f"refs/heads/{tb}"
+        if path.exists():
+            if (path / ".git").is_file() and dirs.detached(path, self._lib) and \
+                    dirs.switch(path, kb, tip, self._lib):
+                return path
+        elif dirs.claim(self._pool(track_id), path, kb, tip, lib=self._lib):
             return path
         self._tip(tb, f"track {track_id}'s")
         dirs.ensure_excluded()
+        if not path.exists() and self.git.rev(tip) is not None and \
+                self.git.rev(f"refs/heads/{kb}") is None:    # a new ticket, no tree to take
+            path.parent.mkdir(parents=True, exist_ok=True)
+            dirs.fresh(path, "-b", kb, tip)
+            return path
         return dirs.add(path, kb, tb, pool=self._pool(track_id))
+
+    def prepare_worktree(self, track_id: str, ticket_id: str) -> pathlib.Path | None:
+        """A tree for a ticket that starts once the tickets it waits for have landed, made
+        while they work: at the ticket's path, detached at the track tip as it stands (a
+        pooled tree when there is one, else a new one). ``ticket_worktree`` then only brings
+        it forward (the files those tickets changed) and puts it on the ticket's branch. None
+        when the ticket has a tree already."""
+        dirs = self._need()
+        path = self.worktree_path(track_id, ticket_id)
+        tb = track_branch(track_id)
+        if path.exists():
+            return None
+        self._tip(tb, f"track {track_id}'s")
+        dirs.ensure_excluded()
+        if dirs.claim(self._pool(track_id), path, None, f"refs/heads/{tb}", lib=self._lib):
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        dirs.fresh(path, "--detach", f"refs/heads/{tb}")
+        return path
 
     def prewarm(self, track_id: str, count: int = 1) -> int:
         """Fill the track's pool with up to ``count`` worktrees detached at the track tip (at
@@ -189,13 +219,36 @@ class TrackBranches(TicketTidy):
     def commit_ticket(self, worktree, message: str) -> str | None:
         """Commit everything changed in ``worktree`` (``git add -A``: .gitignore respected) as
         Clutch; the commit's SHA, or None when nothing changed."""
-        wt = self._commit(worktree, message)
-        return None if wt is None else self.git.out("rev-parse", "HEAD", cwd=wt)
+        wt = self._staged(worktree, message)
+        done = self._lib.commit_index(wt, message) if self._lib is not None else None
+        if isinstance(done, str):
+            return done or None
+        return self._git_commit(wt, message)
 
-    def _commit(self, worktree, message: str) -> pathlib.Path | None:
-        """``git add -A``, then the commit: in-process when it can be, else ``git commit``;
-        None when nothing changed (git's "nothing to commit" is confirmed before it is
-        believed)."""
+    def land_ticket(self, track_id: str, ticket_id: str, worktree,
+                    message: str) -> MergeResult | None:
+        """Commit the ticket's worktree and merge it into the track branch: what a finished
+        ticket does before its dependents may start, so it is the fast path (one git process
+        and libgit2 when the track has not moved: commit and fast-forward in one ref
+        transaction). None when nothing changed."""
+        wt = self._staged(worktree, message)
+        tb = f"refs/heads/{track_branch(check_id(track_id, 'track id'))}"
+        if self._lib is not None:
+            with self._lock:
+                done = self._lib.commit_index(wt, message, land=(
+                    tb, merged_ref(track_id, check_id(ticket_id, "ticket id"))))
+            if isinstance(done, MergeResult):
+                return done
+            if done == "":
+                return None
+            if done is None and self._git_commit(wt, message) is None:
+                return None
+        elif self._git_commit(wt, message) is None:
+            return None
+        return self.merge_ticket(track_id, ticket_id)
+
+    def _staged(self, worktree, message: str) -> pathlib.Path:
+        """``git add -A`` in one of Clutch's worktrees (clean filters such as LFS apply)."""
         base = self._need().base_dir
         wt = pathlib.Path(worktree)
         if not isinstance(message, str) or not message.strip():
@@ -203,26 +256,19 @@ class TrackBranches(TicketTidy):
         if not (wt / ".git").is_file() or not wt.resolve().is_relative_to(base):
             raise WorktreeError(f"{str(wt)!r} is not one of Clutch's ticket worktrees")
         self.git.run("add", "-A", cwd=wt)
-        done = self._lib.commit_index(wt, message) if self._lib is not None else None
-        if done is not None:
-            return wt if done else None
+        return wt
+
+    def _git_commit(self, wt: pathlib.Path, message: str) -> str | None:
+        """``git commit`` of the staged index; its SHA, None when nothing was staged (git's
+        "nothing to commit" is confirmed before it is believed)."""
         made = self.git.run("commit", "-q", "--no-verify", "-F", "-", cwd=wt, identity=True,
                             input=message.encode("utf-8"), check=False)
         if made.returncode == 0:
-            return wt
+            return self.git.out("rev-parse", "HEAD", cwd=wt)
         staged = self.git.run("diff", "--cached", "--quiet", cwd=wt, check=False)
         if staged.returncode == 0:
             return None
         raise WorktreeError(f"git commit failed in {wt}: {said(made)}")
-
-    def land_ticket(self, track_id: str, ticket_id: str, worktree,
-                    message: str) -> MergeResult | None:
-        """Commit the ticket's worktree and merge it into the track branch: what a finished
-        ticket does before its dependents may start, so it is the fast path (one git process
-        and libgit2 in the usual case). None when nothing changed."""
-        if self._commit(worktree, message) is None:
-            return None
-        return self.merge_ticket(track_id, ticket_id)
 
     # -- merging a ticket into its track -------------------------------------------------------
 

@@ -45,6 +45,7 @@ class WorktreeDirs:
         self._exclude_lock = threading.Lock()
         self._admin = threading.RLock()
         self._filling = threading.Lock()     # one pool filled at a time: never over-filled
+        self._writing = threading.Lock()     # one new tree's files written at a time
 
     # -- .clutch/ is ignored without touching the user's .gitignore ----------------------------
 
@@ -80,13 +81,14 @@ class WorktreeDirs:
         proc = self.git.run("rev-parse", "--show-toplevel", cwd=path, check=False)
         return proc.returncode == 0 and same_path(pathlib.Path(proc.stdout.decode().strip()), path)
 
-    def claim(self, pool: pathlib.Path, path: pathlib.Path, branch: str, start: str,
+    def claim(self, pool: pathlib.Path, path: pathlib.Path, branch: str | None, start: str,
               lib=None) -> bool:
-        """The quick way to a new ticket's tree (nothing at ``path`` yet): a pooled worktree
-        moved to ``path`` and switched to a new ``branch`` at ``start`` (a ref or commit),
-        which checks out only the files that differ (in-process through ``lib``, a LibGit,
-        when it may); one or two git processes, the administration lock held for the move. False when there is no pooled tree, or ``branch``
-        already exists and is checked out elsewhere: then :meth:`add` makes the tree."""
+        """The quick way to a new tree (nothing at ``path`` yet): a pooled worktree moved to
+        ``path`` and switched to a new ``branch`` at ``start`` (a ref or commit; detached at it
+        when ``branch`` is None), which rewrites only the files that differ (in-process
+        through ``lib``, a LibGit, when it may); one or two git processes, the
+        administration lock held for the move. False when there is no pooled tree, or
+        ``branch`` already exists and is checked out elsewhere: then :meth:`add` makes it."""
         if path.exists() or not pool.is_dir():
             return False
         with self._admin:
@@ -96,12 +98,30 @@ class WorktreeDirs:
                     break     # else another thread took it, or it is broken: cleanup drops it
             else:
                 return False
+        return self.switch(path, branch, start, lib)
+
+    def switch(self, path: pathlib.Path, branch: str | None, start: str, lib=None) -> bool:
+        """The clean tree at ``path`` put on a new ``branch`` at ``start`` (detached at it when
+        ``branch`` is None), only differing files rewritten; in-process when ``lib`` may.
+        False when git refuses (the branch exists and is checked out elsewhere)."""
         if lib is not None and lib.switch_tree(path, branch, start):
             return True
+        if branch is None:
+            made = self.git.run("checkout", "-q", "-f", "--detach", start, cwd=path, check=False)
+            return made.returncode == 0
         made = self.git.run("checkout", "-q", "-f", "-b", branch, start, cwd=path, check=False)
         if made.returncode != 0:       # the branch exists (a retry): the tree goes onto it
             made = self.git.run("checkout", "-q", "-f", branch, "--", cwd=path, check=False)
         return made.returncode == 0
+
+    def detached(self, path: pathlib.Path, lib=None) -> bool:
+        """Whether the worktree at ``path`` has a detached HEAD (a tree prepared for a ticket
+        that has not started: no branch yet)."""
+        if lib is not None:
+            found = lib.is_detached(path)
+            if found is not None:
+                return found
+        return self.git.run("symbolic-ref", "-q", "HEAD", cwd=path, check=False).returncode == 1
 
     @_serial
     def add(self, path: pathlib.Path, branch: str, start: str | None,
@@ -121,26 +141,31 @@ class WorktreeDirs:
         if pool is not None and self._from_pool(pool, path, branch, None if exists else start):
             return path
         if exists:
-            self._fresh(path, branch)
+            self.fresh(path, branch)
         else:
             if start is None:
                 raise WorktreeError(f"branch {branch} does not exist and no start was given")
-            self._fresh(path, "-b", branch, start)
+            self.fresh(path, "-b", branch, start)
         return path
 
-    def _fresh(self, path: pathlib.Path, *what: str) -> None:
+    def fresh(self, path: pathlib.Path, *what: str) -> None:
         """``git worktree add`` in two steps, so the administration lock is held only while
         git registers the tree, not while it writes every file of the repository: the tree
         is added locked ("initializing", as git itself marks a tree it is still making, which
-        :meth:`healthy` never takes) and without files, then filled and unlocked."""
+        :meth:`healthy` never takes) and without files, then filled and unlocked. One tree
+        is written at a time, in the order they were asked for (the ready tickets heading
+        the longest chains first): the first one is ready as soon as it can be, rather than
+        all of them late, sharing the disk and the cores."""
         args = list(what)
         branch_args = args[:2] if args[0] == "-b" else []
         rest = args[2:] if branch_args else args
-        with self._admin:
-            self.git.run("worktree", "add", "-q", "--no-checkout", "--lock", "--reason",
-                         "initializing", *branch_args, str(path), *rest)
-        self.git.run("reset", "-q", "--hard", cwd=path)
-        self.git.run("worktree", "unlock", str(path))
+        with self._writing:
+            with self._admin:
+                self.git.run("worktree", "add", "-q", "--no-checkout", "--lock", "--reason",
+                             "initializing", *branch_args, str(path), *rest)
+            self.git.run("reset", "-q", "--hard", cwd=path)
+            with self._admin:  # like every worktree command, unlock reads all the trees' files
+                self.git.run("worktree", "unlock", str(path))
 
     # -- recycling: a finished ticket's tree becomes the next ticket's, so set-up checks out
     # -- only the files that differ instead of every file of the repository ------------------
@@ -197,7 +222,7 @@ class WorktreeDirs:
                 name = f"{os.getpid()}-{threading.get_ident()}-{secrets.token_hex(4)}"
                 making = making_dir(pool) / name
                 making.parent.mkdir(parents=True, exist_ok=True)
-                self._fresh(making, "--detach", tip)
+                self.fresh(making, "--detach", tip)
                 with self._admin:
                     self.git.run("worktree", "move", str(making), str(pool / name))
                 have = len(list(pool.iterdir()))

@@ -60,11 +60,12 @@ class LibGit:
                       ("clean", "smudge", "process") for n in names)
         return cls(top, plain=not (filters or sparse))
 
-    def switch_tree(self, tree: pathlib.Path, branch: str, start_ref: str) -> bool:
-        """A pooled worktree put on a new ``branch`` at ``start_ref``'s commit, its files
-        rewritten where they differ (``git checkout -f -b`` in-process). False, with nothing
-        changed, when that is not for libgit2 here (see ``plain``), the branch exists already
-        or the start is missing: the caller uses the git command."""
+    def switch_tree(self, tree: pathlib.Path, branch: str | None, start_ref: str) -> bool:
+        """A clean worktree put on a new ``branch`` at ``start_ref``'s commit (detached at it
+        when ``branch`` is None), its files rewritten where they differ: ``git checkout -f
+        -b`` in-process. False, with nothing changed, when that is not for libgit2 here (see
+        ``plain``), the branch exists already or the start is missing: the caller uses the
+        git command."""
         if not self.plain:
             return False
         import pygit2
@@ -72,16 +73,56 @@ class LibGit:
         try:
             repo = pygit2.Repository(str(tree))
             start = repo.references.get(start_ref)
-            if start is None or repo.references.get(f"refs/heads/{branch}") is not None:
+            if start is None or (branch is not None and
+                                 repo.references.get(f"refs/heads/{branch}") is not None):
                 return False
             commit = repo[start.target]
             repo.checkout_tree(commit, strategy=CheckoutStrategy.FORCE)
-            repo.branches.local.create(branch, commit)
-            repo.set_head(f"refs/heads/{branch}")
+            if branch is None:
+                repo.set_head(commit.id)
+            else:
+                repo.branches.local.create(branch, commit)
+                repo.set_head(f"refs/heads/{branch}")
             return True
         except (pygit2.GitError, KeyError, ValueError) as e:
             log.warning(f"in-process checkout in {tree} failed ({e}); using the git command")
             return False
+
+    def is_detached(self, tree: pathlib.Path) -> bool | None:
+        """Whether the worktree's HEAD is detached; None when libgit2 cannot tell."""
+        import pygit2
+        try:
+            return pygit2.Repository(str(tree)).head_is_detached
+        except (pygit2.GitError, KeyError, ValueError) as e:
+            log.warning(f"libgit2 cannot read the HEAD of {tree} ({e}); asking git")
+            return None
+
+    def rev(self, where: pathlib.Path, ref: str):
+        """The commit ``ref`` names in the repository or worktree at ``where`` (``git
+        rev-parse --verify ref^{commit}``), None when it names none; NotImplemented when
+        libgit2 cannot tell (then git is asked)."""
+        import pygit2
+        try:
+            repo = pygit2.Repository(str(where))
+        except (pygit2.GitError, KeyError, ValueError):
+            return NotImplemented         # e.g. not a repository: git's own message says why
+        try:
+            return str(repo.revparse_single(f"{ref}^{{commit}}").id)
+        except (KeyError, ValueError, pygit2.InvalidSpecError):
+            return None                   # names nothing (or not a commit)
+        except pygit2.GitError:
+            return NotImplemented
+
+    def is_ancestor(self, where: pathlib.Path, a: str, b: str):
+        """``git merge-base --is-ancestor a b``; NotImplemented when libgit2 cannot tell."""
+        ta, tb = self.rev(where, a), self.rev(where, b)
+        if ta is NotImplemented or tb is NotImplemented or ta is None or tb is None:
+            return NotImplemented         # git's error names the missing revision
+        import pygit2
+        try:
+            return ta == tb or pygit2.Repository(str(where)).descendant_of(tb, ta)
+        except (pygit2.GitError, KeyError, ValueError):
+            return NotImplemented
 
     @staticmethod
     def _sig():
@@ -114,10 +155,14 @@ class LibGit:
             log.warning(f"in-process branch delete failed ({e}); using the git command")
             return False
 
-    def commit_index(self, worktree: pathlib.Path, message: str) -> str | None:
+    def commit_index(self, worktree: pathlib.Path, message: str,
+                     land: tuple[str, str] | None = None) -> str | MergeResult | None:
         """Commit the worktree's index (as ``git add -A`` left it) on its branch, as Clutch;
         the commit's SHA, "" when the index holds no change, None when this cannot be done
-        here (HEAD not on a branch, an index libgit2 cannot write, the branch moved)."""
+        here (HEAD not on a branch, an index libgit2 cannot write, the branch moved). With
+        ``land`` = (track ref, merged marker ref), when the track still sits where the ticket
+        started, the commit is also its fast-forward: one transaction moves the ticket, the
+        track and the marker, and the MergeResult is returned."""
         import pygit2
         try:
             repo = pygit2.Repository(str(worktree))
@@ -130,6 +175,14 @@ class LibGit:
                 return ""
             sig = self._sig()
             new = repo.create_commit(None, sig, sig, message, tree, [parent])
+            if land is not None:
+                track_ref, marker = land
+                track = repo.references.get(track_ref)
+                if track is not None and track.target == parent and self._move(
+                        repo, [(head.name, new, parent), (track_ref, new, parent),
+                               (marker, new, None)]):
+                    return MergeResult(sha=str(new), how="fast-forward",
+                                       merged_into=track_ref.removeprefix("refs/heads/"))
             if not self._move(repo, [(head.name, new, parent)]):
                 return None
             return str(new)

@@ -1,7 +1,8 @@
 """The data of the worktree layer: its error, results, names and the git runner it shares.
 
 Pure definitions plus :class:`GitRunner`, a stateless wrapper around one ``git`` process per
-call. Threads: any (nothing here holds mutable state; a runner only remembers its root).
+call (two of its questions answered in-process when it is given a LibGit). Threads: any
+(nothing here holds mutable state; a runner only remembers its root and its LibGit).
 """
 from __future__ import annotations
 
@@ -120,10 +121,14 @@ class WorktreeInfo:
 
 
 class GitRunner:
-    """Runs git in ``root`` (or a given cwd) with secrets and redirecting variables dropped."""
+    """Runs git in ``root`` (or a given cwd) with secrets and redirecting variables dropped.
+    ``reads`` (a LibGit, optional) answers :meth:`rev` and :meth:`is_ancestor` in-process
+    (the commonest questions, and each would be a git process); it says when it cannot, and
+    git answers then."""
 
-    def __init__(self, root: pathlib.Path):
+    def __init__(self, root: pathlib.Path, reads=None):
         self.root = root
+        self.reads = reads
 
     @staticmethod
     def env(identity: bool = False) -> dict[str, str]:
@@ -163,11 +168,19 @@ class GitRunner:
 
     def rev(self, ref: str, cwd: pathlib.Path | None = None) -> str | None:
         """The commit ``ref`` names, or None when it names none."""
+        if self.reads is not None:
+            found = self.reads.rev(cwd or self.root, ref)
+            if found is not NotImplemented:
+                return found
         proc = self.run("rev-parse", "-q", "--verify", "--end-of-options", f"{ref}^{{commit}}",
                         cwd=cwd, check=False)
         return proc.stdout.decode().strip() if proc.returncode == 0 else None
 
     def is_ancestor(self, a: str, b: str) -> bool:
+        if self.reads is not None:
+            found = self.reads.is_ancestor(self.root, a, b)
+            if found is not NotImplemented:
+                return found
         proc = self.run("merge-base", "--is-ancestor", a, b, check=False)
         if proc.returncode in (0, 1):
             return proc.returncode == 0

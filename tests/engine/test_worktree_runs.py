@@ -393,3 +393,83 @@ def test_a_planned_tracks_worktrees_are_checked_out_while_the_person_reads_it(ma
     eng.close()
     eng.settle()      # the finished track's trees go after it reports
     assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]
+
+
+def test_a_dependents_tree_is_prepared_while_the_ticket_it_waits_for_works(make_engine,
+                                                                           workspace):
+    """T-002 waits for T-001: its tree is checked out while T-001's worker runs (detached, no
+    branch yet), and when T-001 lands it is brought forward, so T-002 sees T-001's file; at
+    the end no tree and no ticket branch is left."""
+    repo(workspace)
+    holder: dict = {}
+
+    def t1(req):
+        tree = workspace / ".clutch" / "worktrees" / holder["tid"] / "T-002"
+        wait_for(lambda: (tree / ".git").is_file() and (tree / "util.py").is_file(),
+                 timeout=20, what="T-002's prepared tree")
+        holder["prepared_head"] = git(tree, "rev-parse", "--abbrev-ref", "HEAD").strip()
+        return call("write_file", path="a.txt", content="from T-001\n")
+
+    def t2(req):
+        tree = workspace / ".clutch" / "worktrees" / holder["tid"] / "T-002"
+        holder["t2_sees"] = (tree / "a.txt").read_text()
+        holder["t2_head"] = git(tree, "rev-parse", "--abbrev-ref", "HEAD").strip()
+        return call("write_file", path="b.txt", content="from T-002\n")
+    eng = make_engine(provider=scripted({
+        "T-001": [t1, ModelResponse(text="done")],
+        "T-002": [t2, ModelResponse(text="done")],
+    }), git_commits=True, max_workers=2)
+    tid = holder["tid"] = track_with(eng, [
+        Ticket(id="T-001", description="one", target_files=["a.txt"]),
+        Ticket(id="T-002", description="two", target_files=["b.txt"], depends_on=["T-001"])])
+    track = eng.start_track(tid).result(60)
+    assert [k.status for k in track.tickets] == ["completed", "completed"], \
+        [(k.id, k.blocked_reason) for k in track.tickets]
+    assert holder["prepared_head"] == "HEAD"                  # detached while it waited
+    assert holder["t2_sees"] == "from T-001\n"                # brought forward at its start
+    assert holder["t2_head"] == f"clutch-ticket/{tid}/T-002"
+    assert git(workspace, "show", "main:b.txt") == "from T-002\n"
+    eng.settle()
+    assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]
+    assert "clutch-ticket" not in git(workspace, "branch", "--list")
+
+
+def test_a_prepared_tree_whose_ticket_never_starts_leaves_nothing(make_engine, workspace):
+    """T-001's worker fails, so T-002 (prepared while T-001 worked) is blocked and never
+    starts: its tree goes with the track, and no branch of it is left."""
+    repo(workspace)
+    holder: dict = {}
+
+    def broken(req):
+        tree = workspace / ".clutch" / "worktrees" / holder["tid"] / "T-002"
+        wait_for(lambda: (tree / ".git").is_file(), timeout=20, what="the prepared tree")
+        raise RuntimeError("the model broke")
+    eng = make_engine(provider=scripted({"T-001": [broken], "T-002": [ModelResponse(text="x")]}),
+                      git_commits=True, max_workers=2)
+    tid = holder["tid"] = track_with(eng, [
+        Ticket(id="T-001", description="one", target_files=["a.txt"]),
+        Ticket(id="T-002", description="two", target_files=["b.txt"], depends_on=["T-001"])])
+    track = eng.start_track(tid).result(60)
+    assert [k.status for k in track.tickets] == ["failed", "blocked"]
+    eng.settle()
+    assert not (workspace / ".clutch" / "worktrees" / tid / "T-002").exists()
+    assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]
+    assert "clutch-ticket" not in git(workspace, "branch", "--list")
+
+
+def test_tidying_and_preparing_trees_run_below_the_tickets_own_git_work(make_engine, workspace):
+    """The threads that put trees away and prepare them ahead (and the git they start) run at
+    a lower priority than the ones a ticket waits on."""
+    import os
+    repo(workspace)
+    eng = make_engine(git_commits=True)
+
+    def niceness():
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    assert eng._tidy_pool.submit(niceness).result(10) == base + 5
+    assert eng._prep_pool.submit(niceness).result(10) == base + 5
+    assert eng._git_pool.submit(niceness).result(10) == base
+    git_child = eng._tidy_pool.submit(lambda: subprocess.run(
+        ["sh", "-c", "nice"], capture_output=True, text=True).stdout.strip()).result(10)
+    assert git_child == str(base + 5)

@@ -293,3 +293,14 @@ def test_a_hidden_path_that_holds_the_root_still_leaves_the_root_writable(tmp_pa
     r = w.run_shell(f"echo ok > out.txt && cat {repo}/.clutch/api.json; ls {repo}/.clutch; true")
     assert TOKEN not in r.output
     assert (wt / "out.txt").read_text() == "ok\n"
+
+
+def test_a_workers_command_runs_below_the_app(arena):
+    """Worker commands run at WORKER_NICENESS (what they start inherits it), sandboxed or not,
+    so eight of them at once leave the app and its own git work the CPU first."""
+    from toolbox.shell import WORKER_NICENESS
+    for ws in (arena.workspace, Workspace(arena.ws, sandbox="none")):
+        r = ws.run_shell("nice; sh -c nice")
+        assert r.ok, r.error + r.output
+        assert r.output.split() == [str(WORKER_NICENESS)] * 2, r.output
+    assert os.getpriority(os.PRIO_PROCESS, 0) == 0          # the app itself is untouched

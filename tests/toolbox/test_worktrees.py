@@ -41,10 +41,18 @@ def repo(tmp_path) -> pathlib.Path:
     return make_repo(tmp_path / "my repo")          # a path with a space in it
 
 
-@pytest.fixture
-def tb(repo) -> TrackBranches:
+@pytest.fixture(params=["libgit2", "git only"])
+def tb(repo, request) -> TrackBranches:
+    """Every test runs twice: with libgit2 doing the landing, the checkouts of pooled trees and
+    the reads in-process, and with the git command alone (pygit2 missing, or a repository
+    libgit2 cannot read): the two paths must behave the same."""
     tb, why = TrackBranches.detect(repo)
     assert why == "" and tb is not None
+    if request.param == "git only":
+        tb._lib = None
+        tb.git.reads = None
+    else:
+        assert tb._lib is not None and tb._lib.plain and tb.git.reads is tb._lib
     return tb
 
 

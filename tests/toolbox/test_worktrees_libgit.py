@@ -1,0 +1,173 @@
+"""The in-process (libgit2) half of the worktree layer, checked against git itself on real
+repositories: it must answer as git answers, write what git would write, and step aside
+wherever git would do something it does not (filters, sparse checkouts, overlapping edits)."""
+from __future__ import annotations
+
+import pathlib
+import subprocess
+
+import pytest
+
+from test_worktrees import git, make_repo, worktree_paths
+from toolbox.worktrees import TrackBranches
+from toolbox.worktrees_libgit import LibGit
+from toolbox.worktrees_model import GitRunner
+
+
+@pytest.fixture
+def repo(tmp_path) -> pathlib.Path:
+    r = make_repo(tmp_path / "repo")
+    git(r, "tag", "-a", "v1", "-m", "release 1")          # an annotated tag: peels to a commit
+    git(r, "branch", "side", "HEAD~1")
+    return r
+
+
+def test_reads_answer_exactly_as_git_does(repo):
+    lib = LibGit.open(repo)
+    assert lib is not None and lib.plain
+    fast, slow = GitRunner(repo, reads=lib), GitRunner(repo)
+    head = git(repo, "rev-parse", "HEAD")
+    blob = git(repo, "rev-parse", "HEAD:app.py")
+    refs = ["HEAD", "main", "refs/heads/main", head, head[:7], "HEAD^", "HEAD~1", "v1",
+            "refs/tags/v1", "side", "nope", "refs/heads/nope", "HEAD~99", blob, "0" * 40, ""]
+    for ref in refs:
+        assert fast.rev(ref) == slow.rev(ref), ref
+    for a, b in [("side", "main"), ("main", "side"), ("main", "main"), ("v1", "main"),
+                 (head, "side")]:
+        assert fast.is_ancestor(a, b) == slow.is_ancestor(a, b), (a, b)
+
+
+def test_a_ticket_lands_in_one_step_and_leaves_a_clean_tree(repo):
+    tb, _ = TrackBranches.detect(repo)
+    tb.start_track("t")
+    wt = tb.ticket_worktree("t", "A")
+    (wt / "new.py").write_text("N = 1\n")
+    (wt / "app.py").unlink()                       # a deletion is staged too
+    (wt / "debug.log").write_text("ignored\n")     # .gitignore is respected
+    res = tb.land_ticket("t", "A", wt, "A: work\n")
+    assert res.how == "fast-forward"
+    tip = git(repo, "rev-parse", "clutch/t")
+    assert res.sha == tip == git(repo, "rev-parse", "clutch-ticket/t/A") \
+        == git(repo, "rev-parse", "refs/clutch/merged/t/A")
+    assert git(repo, "ls-tree", "--name-only", "clutch/t").split() == \
+        [".gitignore", "README.md", "lib.py", "new.py"]
+    assert git(repo, "log", "-1", "--format=%an <%ae>|%s", "clutch/t") == \
+        "Clutch <clutch@localhost>|A: work"
+    assert git(wt, "status", "--porcelain") == ""          # index and HEAD agree
+    assert git(repo, "fsck", "--no-progress") == ""
+    assert tb.land_ticket("t", "A", wt, "again\n") is None  # nothing changed: nothing landed
+
+
+def test_a_rebase_over_other_paths_makes_the_tree_git_would(repo):
+    tb, _ = TrackBranches.detect(repo)
+    tb.start_track("t")
+    a, b = tb.ticket_worktree("t", "A"), tb.ticket_worktree("t", "B")
+    (a / "a.py").write_text("A = 1\n")
+    (b / "b.py").write_text("B = 1\n")
+    (b / "app.py").write_text((b / "app.py").read_text().replace("return 2", "return 20"))
+    assert tb.land_ticket("t", "A", a, "A\n").how == "fast-forward"
+    before = git(repo, "rev-parse", "clutch/t")
+    res = tb.land_ticket("t", "B", b, "B: other paths\n")
+    assert res.how == "rebase"
+    expected = git(repo, "merge-tree", "--write-tree", before, f"clutch-ticket/t/B").split()[0]
+    assert git(repo, "rev-parse", "clutch/t^{tree}") == expected
+    assert git(repo, "rev-parse", "clutch/t^") == before        # one commit on the track
+    assert git(repo, "log", "-1", "--format=%s", "clutch/t") == "B: other paths"
+    assert git(repo, "fsck", "--no-progress") == ""
+
+
+def test_two_edits_of_one_file_are_left_to_gits_own_merge(repo):
+    """Both sides touched app.py: libgit2 steps aside and git decides (here: a clean merge of
+    two hunks far apart); the result is git's merge-tree result exactly."""
+    tb, _ = TrackBranches.detect(repo)
+    tb.start_track("t")
+    a, b = tb.ticket_worktree("t", "A"), tb.ticket_worktree("t", "B")
+    (a / "app.py").write_text((a / "app.py").read_text().replace("return 1", "return 10"))
+    (b / "app.py").write_text((b / "app.py").read_text().replace("return 2", "return 20"))
+    tb.land_ticket("t", "A", a, "A\n")
+    before = git(repo, "rev-parse", "clutch/t")
+    assert tb.commit_ticket(b, "B\n")
+    assert tb._lib.land("refs/heads/clutch/t", "refs/heads/clutch-ticket/t/B",
+                        "refs/clutch/merged/t/B") is None          # not for libgit2
+    res = tb.merge_ticket("t", "B")
+    assert res.how == "rebase"
+    expected = git(repo, "merge-tree", "--write-tree", before, "clutch-ticket/t/B").split()[0]
+    assert git(repo, "rev-parse", "clutch/t^{tree}") == expected
+    text = git(repo, "show", "clutch/t:app.py")
+    assert "return 10" in text and "return 20" in text
+
+
+def test_a_filter_driver_keeps_libgit2_away_from_the_files(repo):
+    """A clean/smudge filter (as LFS installs) runs only in git: with one configured, staging
+    and checkouts go through git, so what is committed is what git's filter made of it."""
+    git(repo, "config", "filter.upper.clean", "tr a-z A-Z")
+    git(repo, "config", "filter.upper.smudge", "cat")
+    (repo / ".gitattributes").write_text("*.txt filter=upper\n")
+    git(repo, "add", ".gitattributes")
+    git(repo, "commit", "-q", "-m", "attributes")
+    tb, _ = TrackBranches.detect(repo)
+    assert tb._lib is not None and not tb._lib.plain
+    tb.start_track("t")
+    wt = tb.ticket_worktree("t", "A")
+    (wt / "note.txt").write_text("quiet words\n")
+    assert tb.land_ticket("t", "A", wt, "A\n").how == "fast-forward"
+    assert git(repo, "show", "clutch/t:note.txt") == "QUIET WORDS"      # git's clean filter
+    tb.cleanup_ticket("t", "A")
+    wt2 = tb.ticket_worktree("t", "B")                  # a new tree: git's smudge filter ran
+    assert (wt2 / "note.txt").read_text() == "QUIET WORDS\n"
+
+
+def test_a_sparse_checkout_keeps_libgit2_away_from_the_files(repo):
+    git(repo, "config", "core.sparseCheckout", "true")
+    lib = LibGit.open(repo)
+    assert lib is not None and not lib.plain
+    assert not lib.switch_tree(repo, None, "refs/heads/main")
+
+
+def test_a_prepared_tree_is_brought_forward_to_what_landed_meanwhile(repo):
+    tb, _ = TrackBranches.detect(repo)
+    tb.start_track("t")
+    a = tb.ticket_worktree("t", "A")
+    prepared = tb.prepare_worktree("t", "B")          # B waits for A: made while A works
+    assert prepared == tb.worktree_path("t", "B")
+    assert git(prepared, "rev-parse", "--abbrev-ref", "HEAD") == "HEAD"        # detached
+    assert git(repo, "branch", "--list", "clutch-ticket/t/B") == ""
+    assert tb.prepare_worktree("t", "B") is None       # prepared once
+    (a / "a.py").write_text("A = 1\n")
+    tb.land_ticket("t", "A", a, "A\n")
+    b = tb.ticket_worktree("t", "B")
+    assert b == prepared
+    assert git(b, "rev-parse", "--abbrev-ref", "HEAD") == "clutch-ticket/t/B"
+    assert git(b, "rev-parse", "HEAD") == git(repo, "rev-parse", "clutch/t")
+    assert (b / "a.py").read_text() == "A = 1\n" and git(b, "status", "--porcelain") == ""
+    tb.cleanup_ticket("t", "A", discard=True)
+    tb.cleanup_track("t", keep_branch=True, discard=True)
+    assert worktree_paths(repo) == [str(repo)]
+
+
+def test_an_unused_prepared_tree_goes_with_its_track_and_leaves_no_branch(repo):
+    tb, _ = TrackBranches.detect(repo)
+    tb.start_track("t")
+    tb.prepare_worktree("t", "B")
+    tb.cleanup_track("t", keep_branch=True, discard=True)
+    assert worktree_paths(repo) == [str(repo)]
+    assert "clutch-ticket" not in git(repo, "branch", "--list")
+
+
+def test_without_pygit2_everything_goes_through_git(repo, monkeypatch):
+    import builtins
+    real = builtins.__import__
+
+    def no_pygit2(name, *a, **kw):
+        if name == "pygit2" or name.startswith("pygit2."):
+            raise ImportError("No module named 'pygit2'")
+        return real(name, *a, **kw)
+    monkeypatch.setattr(builtins, "__import__", no_pygit2)
+    tb, _ = TrackBranches.detect(repo)
+    assert tb._lib is None and tb.git.reads is None
+    tb.start_track("t")
+    wt = tb.ticket_worktree("t", "A")
+    (wt / "a.py").write_text("A = 1\n")
+    assert tb.land_ticket("t", "A", wt, "A\n").how == "fast-forward"
+    assert subprocess.run(["git", "-C", str(repo), "show", "clutch/t:a.py"],
+                          capture_output=True, text=True).stdout == "A = 1\n"

@@ -119,8 +119,8 @@ class Branches:
         return self._git_pool.submit(make)
 
     def _prepare_heirs(self, track: Track, ticket: Ticket) -> None:
-        """Loop thread, as `ticket` starts: the tickets that will be ready once it and the
-        other running ones land get their trees now, while they work (a pooled tree, or a new
+        """Ticket thread, once `ticket`'s own tree is open: the tickets that will be ready
+        once it and the other running ones land get their trees now, while they work (a pooled tree, or a new
         checkout of the whole repository: seconds in a big one), so each of them starts by
         checking out only what those tickets changed. At most max_workers trees wait so."""
         if not self._in_worktrees(track):
@@ -162,6 +162,7 @@ class Branches:
         self._use_tree(ticket, path)
         with self._lock:
             ticket.branch = f"clutch-ticket/{track.id}/{ticket.id}"
+        self._prepare_heirs(track, ticket)      # after its own tree: never in its way
         return path
 
     def _tree_workspace(self, path: pathlib.Path) -> Workspace:

@@ -89,7 +89,12 @@ class Curation:
         key = _tree_identity(Path(root))
         with self._repomap_lock:
             mine = self._tree_maps.get(key) if key else None
-        rm = RepoMap(root, persist=False, seed=mine or self._map(), same_files=mine is not None)
+            base = self._repomap
+        if mine is None and base is None:
+            base = self._map()
+        # a seed by content (digests decide) needs no refresh of the workspace's own map
+        rm = RepoMap(root, persist=False, seed=mine or base, same_files=mine is not None,
+                     lister=self._tb.lister() if self._tb is not None else None)
         rm.refresh()
         if key:
             with self._repomap_lock:

@@ -44,7 +44,6 @@ class TicketLife:
             cancel = self._cancel_flags[ticket.id] = threading.Event()
         self._save(track)
         self._status(track, ticket)
-        self._prepare_heirs(track, ticket)
 
         def back(fut: concurrent.futures.Future[None]) -> None:
             try:

@@ -111,6 +111,11 @@ class TrackBranches(TicketTidy):
         ``root`` is of the repository."""
         return pathlib.Path(worktree) / self.prefix if self.prefix else pathlib.Path(worktree)
 
+    def lister(self):
+        """For a worktree's repository map: lists a tree's files in-process (as ``git
+        ls-files`` would), or None when there is no libgit2 here."""
+        return self._lib.listed_files if self._lib is not None else None
+
     def sandbox_hide(self) -> list[pathlib.Path]:
         """What a worker's command sandbox must hide (``Workspace(sandbox_hide=...)``): the
         repository's ``.clutch/``, which holds every other ticket's worktree."""
@@ -135,12 +140,16 @@ class TrackBranches(TicketTidy):
             tip = self.git.rev(f"refs/heads/{branch}")
             if tip is not None and rec is not None:
                 return TrackBranch(track_id, branch, rec.get("base"), rec["base_sha"], tip)
-            head = self.git.out("rev-parse", "HEAD", cwd=self.root)
-            sym = self.git.run("symbolic-ref", "-q", "--short", "HEAD", cwd=self.root,
-                               check=False)
-            base = sym.stdout.decode().strip() or None if sym.returncode == 0 else None
+            head = self.git.rev("HEAD", cwd=self.root)
+            if head is None:
+                raise WorktreeError(f"HEAD of {self.root} names no commit")
+            base = self._lib.head_branch(self.root) if self._lib is not None else NotImplemented
+            if base is NotImplemented:
+                sym = self.git.run("symbolic-ref", "-q", "--short", "HEAD", cwd=self.root,
+                                   check=False)
+                base = sym.stdout.decode().strip() or None if sym.returncode == 0 else None
             if tip is None:
-                self.git.run("branch", "--no-track", branch, head)
+                update_refs(self.git, [(f"refs/heads/{branch}", head, "0" * len(head))])
                 tip, base_sha = head, head
             else:  # the branch survived but its record did not: the fork point is the base
                 base_sha = self.git.out("merge-base", head, tip)
@@ -200,7 +209,7 @@ class TrackBranches(TicketTidy):
         if dirs.claim(self._pool(track_id), path, None, f"refs/heads/{tb}", lib=self._lib):
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
-        dirs.fresh(path, "--detach", f"refs/heads/{tb}")
+        dirs.fresh(path, "--detach", f"refs/heads/{tb}", urgent=False)
         return path
 
     def prewarm(self, track_id: str, count: int = 1) -> int:

@@ -8,6 +8,7 @@ one JSON file per track; ``revert_in_scratch`` a throw-away worktree while it ru
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -45,7 +46,7 @@ class WorktreeDirs:
         self._exclude_lock = threading.Lock()
         self._admin = threading.RLock()
         self._filling = threading.Lock()     # one pool filled at a time: never over-filled
-        self._writing = threading.Lock()     # one new tree's files written at a time
+        self._writing = _Turns()             # one new tree's files written at a time
 
     # -- .clutch/ is ignored without touching the user's .gitignore ----------------------------
 
@@ -148,18 +149,19 @@ class WorktreeDirs:
             self.fresh(path, "-b", branch, start)
         return path
 
-    def fresh(self, path: pathlib.Path, *what: str) -> None:
+    def fresh(self, path: pathlib.Path, *what: str, urgent: bool = True) -> None:
         """``git worktree add`` in two steps, so the administration lock is held only while
         git registers the tree, not while it writes every file of the repository: the tree
         is added locked ("initializing", as git itself marks a tree it is still making, which
         :meth:`healthy` never takes) and without files, then filled and unlocked. One tree
         is written at a time, in the order they were asked for (the ready tickets heading
         the longest chains first): the first one is ready as soon as it can be, rather than
-        all of them late, sharing the disk and the cores."""
+        all of them late, sharing the disk and the cores. A tree a ticket waits for
+        (``urgent``) goes before trees made ahead of need."""
         args = list(what)
         branch_args = args[:2] if args[0] == "-b" else []
         rest = args[2:] if branch_args else args
-        with self._writing:
+        with self._writing.turn(urgent):
             with self._admin:
                 self.git.run("worktree", "add", "-q", "--no-checkout", "--lock", "--reason",
                              "initializing", *branch_args, str(path), *rest)
@@ -222,7 +224,7 @@ class WorktreeDirs:
                 name = f"{os.getpid()}-{threading.get_ident()}-{secrets.token_hex(4)}"
                 making = making_dir(pool) / name
                 making.parent.mkdir(parents=True, exist_ok=True)
-                self.fresh(making, "--detach", tip)
+                self.fresh(making, "--detach", tip, urgent=False)
                 with self._admin:
                     self.git.run("worktree", "move", str(making), str(pool / name))
                 have = len(list(pool.iterdir()))
@@ -235,9 +237,13 @@ class WorktreeDirs:
         for d in (pool, making_dir(pool)):
             if d.is_dir():
                 for entry in sorted(d.iterdir()):
-                    self.remove(entry, discard=True)
+                    gone = self.git.run("worktree", "remove", "--force", "--force", str(entry),
+                                        check=False)    # one process for a tree git knows
+                    if gone.returncode != 0 or entry.exists():
+                        self.remove(entry, discard=True)
                 if d.is_dir() and not any(d.iterdir()):
                     d.rmdir()
+                    self._drop_empty_parents(d)
 
     def _drop_registration(self, info: WorktreeInfo) -> None:
         """Forget a worktree git still lists elsewhere (a moved repository, a stale entry)."""
@@ -292,6 +298,9 @@ class WorktreeDirs:
             if keep_files and any(path.iterdir()):
                 self._set_aside(path)
             shutil.rmtree(path)
+        self._drop_empty_parents(path)
+
+    def _drop_empty_parents(self, path: pathlib.Path) -> None:
         parent = path.parent
         while parent != self.base_dir and parent.is_relative_to(self.base_dir):
             try:
@@ -314,6 +323,31 @@ class WorktreeDirs:
         proc = self.git.run("branch", "-D", "-q", branch, check=False)
         if proc.returncode != 0 and self.git.rev(f"refs/heads/{branch}") is not None:
             raise WorktreeError(f"could not delete branch {branch}: {said(proc)}")
+
+
+class _Turns:
+    """One holder at a time; a waiter marked urgent goes before every waiter that is not."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._busy = False
+        self._urgent = 0
+
+    @contextlib.contextmanager
+    def turn(self, urgent: bool):
+        with self._cv:
+            self._urgent += urgent
+            try:
+                self._cv.wait_for(lambda: not self._busy and (urgent or self._urgent == 0))
+            finally:
+                self._urgent -= urgent
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._busy = False
+                self._cv.notify_all()
 
 
 def making_dir(pool: pathlib.Path) -> pathlib.Path:

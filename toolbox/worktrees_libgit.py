@@ -124,6 +124,62 @@ class LibGit:
         except (pygit2.GitError, KeyError, ValueError):
             return NotImplemented
 
+    def head_branch(self, where: pathlib.Path):
+        """The branch checked out in the work tree at ``where`` (short name), None when HEAD
+        is detached; NotImplemented when libgit2 cannot tell."""
+        import pygit2
+        try:
+            repo = pygit2.Repository(str(where))
+            return None if repo.head_is_detached else repo.head.shorthand
+        except (pygit2.GitError, KeyError, ValueError) as e:
+            log.warning(f"libgit2 cannot read the HEAD of {where} ({e}); asking git")
+            return NotImplemented
+
+    def checked_out(self, branch: str):
+        """The work tree that has ``branch`` checked out (the main one or a linked one that is
+        not prunable), None when none has; NotImplemented when libgit2 cannot tell."""
+        import pygit2
+        ref = f"refs/heads/{branch}"
+        try:
+            repo = pygit2.Repository(str(self.top))
+            main = pathlib.Path(repo.workdir) if repo.workdir else None
+            if main is not None and not repo.head_is_unborn and \
+                    not repo.head_is_detached and repo.head.name == ref:
+                return main.resolve()
+            for name in repo.list_worktrees():
+                wt = repo.lookup_worktree(name)
+                if wt.is_prunable:
+                    continue
+                other = pygit2.Repository(wt.path)
+                if not other.head_is_detached and not other.head_is_unborn and \
+                        other.head.name == ref:
+                    return pathlib.Path(wt.path).resolve()
+            return None
+        except (pygit2.GitError, KeyError, ValueError) as e:
+            log.warning(f"libgit2 cannot tell where {branch} is checked out ({e}); asking git")
+            return NotImplemented
+
+    def listed_files(self, where: pathlib.Path) -> list[str] | None:
+        """What ``git ls-files --cached --others --exclude-standard`` lists in the worktree
+        directory ``where`` (the index's files and the untracked ones .gitignore leaves),
+        relative to it; None when libgit2 cannot tell (then git is asked)."""
+        import pygit2
+        from pygit2.enums import FileStatus
+        try:
+            repo = pygit2.Repository(str(where))
+            top = pathlib.Path(repo.workdir).resolve()
+            names = [e.path for e in repo.index]
+            names += sorted(p for p, f in repo.status(untracked_files="all").items()
+                            if f & FileStatus.WT_NEW)
+        except (pygit2.GitError, KeyError, ValueError, TypeError) as e:
+            log.warning(f"libgit2 cannot list the files of {where} ({e}); asking git")
+            return None
+        sub = pathlib.Path(where).resolve()
+        if sub == top:
+            return names
+        prefix = sub.relative_to(top).as_posix() + "/"
+        return [n[len(prefix):] for n in names if n.startswith(prefix)]
+
     @staticmethod
     def _sig():
         import pygit2

@@ -126,6 +126,10 @@ def files_with_markers(root: pathlib.Path, paths: list[str]) -> list[str]:
 
 def checked_out_in(g: GitRunner, branch: str) -> pathlib.Path | None:
     """The work tree that has ``branch`` checked out, if any."""
+    if g.reads is not None:
+        found = g.reads.checked_out(branch)
+        if found is not NotImplemented:
+            return found
     for wt in g.worktrees():
         if wt.branch == branch and not wt.prunable:
             return wt.path

@@ -171,3 +171,36 @@ def test_without_pygit2_everything_goes_through_git(repo, monkeypatch):
     assert tb.land_ticket("t", "A", wt, "A\n").how == "fast-forward"
     assert subprocess.run(["git", "-C", str(repo), "show", "clutch/t:a.py"],
                           capture_output=True, text=True).stdout == "A = 1\n"
+
+
+def test_a_trees_files_are_listed_as_git_lists_them(repo):
+    """A worktree's repository map lists its files in-process: the same names `git ls-files
+    --cached --others --exclude-standard` gives, from the tree's top and from a folder."""
+    tb, _ = TrackBranches.detect(repo)
+    tb.start_track("t")
+    wt = tb.ticket_worktree("t", "A")
+    (wt / "pkg" / "sub").mkdir(parents=True)
+    (wt / "pkg" / "sub" / "new.py").write_text("N = 1\n")      # untracked
+    (wt / "pkg" / "m.py").write_text("M = 1\n")
+    (wt / "trace.log").write_text("ignored\n")                  # .gitignore: *.log
+    (wt / "lib.py").unlink()                                    # deleted, still in the index
+    git(wt, "add", "pkg/m.py")
+    listed = tb.lister()
+    for where in (wt, wt / "pkg"):
+        expected = git(where, "-c", "core.quotepath=off", "ls-files", "--cached", "--others",
+                       "--exclude-standard").split("\n")
+        assert sorted(listed(where)) == sorted(expected), where
+
+
+def test_where_a_branch_is_checked_out_is_found_as_git_finds_it(repo, tmp_path):
+    from toolbox.worktrees_merge import checked_out_in
+    git(repo, "worktree", "add", "-q", str(tmp_path / "side tree"), "side")
+    git(repo, "worktree", "add", "-q", "--detach", str(tmp_path / "loose"), "main")
+    git(repo, "worktree", "add", "-q", "-b", "gone", str(tmp_path / "gone"), "main")
+    import shutil
+    shutil.rmtree(tmp_path / "gone")                      # prunable: not where it is
+    lib = LibGit.open(repo)
+    fast, slow = GitRunner(repo, reads=lib), GitRunner(repo)
+    for branch in ("main", "side", "gone", "nope"):
+        assert checked_out_in(fast, branch) == checked_out_in(slow, branch), branch
+    assert checked_out_in(fast, "side") == (tmp_path / "side tree").resolve()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
 SKIP_DIRS = frozenset({
@@ -71,12 +72,16 @@ def git_files(root: Path) -> list[str]:
     if proc.returncode != 0:
         raise RuntimeError(f"git ls-files failed in {root}: "
                            f"{proc.stderr.decode('utf-8', 'replace').strip()}")
+    return kept(raw.decode("utf-8", "surrogateescape") for raw in proc.stdout.split(b"\0")
+                if raw)
+
+
+def kept(names: Iterable[str]) -> list[str]:
+    """The listed names a map considers, in order, each once: what is skipped (virtual
+    environments, caches, Conductor's track state, Clutch's own files) left out."""
     seen: set[str] = set()
     out: list[str] = []
-    for raw in proc.stdout.split(b"\0"):
-        if not raw:
-            continue
-        rel = raw.decode("utf-8", "surrogateescape")
+    for rel in names:
         if rel in seen or _skipped(rel) or rel.startswith(".clutch/"):
             continue
         seen.add(rel)

@@ -19,12 +19,12 @@ import stat as statmod
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from toolbox.repomap import graph as graphmod
-from toolbox.repomap.listing import list_files
+from toolbox.repomap.listing import kept, list_files
 from toolbox.repomap.outline import Grammars, Outline, pack, unpack
 from toolbox.repomap.scan import FileEntry, Job, scan_all
 from toolbox.repomap.render import render_ranked, skeleton
@@ -50,13 +50,16 @@ class RepoMap:
 
     def __init__(self, root: str | os.PathLike[str], *, cache_path: Path | None = None,
                  persist: bool = True, seed: "RepoMap | None" = None,
-                 same_files: bool = False) -> None:
+                 same_files: bool = False,
+                 lister: "Callable[[Path], list[str] | None] | None" = None) -> None:
         """seed: another map of the same repository (a ticket's worktree seeded with the
         workspace's map): on the first refresh a file whose content digest equals the seed's
         entry for the same path keeps that outline, so only files that differ are parsed.
         same_files: the seed mapped these very files (the same worktree, since moved or
         switched to another commit), so its stats are trusted as a refresh trusts its own:
         only files whose size or mtime changed are read.
+        lister: lists the files instead of `git ls-files` (names as git would give them);
+        it may return None, and the usual listing is used.
         Give a worktree's map persist=False (or a cache_path outside it): the cache file must
         not appear in the worker's tree."""
         self.root = Path(root).resolve()
@@ -72,6 +75,7 @@ class RepoMap:
         elif seed is not None:  # stats differ (a checkout's mtimes are new): digests decide
             self._entries = {p: e._replace(racy=True) for p, e in seed.entries().items()}
         self._loaded = False
+        self._lister = lister
         self._graph: graphmod.ImportGraph | None = None
         self.last_stats: RefreshStats | None = None
 
@@ -83,7 +87,8 @@ class RepoMap:
             t0 = time.perf_counter()
             if not self._loaded:
                 self._load_cache()
-            names = list_files(self.root)
+            listed = self._lister(self.root) if self._lister is not None else None
+            names = kept(listed) if listed is not None else list_files(self.root)
             now_ns = time.time_ns()
             old = self._entries
             new: dict[str, FileEntry] = {}

@@ -138,9 +138,21 @@ class Branches:
                 waiting = sum(1 for f in self._prepared.values() if not f.done())
                 if tid in self._prepared or waiting >= self.settings.max_workers:
                     continue
-                fut = self._prepared[tid] = self._prep_pool.submit(tb.prepare_worktree,
+                fut = self._prepared[tid] = self._prep_pool.submit(self._prepare_one,
                                                                    track.id, tid)
                 fut.add_done_callback(lambda f, tid=tid: self._prepare_failed(track.id, tid, f))
+
+    def _prepare_one(self, track_id: str, ticket_id: str) -> pathlib.Path | None:
+        """Prepare thread: the tree, and its repository map, so the spawn reads only the files
+        the tickets it waits for changed (a map that cannot be made is said at the spawn)."""
+        assert self._tb is not None
+        path = self._tb.prepare_worktree(track_id, ticket_id)
+        if path is not None:
+            try:
+                self._tree_map(self._tb.workspace_path(path))
+            except (RuntimeError, OSError) as e:
+                log.info(f"{ticket_id}'s prepared tree is mapped at its spawn instead: {e}")
+        return path
 
     def _prepare_failed(self, track_id: str, ticket_id: str,
                         fut: concurrent.futures.Future[Any]) -> None:

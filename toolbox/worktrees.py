@@ -264,7 +264,8 @@ class TrackBranches(TicketTidy):
             raise WorktreeError("commit_ticket: the commit message is empty")
         if not (wt / ".git").is_file() or not wt.resolve().is_relative_to(base):
             raise WorktreeError(f"{str(wt)!r} is not one of Clutch's ticket worktrees")
-        self.git.run("add", "-A", cwd=wt)
+        if self._lib is None or not self._lib.stage_all(wt):
+            self.git.run("add", "-A", cwd=wt)
         return wt
 
     def _git_commit(self, wt: pathlib.Path, message: str) -> str | None:

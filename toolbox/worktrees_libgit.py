@@ -211,6 +211,22 @@ class LibGit:
             log.warning(f"in-process branch delete failed ({e}); using the git command")
             return False
 
+    def stage_all(self, worktree: pathlib.Path) -> bool:
+        """``git add -A`` in-process (every change staged, deletions too, .gitignore
+        respected), only where ``plain`` (no filter driver: git's clean filters, such as LFS,
+        run only in git); False when it was not done here."""
+        if not self.plain:
+            return False
+        import pygit2
+        try:
+            index = pygit2.Repository(str(worktree)).index
+            index.add_all()
+            index.write()
+            return True
+        except (pygit2.GitError, KeyError, ValueError) as e:
+            log.warning(f"in-process staging in {worktree} failed ({e}); using the git command")
+            return False
+
     def commit_index(self, worktree: pathlib.Path, message: str,
                      land: tuple[str, str] | None = None) -> str | MergeResult | None:
         """Commit the worktree's index (as ``git add -A`` left it) on its branch, as Clutch;

@@ -204,3 +204,29 @@ def test_where_a_branch_is_checked_out_is_found_as_git_finds_it(repo, tmp_path):
     for branch in ("main", "side", "gone", "nope"):
         assert checked_out_in(fast, branch) == checked_out_in(slow, branch), branch
     assert checked_out_in(fast, "side") == (tmp_path / "side tree").resolve()
+
+
+def test_staging_in_process_stages_what_git_add_stages(repo):
+    """The same changes (a new executable, a symlink, a file made non-executable, a deletion,
+    a new folder, an ignored file) staged by libgit2 in one tree and by `git add -A` in
+    another give the same tree object."""
+    import os
+    tb, _ = TrackBranches.detect(repo)
+    tb.start_track("t")
+    trees = []
+    for ticket, lib in (("A", tb._lib), ("B", None)):
+        wt = tb.ticket_worktree("t", ticket)
+        (wt / "run.sh").write_text("#!/bin/sh\necho hi\n")
+        os.chmod(wt / "run.sh", 0o755)
+        os.symlink("app.py", wt / "link.py")
+        (wt / "lib.py").unlink()
+        (wt / "pkg" / "deep").mkdir(parents=True)
+        (wt / "pkg" / "deep" / "m.py").write_text("M = 1\n")
+        (wt / "out.log").write_text("ignored\n")
+        tb._lib, tb.git.reads = lib, lib
+        trees.append(tb.commit_ticket(wt, f"{ticket}\n"))
+    tb._lib = tb.git.reads = LibGit.open(repo)
+    a, b = (git(repo, "rev-parse", f"{sha}^{{tree}}") for sha in trees)
+    assert a == b
+    assert "120000" in git(repo, "ls-tree", trees[0], "link.py")           # a symlink
+    assert git(repo, "ls-tree", trees[0], "run.sh").startswith("100755")   # executable

@@ -149,7 +149,8 @@ class TrackBranches(TicketTidy):
                                    check=False)
                 base = sym.stdout.decode().strip() or None if sym.returncode == 0 else None
             if tip is None:
-                update_refs(self.git, [(f"refs/heads/{branch}", head, "0" * len(head))])
+                if self._lib is None or not self._lib.create_branch(branch, head):
+                    update_refs(self.git, [(f"refs/heads/{branch}", head, "0" * len(head))])
                 tip, base_sha = head, head
             else:  # the branch survived but its record did not: the fork point is the base
                 base_sha = self.git.out("merge-base", head, tip)

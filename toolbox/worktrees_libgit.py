@@ -124,6 +124,16 @@ class LibGit:
         except (pygit2.GitError, KeyError, ValueError):
             return NotImplemented
 
+    def create_branch(self, branch: str, sha: str) -> bool:
+        """A new branch at ``sha``; False (nothing made) when it exists or libgit2 cannot."""
+        import pygit2
+        try:
+            pygit2.Repository(str(self.top)).references.create(f"refs/heads/{branch}", sha)
+            return True
+        except (pygit2.GitError, KeyError, ValueError) as e:   # AlreadyExistsError included
+            log.info(f"libgit2 did not create {branch} ({e}); asking git")
+            return False
+
     def head_branch(self, where: pathlib.Path):
         """The branch checked out in the work tree at ``where`` (short name), None when HEAD
         is detached; NotImplemented when libgit2 cannot tell."""

@@ -14,13 +14,14 @@ engine/track_branch.py (TrackBranching).
 
 Threads: `_open_worktree`, `_land`, `_set_aside`, `_conflict_life`, `_resolved_by_person`
 run on the ticket's executor thread (its tree is started on `_git_pool` as the ticket
-starts); putting a landed ticket's tree away runs on `_tidy_pool` (one thread: never in a
-ticket's way); `ticket_diff` on any thread. State owned: the running tickets' workspaces
+starts); putting a landed ticket's tree away runs on `_tidy_pool` (one thread) and preparing
+a dependent's tree on `_prep_pool` (two), both at a lower priority, never in a ticket's way;
+`ticket_diff` on any thread. State owned: the running tickets' workspaces
 (`_ticket_ws`, under `_ws_lock`), the tracks that run in worktree mode (`_wt_tracks`, under the
 track lock), the trees being prepared for tickets about to be ready (`_prepared`, under
 `_ws_lock`: made while the tickets they wait for work), each finished track's removal of its
-trees (`_tidying`, under `_ws_lock`; see TrackBranching) and the two pools. Branch moves and the worktree administration are
-serialised inside TrackBranches.
+trees (`_tidying`, under `_ws_lock`; see TrackBranching) and the pools. Branch moves and the
+worktree administration are serialised inside TrackBranches.
 """
 from __future__ import annotations
 
@@ -120,9 +121,10 @@ class Branches:
 
     def _prepare_heirs(self, track: Track, ticket: Ticket) -> None:
         """Ticket thread, once `ticket`'s own tree is open: the tickets that will be ready
-        once it and the other running ones land get their trees now, while they work (a pooled tree, or a new
-        checkout of the whole repository: seconds in a big one), so each of them starts by
-        checking out only what those tickets changed. At most max_workers trees wait so."""
+        once it and the other running ones land get their trees now, while they work (a
+        pooled tree, or a new checkout of the whole repository: seconds in a big one), so
+        each of them starts by checking out only what those tickets changed. At most
+        max_workers trees wait so."""
         if not self._in_worktrees(track):
             return
         tb = self._tb

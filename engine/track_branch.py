@@ -130,11 +130,12 @@ class TrackBranching:
                                                f"worktrees: {e}", track_id=track_id))
 
     async def _tidied(self, track_id: str) -> None:
-        """Loop: a track starting again waits until its last run's trees are gone."""
+        """Loop: a track starting again waits until its last run's trees are gone (a tidy
+        job that failed was reported by `_tidy_failed`; the track starts all the same)."""
         with self._ws_lock:
             job = self._tidying.pop(track_id, None)
         if job is not None:
-            await asyncio.wrap_future(job)
+            await asyncio.wait({asyncio.wrap_future(job)})
 
     def settle(self, timeout: float = 60.0) -> None:
         """Any thread but the loop: wait until the worktrees of every finished track are

@@ -4,9 +4,11 @@ A track works on ``clutch/<track_id>``, started at the commit checked out when t
 starts. Each ticket gets a worktree at ``<repo>/.clutch/worktrees/<track_id>/<ticket_id>`` on
 ``clutch-ticket/<track_id>/<ticket_id>``, made from the track branch as it stands. A finished
 ticket is committed there and merged into the track branch without any checkout of the user's
-tree (``git merge-tree --write-tree`` + ``commit-tree`` + one atomic ``update-ref``): a
-fast-forward when the ticket has one commit on the current track tip, else one commit rebased
-onto it; a conflict leaves the track branch untouched and names both sides. A finished track
+tree: a fast-forward when the ticket has one commit on the current track tip, else one commit
+rebased onto it (in-process through libgit2 when that is exactly what git would do, see
+worktrees_libgit.py; else ``git merge-tree --write-tree`` + ``commit-tree`` + one atomic
+``update-ref``); a conflict leaves the track branch untouched and names both sides. A ticket
+that waits for others may have its tree prepared while they work (``prepare_worktree``). A finished track
 reaches the user's branch only through ``merge_track``, where git itself refuses to overwrite
 uncommitted changes. Outside git, ``TrackBranches.detect`` says why and callers keep sharing
 the directory.
@@ -238,8 +240,8 @@ class TrackBranches(TicketTidy):
     def land_ticket(self, track_id: str, ticket_id: str, worktree,
                     message: str) -> MergeResult | None:
         """Commit the ticket's worktree and merge it into the track branch: what a finished
-        ticket does before its dependents may start, so it is the fast path (one git process
-        and libgit2 when the track has not moved: commit and fast-forward in one ref
+        ticket does before its dependents may start, so it is the fast path (libgit2 alone
+        when the track has not moved: staging, commit and fast-forward in one ref
         transaction). None when nothing changed."""
         wt = self._staged(worktree, message)
         tb = f"refs/heads/{track_branch(check_id(track_id, 'track id'))}"
@@ -258,7 +260,8 @@ class TrackBranches(TicketTidy):
         return self.merge_ticket(track_id, ticket_id)
 
     def _staged(self, worktree, message: str) -> pathlib.Path:
-        """``git add -A`` in one of Clutch's worktrees (clean filters such as LFS apply)."""
+        """Everything changed in one of Clutch's worktrees staged: in-process where the
+        repository has no filter driver, else ``git add -A`` (clean filters such as LFS)."""
         base = self._need().base_dir
         wt = pathlib.Path(worktree)
         if not isinstance(message, str) or not message.strip():

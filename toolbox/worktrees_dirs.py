@@ -141,12 +141,15 @@ class WorktreeDirs:
                 self._drop_registration(holder)
         if pool is not None and self._from_pool(pool, path, branch, None if exists else start):
             return path
+        # here (a resumed or retried ticket) git writes the files under the administration
+        # lock, marking the tree "initializing" itself: never `fresh`, whose turn for
+        # writing is taken before that lock (the other order could deadlock)
         if exists:
-            self.fresh(path, branch)
+            self.git.run("worktree", "add", "-q", str(path), branch)
         else:
             if start is None:
                 raise WorktreeError(f"branch {branch} does not exist and no start was given")
-            self.fresh(path, "-b", branch, start)
+            self.git.run("worktree", "add", "-q", "-b", branch, str(path), start)
         return path
 
     def fresh(self, path: pathlib.Path, *what: str, urgent: bool = True) -> None:
@@ -157,7 +160,8 @@ class WorktreeDirs:
         is written at a time, in the order they were asked for (the ready tickets heading
         the longest chains first): the first one is ready as soon as it can be, rather than
         all of them late, sharing the disk and the cores. A tree a ticket waits for
-        (``urgent``) goes before trees made ahead of need."""
+        (``urgent``) goes before trees made ahead of need. Lock order: the writing turn,
+        then the administration lock; never called with the administration lock held."""
         args = list(what)
         branch_args = args[:2] if args[0] == "-b" else []
         rest = args[2:] if branch_args else args

@@ -1,24 +1,28 @@
-"""A ticket's landing in-process (libgit2 through pygit2): its commit from the index, the
-fast-forward or one-commit rebase onto its track, and the refs moved in one transaction.
+"""The hot path of the worktree layer in-process (libgit2 through pygit2): a ticket's landing
+(staging, its commit, the fast-forward or one-commit rebase onto its track, the refs moved in
+one transaction), switching a pooled or prepared tree, and the reads asked most often.
 
 Why: each ``git`` process costs 3-5 ms on a 2-core machine (more while workers run their own
 commands), and landing a ticket with the git command took 4 processes for a fast-forward and
 10 for a rebase, every one on the critical path of the ticket's dependents. Here the same
-steps take about a millisecond in all.
+steps take a few milliseconds in all (bench/README.md, "A worktree per ticket").
 
-What runs here, and only when it is exactly what git would do: reading the refs; the commit
-of what ``git add -A`` (still the git command, so the repository's clean filters such as LFS
-apply) put in the worktree's index; a fast-forward; a rebase of a single commit onto the track
-when the two sides changed different paths (then a three-way merge has nothing to decide);
-the compare-and-swap of the track branch, the ticket branch and the merged marker in one
-libgit2 transaction. Everything else returns None and the caller takes the git-command path:
-two sides touching one path (git's own merge decides it), a conflict, several commits,
-nothing to merge, a repository pygit2 cannot open (reftable refs, an extension libgit2 does
-not know), or pygit2 not installed.
+What runs here, and only where it is exactly what git would do: reading refs, ancestry, where
+a branch is checked out and a tree's files; creating a track's branch; staging a worktree's
+changes and checking out a tree, where the repository configures no filter driver and no
+sparse checkout (``plain``: elsewhere ``git add -A`` and ``git checkout`` run, so clean and
+smudge filters such as LFS apply); the commit of a worktree's index; a fast-forward; a rebase
+of a single commit onto the track when the two sides changed different paths (then a
+three-way merge has nothing to decide); the compare-and-swap of the track branch, the ticket
+branch and the merged marker in one libgit2 transaction. Everything else returns None (or
+NotImplemented, or False) and the caller takes the git-command path: two sides touching one
+path (git's own merge decides it), a conflict, several commits, nothing to merge, a
+repository pygit2 cannot open (reftable refs, an extension libgit2 does not know), or pygit2
+not installed. tests/toolbox/test_worktrees_libgit.py checks each against git itself.
 
 Threads: any; a pygit2 Repository is opened per call and never shared between threads
 (libgit2's rule), and a transaction is used on the thread that made it. State: the
-repository's path only.
+repository's path and whether it is ``plain``.
 """
 from __future__ import annotations
 

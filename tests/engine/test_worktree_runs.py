@@ -82,6 +82,18 @@ def mark_started(holder: dict, ticket_id: str, step):
     return run
 
 
+def rival_track(make_engine, holder: dict, t1_step, t2_steps: list, **settings) -> str:
+    """Two parallel tickets that both change shared.txt, started from one commit: T-001 acts
+    only once T-002's worker runs (its first step marks it running). The track's id; the
+    engine is holder["eng"]."""
+    eng = holder["eng"] = make_engine(provider=scripted({
+        "T-001": [after_started(holder, "T-002", t1_step), ModelResponse(text="done")],
+        "T-002": [mark_started(holder, "T-002", t2_steps[0]), *t2_steps[1:]],
+    }), git_commits=True, max_workers=2, **settings)
+    return track_with(eng, [Ticket(id="T-001", description="one", target_files=["shared.txt"]),
+                            Ticket(id="T-002", description="two", target_files=["shared.txt"])])
+
+
 def worktrees(ws: Path) -> list[str]:
     return [line for line in git(ws, "worktree", "list", "--porcelain").splitlines()
             if line.startswith("worktree ")]
@@ -157,15 +169,12 @@ def test_the_same_file_changed_two_ways_is_merged_by_a_repair_worker(make_engine
     def t2_after(req):
         wait_merged(holder, "T-001")       # T-002 changes the same line once T-001 is merged
         return call("edit_file", path="shared.txt", old="line 2", new="line 2 (from T-002)")
-    eng = holder["eng"] = make_engine(provider=scripted({
-        "T-001": [after_started(holder, "T-002", call("edit_file", path="shared.txt",
-                                                      old="line 2", new="line 2 (from T-001)")),
-                  ModelResponse(text="done")],
-        "T-002": [mark_started(holder, "T-002", t2_after), lambda r: ModelResponse(text="done") if "conflict" not in
-                  r.messages[0].text else resolve(r), ModelResponse(text="resolved")],
-    }), git_commits=True, max_workers=2)
-    tid = track_with(eng, [Ticket(id="T-001", description="one", target_files=["shared.txt"]),
-                           Ticket(id="T-002", description="two", target_files=["shared.txt"])])
+    tid = rival_track(
+        make_engine, holder,
+        call("edit_file", path="shared.txt", old="line 2", new="line 2 (from T-001)"),
+        [t2_after, lambda r: ModelResponse(text="done") if "conflict" not in
+         r.messages[0].text else resolve(r), ModelResponse(text="resolved")])
+    eng = holder["eng"]
     track = eng.start_track(tid).result(60)
     assert [k.status for k in track.tickets] == ["completed", "completed"], \
         [(k.id, k.blocked_reason) for k in track.tickets]
@@ -186,14 +195,10 @@ def test_an_unresolved_conflict_fails_the_ticket_naming_it_and_keeps_the_other_s
             return ModelResponse(text="I could not decide")
         wait_merged(holder, "T-001")
         return call("write_file", path="shared.txt", content="T-002's version\n")
-    eng = holder["eng"] = make_engine(provider=scripted({
-        "T-001": [after_started(holder, "T-002", call("write_file", path="shared.txt",
-                                                      content="T-001's version\n")),
-                  ModelResponse(text="done")],
-        "T-002": [mark_started(holder, "T-002", t2_first), ModelResponse(text="done")],
-    }), git_commits=True, max_workers=2)
-    tid = track_with(eng, [Ticket(id="T-001", description="one", target_files=["shared.txt"]),
-                           Ticket(id="T-002", description="two", target_files=["shared.txt"])])
+    tid = rival_track(make_engine, holder,
+                      call("write_file", path="shared.txt", content="T-001's version\n"),
+                      [t2_first, ModelResponse(text="done")])
+    eng = holder["eng"]
     track = eng.start_track(tid).result(60)
     t1, t2 = track.tickets
     assert t1.status == "completed" and t2.status == "failed"
@@ -323,14 +328,10 @@ def test_a_conflict_the_person_resolves_themselves_completes_at_retry(make_engin
             spawned.append(req.ticket_id)
         wait_merged(holder, "T-001")
         return call("write_file", path="shared.txt", content="T-002's version\n")
-    eng = holder["eng"] = make_engine(provider=scripted({
-        "T-001": [after_started(holder, "T-002", call("write_file", path="shared.txt",
-                                                      content="T-001's version\n")),
-                  ModelResponse(text="done")],
-        "T-002": [mark_started(holder, "T-002", t2), ModelResponse(text="done")],
-    }), git_commits=True, max_workers=2, auto_approve=False)
-    tid = track_with(eng, [Ticket(id="T-001", description="one", target_files=["shared.txt"]),
-                           Ticket(id="T-002", description="two", target_files=["shared.txt"])])
+    tid = rival_track(make_engine, holder,
+                      call("write_file", path="shared.txt", content="T-001's version\n"),
+                      [t2, ModelResponse(text="done")], auto_approve=False)
+    eng = holder["eng"]
     track = Approver.run_track(eng, tid, lambda r: Denied(reason="I will do it")
                                if isinstance(r.payload, SpawnPayload) and r.payload.attempt == 0
                                else Approved())

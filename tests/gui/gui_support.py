@@ -9,6 +9,7 @@ threads progress.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -139,6 +140,22 @@ class Xvfb:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+@contextlib.contextmanager
+def window_display(size: str = "1600x1000x24"):
+    """A display for the windows this process opens: the DISPLAY that is set, or an Xvfb of our
+    own (set as DISPLAY) for the duration."""
+    if os.environ.get("DISPLAY"):
+        yield
+        return
+    x = Xvfb(size)
+    os.environ["DISPLAY"] = x.env["DISPLAY"]
+    try:
+        yield
+    finally:
+        os.environ.pop("DISPLAY", None)
+        x.close()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ artifacts/screenshots-branches/ (git-ignored) to look at.
 """
 from __future__ import annotations
 
-import os
 import re
 import threading
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import fast_settings, git
-from gui_support import ARTIFACTS, Xvfb, check, run_app_test, wait_until
+from gui_support import ARTIFACTS, check, run_app_test, wait_until, window_display
 
 import gui_2
 from ai_client import FunctionProvider, ModelResponse, ToolCall
@@ -36,16 +35,8 @@ DIAG_EDIT = "The person says: close the parenthesis after f( and keep the body."
 @pytest.fixture(scope="module", autouse=True)
 def display():
     """A real X display for the module (an Xvfb of our own unless one is set)."""
-    if os.environ.get("DISPLAY"):
+    with window_display():
         yield
-        return
-    x = Xvfb("1600x1000x24")
-    os.environ["DISPLAY"] = x.env["DISPLAY"]
-    try:
-        yield
-    finally:
-        os.environ.pop("DISPLAY", None)
-        x.close()
 
 
 def repo(ws: Path) -> None:

@@ -6,13 +6,12 @@ queued within one frame) is injected as raw IO events (`raw_inputs`): the test e
 `key_chars` queues characters only, which never showed the lag a person saw."""
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
 
 from conftest import fast_settings
-from gui_support import ARTIFACTS, Xvfb, check, run_app_test, wait_until
+from gui_support import ARTIFACTS, check, run_app_test, wait_until, window_display
 
 import events as ev
 import gui_2
@@ -32,16 +31,8 @@ SHOTS = ARTIFACTS / "defects"
 def real_window():
     """These tests drive the real window (glfw + OpenGL) under an Xvfb of their own, or the
     display there is."""
-    if os.environ.get("DISPLAY"):
+    with window_display():
         yield
-        return
-    x = Xvfb("1600x1000x24")
-    os.environ["DISPLAY"] = x.env["DISPLAY"]
-    try:
-        yield
-    finally:
-        del os.environ["DISPLAY"]
-        x.close()
 
 
 def shot(ctx, name: str) -> None:

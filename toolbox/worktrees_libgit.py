@@ -105,27 +105,41 @@ class LibGit:
         """The commit ``ref`` names in the repository or worktree at ``where`` (``git
         rev-parse --verify ref^{commit}``), None when it names none; NotImplemented when
         libgit2 cannot tell (then git is asked)."""
+        repo = self._open(where)
+        return NotImplemented if repo is None else self._commit_of(repo, ref)
+
+    def is_ancestor(self, where: pathlib.Path, a: str, b: str):
+        """``git merge-base --is-ancestor a b``; NotImplemented when libgit2 cannot tell."""
+        import pygit2
+        repo = self._open(where)
+        if repo is None:
+            return NotImplemented
+        ta, tb = self._commit_of(repo, a), self._commit_of(repo, b)
+        if ta is NotImplemented or tb is NotImplemented or ta is None or tb is None:
+            return NotImplemented         # git's error names the missing revision
+        try:
+            return ta == tb or repo.descendant_of(tb, ta)
+        except (pygit2.GitError, KeyError, ValueError):
+            return NotImplemented
+
+    @staticmethod
+    def _open(where: pathlib.Path):
+        """The repository or worktree at ``where``; None when libgit2 cannot open it (e.g. it
+        is not one: git's own message then says why)."""
         import pygit2
         try:
-            repo = pygit2.Repository(str(where))
+            return pygit2.Repository(str(where))
         except (pygit2.GitError, KeyError, ValueError):
-            return NotImplemented         # e.g. not a repository: git's own message says why
+            return None
+
+    @staticmethod
+    def _commit_of(repo, ref: str):
+        import pygit2
         try:
             return str(repo.revparse_single(f"{ref}^{{commit}}").id)
         except (KeyError, ValueError, pygit2.InvalidSpecError):
             return None                   # names nothing (or not a commit)
         except pygit2.GitError:
-            return NotImplemented
-
-    def is_ancestor(self, where: pathlib.Path, a: str, b: str):
-        """``git merge-base --is-ancestor a b``; NotImplemented when libgit2 cannot tell."""
-        ta, tb = self.rev(where, a), self.rev(where, b)
-        if ta is NotImplemented or tb is NotImplemented or ta is None or tb is None:
-            return NotImplemented         # git's error names the missing revision
-        import pygit2
-        try:
-            return ta == tb or pygit2.Repository(str(where)).descendant_of(tb, ta)
-        except (pygit2.GitError, KeyError, ValueError):
             return NotImplemented
 
     def create_branch(self, branch: str, sha: str) -> bool:

@@ -139,16 +139,19 @@ class WorktreeDirs:
             holder = next((w for w in self.git.worktrees() if w.branch == branch), None)
             if holder is not None and not holder.main:
                 self._drop_registration(holder)
-        if pool is not None and self._from_pool(pool, path, branch, None if exists else start):
+        if not exists and start is None:
+            raise WorktreeError(f"branch {branch} does not exist and no start was given")
+        if pool is not None and self.claim(pool, path, branch, start or branch):
             return path
+        if path.exists():     # a pooled tree was taken, and git would not switch it
+            raise WorktreeError(f"git would not check out {branch} in the pooled worktree now "
+                                f"at {path}; remove that directory and retry")
         # here (a resumed or retried ticket) git writes the files under the administration
         # lock, marking the tree "initializing" itself: never `fresh`, whose turn for
         # writing is taken before that lock (the other order could deadlock)
         if exists:
             self.git.run("worktree", "add", "-q", str(path), branch)
         else:
-            if start is None:
-                raise WorktreeError(f"branch {branch} does not exist and no start was given")
             self.git.run("worktree", "add", "-q", "-b", branch, str(path), start)
         return path
 
@@ -201,21 +204,6 @@ class WorktreeDirs:
         with self._admin:
             self.git.run("worktree", "move", str(path), str(dest))
         return True
-
-    def _from_pool(self, pool: pathlib.Path, path: pathlib.Path, branch: str,
-                   start: str | None) -> bool:
-        """Claim a pooled worktree for ``path`` and check out ``branch`` in it (created at
-        ``start`` when given); untracked and ignored leftovers of its last ticket removed."""
-        candidates = sorted(pool.iterdir()) if pool.is_dir() else []
-        for entry in candidates:
-            claimed = self.git.run("worktree", "move", str(entry), str(path), check=False)
-            if claimed.returncode != 0:
-                continue  # another thread took it, or it is broken: the track's cleanup drops it
-            new = ["-b", branch, start] if start is not None else [branch, "--"]
-            self.git.run("checkout", "-q", "-f", *new, cwd=path)
-            self.git.run("clean", "-ffdxq", cwd=path)
-            return True
-        return False
 
     def fill_pool(self, pool: pathlib.Path, tip: str, count: int) -> int:
         """Add detached worktrees at ``tip`` to ``pool`` until it holds ``count``; how many

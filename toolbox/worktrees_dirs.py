@@ -108,11 +108,14 @@ class WorktreeDirs:
         if lib is not None and lib.switch_tree(path, branch, start):
             return True
         if branch is None:
-            made = self.git.run("checkout", "-q", "-f", "--detach", start, cwd=path, check=False)
+            made = self.git.run("checkout", "-q", "-f", "--detach", start, cwd=path, check=False,
+                                writes_tree=True)
             return made.returncode == 0
-        made = self.git.run("checkout", "-q", "-f", "-b", branch, start, cwd=path, check=False)
+        made = self.git.run("checkout", "-q", "-f", "-b", branch, start, cwd=path, check=False,
+                            writes_tree=True)
         if made.returncode != 0:       # the branch exists (a retry): the tree goes onto it
-            made = self.git.run("checkout", "-q", "-f", branch, "--", cwd=path, check=False)
+            made = self.git.run("checkout", "-q", "-f", branch, "--", cwd=path, check=False,
+                                writes_tree=True)
         return made.returncode == 0
 
     def detached(self, path: pathlib.Path, lib=None) -> bool:
@@ -150,9 +153,10 @@ class WorktreeDirs:
         # lock, marking the tree "initializing" itself: never `fresh`, whose turn for
         # writing is taken before that lock (the other order could deadlock)
         if exists:
-            self.git.run("worktree", "add", "-q", str(path), branch)
+            self.git.run("worktree", "add", "-q", str(path), branch, writes_tree=True)
         else:
-            self.git.run("worktree", "add", "-q", "-b", branch, str(path), start)
+            self.git.run("worktree", "add", "-q", "-b", branch, str(path), start,
+                         writes_tree=True)
         return path
 
     def fresh(self, path: pathlib.Path, *what: str, urgent: bool = True) -> None:
@@ -172,7 +176,7 @@ class WorktreeDirs:
             with self._admin:
                 self.git.run("worktree", "add", "-q", "--no-checkout", "--lock", "--reason",
                              "initializing", *branch_args, str(path), *rest)
-            self.git.run("reset", "-q", "--hard", cwd=path)
+            self.git.run("reset", "-q", "--hard", cwd=path, writes_tree=True)
             with self._admin:  # like every worktree command, unlock reads all the trees' files
                 self.git.run("worktree", "unlock", str(path))
 
@@ -355,7 +359,7 @@ def revert_in_scratch(git: GitRunner, dirs: WorktreeDirs, tip: str, commit: str,
     scratch = dirs.base_dir / "_scratch" / f"revert-{os.getpid()}-{threading.get_ident()}"
     dirs.remove(scratch, discard=True)
     scratch.parent.mkdir(parents=True, exist_ok=True)
-    git.run("worktree", "add", "-q", "--detach", str(scratch), tip)
+    git.run("worktree", "add", "-q", "--detach", str(scratch), tip, writes_tree=True)
     try:
         parents = git.out("rev-list", "--parents", "-n", "1", commit).split()[1:]
         mainline = ["-m", "1"] if len(parents) > 1 else []

@@ -74,7 +74,7 @@ class TrackBranches(TicketTidy):
         common_dir = pathlib.Path(common)
         if not common_dir.is_absolute():
             common_dir = (self.root / common_dir).resolve()
-        self._lib = LibGit.open(self.top)
+        self._lib = LibGit.open(self.top, moves=self._lock)
         self.git = GitRunner(self.top, reads=self._lib)
         self._dirs = WorktreeDirs(self.git, self.top, common_dir)
         self._records = TrackRecords(self._dirs.base_dir)
@@ -245,10 +245,9 @@ class TrackBranches(TicketTidy):
         transaction). None when nothing changed."""
         wt = self._staged(worktree, message)
         tb = f"refs/heads/{track_branch(check_id(track_id, 'track id'))}"
-        if self._lib is not None:
-            with self._lock:
-                done = self._lib.commit_index(wt, message, land=(
-                    tb, merged_ref(track_id, check_id(ticket_id, "ticket id"))))
+        if self._lib is not None:     # no lock: the ref transaction is a compare-and-swap
+            done = self._lib.commit_index(wt, message, land=(
+                tb, merged_ref(track_id, check_id(ticket_id, "ticket id"))))
             if isinstance(done, MergeResult):
                 return done
             if done == "":
@@ -291,12 +290,12 @@ class TrackBranches(TicketTidy):
         self._need()
         tb = track_branch(check_id(track_id, "track id"))
         kb = ticket_branch(track_id, check_id(ticket_id, "ticket id"))
+        if self._lib is not None:    # outside the lock: a compare-and-swap, retried
+            done = self._lib.land(f"refs/heads/{tb}", f"refs/heads/{kb}",
+                                  merged_ref(track_id, ticket_id))
+            if done is not None:
+                return done
         with self._lock:
-            if self._lib is not None:
-                done = self._lib.land(f"refs/heads/{tb}", f"refs/heads/{kb}",
-                                      merged_ref(track_id, ticket_id))
-                if done is not None:
-                    return done
             # one process reads both tips and the ticket's parents: a single commit on the
             # track tip is fast-forwarded by a compare-and-swap, without further reading
             tips = self.git.run("rev-parse", f"refs/heads/{tb}", f"refs/heads/{kb}",

@@ -28,23 +28,31 @@ from __future__ import annotations
 
 import logging
 import pathlib
+import threading
 
 from toolbox.worktrees_model import CLUTCH_EMAIL, CLUTCH_NAME, MergeResult
 
 log = logging.getLogger(__name__)
 
+_LAND_TRIES = 3    # landings racing for one track: each loser reads the new tip and tries again
+
 
 class LibGit:
     """In-process git on the repository whose top-level directory is ``top``. ``plain``: the
     repository configures no filter driver (LFS and the like run only in git) and no sparse
-    checkout, so libgit2 may also write a worktree's files exactly as git would."""
+    checkout, so libgit2 may also write a worktree's files exactly as git would. ``moves``:
+    the lock Clutch's git-command merges hold while they read and move the track (given by
+    TrackBranches); landing here writes its objects without it and takes it only to move the
+    refs, so a ticket landing is never queued behind another one's object writing."""
 
-    def __init__(self, top: pathlib.Path, plain: bool = False):
+    def __init__(self, top: pathlib.Path, plain: bool = False,
+                 moves: threading.Lock | None = None):
         self.top = pathlib.Path(top)
         self.plain = plain
+        self._moves = moves if moves is not None else threading.Lock()
 
     @classmethod
-    def open(cls, top: pathlib.Path) -> "LibGit | None":
+    def open(cls, top: pathlib.Path, moves: threading.Lock | None = None) -> "LibGit | None":
         """A LibGit for ``top``, or None when pygit2 is missing or cannot read the repository
         (the git-command path is then the only one)."""
         try:
@@ -62,7 +70,7 @@ class LibGit:
             return None
         filters = any(n.startswith("filter.") and n.rsplit(".", 1)[-1] in
                       ("clean", "smudge", "process") for n in names)
-        return cls(top, plain=not (filters or sparse))
+        return cls(top, plain=not (filters or sparse), moves=moves)
 
     def switch_tree(self, tree: pathlib.Path, branch: str | None, start_ref: str) -> bool:
         """A clean worktree put on a new ``branch`` at ``start_ref``'s commit (detached at it
@@ -298,22 +306,23 @@ class LibGit:
         import pygit2
         try:
             repo = pygit2.Repository(str(self.top))
-            track = repo.references.get(track_ref)
-            ticket = repo.references.get(ticket_ref)
-            if track is None or ticket is None:
-                return None
-            tip, commit = track.target, repo[ticket.target]
-            if commit.parent_ids == [tip]:
-                new, how = commit.id, "fast-forward"
-            else:
-                new = self._rebase(repo, tip, commit)
-                if new is None:
+            for _ in range(_LAND_TRIES):    # the track moved under us: land on its new tip
+                track = repo.references.get(track_ref)
+                ticket = repo.references.get(ticket_ref)
+                if track is None or ticket is None:
                     return None
-                how = "rebase"
-            if not self._move(repo, [(track_ref, new, tip), (merged_ref, new, None)]):
-                return None
-            return MergeResult(sha=str(new), how=how,
-                               merged_into=track_ref.removeprefix("refs/heads/"))
+                tip, commit = track.target, repo[ticket.target]
+                if commit.parent_ids == [tip]:
+                    new, how = commit.id, "fast-forward"
+                else:
+                    new = self._rebase(repo, tip, commit)
+                    if new is None:
+                        return None
+                    how = "rebase"
+                if self._move(repo, [(track_ref, new, tip), (merged_ref, new, None)]):
+                    return MergeResult(sha=str(new), how=how,
+                                       merged_into=track_ref.removeprefix("refs/heads/"))
+            return None
         except (pygit2.GitError, KeyError, ValueError) as e:
             log.warning(f"in-process merge of {ticket_ref} failed ({e}); using the git command")
             return None
@@ -342,12 +351,17 @@ class LibGit:
     def _move(self, repo, updates) -> bool:
         """Move every (ref, new, expected old; None: whatever it holds) in one transaction,
         after locking them all; False (nothing moved) when one no longer holds its expected
-        value. (The reflog names the repository's configured identity, or libgit2's
+        value or another transaction holds its lock; nothing here waits for a lock, so
+        landings need no lock of Clutch's around them. (The reflog names the repository's configured identity, or libgit2's
         "unknown": pygit2 1.21 cannot pass a signature to a transaction.)"""
+        import pygit2
         try:
-            with repo.transaction() as txn:
+            with self._moves, repo.transaction() as txn:
                 for ref, _new, _old in updates:
-                    txn.lock_ref(ref)
+                    try:
+                        txn.lock_ref(ref)
+                    except pygit2.GitError as e:   # another landing holds it: it is moving
+                        raise _Moved(f"{ref} (locked: {e})") from e
                 for ref, _new, old in updates:
                     now = repo.references.get(ref)
                     if old is not None and (now is None or now.target != old):

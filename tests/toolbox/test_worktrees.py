@@ -204,6 +204,35 @@ def test_parallel_merges_from_threads_lose_nothing(tb, repo):
     assert all(f"p{i}.py" in tree for i in range(n))
 
 
+def test_landings_racing_with_a_slow_merge_lose_nothing(tb, repo):
+    """Six finished tickets land at once (commit and fast-forward, in-process where libgit2
+    may, with no lock of Clutch's held while objects are written) while a ticket of two
+    commits takes git's slow path under the lock: every change reaches the track, each once."""
+    tb.start_track("t1")
+    n = 6
+    trees = {}
+    for i in range(n):
+        trees[i] = tb.ticket_worktree("t1", f"P{i}")
+        (trees[i] / f"p{i}.py").write_text(f"P = {i}\n")
+    wt_q = tb.ticket_worktree("t1", "Q")
+    for k in (1, 2):                       # two commits: never the one-commit fast path
+        (wt_q / f"q{k}.py").write_text(f"Q = {k}\n")
+        tb.commit_ticket(wt_q, f"Q: part {k}")
+    results: dict[int, MergeResult | None] = {}
+
+    def land(i):
+        results[i] = (tb.merge_ticket("t1", "Q") if i == n else
+                      tb.land_ticket("t1", f"P{i}", trees[i], f"P{i}: work"))
+    run_threads(land, n + 1)
+    assert len(results) == n + 1 and all(r is not None and r.ok and r.sha
+                                         for r in results.values()), results
+    tree = git(repo, "ls-tree", "--name-only", "clutch/t1").split()
+    assert {f"p{i}.py" for i in range(n)} | {"q1.py", "q2.py"} <= set(tree)
+    subjects = git(repo, "log", "--format=%s", "main..clutch/t1").splitlines()
+    assert sorted(s for s in subjects if s.startswith("P")) == [f"P{i}: work" for i in range(n)]
+    assert len(subjects) == n + 1, subjects      # and Q's two commits, squashed onto the track
+
+
 def test_conflict_worktree_repair_and_finish(tb, repo):
     tb.start_track("t1")
     ticket_done(tb, "t1", "one", {"README.md": "# one\n"})
@@ -483,4 +512,34 @@ def test_prewarm_fills_the_pool_and_tickets_take_from_it(tb, repo):
         tb.prewarm("t1", -1)
     tb.merge_track("t1")
     tb.cleanup_track("t1", discard=True)
+    assert worktree_paths(repo) == [str(repo)]
+
+
+def test_a_new_tree_is_written_on_every_core_and_the_persons_tree_keeps_its_setting(
+        tb, repo, tmp_path, monkeypatch):
+    """git's parallel checkout (its `checkout--worker` processes, seen in its own trace) writes
+    a whole new tree of Clutch's; the merge into the person's tree runs with their config."""
+    many = {f"pkg/m{i:03d}.py": f"V = {i}\n" for i in range(150)}   # git's threshold is 100
+    for rel, text in many.items():
+        (repo / rel).parent.mkdir(exist_ok=True)
+        (repo / rel).write_text(text)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "150 modules")
+    trace = tmp_path / "trace2.txt"
+    monkeypatch.setenv("GIT_TRACE2_EVENT", str(trace))
+    tb.start_track("t1")
+    wt = tb.ticket_worktree("t1", "A")                  # no pool: a fresh tree
+    assert "checkout--worker" in trace.read_text()
+    assert git(wt, "status", "--porcelain") == ""
+    assert {rel: (wt / rel).read_text() for rel in many} == many
+    trace.write_text("")
+    for i in range(120):                                # the person's tree gets 120 changes
+        (wt / f"pkg/m{i:03d}.py").write_text(f"V = {i + 1}\n")
+    tb.commit_ticket(wt, "A: bump")
+    assert tb.merge_ticket("t1", "A").ok
+    assert tb.merge_track("t1").merged_into == "main"
+    assert "checkout--worker" not in trace.read_text()
+    assert (repo / "pkg/m119.py").read_text() == "V = 120\n"
+    assert git(repo, "status", "--porcelain") == ""
+    tb.cleanup_track("t1")
     assert worktree_paths(repo) == [str(repo)]

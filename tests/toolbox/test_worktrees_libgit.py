@@ -3,6 +3,7 @@ repositories: it must answer as git answers, write what git would write, and ste
 wherever git would do something it does not (filters, sparse checkouts, overlapping edits)."""
 from __future__ import annotations
 
+import os
 import pathlib
 import subprocess
 
@@ -190,6 +191,10 @@ def test_a_trees_files_are_listed_as_git_lists_them(repo):
         expected = git(where, "-c", "core.quotepath=off", "ls-files", "--cached", "--others",
                        "--exclude-standard").split("\n")
         assert sorted(listed(where)) == sorted(expected), where
+    for i in range(300):                 # a bigger index: git lists it quicker, so git does
+        (wt / "pkg" / f"m{i}.py").write_text("M\n")
+    git(wt, "add", "pkg")
+    assert listed(wt) is None
 
 
 def test_where_a_branch_is_checked_out_is_found_as_git_finds_it(repo, tmp_path):
@@ -230,3 +235,49 @@ def test_staging_in_process_stages_what_git_add_stages(repo):
     assert a == b
     assert "120000" in git(repo, "ls-tree", trees[0], "link.py")           # a symlink
     assert git(repo, "ls-tree", trees[0], "run.sh").startswith("100755")   # executable
+
+
+def test_switching_a_clean_tree_rewrites_what_git_checkout_would(repo, tmp_path):
+    """The in-process switch looks only at the paths that differ between the tree's commit and
+    the target. Checked against `git checkout` in a twin tree: additions, edits, deletions
+    (an emptied directory goes), a file that becomes a directory, an executable bit, a
+    symlink, and names git would read as patterns if they were not taken literally."""
+    lib = LibGit.open(repo)
+    old = git(repo, "rev-parse", "HEAD")
+    (repo / "gone").mkdir()
+    (repo / "gone" / "only.py").write_text("x\n")
+    (repo / "lib.py").unlink()
+    (repo / "lib.py").mkdir()                                  # a file becomes a directory
+    (repo / "lib.py" / "inner.py").write_text("inner\n")
+    (repo / "a[1].py").write_text("bracket\n")
+    (repo / "*.txt").write_text("star\n")
+    (repo / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (repo / "run.sh").chmod(0o755)
+    (repo / "link").symlink_to("README.md")
+    (repo / "app.py").write_text("def f():\n    return 42\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "many kinds of change")
+    new = git(repo, "rev-parse", "HEAD")
+    git(repo, "rm", "-q", "-r", "gone")
+    git(repo, "commit", "-q", "-m", "the directory goes")
+    newer = git(repo, "rev-parse", "HEAD")
+    git(repo, "branch", "target", new)
+    git(repo, "branch", "target2", newer)
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    for wt in (ours, theirs):
+        git(repo, "worktree", "add", "-q", "--detach", str(wt), old)
+    for target, branch in (("refs/heads/target", "b1"), ("refs/heads/target2", "b2")):
+        assert lib.switch_tree(ours, branch, target)
+        git(theirs, "checkout", "-q", "-f", "-b", branch + "-git", target)
+        assert git(ours, "status", "--porcelain", "--ignored", "--untracked-files=all") == ""
+        assert git(ours, "rev-parse", "HEAD") == git(theirs, "rev-parse", "HEAD")
+        listing = {}
+        for wt in (ours, theirs):
+            listing[wt] = sorted(
+                (str(p.relative_to(wt)), p.is_symlink(), os.access(p, os.X_OK) and p.is_file(),
+                 p.read_bytes() if p.is_file() and not p.is_symlink() else b"")
+                for p in wt.rglob("*") if ".git" not in p.parts)
+        assert listing[ours] == listing[theirs]
+    assert not (ours / "gone").exists()
+    assert lib.switch_tree(ours, None, "refs/heads/target2")   # nothing differs: just detached
+    assert git(ours, "rev-parse", "--abbrev-ref", "HEAD") == "HEAD"

@@ -11,8 +11,14 @@ Then, ROUNDS times, alternating:
   track's second and later tickets cost;
 - git add/remove: `git worktree add -b` + `git worktree remove --force` (the floor for a full
   checkout: what Clutch's set-up and teardown are built on);
+- git add on every core: the same with `-c checkout.workers=0` (git's parallel checkout, which
+  Clutch's own checkouts of a whole tree use);
 - git --no-checkout: `git worktree add --no-checkout` + remove (metadata only, no files);
-- cp -r: a plain copy of the working tree (no .git) + `rm -rf`.
+- cp -r: a plain copy of the working tree (no .git) + `rm -rf`;
+- create 10,000 empty files: one thread, os.open(O_CREAT) + close in 100 directories, then
+  removed: the disk's own floor for a tree of that many files at that moment (on this
+  machine it varies from 0.2 s to 8 s between runs; a full checkout cannot beat it by more
+  than the number of cores).
 
 Target: set-up + teardown < 1 s per ticket (median), fresh and recycled. The merge is
 reported on its own. After the run `git worktree list` must show only the main tree.
@@ -56,6 +62,13 @@ def make_repo(root: Path) -> Path:
     return repo
 
 
+def empty_files(root: Path) -> None:
+    for d in range(100):
+        (root / f"d{d:02d}").mkdir(parents=True)
+        for i in range(FILES // 100):
+            os.close(os.open(root / f"d{d:02d}" / f"f{i:03d}", os.O_WRONLY | os.O_CREAT, 0o644))
+
+
 def timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -77,8 +90,8 @@ def main() -> int:
         times: dict[str, list[float]] = {k: [] for k in (
             "clutch fresh set-up", "clutch fresh teardown", "clutch fresh total",
             "clutch recycled set-up", "clutch recycled teardown", "clutch recycled total",
-            "clutch commit+merge", "git add", "git remove", "git --no-checkout add+remove",
-            "cp -r + rm -rf")}
+            "clutch commit+merge", "git add", "git remove", "git add on every core",
+            "git --no-checkout add+remove", "cp -r + rm -rf", "create 10,000 empty files")}
         side = tmp / "side"
 
         def ticket(tid: str, kind: str, recycle: bool) -> None:
@@ -107,6 +120,13 @@ def main() -> int:
                                                       f"plain-{r}", str(plain), "main")))
             times["git remove"].append(timed(lambda: git(repo, "worktree", "remove", "--force",
                                                          str(plain))))
+            par = tmp / f"par-{r}"
+            times["git add on every core"].append(timed(lambda: git(
+                repo, "-c", "checkout.workers=0", "worktree", "add", "-q", "-b", f"par-{r}",
+                str(par), "main")))
+            git(repo, "worktree", "remove", "--force", str(par))
+            times["create 10,000 empty files"].append(timed(lambda: empty_files(tmp / "empty")))
+            shutil.rmtree(tmp / "empty")
             bare = tmp / f"bare-{r}"
             times["git --no-checkout add+remove"].append(timed(lambda: (
                 git(repo, "worktree", "add", "-q", "--no-checkout", "-b", f"bare-{r}",

@@ -150,7 +150,7 @@ def run(w: int, worktrees: bool = False) -> dict[str, float]:
     first_spawn = min(spawn.values()) - t0
     # a link: from a ticket's last answer to its dependent's spawn (landing, set-up, approval)
     links = [spawn[b] - last_resp[a] for a, b in zip(path, path[1:])]
-    return {"link_list": links, "links": sum(links), "link_med": sorted(links)[len(links) // 2] if links else 0.0,
+    return {"link_list": links, "links": sum(links),
             "makespan": makespan, "lb": lb, "cp": cp, "total": total, "path": path,
             "greedy": greedy(tickets, work, w), "first_spawn": first_spawn,
             "tail": t1 - max(last_resp.values()),

@@ -245,7 +245,7 @@ class TrackBranches(TicketTidy):
         transaction). None when nothing changed."""
         wt = self._staged(worktree, message)
         tb = f"refs/heads/{track_branch(check_id(track_id, 'track id'))}"
-        if self._lib is not None:     # no lock: the ref transaction is a compare-and-swap
+        if self._lib is not None:     # objects unlocked; the refs' move takes the lock
             done = self._lib.commit_index(wt, message, land=(
                 tb, merged_ref(track_id, check_id(ticket_id, "ticket id"))))
             if isinstance(done, MergeResult):
@@ -290,7 +290,7 @@ class TrackBranches(TicketTidy):
         self._need()
         tb = track_branch(check_id(track_id, "track id"))
         kb = ticket_branch(track_id, check_id(ticket_id, "ticket id"))
-        if self._lib is not None:    # outside the lock: a compare-and-swap, retried
+        if self._lib is not None:    # the lock only around the refs' compare-and-swap
             done = self._lib.land(f"refs/heads/{tb}", f"refs/heads/{kb}",
                                   merged_ref(track_id, ticket_id))
             if done is not None:

@@ -375,17 +375,18 @@ class LibGit:
 
     def _move(self, repo, updates) -> bool:
         """Move every (ref, new, expected old; None: whatever it holds) in one transaction,
-        after locking them all; False (nothing moved) when one no longer holds its expected
-        value or another transaction holds its lock; nothing here waits for a lock, so
-        landings need no lock of Clutch's around them. (The reflog names the repository's configured identity, or libgit2's
-        "unknown": pygit2 1.21 cannot pass a signature to a transaction.)"""
+        after locking them all, with ``moves`` held (only for the transaction); False
+        (nothing moved) when one no longer holds its expected value, or another process's
+        transaction holds its lock (git's ref locks are not waited for). (The reflog names
+        the repository's configured identity, or libgit2's "unknown": pygit2 1.21 cannot pass
+        a signature to a transaction.)"""
         import pygit2
         try:
             with self._moves, repo.transaction() as txn:
                 for ref, _new, _old in updates:
                     try:
                         txn.lock_ref(ref)
-                    except pygit2.GitError as e:   # another landing holds it: it is moving
+                    except pygit2.GitError as e:   # someone else is moving it
                         raise _Moved(f"{ref} (locked: {e})") from e
                 for ref, _new, old in updates:
                     now = repo.references.get(ref)

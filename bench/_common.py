@@ -106,6 +106,30 @@ class TempWorkspace:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+def empty_files(root: Path, count: int) -> None:
+    """``count`` empty files in 100 folders under ``root``: what a checkout of that many files
+    cannot cost less than on this disk (file creation, not data)."""
+    per = max(count // 100, 1)
+    for d in range(100):
+        (root / f"d{d:02d}").mkdir(parents=True)
+        for i in range(per):
+            os.close(os.open(root / f"d{d:02d}" / f"f{i:04d}", os.O_WRONLY | os.O_CREAT, 0o644))
+
+
+def disk_create_ms(count: int = 2000) -> float:
+    """Milliseconds to create ``count`` empty files where the benchmarks' workspaces go (the
+    temporary directory); printed beside figures that write files, since on a shared VM the
+    same disk can be many times slower from one hour to the next."""
+    import time
+    root = Path(tempfile.mkdtemp(prefix="clutch-bench-disk-"))
+    try:
+        t0 = time.perf_counter()
+        empty_files(root / "files", count)
+        return (time.perf_counter() - t0) * 1000
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def bench_settings(**kw):
     from models import ApprovalPolicy, Settings
     base = dict(offline_pace_s=0.0, git_commits=False,

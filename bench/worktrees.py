@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import header, median, percentile, report, summary
+from _common import empty_files, header, median, percentile, report, summary
 
 FILES = 10_000
 ROUNDS = 5
@@ -60,13 +60,6 @@ def make_repo(root: Path) -> Path:
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "10,000 files")
     return repo
-
-
-def empty_files(root: Path) -> None:
-    for d in range(100):
-        (root / f"d{d:02d}").mkdir(parents=True)
-        for i in range(FILES // 100):
-            os.close(os.open(root / f"d{d:02d}" / f"f{i:03d}", os.O_WRONLY | os.O_CREAT, 0o644))
 
 
 def timed(fn) -> float:
@@ -125,7 +118,7 @@ def main() -> int:
                 repo, "-c", "checkout.workers=0", "worktree", "add", "-q", "-b", f"par-{r}",
                 str(par), "main")))
             git(repo, "worktree", "remove", "--force", str(par))
-            times["create 10,000 empty files"].append(timed(lambda: empty_files(tmp / "empty")))
+            times["create 10,000 empty files"].append(timed(lambda: empty_files(tmp / "empty", FILES)))
             shutil.rmtree(tmp / "empty")
             bare = tmp / f"bare-{r}"
             times["git --no-checkout add+remove"].append(timed(lambda: (

@@ -19,9 +19,10 @@ a dependent's tree on `_prep_pool` (two), both at a lower priority, never in a t
 `ticket_diff` on any thread. State owned: the running tickets' workspaces
 (`_ticket_ws`, under `_ws_lock`), the tracks that run in worktree mode (`_wt_tracks`, under the
 track lock), the trees being prepared for tickets about to be ready (`_prepared`, under
-`_ws_lock`: made while the tickets they wait for work), each finished track's removal of its
-trees (`_tidying`, under `_ws_lock`; see TrackBranching) and the pools. Branch moves and the
-worktree administration are serialised inside TrackBranches.
+`_ws_lock`: made while the tickets they wait for work), the critical tickets whose set-up
+others started with them wait for (`_leads`, under `_ws_lock`; see `_lead_first`), each
+finished track's removal of its trees (`_tidying`, under `_ws_lock`; see TrackBranching) and
+the pools. Branch moves and the worktree administration are serialised inside TrackBranches.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from typing import Any
 import prompts
 from ai_client import Cancelled
 from engine.errors import EngineError, describe
+from engine.ready import ReadySet
 from events import ErrorEvent, StreamChunk
 from models import (SATISFIED_STATES, ApprovalRequest, SpawnPayload, Ticket, Track,
                     stream_tier3)
@@ -43,6 +45,7 @@ from tools import MergeResult, TrackBranches, Workspace, WorktreeError
 
 log = logging.getLogger(__name__)
 BACKGROUND_NICENESS = 5     # the tidy and prepare threads (worker commands: WORKER_NICENESS)
+LEAD_WAIT_S = 0.25          # the longest a ticket's set-up waits for a more critical one's
 
 
 def _background_thread() -> None:
@@ -63,6 +66,7 @@ class Branches:
         self._wt_tracks: set[str] = set()
         self._tidying: dict[str, concurrent.futures.Future[None]] = {}
         self._prepared: dict[str, concurrent.futures.Future[Any]] = {}
+        self._leads: dict[str, threading.Event] = {}
         # set-up (a ticket waits for it) and tidying (nobody does) never queue behind each
         # other: a tree being made is on a ticket's critical path, a tree being put away is not
         self._git_pool = concurrent.futures.ThreadPoolExecutor(
@@ -99,6 +103,27 @@ class Branches:
             return self._ticket_ws.get(ticket_id, self.ws)
 
     # -- a ticket's worktree (its executor thread) ---------------------------------------------
+
+    def _lead_first(self, track: Track, batch: list[Ticket], ready: ReadySet
+                    ) -> threading.Event | None:
+        """Loop thread, as tickets that became ready together start: when the first heads a
+        longer chain than the rest (the critical one), the others' set-up waits until its
+        own is done (its tree open, its context built; at most LEAD_WAIT_S), so it does not
+        share the disk and the cores with theirs. The event they wait on, or None."""
+        if len(batch) < 2 or not self._in_worktrees(track) or \
+                ready.chain(batch[0].id) <= max(ready.chain(t.id) for t in batch[1:]):
+            return None
+        lead = threading.Event()
+        with self._ws_lock:
+            self._leads[batch[0].id] = lead
+        return lead
+
+    def _followers_go(self, ticket_id: str) -> None:
+        """The ticket's set-up is done (or it ended before): tickets waiting on it go."""
+        with self._ws_lock:
+            lead = self._leads.pop(ticket_id, None)
+        if lead is not None:
+            lead.set()
 
     def _begin_worktree(self, track: Track, ticket: Ticket) -> concurrent.futures.Future[Any] | None:
         """Start making the ticket's worktree (while the spawn approval waits). A tree being

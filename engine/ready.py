@@ -97,6 +97,11 @@ class ReadySet:
                 out.append(t)
         return out
 
+    def chain(self, ticket_id: str) -> int:
+        """The length of the longest chain of tickets waiting on ``ticket_id`` (itself
+        included): what orders the ready tickets."""
+        return -self._pos[ticket_id][0]
+
     def count(self, full: bool = False) -> int:
         """How many tickets are ready now (`full`: after rescanning the whole track)."""
         if full:

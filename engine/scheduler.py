@@ -117,11 +117,13 @@ class Scheduler:
                 paused = track_id in self._paused
                 if not paused:
                     free = self.cap.free_slots()
-                    for t in ready_set.take(free) if free > 0 else ():
-                        if t.id in running:
-                            continue
+                    batch = [t for t in (ready_set.take(free) if free > 0 else ())
+                             if t.id not in running]
+                    after = self._lead_first(track, batch, ready_set)
+                    for t in batch:
                         running[t.id] = t
-                        self._start_ticket(track, t, on_done)
+                        self._start_ticket(track, t, on_done,
+                                           after=after if t is not batch[0] else None)
                 self._queued[track_id] = ready_set.count()
                 self._workers_changed()
                 if not running:

@@ -20,6 +20,7 @@ from typing import Any
 
 import prompts
 from ai_client import Cancelled
+from engine.branches import LEAD_WAIT_S
 from engine.errors import BudgetExceeded, ChecksFailed, NoChange, StepStopped, describe
 from events import ErrorEvent, StreamChunk, StreamEnd
 from models import (ApprovalRequest, ContextSection, SpawnPayload, Ticket, Track, stream_tier3,
@@ -30,11 +31,13 @@ from tools import TOOL_SPECS
 class TicketLife:
     """Mixin of ConductorEngine: one ticket from its spawn approval to its final status."""
 
-    def _start_ticket(self, track: Track, ticket: Ticket, on_done: Callable[[str], None]) -> None:
+    def _start_ticket(self, track: Track, ticket: Ticket, on_done: Callable[[str], None],
+                      after: threading.Event | None = None) -> None:
         """Loop thread: take a worker slot, mark the ticket running, and hand its whole life
         (spawn approval, worker, commit, QA) to one executor thread. The thread reports back
         once, through call_soon_threadsafe, to `_ticket_done`: one hop out and one back per
-        ticket, and no task or future chain on the loop for it."""
+        ticket, and no task or future chain on the loop for it. ``after``: a more critical
+        ticket started with it, whose set-up goes first (see `_lead_first`)."""
         loop = asyncio.get_running_loop()
         self.cap.take()
         with self._lock:
@@ -53,9 +56,11 @@ class TicketLife:
                     raise
                 # The app closed while this worker ran: the loop is gone, and the ticket was
                 # saved as interrupted (todo) when its track's scheduler stopped.
-        self._executor.submit(self._ticket_life, track, ticket, cancel).add_done_callback(back)
+        self._executor.submit(self._ticket_life, track, ticket, cancel,
+                              after).add_done_callback(back)
 
-    def _ticket_life(self, track: Track, ticket: Ticket, cancel: threading.Event) -> None:
+    def _ticket_life(self, track: Track, ticket: Ticket, cancel: threading.Event,
+                     after: threading.Event | None = None) -> None:
         """Executor thread: one ticket from its spawn approval to its final status. Every
         failure ends as the ticket's status with the reason (and a Tier 4 diagnosis); the
         loop saves and reports it in `_ticket_done`. In worktree mode the ticket works in its
@@ -71,6 +76,8 @@ class TicketLife:
             if self._resolved_by_person(track, ticket):   # a retry after their own merge
                 emit(StreamEnd(stream_id=sid, state="done"))
                 return
+            if after is not None:        # a more critical ticket's set-up goes first
+                after.wait(LEAD_WAIT_S)
             made = self._begin_worktree(track, ticket)
             if not self._attempts(track, ticket, cancel, made, tree):
                 return       # refused: its tree (made before the question) goes in `finally`
@@ -107,6 +114,7 @@ class TicketLife:
         except Exception as e:   # every worker failure ends as a failed ticket with the reason
             self._ticket_failed(track, ticket, e)
         finally:
+            self._followers_go(ticket.id)
             self._close_worktree(ticket)
             if tree and not self._closed:    # not completed: its work stays on its own branch
                 self._set_aside(track, ticket, tree[0], ticket.status)
@@ -225,6 +233,7 @@ class TicketLife:
         sid = stream_tier3(ticket.id)
         sections = self._worker_sections(track, ticket, root=self._tb.workspace_path(root)
                                          if root is not None and self._tb is not None else None)
+        self._followers_go(ticket.id)      # set up: the tickets started with it go on
         if attempt > 1:
             sections = _with_repair(sections, attempt, check, diagnosis)
         with self._lock:
@@ -312,6 +321,7 @@ class TicketLife:
             self._cancel_flags.pop(ticket.id, None)
             if ticket.status in ("failed", "cancelled"):
                 blocked = self._block_dependents(track, ticket)
+        self._followers_go(ticket.id)    # one cancelled before it ran releases them too
         if exc is not None:
             self._fail_stream(sid, f"{ticket.id} failed: {ticket.blocked_reason}", track.id,
                               ticket.id)

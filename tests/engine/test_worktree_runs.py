@@ -474,3 +474,49 @@ def test_tidying_and_preparing_trees_run_below_the_tickets_own_git_work(make_eng
     git_child = eng._tidy_pool.submit(lambda: subprocess.run(
         ["sh", "-c", "nice"], capture_output=True, text=True).stdout.strip()).result(10)
     assert git_child == str(base + 5)
+
+
+def test_tickets_ready_together_set_up_the_critical_one_first(make_engine, workspace):
+    """When T-001 lands, T-002 (heading a chain of three) and T-005, T-006 (nothing waits on
+    them) become ready at once: T-002's tree is opened and its context built before the other
+    two start making theirs, so its set-up does not share the disk and the cores with theirs.
+    Tickets with chains of one length start together, as before."""
+    import time
+    repo(workspace)
+    steps = {f"T-00{i}": [call("write_file", path=f"t{i}.txt", content=f"{i}\n"),
+                          ModelResponse(text="done")] for i in range(1, 7)}
+    eng = make_engine(provider=scripted(steps), git_commits=True, max_workers=4)
+    opened: dict[str, float] = {}
+    released: dict[str, float] = {}
+    tb = eng._tb
+    make_tree, go, sections = tb.ticket_worktree, eng._followers_go, eng._worker_sections
+
+    def ticket_worktree(track_id, ticket_id):
+        opened.setdefault(ticket_id, time.monotonic())
+        return make_tree(track_id, ticket_id)
+
+    def followers_go(ticket_id):
+        released.setdefault(ticket_id, time.monotonic())
+        go(ticket_id)
+    def worker_sections(track, ticket, root=None):
+        if ticket.id == "T-002":          # its context takes a while (a big map): the others
+            time.sleep(0.1)               # would be well into their set-up by then
+        return sections(track, ticket, root=root)
+    tb.ticket_worktree = ticket_worktree
+    eng._followers_go = followers_go
+    eng._worker_sections = worker_sections
+    tid = track_with(eng, [
+        Ticket(id="T-001", description="one", target_files=["t1.txt"]),
+        Ticket(id="T-002", description="two", target_files=["t2.txt"], depends_on=["T-001"]),
+        Ticket(id="T-003", description="three", target_files=["t3.txt"], depends_on=["T-002"]),
+        Ticket(id="T-004", description="four", target_files=["t4.txt"], depends_on=["T-003"]),
+        Ticket(id="T-005", description="five", target_files=["t5.txt"], depends_on=["T-001"]),
+        Ticket(id="T-006", description="six", target_files=["t6.txt"], depends_on=["T-001"])])
+    track = eng.start_track(tid).result(60)
+    assert all(k.status == "completed" for k in track.tickets), \
+        [(k.id, k.status, k.blocked_reason) for k in track.tickets]
+    assert opened["T-002"] < released["T-002"] <= opened["T-005"]
+    assert released["T-002"] <= opened["T-006"]
+    assert not eng._leads                       # every lead released
+    eng.settle()
+    assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]

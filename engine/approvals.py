@@ -73,7 +73,8 @@ class ApprovalBroker:
         them: rejected, "the app is closing" (the question was cut off with its loop)."""
         if self.loop is None:
             raise RuntimeError("no conductor loop to ask for approval on")
-        fut = asyncio.run_coroutine_threadsafe(self.ask(req), self.loop)
+        question = self.ask(req)
+        fut = asyncio.run_coroutine_threadsafe(question, self.loop)
         while True:
             try:
                 return fut.result(timeout=_CLOSED_POLL_S)
@@ -82,6 +83,7 @@ class ApprovalBroker:
                 # app closing answers it, or this thread would hold the interpreter's exit
                 if self._closed() and (self.loop.is_closed() or not self.loop.is_running()):
                     fut.cancel()
+                    question.close()    # its loop is gone: closed, not left never awaited
                     return Denied(reason="the app is closing", source="engine")
             except concurrent.futures.CancelledError:
                 if not self._closed():

@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 import threading
 
-
 from conftest import fast_settings, wait_for
 from models import Approved, Denied, Ticket, TrackProposal
 

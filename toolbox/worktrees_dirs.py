@@ -176,7 +176,17 @@ class WorktreeDirs:
             with self._admin:
                 self.git.run("worktree", "add", "-q", "--no-checkout", "--lock", "--reason",
                              "initializing", *branch_args, str(path), *rest)
-            self.git.run("reset", "-q", "--hard", cwd=path, writes_tree=True)
+            try:
+                self.git.run("reset", "-q", "--hard", cwd=path, writes_tree=True)
+            except WorktreeError as e:
+                # half written, from the repository's own commit (nothing of anyone's in it):
+                # removed, not left locked "initializing" until the track's cleanup
+                try:
+                    self.remove(path, discard=True)
+                except WorktreeError as left:
+                    raise WorktreeError(f"{e}; the half-written worktree {path} could not be "
+                                        f"removed either: {left}") from e
+                raise
             with self._admin:  # like every worktree command, unlock reads all the trees' files
                 self.git.run("worktree", "unlock", str(path))
 

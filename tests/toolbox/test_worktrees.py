@@ -543,3 +543,27 @@ def test_a_new_tree_is_written_on_every_core_and_the_persons_tree_keeps_its_sett
     assert git(repo, "status", "--porcelain") == ""
     tb.cleanup_track("t1")
     assert worktree_paths(repo) == [str(repo)]
+
+
+def test_a_new_tree_that_cannot_be_written_is_removed_not_left_half_made(tb, repo, monkeypatch):
+    """git fails while writing a new tree's files (a full disk, say): the ticket hears why, and
+    the half-made tree is removed at once instead of staying locked "initializing"; the next
+    attempt makes it whole."""
+    tb.start_track("t1")
+    real = type(tb.git).run
+
+    def run(self, *args, **kw):
+        if args[:1] == ("reset",):
+            raise WorktreeError("git reset failed (exit 128): No space left on device")
+        return real(self, *args, **kw)
+    monkeypatch.setattr(type(tb.git), "run", run)
+    with pytest.raises(WorktreeError, match="No space left"):
+        tb.ticket_worktree("t1", "A")
+    assert worktree_paths(repo) == [str(repo)]
+    assert not tb.worktree_path("t1", "A").exists()
+    monkeypatch.setattr(type(tb.git), "run", real)
+    wt = tb.ticket_worktree("t1", "A")
+    assert (wt / "app.py").read_text() == (repo / "app.py").read_text()
+    assert git(wt, "status", "--porcelain") == ""
+    tb.cleanup_ticket("t1", "A", discard=True)
+    assert worktree_paths(repo) == [str(repo)]

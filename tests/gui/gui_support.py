@@ -68,6 +68,18 @@ def restore_signal_handlers() -> None:
         faulthandler.enable(file=sys.__stderr__, all_threads=True)
 
 
+def click_start(ctx: Any, app: Any) -> None:
+    """Click the selected track's Start once the Tracks panel has settled: the workspace's git
+    state and the suggested checks are read off the frame, and what they show when they
+    arrive (the shared-directory notice above the button) moves it. Clicked too early, under
+    load, the test engine's mouse missed the button as it moved."""
+    wait_until(ctx, lambda: app.setup.git is not None and app.setup.suggestion is not None
+               and not app.busy("Read workspace git") and not app.busy("Suggest verify command"),
+               20, "the workspace's git state")
+    ctx.yield_(2)
+    ctx.item_click("//Tracks/###Start")
+
+
 def wait_until(ctx: Any, pred: Callable[[], Any], timeout: float = 20.0, what: str = "condition",
                poll: float = 0.002) -> Any:
     """Yield frames until pred() is truthy (the engine runs on its own threads meanwhile)."""

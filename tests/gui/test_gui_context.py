@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import fast_settings
-from gui_support import run_app_test, wait_until
+from gui_support import click_start, run_app_test, wait_until
 
 import gui_2
 from models import Ticket, TrackProposal, stream_tier3
@@ -51,8 +51,7 @@ def test_a_file_dropped_from_a_spawns_context_never_reaches_the_worker(workspace
     def t(ctx):
         ctx.yield_(3)
         app.tickets.selected_track = track.id
-        ctx.yield_(2)
-        ctx.item_click("//Tracks/###Start")
+        click_start(ctx, app)
         e = wait_until(ctx, spawn_edit, 20, "the spawn approval")
         ctx.yield_(2)
         seen["before"] = [(s.label, s.tokens) for s in e.sections]

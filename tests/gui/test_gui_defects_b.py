@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import fast_settings
-from gui_support import ARTIFACTS, check, run_app_test, wait_until, window_display
+from gui_support import ARTIFACTS, check, click_start, run_app_test, wait_until, window_display
 
 import events as ev
 import gui_2
@@ -141,8 +141,7 @@ def started_with_a_spawn_waiting(ctx, app, eng, tid):
     if app.modal.current == "proposal":          # the epic's proposal, accepted through the engine
         ctx.item_click("//Proposed tracks/Cancel")
     app.tickets.selected_track = tid
-    ctx.yield_(2)
-    ctx.item_click("//Tracks/###Start")
+    click_start(ctx, app)
     wait_until(ctx, lambda: app.modal.current == "approval" and app.approvals.edit
                and app.approvals.edit.request.kind == "spawn", 20, "the spawn approval")
     return app.approvals.edit.request
@@ -222,8 +221,7 @@ def test_a_greyed_out_skip_says_why(workspace):
         if app.modal.current == "proposal":
             ctx.item_click("//Proposed tracks/Cancel")
         app.tickets.selected_track = tid
-        ctx.yield_(2)
-        ctx.item_click("//Tracks/###Start")
+        click_start(ctx, app)
         running = lambda: next((x.id for x in app.tickets.track_by_id(tid).tickets
                                 if x.status == "in_progress"), None)
         k = wait_until(ctx, running, 20, "a running ticket")

@@ -74,7 +74,13 @@ class ApprovalBroker:
         if self.loop is None:
             raise RuntimeError("no conductor loop to ask for approval on")
         question = self.ask(req)
-        fut = asyncio.run_coroutine_threadsafe(question, self.loop)
+        try:
+            fut = asyncio.run_coroutine_threadsafe(question, self.loop)
+        except RuntimeError:            # the loop is closed already: the question never went
+            question.close()
+            if self._closed():
+                return Denied(reason="the app is closing", source="engine")
+            raise
         while True:
             try:
                 return fut.result(timeout=_CLOSED_POLL_S)

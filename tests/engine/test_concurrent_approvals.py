@@ -106,3 +106,27 @@ def test_a_question_posted_as_the_loop_stops_is_answered_by_the_closing(tmp_path
     assert not d.approved and d.reason == "the app is closing"
     assert _time.monotonic() - t0 < 5
     assert not [w for w in caught if "never awaited" in str(w.message)]
+
+
+def test_a_question_asked_after_the_loop_closed_is_answered_by_the_closing(tmp_path):
+    """The app closed between a worker's last step and its next question: the loop is closed,
+    so the question cannot even be posted. The closing answers it, and nothing is left
+    behind as a coroutine never awaited."""
+    import asyncio as _asyncio
+    import gc
+    import warnings
+
+    from ai_client import CommsLog
+    from engine.approvals import ApprovalBroker
+    from models import ApprovalRequest, SpawnPayload
+    loop = _asyncio.new_event_loop()
+    loop.close()
+    broker = ApprovalBroker(CommsLog(tmp_path / "c.jsonl"), lambda ev: None, lambda: True)
+    broker.loop = loop
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        d = broker.ask_from_thread(ApprovalRequest(kind="spawn", title="t", stream_id="s",
+                                                   payload=SpawnPayload(prompt="p")))
+        gc.collect()
+    assert not d.approved and d.reason == "the app is closing"
+    assert not [w for w in caught if "never awaited" in str(w.message)]

@@ -479,8 +479,7 @@ def test_tidying_and_preparing_trees_run_below_the_tickets_own_git_work(make_eng
 def test_tickets_ready_together_set_up_the_critical_one_first(make_engine, workspace):
     """When T-001 lands, T-002 (heading a chain of three) and T-005, T-006 (nothing waits on
     them) become ready at once: T-002's tree is opened and its context built before the other
-    two start making theirs, so its set-up does not share the disk and the cores with theirs.
-    Tickets with chains of one length start together, as before."""
+    two start making theirs, so its set-up does not share the disk and the cores with theirs."""
     import time
     repo(workspace)
     steps = {f"T-00{i}": [call("write_file", path=f"t{i}.txt", content=f"{i}\n"),
@@ -498,6 +497,7 @@ def test_tickets_ready_together_set_up_the_critical_one_first(make_engine, works
     def followers_go(ticket_id):
         released.setdefault(ticket_id, time.monotonic())
         go(ticket_id)
+
     def worker_sections(track, ticket, root=None):
         if ticket.id == "T-002":          # its context takes a while (a big map): the others
             time.sleep(0.1)               # would be well into their set-up by then

@@ -78,11 +78,10 @@ class TrackBranching:
             idle = [tid for tid, t in self._tracks.items()
                     if tid not in self._wt_tracks and t.status in ("new", "planned")]
         for tid in idle:
-            if (self._tb.worktree_path(tid, "x").parent / "_pool").is_dir():
-                try:
-                    drain_pool(self._tb, tid)
-                except WorktreeError as e:
-                    log.warning(f"could not remove the prepared worktrees of {tid}: {e}")
+            try:
+                drain_pool(self._tb, tid)
+            except WorktreeError as e:
+                log.warning(f"could not remove the prepared worktrees of {tid}: {e}")
 
     def _in_worktrees(self, track: Track) -> bool:
         with self._lock:

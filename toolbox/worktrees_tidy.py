@@ -8,7 +8,7 @@ none of its own.
 """
 from __future__ import annotations
 
-from toolbox.worktrees_dirs import revert_in_scratch
+from toolbox.worktrees_dirs import making_dir, revert_in_scratch
 from toolbox.worktrees_merge import (advance_branch, diff_between, drop_merged_refs,
                                      ticket_merged)
 from toolbox.worktrees_model import (CONFLICT_SUFFIX, WorktreeError, WorktreeInfo,
@@ -138,6 +138,10 @@ class TicketTidy:
 
 
 def drain_pool(tb, track_id: str) -> None:
-    """Remove the track's pooled (prepared, unused) worktrees: nothing of a ticket is in them."""
-    tb._need().drain_pool(tb._pool(check_id(track_id, "track id")))
+    """Remove the track's pooled (prepared, unused) worktrees, and any a killed run left
+    half-made: nothing of a ticket is in them. No git process when it has none."""
+    pool = tb._pool(check_id(track_id, "track id"))
+    if not (pool.is_dir() or making_dir(pool).is_dir()):
+        return
+    tb._need().drain_pool(pool)
     tb.git.run("worktree", "prune")

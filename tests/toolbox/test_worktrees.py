@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from conftest import run_threads
-from toolbox.worktrees import MergeResult, TrackBranches, WorktreeError
+from toolbox.worktrees import MergeResult, TrackBranches, WorktreeError, drain_pool
 
 
 def git(repo, *args, check=True) -> str:
@@ -567,3 +567,24 @@ def test_a_new_tree_that_cannot_be_written_is_removed_not_left_half_made(tb, rep
     assert git(wt, "status", "--porcelain") == ""
     tb.cleanup_ticket("t1", "A", discard=True)
     assert worktree_paths(repo) == [str(repo)]
+
+
+def test_draining_a_track_with_no_prepared_tree_starts_no_git(tb, repo, monkeypatch):
+    """Closing the app drains every planned track's pool: one that has none costs no git
+    process; one with a pooled tree and a half-made one loses both."""
+    calls: list[tuple] = []
+    real = type(tb.git).run
+
+    def run(self, *args, **kw):
+        calls.append(args)
+        return real(self, *args, **kw)
+    tb.start_track("t1")
+    monkeypatch.setattr(type(tb.git), "run", run)
+    drain_pool(tb, "t1")
+    assert calls == []
+    assert tb.prewarm("t1", 1) == 1
+    half = tb.worktree_path("t1", "x").parent / "_making" / "left-by-a-kill"
+    half.mkdir(parents=True)
+    drain_pool(tb, "t1")
+    assert worktree_paths(repo) == [str(repo)]
+    assert not (tb.worktree_path("t1", "x").parent / "_pool").exists() and not half.exists()

@@ -261,11 +261,11 @@ class TrackBranches(TicketTidy):
     def _staged(self, worktree, message: str) -> pathlib.Path:
         """Everything changed in one of Clutch's worktrees staged: in-process where the
         repository has no filter driver, else ``git add -A`` (clean filters such as LFS)."""
-        base = self._need().base_dir
+        dirs = self._need()
         wt = pathlib.Path(worktree)
         if not isinstance(message, str) or not message.strip():
             raise WorktreeError("commit_ticket: the commit message is empty")
-        if not (wt / ".git").is_file() or not wt.resolve().is_relative_to(base):
+        if not dirs.holds(wt):
             raise WorktreeError(f"{str(wt)!r} is not one of Clutch's ticket worktrees")
         if self._lib is None or not self._lib.stage_all(wt):
             self.git.run("add", "-A", cwd=wt)

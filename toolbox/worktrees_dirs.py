@@ -66,6 +66,11 @@ class WorktreeDirs:
     # -- one worktree ------------------------------------------------------------------------
 
     @_serial
+    def holds(self, path: pathlib.Path) -> bool:
+        """Whether ``path`` is a linked worktree (its ``.git`` a file) inside Clutch's own
+        worktree directory: the only trees Clutch stages, commits in, or recycles."""
+        return (path / ".git").is_file() and path.resolve().is_relative_to(self.base_dir)
+
     def find(self, path: pathlib.Path) -> WorktreeInfo | None:
         return next((w for w in self.git.worktrees() if same_path(w.path, path)
                      or w.path == path), None)
@@ -200,7 +205,7 @@ class WorktreeDirs:
         move only, so a ticket claiming a tree meanwhile does not wait for this one's tidying.
         One ``git status`` and the move; ``git clean`` only when ignored files are there, the
         detach in-process through ``lib`` (a LibGit) when given."""
-        if not (path / ".git").is_file() or not path.resolve().is_relative_to(self.base_dir):
+        if not self.holds(path):
             return False
         proc = self.git.run("status", "--porcelain=v1", "-z", "--untracked-files=all",
                             "--ignored", cwd=path, check=False)

@@ -167,7 +167,8 @@ class Branches:
                     continue
                 fut = self._prepared[tid] = self._prep_pool.submit(self._prepare_one,
                                                                    track.id, tid)
-                fut.add_done_callback(lambda f, tid=tid: self._prepare_failed(track.id, tid, f))
+                self._report_failure(fut, f"could not prepare {tid}'s worktree ahead of its "
+                                          f"start", track.id, tid)
 
     def _prepare_one(self, track_id: str, ticket_id: str) -> pathlib.Path | None:
         """Prepare thread: the tree, and its repository map, so the spawn reads only the files
@@ -181,14 +182,18 @@ class Branches:
                 log.info(f"{ticket_id}'s prepared tree is mapped at its spawn instead: {e}")
         return path
 
-    def _prepare_failed(self, track_id: str, ticket_id: str,
-                        fut: concurrent.futures.Future[Any]) -> None:
-        e = None if fut.cancelled() else fut.exception()
-        if e is not None:      # not fatal: the ticket makes its tree when it starts
-            log.warning(f"could not prepare {ticket_id}'s worktree: {describe(e)}")
-            self._emitter()(ErrorEvent(message=f"could not prepare {ticket_id}'s worktree "
-                                               f"ahead of its start: {describe(e)}",
-                                       track_id=track_id, ticket_id=ticket_id))
+    def _report_failure(self, fut: concurrent.futures.Future[Any], what: str, track_id: str,
+                        ticket_id: str = "", level: int = logging.WARNING) -> None:
+        """A background job's unexpected failure (preparing or tidying trees; git's own are
+        reported where they happen) is logged and shown to the person as "``what``: why".
+        None of them is fatal: a ticket whose tree was not prepared makes it as it starts."""
+        def done(f: concurrent.futures.Future[Any]) -> None:
+            e = None if f.cancelled() else f.exception()
+            if e is not None:
+                log.log(level, f"{what}: {describe(e)}")
+                self._emitter()(ErrorEvent(message=f"{what}: {describe(e)}", track_id=track_id,
+                                           ticket_id=ticket_id))
+        fut.add_done_callback(done)
 
     def _open_worktree(self, track: Track, ticket: Ticket,
                        made: concurrent.futures.Future[Any]) -> pathlib.Path:
@@ -275,8 +280,9 @@ class Branches:
             ticket.merge = res.how
         # its dependents need the merge, not the tidying: the tree goes to the pool off the
         # critical path, on the tidy thread
-        self._tidy_pool.submit(self._remove_tree, track, ticket, False).add_done_callback(
-            lambda f: self._tidy_failed(track.id, f))
+        self._report_failure(self._tidy_pool.submit(self._remove_tree, track, ticket, False),
+                             f"could not tidy track {track.id}'s worktrees", track.id,
+                             level=logging.ERROR)
         return res.sha
 
     def _conflict_life(self, track: Track, ticket: Ticket, res: MergeResult,

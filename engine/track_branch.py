@@ -18,7 +18,7 @@ import concurrent.futures
 import logging
 from typing import Any
 
-from engine.errors import EngineError, describe
+from engine.errors import EngineError
 from events import ErrorEvent, TrackChanged
 from models import ApprovalRequest, MergePayload, Track
 from tools import MergeResult, WorktreeError, drain_pool
@@ -60,14 +60,8 @@ class TrackBranching:
             return
         tb = self._tb
         for n in range(1, min(self.settings.max_workers, tickets) + 1):
-            fut = self._tidy_pool.submit(tb.prewarm, track_id, n)
-            fut.add_done_callback(lambda f: self._prewarm_failed(track_id, f))
-
-    def _prewarm_failed(self, track_id: str, fut: concurrent.futures.Future[int]) -> None:
-        e = None if fut.cancelled() else fut.exception()
-        if e is not None:      # not fatal: the tickets make their trees themselves
-            self._emitter()(ErrorEvent(message=f"could not prepare worktrees for {track_id}: "
-                                               f"{describe(e)}", track_id=track_id))
+            self._report_failure(self._tidy_pool.submit(tb.prewarm, track_id, n),
+                                 f"could not prepare worktrees for {track_id}", track_id)
 
     def _drain_unused_pools(self) -> None:
         """At close: the prepared trees of tracks that never started go, so the person's
@@ -106,16 +100,8 @@ class TrackBranching:
         job = self._tidy_pool.submit(self._tidy_track, track.id, preps)
         with self._ws_lock:
             self._tidying[track.id] = job
-        job.add_done_callback(lambda f: self._tidy_failed(track.id, f))
-
-    def _tidy_failed(self, track_id: str, fut: concurrent.futures.Future[None]) -> None:
-        """A tidy job's unexpected failure (git's are reported where they happen) is the
-        person's to see, like every other."""
-        e = None if fut.cancelled() else fut.exception()
-        if e is not None:
-            log.error(f"tidying track {track_id}'s worktrees failed: {describe(e)}")
-            self._emitter()(ErrorEvent(message=f"could not tidy track {track_id}'s worktrees: "
-                                               f"{describe(e)}", track_id=track_id))
+        self._report_failure(job, f"could not tidy track {track.id}'s worktrees", track.id,
+                             level=logging.ERROR)
 
     def _tidy_track(self, track_id: str, preps: list[concurrent.futures.Future[Any]]) -> None:
         """Tidy thread: the track's worktrees and pooled trees removed (branches kept), once
@@ -130,7 +116,7 @@ class TrackBranching:
 
     async def _tidied(self, track_id: str) -> None:
         """Loop: a track starting again waits until its last run's trees are gone (a tidy
-        job that failed was reported by `_tidy_failed`; the track starts all the same)."""
+        job that failed was reported (`_report_failure`); the track starts all the same)."""
         with self._ws_lock:
             job = self._tidying.pop(track_id, None)
         if job is not None:

@@ -22,6 +22,7 @@ and commit, and where it merged), written atomically.
 """
 from __future__ import annotations
 
+import logging
 import pathlib
 import shutil
 import threading
@@ -39,6 +40,8 @@ from toolbox.worktrees_model import (CONFLICT_SUFFIX, POOL_DIR, ConflictSide, Gi
 
 __all__ = ("TrackBranches", "TrackBranch", "MergeResult", "ConflictSide", "WorktreeInfo",
            "WorktreeError", "drain_pool")
+
+log = logging.getLogger(__name__)
 
 
 class TrackBranches(TicketTidy):
@@ -136,6 +139,8 @@ class TrackBranches(TicketTidy):
         dirs = self._need()
         check_id(track_id, "track id")
         dirs.ensure_excluded()
+        for stale in dirs.clear_stale_locks(track_id):
+            log.warning(f"removed {stale}, a lock a killed run left behind")
         branch = track_branch(track_id)
         with self._lock:
             rec = self._records.read(track_id)

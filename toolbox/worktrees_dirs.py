@@ -18,8 +18,9 @@ import shutil
 import threading
 import time
 
-from toolbox.worktrees_model import (WORKTREES_DIR, GitRunner, WorktreeError, WorktreeInfo, said,
-                                     same_path)
+from toolbox.worktrees_model import (WORKTREES_DIR, GitRunner, WorktreeError, WorktreeInfo,
+                                     merged_ref, repair_branch, said, same_path, ticket_branch,
+                                     track_branch)
 
 
 def _serial(method):
@@ -66,6 +67,33 @@ class WorktreeDirs:
     # -- one worktree ------------------------------------------------------------------------
 
     @_serial
+    def clear_stale_locks(self, track_id: str) -> list[pathlib.Path]:
+        """Remove the lock files a killed run left on the track's own refs and in its
+        tickets' trees' administrative directories (git and libgit2 leave ``X.lock`` when
+        killed while moving X, and every later move of X fails on it); the removed paths.
+        Only as the track starts: no other Clutch works on this workspace (its lock), and
+        no ticket of the track has started in this one. Pooled trees and trees being made
+        ("_" names) may be in use by the tidy thread and are left alone."""
+        places = [self.common_dir / "refs" / "heads" / f"{track_branch(track_id)}.lock"]
+        for ref in (f"refs/heads/{ticket_branch(track_id, '')}",
+                    f"refs/heads/{repair_branch(track_id, '')}", merged_ref(track_id, "")):
+            d = self.common_dir / ref
+            if d.is_dir():
+                places += d.rglob("*.lock")
+        trees = self.base_dir / track_id
+        for tree in sorted(trees.iterdir()) if trees.is_dir() else ():
+            marker = tree / ".git"
+            if tree.name.startswith("_") or not marker.is_file():
+                continue
+            text = marker.read_text("utf-8", "replace").strip()
+            if text.startswith("gitdir:"):
+                admin = pathlib.Path(text[len("gitdir:"):].strip())
+                places += [admin / "index.lock", admin / "HEAD.lock"]
+        removed = [p for p in places if p.is_file()]
+        for p in removed:
+            p.unlink()
+        return removed
+
     def holds(self, path: pathlib.Path) -> bool:
         """Whether ``path`` is a linked worktree (its ``.git`` a file) inside Clutch's own
         worktree directory: the only trees Clutch stages, commits in, or recycles."""

@@ -588,3 +588,28 @@ def test_draining_a_track_with_no_prepared_tree_starts_no_git(tb, repo, monkeypa
     drain_pool(tb, "t1")
     assert worktree_paths(repo) == [str(repo)]
     assert not (tb.worktree_path("t1", "x").parent / "_pool").exists() and not half.exists()
+
+
+def test_a_resumed_track_clears_the_locks_a_killed_run_left(tb, repo):
+    """`kill -9` while git or libgit2 moves a ref leaves `<ref>.lock`, and every later move of
+    that ref fails on it (a resumed run's ticket once failed so). The track's start clears
+    its own: its ticket's branch and its tree's index; another track's lock is left alone."""
+    tb.start_track("t1")
+    tb.start_track("t2")
+    wt = tb.ticket_worktree("t1", "A")
+    common = pathlib.Path(git(repo, "rev-parse", "--path-format=absolute", "--git-common-dir"))
+    admin = pathlib.Path(git(wt, "rev-parse", "--path-format=absolute", "--git-dir"))
+    stale = [common / "refs/heads/clutch-ticket/t1/B.lock", common / "refs/heads/clutch/t1.lock",
+             admin / "index.lock"]
+    other = common / "refs/heads/clutch-ticket/t2/C.lock"
+    for p in (*stale, other):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("")
+    with pytest.raises(WorktreeError, match="lock"):
+        ticket_done(tb, "t1", "B", {"b.py": "B\n"})
+    tb.start_track("t1")                        # the resumed run
+    assert not any(p.exists() for p in stale) and other.exists()
+    assert ticket_done(tb, "t1", "B", {"b.py": "B\n"})
+    (wt / "a.py").write_text("A\n")
+    assert tb.commit_ticket(wt, "A\n")
+    other.unlink()

@@ -81,13 +81,16 @@ class WorktreeDirs:
             if d.is_dir():
                 places += d.rglob("*.lock")
         trees = self.base_dir / track_id
+        admins = (self.common_dir / "worktrees").resolve()
         for tree in sorted(trees.iterdir()) if trees.is_dir() else ():
             marker = tree / ".git"
-            if tree.name.startswith("_") or not marker.is_file():
+            if tree.name.startswith("_") or marker.is_symlink() or not marker.is_file():
                 continue
             text = marker.read_text("utf-8", "replace").strip()
-            if text.startswith("gitdir:"):
-                admin = pathlib.Path(text[len("gitdir:"):].strip())
+            admin = pathlib.Path(text.removeprefix("gitdir:").strip()).resolve()
+            # a worker can rewrite its tree's .git: only git's own administrative directories
+            # of this repository are touched, never a path that file names elsewhere
+            if text.startswith("gitdir:") and admin.parent == admins:
                 places += [admin / "index.lock", admin / "HEAD.lock"]
         removed = [p for p in places if p.is_file()]
         for p in removed:

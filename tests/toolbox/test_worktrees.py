@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 import subprocess
 
 import pytest
@@ -607,8 +608,16 @@ def test_a_resumed_track_clears_the_locks_a_killed_run_left(tb, repo):
         p.write_text("")
     with pytest.raises(WorktreeError, match="lock"):
         ticket_done(tb, "t1", "B", {"b.py": "B\n"})
+    # a tree whose .git a worker pointed at the person's repository: its lock is not Clutch's
+    rogue = tb.worktree_path("t1", "R")
+    rogue.mkdir()
+    (rogue / ".git").write_text(f"gitdir: {common}\n")
+    persons = common / "index.lock"
+    persons.write_text("")
     tb.start_track("t1")                        # the resumed run
-    assert not any(p.exists() for p in stale) and other.exists()
+    assert not any(p.exists() for p in stale) and other.exists() and persons.exists()
+    persons.unlink()
+    shutil.rmtree(rogue)
     assert ticket_done(tb, "t1", "B", {"b.py": "B\n"})
     (wt / "a.py").write_text("A\n")
     assert tb.commit_ticket(wt, "A\n")

@@ -78,15 +78,19 @@ class TicketTidy:
                                 f"the branch, or pass discard=True to drop its change")
         if not discard:
             for p in (path, conflict):
-                if (p / ".git").is_file() and dirs.find(p) is not None and dirs.dirty(p):
+                registered = (p / ".git").is_file() and dirs.find(p) is not None
+                changed = dirs.dirty(p) if registered else []
+                if changed:
                     raise WorktreeError(f"the worktree {p} has uncommitted changes "
-                                        f"({', '.join(dirs.dirty(p)[:5])}); commit them or pass "
+                                        f"({', '.join(changed[:5])}); commit them or pass "
                                         f"discard=True")
         # a tree that is not there costs no git process (a registration left by a deleted
-        # directory goes with the track's `git worktree prune`)
+        # directory goes with the track's `git worktree prune`); one that is was checked just
+        # above, so `remove` need not read its status again (a `git status` of every file costs
+        # as much as the removal itself on a big tree)
         if path.exists() and not (recycle and dirs.recycle(path, self._pool(track_id),
                                                            self._lib)):
-            dirs.remove(path, discard=discard)
+            dirs.remove(path, discard=True)
         if conflict.exists():
             dirs.remove(conflict, discard=True)  # a conflict tree's state lives on in its branch
         if not keep_branch:

@@ -456,6 +456,28 @@ def test_cleanup_refuses_to_lose_work_and_leaves_only_the_main_tree(tb, repo):
     assert git(repo, "status", "--porcelain") == ""
 
 
+def test_a_clean_tree_is_read_once_before_it_is_removed(tb, repo, monkeypatch):
+    """Removing a merged ticket's tree reads its status once (a `git status` of every file
+    costs as much as the removal on a big tree), and with `discard` not at all."""
+    tb.start_track("t1")
+    for tid in ("A", "B"):
+        ticket_done(tb, "t1", tid, {f"{tid}.py": "X = 1\n"})
+        tb.merge_ticket("t1", tid)
+    statuses = []
+    real = type(tb.git).run
+
+    def run(self, *args, **kw):
+        if args and args[0] == "status":
+            statuses.append(kw.get("cwd"))
+        return real(self, *args, **kw)
+    monkeypatch.setattr(type(tb.git), "run", run)
+    tb.cleanup_ticket("t1", "A")
+    assert statuses == [tb.worktree_path("t1", "A")]
+    tb.cleanup_ticket("t1", "B", discard=True)
+    assert len(statuses) == 1
+    assert worktree_paths(repo) == [str(repo)]
+
+
 def test_workspace_in_a_subdirectory_maps_into_the_worktree(tmp_path):
     repo = make_repo(tmp_path / "r")
     (repo / "sub").mkdir()

@@ -130,6 +130,44 @@ def disk_create_ms(count: int = 2000) -> float:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def filesystem(path: str | Path | None = None) -> tuple[str, str, bool | None]:
+    """(mount point, type, has a journal) of the filesystem holding ``path`` (default: the
+    temporary directory, where the benchmarks' workspaces go). The journal is read from
+    `/sys/fs/ext4/<device>/journal_task` ("<none>" without one); None when unknown."""
+    p = os.path.realpath(path or tempfile.gettempdir())
+    mount, kind, dev = "/", "?", ""
+    with open("/proc/self/mounts", encoding="utf-8") as f:
+        for line in f:
+            fields = line.split()
+            point = fields[1].replace("\\040", " ")
+            if (p == point or p.startswith(point.rstrip("/") + "/")) and len(point) >= len(mount):
+                mount, kind, dev = point, fields[2], fields[0]
+    journal = None
+    if kind == "ext4":
+        try:
+            task = Path(f"/sys/fs/ext4/{os.path.basename(dev)}/journal_task").read_text().strip()
+            journal = task != "<none>"
+        except OSError:
+            journal = None
+    return mount, kind, journal
+
+
+def filesystem_line(path: str | Path | None = None) -> str:
+    """One line for a benchmark's header: where its files go, and a warning when that is an
+    ext4 without a journal. There, every new inode is checked against each inode of its block
+    group freed in the last 1 to 6 minutes (`recently_deleted()` in fs/ext4/ialloc.c, only run
+    when the filesystem has no journal), so after a test suite or a benchmark deletes a few
+    thousand files, creating files costs up to 0.8 ms each instead of 0.02 (`bench/disk.py`
+    shows it; `bench/on_journaled_ext4.sh` measures on an ext4 with a journal instead)."""
+    mount, kind, journal = filesystem(path)
+    has = "" if journal is None else ", journal" if journal else ", NO journal"
+    line = f"workspaces on {mount} ({kind}{has})"
+    if kind == "ext4" and journal is False:
+        line += ("; file creation here slows many-fold for minutes after files are deleted, "
+                 "see bench/README.md")
+    return line
+
+
 def bench_settings(**kw):
     from models import ApprovalPolicy, Settings
     base = dict(offline_pace_s=0.0, git_commits=False,

@@ -37,8 +37,8 @@ import os
 import subprocess
 import time
 
-from _common import (TempWorkspace, bench_settings, disk_create_ms, header, new_track, report,
-                     summary)
+from _common import (TempWorkspace, bench_settings, disk_create_ms, filesystem_line, header,
+                     new_track, report, summary)
 
 LATENCY_S = 0.05
 WORKERS = (1, 4, 8)
@@ -174,8 +174,8 @@ def main() -> int:
           f"the median of {ROUNDS} runs")
     print("work(t) = last Tier 3 response ts - spawn ts (comms log); "
           "lower bound = max(critical path, sum(work)/W)")
-    print(f"the disk at the start: 2,000 empty files created in {disk_create_ms():.0f} ms "
-          f"(worktrees do a few dozen creates and renames per link)")
+    print(f"{filesystem_line()}; the disk at the start: 2,000 empty files created in "
+          f"{disk_create_ms():.0f} ms (worktrees do a few dozen creates and renames per link)")
     for w in WORKERS:
         header(f"W = {w}")
         r = median_run(w, ROUNDS)

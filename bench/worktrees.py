@@ -5,7 +5,9 @@ A repository of 10,000 small files (100 directories, ~120 bytes each, one commit
 Then, ROUNDS times, alternating:
 - clutch fresh: `TrackBranches.ticket_worktree` (set-up: a full checkout on its own branch),
   one file written, `commit_ticket` + `merge_ticket` (the ticket's commit onto the track
-  branch, no checkout), `cleanup_ticket` (teardown: worktree and branch removed);
+  branch, no checkout), `cleanup_ticket` (teardown: worktree and branch removed, with
+  `discard=True` as the engine calls it once a ticket has landed: the landing committed
+  everything, so no `git status` is read first);
 - clutch recycled: the same, but set-up takes a finished ticket's worktree from the track's
   pool (checks out only what differs) and teardown puts it back (`recycle=True`): what a
   track's second and later tickets cost;
@@ -34,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import empty_files, header, median, percentile, report, summary
+from _common import empty_files, filesystem_line, header, median, percentile, report, summary
 
 FILES = 10_000
 ROUNDS = 5
@@ -76,7 +78,7 @@ def main() -> int:
     try:
         t0 = time.perf_counter()
         repo = make_repo(tmp)
-        print(f"(repository made in {time.perf_counter() - t0:.1f} s)")
+        print(f"(repository made in {time.perf_counter() - t0:.1f} s; {filesystem_line(tmp)})")
         tb = TrackBranches(repo)
         tb.start_track("bench")
         tb.start_track("fresh")       # a second track: its pool stays empty
@@ -97,7 +99,7 @@ def main() -> int:
                 tb.commit_ticket(wt, f"{tid}: work")
                 assert tb.merge_ticket(track, tid).ok
             times["clutch commit+merge"].append(timed(commit_merge))
-            teardown = timed(lambda: tb.cleanup_ticket(track, tid, recycle=recycle))
+            teardown = timed(lambda: tb.cleanup_ticket(track, tid, recycle=recycle, discard=True))
             times[f"clutch {kind} set-up"].append(setup)
             times[f"clutch {kind} teardown"].append(teardown)
             times[f"clutch {kind} total"].append(setup + teardown)

@@ -186,6 +186,12 @@ class TrackBranches(TicketTidy):
         path = self.worktree_path(track_id, ticket_id)
         tb, kb = track_branch(track_id), ticket_branch(track_id, ticket_id)
         tip = f"refs/heads/{tb}"
+        if path.exists() and dirs.half_made(path):
+            # a run killed while writing this tree's files (a tree prepared for the ticket,
+            # or its own): no worker has had it, and reused, its missing files would be
+            # committed as deletions. Made again from the start.
+            log.warning(f"{path} was left half-written by a run that stopped; making it again")
+            dirs.remove(path, discard=True)
         if path.exists():
             if (path / ".git").is_file() and dirs.detached(path, self._lib) and \
                     dirs.switch(path, kb, tip, self._lib):

@@ -81,21 +81,44 @@ class WorktreeDirs:
             if d.is_dir():
                 places += d.rglob("*.lock")
         trees = self.base_dir / track_id
-        admins = (self.common_dir / "worktrees").resolve()
         for tree in sorted(trees.iterdir()) if trees.is_dir() else ():
-            marker = tree / ".git"
-            if tree.name.startswith("_") or marker.is_symlink() or not marker.is_file():
-                continue
-            text = marker.read_text("utf-8", "replace").strip()
-            admin = pathlib.Path(text.removeprefix("gitdir:").strip()).resolve()
-            # a worker can rewrite its tree's .git: only git's own administrative directories
-            # of this repository are touched, never a path that file names elsewhere
-            if text.startswith("gitdir:") and admin.parent == admins:
+            admin = self.admin_dir(tree) if not tree.name.startswith("_") else None
+            if admin is not None:
                 places += [admin / "index.lock", admin / "HEAD.lock"]
         removed = [p for p in places if p.is_file()]
         for p in removed:
             p.unlink()
         return removed
+
+    def admin_dir(self, tree: pathlib.Path) -> pathlib.Path | None:
+        """The directory where git keeps the worktree ``tree``'s HEAD, index and lock, read
+        from the tree's ``.git`` file without a git process; None when that file does not
+        name one of this repository's own (a worker can rewrite its tree's ``.git``: nothing
+        outside ``<common dir>/worktrees/`` is ever read or touched through it)."""
+        marker = tree / ".git"
+        if marker.is_symlink() or not marker.is_file():
+            return None
+        try:
+            text = marker.read_text("utf-8", "replace").strip()
+        except OSError:
+            return None
+        admin = pathlib.Path(text.removeprefix("gitdir:").strip()).resolve()
+        if text.startswith("gitdir:") and admin.parent == (self.common_dir / "worktrees").resolve():
+            return admin
+        return None
+
+    def half_made(self, tree: pathlib.Path) -> bool:
+        """Whether ``tree`` is a worktree whose files were still being written when its
+        maker was killed: git keeps a tree it is adding locked "initializing" until its
+        checkout is done, and :meth:`fresh` keeps its own locked so until its ``reset
+        --hard`` is. Such a tree was never given to a worker; its missing files must never
+        be read as deletions. One file read, no git process (this is on a ticket's set-up)."""
+        admin = self.admin_dir(tree)
+        try:
+            return admin is not None and "initializing" in (admin / "locked").read_text(
+                "utf-8", "replace")
+        except OSError:
+            return False
 
     def holds(self, path: pathlib.Path) -> bool:
         """Whether ``path`` is a linked worktree (its ``.git`` a file) inside Clutch's own

@@ -456,6 +456,31 @@ def test_cleanup_refuses_to_lose_work_and_leaves_only_the_main_tree(tb, repo):
     assert git(repo, "status", "--porcelain") == ""
 
 
+def test_a_tree_a_killed_run_left_half_written_is_made_again_not_committed_as_deletions(
+        tb, repo):
+    """kill -9 while a tree prepared for ticket B had its files written (Clutch's `reset
+    --hard` of a tree added locked "initializing"): on resume B gets a whole tree, and B's
+    commit holds B's change only, not the files the killed run had not written yet. (Found by
+    the kill -9 CLI test: a resumed ticket's commit deleted the person's app.py.)"""
+    tb.start_track("t1")
+    path = tb.worktree_path("t1", "B")
+    path.parent.mkdir(parents=True)
+    git(repo, "worktree", "add", "-q", "--no-checkout", "--lock", "--reason", "initializing",
+        "--detach", str(path), "clutch/t1")
+    git(path, "checkout", "HEAD", "--", "app.py")        # one file of four written, then killed
+    wt = tb.ticket_worktree("t1", "B")
+    assert wt == path
+    assert sorted(p.name for p in wt.iterdir() if p.name != ".git") == [
+        ".gitignore", "README.md", "app.py", "lib.py"]
+    (wt / "b.py").write_text("B\n")
+    sha = tb.commit_ticket(wt, "B: work")
+    assert git(repo, "diff-tree", "--no-commit-id", "--name-status", "-r", sha).split() == [
+        "A", "b.py"]
+    listed = git(repo, "worktree", "list", "--porcelain").split("\n\n")
+    assert not [w for w in listed if "locked" in w], listed
+    assert git(wt, "symbolic-ref", "--short", "HEAD") == "clutch-ticket/t1/B"
+
+
 def test_a_clean_tree_is_read_once_before_it_is_removed(tb, repo, monkeypatch):
     """Removing a merged ticket's tree reads its status once (a `git status` of every file
     costs as much as the removal on a big tree), and with `discard` not at all."""

@@ -40,7 +40,7 @@ from engine.errors import EngineError, describe
 from engine.ready import ReadySet
 from events import ErrorEvent, StreamChunk
 from models import (SATISFIED_STATES, ApprovalRequest, SpawnPayload, Ticket, Track,
-                    stream_tier3)
+                    stream_tier3, tick_subtasks)
 from tools import MergeResult, TrackBranches, Workspace, WorktreeError
 
 log = logging.getLogger(__name__)
@@ -365,6 +365,31 @@ class Branches:
         self._emitter()(StreamChunk(stream_id=stream_tier3(ticket.id), text=(
             f"\n  ✓ {branch} is merged into {track.branch} ({sha[:12]}): the conflict was "
             f"resolved by you; no worker runs again\n")))
+        return True
+
+    def _landed_before(self, track: Track, ticket: Ticket) -> bool:
+        """Executor thread, as a ticket starts: a ticket whose commit already landed on the
+        track branch (a run killed after the landing, before it saved the ticket completed)
+        is completed by that commit, and no worker runs again (a second worker would redo
+        the change on top of itself and fail, or change it twice). False when it has not."""
+        if not self._in_worktrees(track):
+            return False
+        assert self._tb is not None
+        sha = self._tb.landed(track.id, ticket.id)
+        if sha is None:
+            return False
+        try:
+            self._tb.cleanup_ticket(track.id, ticket.id, discard=True)
+        except WorktreeError as e:
+            self._emitter()(ErrorEvent(message=f"could not remove {ticket.id}'s worktree: {e}",
+                                       track_id=track.id, ticket_id=ticket.id))
+        with self._lock:
+            ticket.status, ticket.commit_sha, ticket.blocked_reason = "completed", sha, ""
+            ticket.description = tick_subtasks(ticket.description)
+            ticket.merge, ticket.branch = "landed before the last run stopped", ""
+        self._emitter()(StreamChunk(stream_id=stream_tier3(ticket.id), text=(
+            f"\n  ✓ {ticket.id} landed on {track.branch} ({sha[:12]}) before the last run "
+            f"stopped: counted, not done again\n")))
         return True
 
     # -- see one ticket ------------------------------------------------------------------------

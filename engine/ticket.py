@@ -73,9 +73,9 @@ class TicketLife:
             if ticket.checkpoint:       # a phase's manual verification: the person's, no worker
                 self._checkpoint_life(track, ticket, cancel)
                 return
-            if self._resolved_by_person(track, ticket):   # a retry after their own merge
-                emit(StreamEnd(stream_id=sid, state="done"))
-                return
+            if self._resolved_by_person(track, ticket) or self._landed_before(track, ticket):
+                emit(StreamEnd(stream_id=sid, state="done"))   # a retry after their own merge,
+                return                                         # or a resume after the landing
             if after is not None:        # a more critical ticket's set-up goes first
                 after.wait(LEAD_WAIT_S)
             made = self._begin_worktree(track, ticket)

@@ -35,6 +35,19 @@ class TicketTidy:
             b = tip
         return diff_between(self.git, a, b)
 
+    def landed(self, track_id: str, ticket_id: str) -> str | None:
+        """The commit by which the ticket landed on the track branch (its marker, written in
+        the same ref transaction as the landing), when it is still on that branch; else None.
+        A run killed after the landing and before its state was saved left such a ticket
+        recorded as unfinished: it must be counted, not done again on top of itself."""
+        self._need()
+        done = self.git.rev(merged_ref(check_id(track_id, "track id"),
+                                       check_id(ticket_id, "ticket id")))
+        if done is None:       # the common case, asked as every ticket starts: one read
+            return None
+        tip = self.git.rev(f"refs/heads/{track_branch(track_id)}")
+        return done if tip is not None and self.git.is_ancestor(done, tip) else None
+
     def revert_ticket(self, track_id: str, sha: str, on: str | None = None) -> str:
         """Revert commit ``sha`` on the track branch (or on branch ``on``, e.g. the user's after
         the track merged); the new commit's SHA. A conflict: WorktreeError naming the files,

@@ -1,6 +1,7 @@
-"""Crash and resume: a headless run killed with SIGKILL at 20 seeded random moments, each
-followed by `--resume`. Nothing completed is run again, the comms log stays parseable,
-plan.md and state.toml agree, and every run ends with every ticket completed."""
+"""Crash and resume: a headless run killed with SIGKILL at seeded random moments (20 in a
+plain directory, 12 in a git repository), each followed by `--resume`. Nothing completed is
+run again, the comms log stays parseable, plan.md and state.toml agree, and every run ends
+with every ticket completed; in git, merged into main with nothing of the person's lost."""
 from __future__ import annotations
 
 import json
@@ -46,9 +47,45 @@ def _comms(ws: Path) -> list[dict]:
     return entries
 
 
-def _one(tmp_path: Path, i: int, delay: float) -> None:
+def _git(ws: Path, *args: str) -> str:
+    env = {k: v for k, v in _env().items() if not k.startswith("GIT_")}
+    env.update(GIT_AUTHOR_NAME="Dev", GIT_AUTHOR_EMAIL="dev@example.com",
+               GIT_COMMITTER_NAME="Dev", GIT_COMMITTER_EMAIL="dev@example.com")
+    return subprocess.run(["git", "-C", str(ws), *args], check=True, capture_output=True,
+                          text=True, env=env).stdout
+
+
+PERSONS_EDIT = b"# the person's edit, not committed \xe2\x9c\x93\nfrom app import main\n"
+
+
+def _git_workspace(ws: Path) -> str:
+    """A repository with history and the person's uncommitted edit; its HEAD."""
+    _git(ws, "init", "-q", "-b", "main")
+    (ws / "app.py").write_text("def main():\n    return 'ok'\n")
+    (ws / "README.md").write_text("# service\n")
+    _git(ws, "add", "-A")
+    _git(ws, "commit", "-qm", "first")
+    (ws / "run.py").write_text("from app import main\n")
+    _git(ws, "add", "-A")
+    _git(ws, "commit", "-qm", "second")
+    (ws / "run.py").write_bytes(PERSONS_EDIT)
+    return _git(ws, "rev-parse", "HEAD").strip()
+
+
+def _git_intact(ws: Path, head: str, i: int) -> None:
+    """After a resumed run in a git workspace: every track merged into main, no worktree
+    left, the person's edit byte for byte, and no commit of the run deleting a file (a ticket
+    that committed a tree its killed run had not finished writing would)."""
+    assert _git(ws, "worktree", "list", "--porcelain").count("worktree ") == 1, i
+    assert (ws / "run.py").read_bytes() == PERSONS_EDIT, i
+    deleted = _git(ws, "log", "--diff-filter=D", "--name-only", "--format=", f"{head}..main")
+    assert not deleted.split(), (i, deleted)
+
+
+def _one(tmp_path: Path, i: int, delay: float, in_git: bool = False) -> None:
     ws = tmp_path / f"ws{i}"
     ws.mkdir()
+    head = _git_workspace(ws) if in_git else ""
     p = _start(ws, resume=False)
     time.sleep(delay)
     p.send_signal(signal.SIGKILL)
@@ -70,6 +107,9 @@ def _one(tmp_path: Path, i: int, delay: float) -> None:
     for t in summary["tracks"]:
         assert t["status"] == "completed", (i, t)
         assert all(k["status"] == "completed" for k in t["tickets"]), (i, t)
+        assert t["merged_into"] == ("main" if in_git else None), (i, t)
+    if in_git:
+        _git_intact(ws, head, i)
     entries = _comms(ws)
     for sdir in torn:    # a torn last line was set aside, not fatal, and the log is whole
         assert list(sdir.glob("comms.jsonl.set-aside-*")), f"resume {i}: torn line not kept"
@@ -115,3 +155,27 @@ def test_sigkill_at_20_random_moments_then_resume(tmp_path):
     with ThreadPoolExecutor(2) as pool:
         done = list(pool.map(lambda a: _one(tmp_path, *a), enumerate(delays)))
     assert len(done) == 20
+
+
+def test_sigkill_at_12_random_moments_in_a_git_workspace_then_resume(tmp_path):
+    """The same in a git repository, where each ticket works in a worktree of its own and
+    lands on the track branch: a kill can fall while a tree is written, between a landing
+    and the save of the ticket's state, or while the track merges into main. (Killing
+    runs at random found two defects: a half-written tree reused, whose commit deleted the
+    person's file, and a landed ticket run again on top of itself. Their windows are narrow,
+    so each has a deterministic test of its own, in tests/toolbox/test_worktrees.py and
+    tests/engine/test_worktree_runs.py.)"""
+    rng = random.Random(20261203)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    _git_workspace(ws)
+    t0 = time.monotonic()
+    p = _start(ws, resume=False)
+    p.communicate(timeout=120)
+    full = time.monotonic() - t0
+    assert p.returncode == 0
+    window = max(full, 0.6)
+    delays = [rng.uniform(0.05, window) for _ in range(12)]
+    with ThreadPoolExecutor(2) as pool:
+        done = list(pool.map(lambda a: _one(tmp_path, *a, in_git=True), enumerate(delays)))
+    assert len(done) == 12

@@ -315,6 +315,52 @@ def test_a_worker_that_changes_nothing_leaves_no_branch_and_no_tree(make_engine,
     assert "clutch-ticket/" not in git(workspace, "branch", "--format=%(refname:short)")
 
 
+def test_a_ticket_that_landed_just_before_a_kill_is_counted_not_done_again(make_engine,
+                                                                          workspace):
+    """A run killed after T-001's commit landed on the track branch and before T-001 was
+    saved completed: the resumed run completes T-001 with that commit, spawns no worker for it
+    (one would redo the change on top of itself: "the worker changed no file", or the change
+    twice), and T-002 starts from it. Found by killing `clutch run` at random moments."""
+    repo(workspace)
+    spawned: list[str] = []
+
+    def first(step):
+        def run(req):
+            spawned.append(req.ticket_id)
+            return step
+        return run
+    eng = make_engine(provider=scripted({
+        "T-001": [first(call("write_file", path="a.txt", content="A\n")),
+                  ModelResponse(text="wrote a")],
+        "T-002": [first(call("write_file", path="b.txt", content="B\n")),
+                  ModelResponse(text="wrote b")]}), git_commits=True)
+    tid = track_with(eng, [Ticket(id="T-001", description="write a", target_files=["a.txt"]),
+                           Ticket(id="T-002", description="write b", target_files=["b.txt"],
+                                  depends_on=["T-001"])])
+    # what the killed run left: T-001's worktree, its commit landed, its state not saved
+    tb = eng._tb
+    tb.start_track(tid)
+    wt = tb.ticket_worktree(tid, "T-001")
+    (wt / "a.txt").write_text("A\n")
+    landed = tb.land_ticket(tid, "T-001", wt, "T-001: write a")
+    assert landed is not None and landed.ok
+    assert [k.status for k in eng.track(tid).tickets] == ["todo", "todo"]
+    track = eng.start_track(tid).result(60)
+    assert [k.status for k in track.tickets] == ["completed"] * 2, \
+        [(k.id, k.blocked_reason) for k in track.tickets]
+    assert spawned == ["T-002"]
+    t1 = track.tickets[0]
+    assert t1.commit_sha == landed.sha and t1.attempts == 0
+    assert "landed before the last run stopped" in t1.merge
+    assert git(workspace, "log", "--format=%s", "main", "--", "a.txt").splitlines() == [
+        "T-001: write a"]                                     # the change once, not twice
+    assert git(workspace, "show", "main:b.txt") == "B\n"
+    plan = (workspace / "conductor/tracks" / tid / "plan.md").read_text()
+    assert f"- [x] Task: write a {landed.sha[:7]}\n" in plan     # ticked with the landed commit
+    eng.settle()
+    assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]
+
+
 def test_a_conflict_the_person_resolves_themselves_completes_at_retry(make_engine, workspace):
     """The repair worker refused: the reason says how to resolve it by hand; the person merges
     the ticket's branch into the track branch themselves, presses Retry, and the ticket

@@ -66,6 +66,7 @@ class LoopContext:
             raise RuntimeError("the conductor's event loop did not start")
         for n in self.notices:
             self.inbox.put(LogEvent(message=n, level="warning"))
+        self._tidy_left_trees()
         return self
 
     def close(self) -> None:

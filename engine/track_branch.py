@@ -6,7 +6,7 @@ A mixin of ConductorEngine beside `Branches` (a ticket's worktree). Threads: `_s
 work to `_git_pool`; `_prewarm` is called on the loop and fills a track's pool on the tidy
 thread; the tidy jobs run on the tidy thread (one thread, first in first out: a track's
 removal runs after its tickets' trees were put away); `settle` and `_drain_unused_pools` on
-the thread that closes the engine (or a test's). State owned: none of its own; it uses what
+the thread that closes the engine (or a test's), `_tidy_left_trees` on the one that starts it. State owned: none of its own; it uses what
 `Branches` owns: the workspace's TrackBranches (`_tb`), the tracks in worktree mode
 (`_wt_tracks`, under the track lock), the pools, the trees being prepared (`_prepared`) and
 each finished track's tidy job (`_tidying`, both under `_ws_lock`).
@@ -76,6 +76,26 @@ class TrackBranching:
                 drain_pool(self._tb, tid)
             except WorktreeError as e:
                 log.warning(f"could not remove the prepared worktrees of {tid}: {e}")
+
+    def _tidy_left_trees(self) -> None:
+        """As the engine starts: the worktrees a killed run left behind for tracks that are
+        completed (every ticket landed, so nothing of anyone's is in them: pooled trees, a
+        landed ticket's tree) are removed on the tidy thread, which `settle` and `close`
+        wait for (a completed track is never resumed, so nothing else would remove them).
+        Unfinished tracks keep theirs for --resume."""
+        tb = self._tb
+        if tb is None:
+            return
+        with self._lock:
+            done = [t.id for t in self._tracks.values() if t.status == "completed"]
+        for tid in done:
+            if not tb.has_trees(tid):
+                continue
+            job = self._tidy_pool.submit(self._tidy_track, tid, [])
+            with self._ws_lock:
+                self._tidying[tid] = job
+            self._report_failure(job, f"could not remove the worktrees left for {tid}", tid,
+                                 level=logging.ERROR)
 
     def _in_worktrees(self, track: Track) -> bool:
         with self._lock:

@@ -148,6 +148,11 @@ class TicketTidy:
                 drop_merged_refs(self.git, track_id)
         self.git.run("worktree", "prune")
 
+    def has_trees(self, track_id: str) -> bool:
+        """Whether anything of the track is under Clutch's worktree directory (its tickets'
+        trees, its pool, a tree being made); no git process."""
+        return (self._need().base_dir / check_id(track_id, "track id")).is_dir()
+
     def list_worktrees(self) -> list[WorktreeInfo]:
         """Every worktree git knows of (the main one first)."""
         self._need()

@@ -566,3 +566,27 @@ def test_tickets_ready_together_set_up_the_critical_one_first(make_engine, works
     assert not eng._leads                       # every lead released
     eng.settle()
     assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]
+
+
+def test_trees_a_killed_run_left_for_a_completed_track_go_when_clutch_starts(make_engine,
+                                                                            workspace):
+    """A run killed after its track completed, before the track's trees were removed (its
+    pooled trees, say): the next start of Clutch on the workspace removes them (a completed
+    track is never resumed, so nothing else would), and keeps the branch and the merge."""
+    repo(workspace)
+    eng = make_engine(provider=scripted({"T-001": [call("write_file", path="a.txt",
+                                                        content="A\n"),
+                                                   ModelResponse(text="wrote a")]}),
+                      git_commits=True)
+    tid = track_with(eng, [Ticket(id="T-001", description="write a", target_files=["a.txt"])])
+    assert eng.start_track(tid).result(60).status == "completed"
+    eng.settle()
+    eng._tb.prewarm(tid, 2)             # what the killed run left: two pooled trees
+    eng.close()
+    assert len(worktrees(workspace)) == 3
+    again = make_engine(git_commits=True)
+    again.settle()
+    assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]
+    assert not (workspace / ".clutch/worktrees" / tid).exists()
+    assert again.track(tid).merged_into == "main"
+    assert git(workspace, "show", "main:a.txt") == "A\n"

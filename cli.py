@@ -338,7 +338,8 @@ def _tracks_to_run(engine: Any, args: argparse.Namespace, epic: str | None) -> l
         return list(args.track)
     if args.resume:
         ids = [t.id for t in engine.tracks() if t.status not in ("completed", "cancelled")]
-        if ids or not epic:
+        # the epic is planned only when the interrupted run had not planned it yet
+        if ids or not epic or engine.planned_before(epic):
             if not ids:
                 log.info("nothing to resume: every track is completed")
             return ids

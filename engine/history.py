@@ -9,6 +9,7 @@ from the comms log (its own lock).
 """
 from __future__ import annotations
 
+import datetime
 import operator
 from typing import Any
 
@@ -63,6 +64,28 @@ class HistoryReads:
     def session_streams(self, session_id: str) -> dict[str, str]:
         """A session's streams' text, rebuilt from its comms log (stream id -> text)."""
         return stream_texts(self.session_log(session_id))
+
+    def planned_before(self, epic: str) -> bool:
+        """Whether the run this session continues (`--resume` reopens the newest session)
+        already planned ``epic`` into tracks: its log records that epic, and tracks were
+        created after its first entry. Then resuming must not plan the epic again, even when
+        every one of those tracks completed (a run killed after its last merge): that would
+        make the same change twice. False when the run was stopped before any track was
+        accepted (killed during Tier 1, or a different epic)."""
+        self.comms.flush()
+        s = self.history.summary(self.session_id)
+        if s.first_ts is None or s.epic.strip() != epic.strip():
+            return False
+        with self._lock:
+            created = [t.created_at for t in self._tracks.values() if t.created_at]
+        for c in created:
+            try:
+                when = datetime.datetime.fromisoformat(c).timestamp()
+            except ValueError:
+                continue       # a track file written by hand: its date says nothing here
+            if when >= s.first_ts - 1:     # created_at is to the second
+                return True
+        return False
 
     def remembered_epic(self) -> str:
         """The epic planned last: in this session, else in the newest earlier one ("")."""

@@ -143,3 +143,47 @@ def test_the_window_app_takes_tier_provider_and_refuses_a_bad_one_before_any_win
     ws.mkdir()
     p = clutch("--tier-provider", "Tier 9=ollama", "--workspace", str(ws), timeout=30)
     assert p.returncode == 2 and "'Tier 9' is not a tier" in p.stderr
+
+
+def _tracks(ws: Path) -> list[str]:
+    return sorted(p.name for p in (ws / "conductor/tracks").iterdir() if p.is_dir())
+
+
+def test_resume_does_not_plan_an_epic_again_that_the_run_it_continues_planned(tmp_path):
+    """`run --resume --epic X` after a run that planned X and finished every track (a run
+    killed after its last merge, before it exited, looks just like this): nothing to resume,
+    no second track making the same change again. Found by killing runs at random."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    epic = "Add a health endpoint and its tests"
+    p = clutch("run", "--epic", epic, "--workspace", str(ws), "--yes", "--json", "--pace", "0")
+    assert p.returncode == 0, p.stderr[-2000:]
+    before = _tracks(ws)
+    assert len(before) == 1
+    q = clutch("run", "--resume", "--epic", epic, "--workspace", str(ws), "--yes", "--json",
+               "--pace", "0")
+    assert q.returncode == 0, q.stderr[-2000:]
+    assert "nothing to resume: every track is completed" in q.stderr
+    assert _tracks(ws) == before
+    assert [t["status"] for t in json.loads(q.stdout)["tracks"]] == ["completed"]
+
+
+def test_resume_plans_the_epic_when_the_run_it_continues_stopped_before_any_track(tmp_path):
+    """The interrupted run recorded its epic but was stopped during Tier 1 (no track was
+    accepted): `run --resume --epic X` plans X and runs it."""
+    from multi_agent_conductor import ConductorEngine
+    from models import Settings
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    epic = "Add a health endpoint and its tests"
+    eng = ConductorEngine(ws, Settings(offline_pace_s=0.0, git_commits=False)).start()
+    try:
+        eng.plan_epic(epic).result(60)       # planned, never accepted: as if killed then
+    finally:
+        eng.close()
+    assert not (ws / "conductor/tracks").exists() or not _tracks(ws)
+    q = clutch("run", "--resume", "--epic", epic, "--workspace", str(ws), "--yes", "--json",
+               "--pace", "0")
+    assert q.returncode == 0, q.stderr[-2000:]
+    assert len(_tracks(ws)) == 1
+    assert [t["status"] for t in json.loads(q.stdout)["tracks"]] == ["completed"]

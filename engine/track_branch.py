@@ -86,6 +86,12 @@ class TrackBranching:
         tb = self._tb
         if tb is None:
             return
+        try:
+            for tree in tb.drop_half_made():
+                log.warning(f"removed {tree}: a run that stopped was still making it")
+        except (OSError, WorktreeError) as e:
+            self._emitter()(ErrorEvent(message=f"could not remove the worktrees a stopped run "
+                                               f"left half-made: {e}"))
         with self._lock:
             done = [t.id for t in self._tracks.values() if t.status == "completed"]
         for tid in done:

@@ -90,6 +90,39 @@ class WorktreeDirs:
             p.unlink()
         return removed
 
+    @_serial
+    def drop_half_made(self) -> list[pathlib.Path]:
+        """Remove every tree of Clutch's whose making a killed run cut short: its registration
+        is locked "initializing" (git's own mark while it adds a tree, and :meth:`fresh`'s
+        until the files are written), and git may not even read it (a kill inside `git
+        worktree add` can leave its ``commondir`` empty, and from then on `git worktree list`,
+        `prune` and `remove` all fail in the person's repository too). Only a registration
+        whose tree lies in Clutch's worktree directory and whose tree's ``.git`` names it
+        back (so a worker that rewrote its own registration cannot aim this at another
+        tree); such a tree was never given to a worker. Only when no Clutch works on the
+        workspace (as the engine starts, under the workspace lock). The trees removed."""
+        admins = self.common_dir / "worktrees"
+        base = self.base_dir.resolve()
+        dropped = []
+        for admin in sorted(admins.iterdir()) if admins.is_dir() else ():
+            try:
+                locked = (admin / "locked").read_text("utf-8", "replace")
+                named = (admin / "gitdir").read_text("utf-8", "replace").strip()
+            except OSError:
+                continue
+            marker = (admin / named).resolve() if named else None   # relative: to `admin`
+            if "initializing" not in locked or marker is None or marker.name != ".git" or \
+                    not marker.parent.is_relative_to(base):
+                continue
+            tree = marker.parent
+            if tree.exists() and self.admin_dir(tree) != admin.resolve():
+                continue
+            shutil.rmtree(tree, ignore_errors=True)
+            shutil.rmtree(admin)
+            self._drop_empty_parents(tree)
+            dropped.append(tree)
+        return dropped
+
     def admin_dir(self, tree: pathlib.Path) -> pathlib.Path | None:
         """The directory where git keeps the worktree ``tree``'s HEAD, index and lock, read
         from the tree's ``.git`` file without a git process; None when that file does not

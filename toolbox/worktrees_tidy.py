@@ -8,6 +8,8 @@ none of its own.
 """
 from __future__ import annotations
 
+import pathlib
+
 from toolbox.worktrees_dirs import making_dir, revert_in_scratch
 from toolbox.worktrees_merge import (advance_branch, diff_between, drop_merged_refs,
                                      ticket_merged)
@@ -147,6 +149,10 @@ class TicketTidy:
                 self._records.path(track_id).unlink(missing_ok=True)
                 drop_merged_refs(self.git, track_id)
         self.git.run("worktree", "prune")
+
+    def drop_half_made(self) -> list[pathlib.Path]:
+        """The trees a killed run was still making, removed (see WorktreeDirs)."""
+        return self._need().drop_half_made()
 
     def has_trees(self, track_id: str) -> bool:
         """Whether anything of the track is under Clutch's worktree directory (its tickets'

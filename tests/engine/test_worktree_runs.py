@@ -590,3 +590,31 @@ def test_trees_a_killed_run_left_for_a_completed_track_go_when_clutch_starts(mak
     assert not (workspace / ".clutch/worktrees" / tid).exists()
     assert again.track(tid).merged_into == "main"
     assert git(workspace, "show", "main:a.txt") == "A\n"
+
+
+def test_a_tree_git_was_still_registering_when_a_run_was_killed_is_cleared_at_start(
+        make_engine, workspace):
+    """kill -9 inside `git worktree add` can leave the tree's registration with an empty
+    `commondir`: from then on `git worktree list`, `prune` and `remove` all fail, in the
+    person's repository too (git 2.39). Seen by killing runs at random. The next start of
+    Clutch removes such a tree of its own (locked "initializing", its .git naming the
+    registration back) and leaves everything else: a finished tree, and a registration that
+    names a tree which does not name it back."""
+    repo(workspace)
+    base = workspace / ".clutch/worktrees/core_x_20261203"
+    for where in ("_making/half", "_pool/kept", "T-009"):     # registered by their last name
+        git(workspace, "worktree", "add", "-q", "--no-checkout", "--lock", "--reason",
+            "initializing", "--detach", str(base / where), "main")
+    git(workspace, "worktree", "unlock", str(base / "_pool/kept"))     # a finished tree
+    admins = workspace / ".git/worktrees"
+    (admins / "half" / "commondir").write_text("")         # killed while git wrote it
+    (base / "T-009/.git").write_text(f"gitdir: {admins / 'kept'}\n")   # does not name T-009
+    listed = subprocess.run(["git", "-C", str(workspace), "worktree", "list"],
+                            capture_output=True, text=True)
+    assert listed.returncode != 0 and "commondir" in listed.stderr     # git itself is stuck
+    eng = make_engine(git_commits=True)
+    eng.settle()
+    assert not (base / "_making").exists() and not (admins / "half").exists()
+    assert (base / "_pool/kept/.git").is_file() and (admins / "kept").is_dir()
+    assert (base / "T-009/.git").is_file() and (admins / "T-009").is_dir()
+    assert "worktree " in git(workspace, "worktree", "list", "--porcelain")

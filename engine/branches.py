@@ -354,17 +354,9 @@ class Branches:
             return False
         carried = git.out("rev-list", "--ancestry-path", "--reverse", f"{tip}..{track_tip}")
         sha = (carried.split() or [track_tip])[0]
-        try:
-            self._tb.cleanup_ticket(track.id, ticket.id, discard=True)
-        except WorktreeError as e:
-            self._emitter()(ErrorEvent(message=f"could not remove {branch}: {e}",
-                                       track_id=track.id, ticket_id=ticket.id))
-        with self._lock:
-            ticket.status, ticket.commit_sha, ticket.blocked_reason = "completed", sha, ""
-            ticket.merge, ticket.branch = "resolved by you", ""
-        self._emitter()(StreamChunk(stream_id=stream_tier3(ticket.id), text=(
-            f"\n  ✓ {branch} is merged into {track.branch} ({sha[:12]}): the conflict was "
-            f"resolved by you; no worker runs again\n")))
+        self._completed_by(track, ticket, sha, "resolved by you",
+                           f"{branch} is merged into {track.branch} ({sha[:12]}): the conflict "
+                           f"was resolved by you; no worker runs again")
         return True
 
     def _landed_before(self, track: Track, ticket: Ticket) -> bool:
@@ -378,19 +370,27 @@ class Branches:
         sha = self._tb.landed(track.id, ticket.id)
         if sha is None:
             return False
+        self._completed_by(track, ticket, sha, "landed before the last run stopped",
+                           f"{ticket.id} landed on {track.branch} ({sha[:12]}) before the last "
+                           f"run stopped: counted, not done again")
+        return True
+
+    def _completed_by(self, track: Track, ticket: Ticket, sha: str, merge: str,
+                      note: str) -> None:
+        """Executor thread: the ticket completed by a commit already on the track branch,
+        without a worker; its tree and branches go, and its stream says why."""
+        assert self._tb is not None
         try:
             self._tb.cleanup_ticket(track.id, ticket.id, discard=True)
         except WorktreeError as e:
-            self._emitter()(ErrorEvent(message=f"could not remove {ticket.id}'s worktree: {e}",
+            self._emitter()(ErrorEvent(message=f"could not remove {ticket.id}'s worktree and "
+                                               f"branch: {e}",
                                        track_id=track.id, ticket_id=ticket.id))
         with self._lock:
             ticket.status, ticket.commit_sha, ticket.blocked_reason = "completed", sha, ""
             ticket.description = tick_subtasks(ticket.description)
-            ticket.merge, ticket.branch = "landed before the last run stopped", ""
-        self._emitter()(StreamChunk(stream_id=stream_tier3(ticket.id), text=(
-            f"\n  ✓ {ticket.id} landed on {track.branch} ({sha[:12]}) before the last run "
-            f"stopped: counted, not done again\n")))
-        return True
+            ticket.merge, ticket.branch = merge, ""
+        self._emitter()(StreamChunk(stream_id=stream_tier3(ticket.id), text=f"\n  ✓ {note}\n"))
 
     # -- see one ticket ------------------------------------------------------------------------
 

@@ -16,6 +16,8 @@ import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from conftest import git
+
 ROOT = Path(__file__).resolve().parents[2]
 EPIC = "Add a health endpoint and its tests"
 
@@ -47,38 +49,30 @@ def _comms(ws: Path) -> list[dict]:
     return entries
 
 
-def _git(ws: Path, *args: str) -> str:
-    env = {k: v for k, v in _env().items() if not k.startswith("GIT_")}
-    env.update(GIT_AUTHOR_NAME="Dev", GIT_AUTHOR_EMAIL="dev@example.com",
-               GIT_COMMITTER_NAME="Dev", GIT_COMMITTER_EMAIL="dev@example.com")
-    return subprocess.run(["git", "-C", str(ws), *args], check=True, capture_output=True,
-                          text=True, env=env).stdout
-
-
 PERSONS_EDIT = b"# the person's edit, not committed \xe2\x9c\x93\nfrom app import main\n"
 
 
 def _git_workspace(ws: Path) -> str:
     """A repository with history and the person's uncommitted edit; its HEAD."""
-    _git(ws, "init", "-q", "-b", "main")
+    git(ws, "init", "-q", "-b", "main")
     (ws / "app.py").write_text("def main():\n    return 'ok'\n")
     (ws / "README.md").write_text("# service\n")
-    _git(ws, "add", "-A")
-    _git(ws, "commit", "-qm", "first")
+    git(ws, "add", "-A")
+    git(ws, "commit", "-qm", "first")
     (ws / "run.py").write_text("from app import main\n")
-    _git(ws, "add", "-A")
-    _git(ws, "commit", "-qm", "second")
+    git(ws, "add", "-A")
+    git(ws, "commit", "-qm", "second")
     (ws / "run.py").write_bytes(PERSONS_EDIT)
-    return _git(ws, "rev-parse", "HEAD").strip()
+    return git(ws, "rev-parse", "HEAD").strip()
 
 
 def _git_intact(ws: Path, head: str, i: int) -> None:
     """After a resumed run in a git workspace: every track merged into main, no worktree
     left, the person's edit byte for byte, and no commit of the run deleting a file (a ticket
     that committed a tree its killed run had not finished writing would)."""
-    assert _git(ws, "worktree", "list", "--porcelain").count("worktree ") == 1, i
+    assert git(ws, "worktree", "list", "--porcelain").count("worktree ") == 1, i
     assert (ws / "run.py").read_bytes() == PERSONS_EDIT, i
-    deleted = _git(ws, "log", "--diff-filter=D", "--name-only", "--format=", f"{head}..main")
+    deleted = git(ws, "log", "--diff-filter=D", "--name-only", "--format=", f"{head}..main")
     assert not deleted.split(), (i, deleted)
 
 

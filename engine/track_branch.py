@@ -6,10 +6,11 @@ A mixin of ConductorEngine beside `Branches` (a ticket's worktree). Threads: `_s
 work to `_git_pool`; `_prewarm` is called on the loop and fills a track's pool on the tidy
 thread; the tidy jobs run on the tidy thread (one thread, first in first out: a track's
 removal runs after its tickets' trees were put away); `settle` and `_drain_unused_pools` on
-the thread that closes the engine (or a test's), `_tidy_left_trees` on the one that starts it. State owned: none of its own; it uses what
-`Branches` owns: the workspace's TrackBranches (`_tb`), the tracks in worktree mode
-(`_wt_tracks`, under the track lock), the pools, the trees being prepared (`_prepared`) and
-each finished track's tidy job (`_tidying`, both under `_ws_lock`).
+the thread that closes the engine (or a test's), `_tidy_left_trees` on the one that starts
+it. State owned: none of its own; it uses what `Branches` owns: the workspace's
+TrackBranches (`_tb`), the tracks in worktree mode (`_wt_tracks`, under the track lock), the
+pools, the trees being prepared (`_prepared`) and each finished track's tidy job
+(`_tidying`, both under `_ws_lock`).
 """
 from __future__ import annotations
 
@@ -78,11 +79,12 @@ class TrackBranching:
                 log.warning(f"could not remove the prepared worktrees of {tid}: {e}")
 
     def _tidy_left_trees(self) -> None:
-        """As the engine starts: the worktrees a killed run left behind for tracks that are
-        completed (every ticket landed, so nothing of anyone's is in them: pooled trees, a
-        landed ticket's tree) are removed on the tidy thread, which `settle` and `close`
-        wait for (a completed track is never resumed, so nothing else would remove them).
-        Unfinished tracks keep theirs for --resume."""
+        """As the engine starts, what a killed run left behind goes: at once, the trees it was
+        still making (`drop_half_made`: one of them can stop `git worktree list` working at
+        all); then, on the tidy thread, which `settle` and `close` wait for, the trees of
+        tracks that are completed (every ticket landed, so nothing of anyone's is in them:
+        pooled trees, a landed ticket's tree; a completed track is never resumed, so nothing
+        else would remove them). Unfinished tracks keep theirs for --resume."""
         tb = self._tb
         if tb is None:
             return

@@ -108,9 +108,9 @@ class WorktreeDirs:
             try:
                 locked = (admin / "locked").read_text("utf-8", "replace")
                 named = (admin / "gitdir").read_text("utf-8", "replace").strip()
-            except OSError:
+                marker = (admin / named).resolve() if named else None  # relative: to `admin`
+            except (OSError, ValueError):     # not readable, or not a path: not ours to judge
                 continue
-            marker = (admin / named).resolve() if named else None   # relative: to `admin`
             if "initializing" not in locked or marker is None or marker.name != ".git" or \
                     not marker.parent.is_relative_to(base):
                 continue
@@ -135,10 +135,12 @@ class WorktreeDirs:
             text = marker.read_text("utf-8", "replace").strip()
         except OSError:
             return None
-        admin = pathlib.Path(text.removeprefix("gitdir:").strip()).resolve()
-        if text.startswith("gitdir:") and admin.parent == (self.common_dir / "worktrees").resolve():
-            return admin
-        return None
+        try:
+            admin = pathlib.Path(text.removeprefix("gitdir:").strip()).resolve()
+        except (OSError, ValueError):    # a NUL byte, a loop of links: names nothing of ours
+            return None
+        admins = (self.common_dir / "worktrees").resolve()
+        return admin if text.startswith("gitdir:") and admin.parent == admins else None
 
     def half_made(self, tree: pathlib.Path) -> bool:
         """Whether ``tree`` is a worktree whose files were still being written when its

@@ -467,12 +467,15 @@ def test_edit_track_and_tickets_before_start(serve):
 
 def test_an_api_action_and_a_direct_engine_call_are_equivalent(make_engine, tmp_path):
     """The same work through the API on one engine and through direct calls on another (same
-    workspace contents, deterministic offline model): the same tracks, streams, usage, events."""
+    workspace contents, deterministic offline model): the same tracks, streams, usage, events.
+    One worker each: two tickets running side by side in a shared directory see each other's
+    files as their timing falls (a worker's map shows a file the other has finished), and
+    the token counts then differ by that much (1 full run in 3 failed so)."""
     wa, wb = tmp_path / "a", tmp_path / "b"
     for w in (wa, wb):
         w.mkdir()
         (w / "README.md").write_text("# demo workspace\n")
-    ea, eb = make_engine(ws=wa), make_engine(ws=wb)
+    ea, eb = make_engine(ws=wa, max_workers=1), make_engine(ws=wb, max_workers=1)
     srv = hook_server.start_for_engine(ea)
     try:
         client = ApiClient(srv.url, srv.token)

@@ -136,12 +136,16 @@ def filesystem(path: str | Path | None = None) -> tuple[str, str, bool | None]:
     `/sys/fs/ext4/<device>/journal_task` ("<none>" without one); None when unknown."""
     p = os.path.realpath(path or tempfile.gettempdir())
     mount, kind, dev = "/", "?", ""
-    with open("/proc/self/mounts", encoding="utf-8") as f:
-        for line in f:
-            fields = line.split()
-            point = fields[1].replace("\\040", " ")
-            if (p == point or p.startswith(point.rstrip("/") + "/")) and len(point) >= len(mount):
-                mount, kind, dev = point, fields[2], fields[0]
+    try:
+        with open("/proc/self/mounts", encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:          # not Linux: the type is not known, nothing is warned of
+        return p, "?", None
+    for line in lines:
+        fields = line.split()
+        point = fields[1].replace("\\040", " ")
+        if (p == point or p.startswith(point.rstrip("/") + "/")) and len(point) >= len(mount):
+            mount, kind, dev = point, fields[2], fields[0]
     journal = None
     if kind == "ext4":
         try:

@@ -68,8 +68,8 @@ def test_soak_200_tickets_8_workers_random_order_approvals(workspace):
 def test_memory_stays_flat_when_the_same_work_runs_again(workspace):
     """The work done must not grow memory: comms entries and stream text live in their files
     (read back on demand), finished agents keep only their context figures. A 40-ticket track
-    is run five times; Python's traced memory after the fifth run may exceed that after the
-    first only by the log's index (8 bytes an entry) and noise."""
+    is run five times; Python's traced memory, over the runs after the first, may grow only by
+    the log's index (8 bytes an entry) and noise, besides one step of the interpreter's own."""
     import gc
     import tracemalloc
     from multi_agent_conductor import ConductorEngine
@@ -98,9 +98,15 @@ def test_memory_stays_flat_when_the_same_work_runs_again(workspace):
         text = eng.streams.text("Tier 3 (Worker): T-001")
         assert text.count("T-001") >= 5, "every run's text is still readable, from disk"
         log_bytes = eng.comms.path.stat().st_size
-    growth = sizes[-1] - sizes[0]
+    # Growth with the work shows in every run; one step in one run does not (CPython's
+    # interned-string table doubles once it is full: 1.9 MB at once, in whichever run crosses
+    # its threshold, e.g. the fifth when the GUI tests were collected in the same session).
+    # So the largest run-to-run step is left out, and held to a bound of its own.
+    steps = [b - a for a, b in zip(sizes, sizes[1:])]
+    growth = sum(steps) - max(steps)
     index = (entries[-1] - entries[0]) * 8
     assert log_bytes > 400_000
     assert growth < index + 100_000, (
-        f"memory grew {growth:,} bytes over four runs that wrote "
+        f"memory grew {growth:,} bytes over three of four runs that wrote "
         f"{entries[-1] - entries[0]:,} log entries: {sizes}")
+    assert max(steps) < 4_000_000, f"one run added {max(steps):,} bytes: {sizes}"

@@ -97,13 +97,8 @@ class TrackBranching:
         with self._lock:
             done = [t.id for t in self._tracks.values() if t.status == "completed"]
         for tid in done:
-            if not tb.has_trees(tid):
-                continue
-            job = self._tidy_pool.submit(self._tidy_track, tid, [])
-            with self._ws_lock:
-                self._tidying[tid] = job
-            self._report_failure(job, f"could not remove the worktrees left for {tid}", tid,
-                                 level=logging.ERROR)
+            if tb.has_trees(tid):
+                self._tidy_later(tid, [], f"could not remove the worktrees left for {tid}")
 
     def _in_worktrees(self, track: Track) -> bool:
         with self._lock:
@@ -125,11 +120,16 @@ class TrackBranching:
             f.cancel()
         if not clean:
             return
-        job = self._tidy_pool.submit(self._tidy_track, track.id, preps)
+        self._tidy_later(track.id, preps, f"could not tidy track {track.id}'s worktrees")
+
+    def _tidy_later(self, track_id: str, preps: list[concurrent.futures.Future[Any]],
+                    what: str) -> None:
+        """`_tidy_track` on the tidy thread, recorded in `_tidying` so that `settle`, `close`
+        and the track's next start wait for it; a failure reported as "``what``: why"."""
+        job = self._tidy_pool.submit(self._tidy_track, track_id, preps)
         with self._ws_lock:
-            self._tidying[track.id] = job
-        self._report_failure(job, f"could not tidy track {track.id}'s worktrees", track.id,
-                             level=logging.ERROR)
+            self._tidying[track_id] = job
+        self._report_failure(job, what, track_id, level=logging.ERROR)
 
     def _tidy_track(self, track_id: str, preps: list[concurrent.futures.Future[Any]]) -> None:
         """Tidy thread: the track's worktrees and pooled trees removed (branches kept), once

@@ -23,6 +23,15 @@ from toolbox.worktrees_model import (WORKTREES_DIR, GitRunner, WorktreeError, Wo
                                      track_branch)
 
 
+def _initializing(admin: pathlib.Path) -> bool:
+    """Whether the worktree registered in ``admin`` is locked "initializing": git's mark while
+    `git worktree add` writes it, and :meth:`WorktreeDirs.fresh`'s until its files are."""
+    try:
+        return "initializing" in (admin / "locked").read_text("utf-8", "replace")
+    except OSError:            # no lock file: not being made
+        return False
+
+
 def _serial(method):
     """Run under the instance's admin lock: git's worktree administration (``git worktree
     add``/``remove``/``list``, .git/worktrees/*) is not safe to change from two threads at once
@@ -105,14 +114,14 @@ class WorktreeDirs:
         base = self.base_dir.resolve()
         dropped = []
         for admin in sorted(admins.iterdir()) if admins.is_dir() else ():
+            if not _initializing(admin):
+                continue
             try:
-                locked = (admin / "locked").read_text("utf-8", "replace")
                 named = (admin / "gitdir").read_text("utf-8", "replace").strip()
                 marker = (admin / named).resolve() if named else None  # relative: to `admin`
             except (OSError, ValueError):     # not readable, or not a path: not ours to judge
                 continue
-            if "initializing" not in locked or marker is None or marker.name != ".git" or \
-                    not marker.parent.is_relative_to(base):
+            if marker is None or marker.name != ".git" or not marker.parent.is_relative_to(base):
                 continue
             tree = marker.parent
             if tree.exists() and self.admin_dir(tree) != admin.resolve():
@@ -149,11 +158,7 @@ class WorktreeDirs:
         --hard`` is. Such a tree was never given to a worker; its missing files must never
         be read as deletions. One file read, no git process (this is on a ticket's set-up)."""
         admin = self.admin_dir(tree)
-        try:
-            return admin is not None and "initializing" in (admin / "locked").read_text(
-                "utf-8", "replace")
-        except OSError:
-            return False
+        return admin is not None and _initializing(admin)
 
     def holds(self, path: pathlib.Path) -> bool:
         """Whether ``path`` is a linked worktree (its ``.git`` a file) inside Clutch's own

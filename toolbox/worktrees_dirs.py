@@ -144,8 +144,8 @@ class WorktreeDirs:
             text = marker.read_text("utf-8", "replace").strip()
         except OSError:
             return None
-        try:
-            admin = pathlib.Path(text.removeprefix("gitdir:").strip()).resolve()
+        try:   # relative (`worktree.useRelativePaths`): to the tree, as git reads it
+            admin = (tree / text.removeprefix("gitdir:").strip()).resolve()
         except (OSError, ValueError):    # a NUL byte, a loop of links: names nothing of ours
             return None
         admins = (self.common_dir / "worktrees").resolve()

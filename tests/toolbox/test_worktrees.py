@@ -481,6 +481,23 @@ def test_a_tree_a_killed_run_left_half_written_is_made_again_not_committed_as_de
     assert git(wt, "symbolic-ref", "--short", "HEAD") == "clutch-ticket/t1/B"
 
 
+def test_a_half_written_tree_whose_git_file_is_relative_is_made_again(tb, repo):
+    """The same when the tree's .git names its registration by a relative path (what git
+    writes with worktree.useRelativePaths): read relative to the tree, as git reads it."""
+    tb.start_track("t1")
+    path = tb.worktree_path("t1", "B")
+    path.parent.mkdir(parents=True)
+    git(repo, "worktree", "add", "-q", "--no-checkout", "--lock", "--reason", "initializing",
+        "--detach", str(path), "clutch/t1")
+    admin = (path / ".git").read_text().split(":", 1)[1].strip()
+    (path / ".git").write_text(f"gitdir: {os.path.relpath(admin, path)}\n")
+    assert git(path, "rev-parse", "--absolute-git-dir") == admin      # git reads it so too
+    git(path, "checkout", "HEAD", "--", "app.py")        # one file of four written, then killed
+    wt = tb.ticket_worktree("t1", "B")
+    assert sorted(p.name for p in wt.iterdir() if p.name != ".git") == [
+        ".gitignore", "README.md", "app.py", "lib.py"]
+
+
 def test_a_clean_tree_is_read_once_before_it_is_removed(tb, repo, monkeypatch):
     """Removing a merged ticket's tree reads its status once (a `git status` of every file
     costs as much as the removal on a big tree), and with `discard` not at all."""

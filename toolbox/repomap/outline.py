@@ -137,9 +137,28 @@ def _py_imports(stmts: list[ast.stmt], out: list[str]) -> None:
                 _py_imports(case.body, out)
 
 
+AST_RACE_TRIES = 3      # attempts at a parse that CPython's shared AST state made fail
+
+
+def _parse(text: str) -> ast.Module:
+    """`ast.parse`, again when CPython 3.11 says "AST constructor recursion depth mismatch":
+    the AST module's recursion counter is shared by every thread (python/cpython#106905), so
+    a parse on another thread at the same moment makes a good file fail. It is not the
+    file's fault, and the next try parses it."""
+    for left in range(AST_RACE_TRIES - 1, -1, -1):
+        try:
+            return ast.parse(text)
+        except SystemError as e:
+            if left == 0 or "recursion depth mismatch" not in str(e):
+                raise
+            log.info("repository map: CPython's AST constructor raced another thread (%s); "
+                     "parsing again", e)
+    raise AssertionError("unreachable")
+
+
 def outline_python(text: str) -> Outline:
     try:
-        tree = ast.parse(text)
+        tree = _parse(text)
     except (RecursionError, MemoryError) as e:   # nesting deeper than the parser's stack
         return Outline(error=f"does not parse: nested too deeply ({type(e).__name__})")
     except (SyntaxError, ValueError) as e:  # ValueError: source holds NUL bytes

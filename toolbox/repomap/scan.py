@@ -92,7 +92,10 @@ def scan_file(root: str, job: Job, grammars: Grammars) -> Scanned:
         out = outline(rel, data, grammars)
     except Exception as e:  # a parser bug must cost one file's symbols, not the whole map
         log.exception("repository map: outlining %s failed", rel)
-        out = Outline(error=f"outline failed: {type(e).__name__}: {e}")
+        # ... and only until the next refresh: no digest, so the file is outlined again then
+        # (a failure that was the moment's, not the file's, does not stay in the map)
+        return Scanned(entry(Outline(error=f"outline failed: {type(e).__name__}: {e}"),
+                             racy=True), 1, 1)
     return Scanned(entry(out, digest), 1, 1)
 
 

@@ -15,7 +15,9 @@ engine/track_branch.py (TrackBranching).
 Threads: `_open_worktree`, `_land`, `_set_aside`, `_conflict_life`, `_resolved_by_person`
 run on the ticket's executor thread (its tree is started on `_git_pool` as the ticket
 starts); putting a landed ticket's tree away runs on `_tidy_pool` (one thread) and preparing
-a dependent's tree on `_prep_pool` (two), both at a lower priority, never in a ticket's way;
+a dependent's tree on `_prep_pool` (two), both at a lower priority, never in a ticket's way,
+and after the critical steps in flight (a landing, a dependent's set-up: `_setups`, see
+engine/setups.py);
 `ticket_diff` on any thread. State owned: the running tickets' workspaces
 (`_ticket_ws`, under `_ws_lock`), the tracks that run in worktree mode (`_wt_tracks`, under the
 track lock), the trees being prepared for tickets about to be ready (`_prepared`, under
@@ -38,6 +40,7 @@ import prompts
 from ai_client import Cancelled
 from engine.errors import EngineError, describe
 from engine.ready import ReadySet
+from engine.setups import SetUps
 from events import ErrorEvent, StreamChunk
 from models import (SATISFIED_STATES, ApprovalRequest, SpawnPayload, Ticket, Track,
                     stream_tier3, tick_subtasks)
@@ -67,6 +70,7 @@ class Branches:
         self._tidying: dict[str, concurrent.futures.Future[None]] = {}
         self._prepared: dict[str, concurrent.futures.Future[Any]] = {}
         self._leads: dict[str, threading.Event] = {}
+        self._setups = SetUps()     # the critical steps in flight: background work waits
         # set-up (a ticket waits for it) and tidying (nobody does) never queue behind each
         # other: a tree being made is on a ticket's critical path, a tree being put away is not
         self._git_pool = concurrent.futures.ThreadPoolExecutor(
@@ -119,11 +123,13 @@ class Branches:
         return lead
 
     def _followers_go(self, ticket_id: str) -> None:
-        """The ticket's set-up is done (or it ended before): tickets waiting on it go."""
+        """The ticket's set-up is done (or it ended before): tickets waiting on it go, and
+        background git work no longer gives way to it."""
         with self._ws_lock:
             lead = self._leads.pop(ticket_id, None)
         if lead is not None:
             lead.set()
+        self._setups.end(ticket_id)
 
     def _begin_worktree(self, track: Track, ticket: Ticket) -> concurrent.futures.Future[Any] | None:
         """Start making the ticket's worktree (while the spawn approval waits). A tree being
@@ -172,8 +178,10 @@ class Branches:
 
     def _prepare_one(self, track_id: str, ticket_id: str) -> pathlib.Path | None:
         """Prepare thread: the tree, and its repository map, so the spawn reads only the files
-        the tickets it waits for changed (a map that cannot be made is said at the spawn)."""
+        the tickets it waits for changed (a map that cannot be made is said at the spawn);
+        after the critical steps in flight, unless the ticket itself waits for it."""
         assert self._tb is not None
+        self._setups.wait(for_ticket=ticket_id)
         path = self._tb.prepare_worktree(track_id, ticket_id)
         if path is not None:
             try:
@@ -240,6 +248,11 @@ class Branches:
             with self._lock:
                 ticket.branch = ""
 
+    def _pool_tree(self, track: Track, ticket: Ticket) -> None:
+        """Tidy thread: a landed ticket's tree back to the pool, after the critical steps."""
+        self._setups.wait()
+        self._remove_tree(track, ticket, keep_branch=False)
+
     def _set_aside(self, track: Track, ticket: Ticket, path: pathlib.Path, why: str) -> None:
         """A ticket that did not complete: whatever its worker wrote is committed on the
         ticket's own branch (on no other), and its worktree removed; the branch stays when it
@@ -268,19 +281,23 @@ class Branches:
         """Commit the ticket's tree and merge it into the track branch; the commit's SHA on
         the track branch. A conflict goes to `_conflict_life`."""
         assert self._tb is not None
+        landing = f"land:{ticket.id}"     # ended by the scheduler, once its heirs started
+        self._setups.begin(landing)
         res = self._tb.land_ticket(track.id, ticket.id, path, message)
         if res is None:
             return ""
-        if res.conflict:
+        if res.conflict:        # a repair, or the person's choice: no critical step
+            self._setups.end(landing)
             res = self._conflict_life(track, ticket, res, cancel)
+            self._setups.begin(landing)
         if not res.ok or res.sha is None:
             raise EngineError(res.message or f"{ticket.id}'s commit could not be merged into "
                                              f"{track.branch} ({res.how})")
         with self._lock:
             ticket.merge = res.how
         # its dependents need the merge, not the tidying: the tree goes to the pool off the
-        # critical path, on the tidy thread
-        self._report_failure(self._tidy_pool.submit(self._remove_tree, track, ticket, False),
+        # critical path, on the tidy thread, once their set-up is done
+        self._report_failure(self._tidy_pool.submit(self._pool_tree, track, ticket),
                              f"could not tidy track {track.id}'s worktrees", track.id,
                              level=logging.ERROR)
         return res.sha

@@ -77,6 +77,7 @@ class LoopContext:
         except EngineError as e:
             log.warning(f"closing with worktrees still being removed: {e}")
         self._closed = True
+        self._setups.close()
         with self._lock:
             for flag in self._cancel_flags.values():
                 flag.set()

@@ -107,6 +107,7 @@ class Scheduler:
         # itself through a callback, so an iteration costs O(what changed), not O(tickets).
         ready_set = self._ready_sets[track_id] = ReadySet(track)
         finished: list[str] = []
+        landed: list[str] = []      # finished since the last start of ready tickets
         accepted = True
 
         def on_done(tid: str) -> None:
@@ -124,6 +125,9 @@ class Scheduler:
                         running[t.id] = t
                         self._start_ticket(track, t, on_done,
                                            after=after if t is not batch[0] else None)
+                for tid in landed:     # what they made ready has started: background git goes
+                    self._setups.end(f"land:{tid}")
+                landed.clear()
                 self._queued[track_id] = ready_set.count()
                 self._workers_changed()
                 if not running:
@@ -149,6 +153,7 @@ class Scheduler:
                     await wake.wait()
                 for tid in finished:
                     running.pop(tid, None)
+                landed.extend(finished)
                 finished.clear()
         finally:
             if running:      # stopped early (cancelled as the app closes): interrupted tickets
@@ -161,6 +166,8 @@ class Scheduler:
                         if flag is not None:
                             flag.set()
                 self._save(track)
+            for t in track.tickets:         # none is left in flight by a stop
+                self._setups.end(f"land:{t.id}")
             self._wakes.pop(track_id, None)
             self._ready_sets.pop(track_id, None)
             self._queued.pop(track_id, None)

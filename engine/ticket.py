@@ -40,6 +40,8 @@ class TicketLife:
         ticket started with it, whose set-up goes first (see `_lead_first`)."""
         loop = asyncio.get_running_loop()
         self.cap.take()
+        if self._in_worktrees(track):
+            self._setups.begin(ticket.id)   # until its context is built (`_followers_go`)
         with self._lock:
             ticket.status = "in_progress"
             ticket.blocked_reason = ""

@@ -1,8 +1,8 @@
 """TrackWriter: the write-behind saver of tracks' state (`plan.md`, `state.toml`, metadata).
 
 Threads: `_save`, `_after_save`, `_flush` and the writer task run on the conductor (loop)
-thread; the writes themselves (`_write_snapshots`) on the one IO thread; `_flush_sync` on the
-conductor thread as the loop stops. State owned (loop thread only): the dirty track ids, the
+thread; the writes themselves (`_write_snapshots`) on the one IO thread, after the critical
+steps in flight (engine/setups.py); `_flush_sync` on the conductor thread as the loop stops. State owned (loop thread only): the dirty track ids, the
 save generations (asked / on disk), the waiters for a generation, the writer task and its
 pacing future, the last snapshots; `_dirty_failed` (tracks whose save failed) is also touched
 by the IO thread, under the track lock.
@@ -84,8 +84,8 @@ class TrackWriter:
             self._dirty.clear()
             with self._lock:
                 snaps = [self._snapshot(self._tracks[i]) for i in ids if i in self._tracks]
-            await loop.run_in_executor(self._io, self._write_snapshots, snaps)
-            took = time.monotonic() - started
+            waited = await loop.run_in_executor(self._io, self._write_after_setups, snaps)
+            took = time.monotonic() - started - waited
             self._saved_gen = gen
             waiting = self._save_waiters
             while waiting and waiting[0][0] <= gen:    # targets only grow: oldest first
@@ -117,6 +117,15 @@ class TrackWriter:
         while len(self._last_snaps) > 8:
             self._last_snaps.popitem(last=False)
         return snap
+
+    def _write_after_setups(self, snaps: list[Track]) -> float:
+        """IO thread: the pass, once no critical step is in flight (a landing, a dependent's
+        tree and context: engine/setups.py; at most BACKGROUND_WAIT_S): rendering and
+        writing a track holds the GIL those steps need, and nothing waits for it but
+        reports of completions and flushes. The seconds it waited."""
+        waited = self._setups.wait()
+        self._write_snapshots(snaps)
+        return waited
 
     def _write_snapshots(self, snaps: list[Track]) -> None:
         # The log first: what the state files say happened (a spawn, a completion) is never

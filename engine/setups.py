@@ -1,0 +1,67 @@
+"""SetUps: the critical steps in flight that background git work gives way to.
+
+Between a ticket's last answer and its dependent's first request lie the steps every link of
+the critical path pays for in worktree mode: the ticket's landing (its commit merged into the
+track branch), the dependent's tree switched to the result, and its context built from that
+tree. Putting the landed ticket's tree back in the pool and preparing trees for later tickets
+run at the same moment otherwise, on two cores, and each of their git processes and each of
+their Python steps (which hold the GIL for up to its switch interval) slows those steps. They
+are wanted soon, not now: they wait here until no such step is in flight, and at most
+`BACKGROUND_WAIT_S`, so a long set-up (a first checkout of a large repository) never starves
+them.
+
+Keys: ``land:<ticket>`` from the start of a ticket's landing until its track's scheduler has
+started what the landing made ready (or the ticket ended without landing); ``<ticket>`` from
+a ticket's start until its context is built (before its spawn question waits for the person:
+the person's reading time is background time). A job preparing a tree for a ticket does not
+wait once that ticket is in set-up itself: the ticket is waiting for it.
+
+Threads: `begin` and `end` on any thread (the loop's, a ticket's), never blocking; `wait` on
+the background threads only. State owned: the keys in flight, under the condition's lock.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+BACKGROUND_WAIT_S = 0.25    # the longest a background job waits for the critical steps
+
+
+class SetUps:
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._busy: set[str] = set()
+        self._closed = False
+
+    def begin(self, key: str) -> None:
+        with self._cond:
+            self._busy.add(key)
+
+    def end(self, key: str) -> None:
+        """Idempotent: a key ended twice (or never begun) is no error."""
+        with self._cond:
+            self._busy.discard(key)
+            if not self._busy:
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        """The app is closing: nothing waits any more."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def busy(self) -> frozenset[str]:
+        with self._cond:
+            return frozenset(self._busy)
+
+    def wait(self, for_ticket: str = "", timeout: float | None = None) -> float:
+        """Background thread: return once no critical step is in flight (or ``for_ticket``,
+        the ticket this job prepares for, is in set-up and so waits for the job), the app
+        closes, or ``timeout`` (BACKGROUND_WAIT_S) passes. The seconds waited."""
+        if timeout is None:
+            timeout = BACKGROUND_WAIT_S
+        t0 = time.monotonic()
+        with self._cond:
+            self._cond.wait_for(lambda: self._closed or not self._busy
+                                or (for_ticket != "" and for_ticket in self._busy), timeout)
+        return time.monotonic() - t0

@@ -221,9 +221,12 @@ class Branches:
         """A worktree as a Workspace: the settings' sandbox, hiding every other tree."""
         assert self._tb is not None
         s = self.settings
+        ws = self.ws      # its probe of the sandbox holds for the same settings: not run again
+        same = (ws.sandbox, ws.sandbox_network) == (s.sandbox, s.sandbox_network)
         return Workspace(self._tb.workspace_path(path), shell_timeout_s=s.shell_timeout_s,
                          sandbox=s.sandbox, sandbox_network=s.sandbox_network,
-                         sandbox_hide=self._tb.sandbox_hide())
+                         sandbox_hide=self._tb.sandbox_hide(),
+                         probed=ws.sandbox_status() if same else None)
 
     def _use_tree(self, ticket: Ticket, path: pathlib.Path) -> Workspace:
         ws = self._tree_workspace(path)

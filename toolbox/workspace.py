@@ -29,12 +29,16 @@ class Workspace(PathWalker):
     later). ``sandbox`` is the settings' ``sandbox`` ("bwrap" or "none"), ``sandbox_network``
     whether commands may use the network, ``sandbox_hide`` more paths commands must not see
     (the user's ``.clutch`` when the root is a worktree elsewhere); ``root/.clutch`` is
-    always hidden. ``shell_timeout_s`` is the most a command may run."""
+    always hidden. ``shell_timeout_s`` is the most a command may run. ``probed``: the status
+    another Workspace's probe found with the same ``sandbox`` and ``sandbox_network`` (what
+    bwrap can do does not depend on the root), so a ticket's worktree does not start bwrap
+    once more to learn it."""
 
     def __init__(self, root: str | os.PathLike, *, shell_timeout_s: float = 60.0,
                  output_limit: int = 20_000, sandbox: str = "bwrap",
                  sandbox_network: bool = False,
-                 sandbox_hide: Iterable[str | os.PathLike] = ()):
+                 sandbox_hide: Iterable[str | os.PathLike] = (),
+                 probed: SandboxStatus | None = None):
         super().__init__(root)
         if isinstance(shell_timeout_s, bool) or not isinstance(shell_timeout_s, (int, float)) \
                 or not shell_timeout_s > 0:
@@ -57,7 +61,11 @@ class Workspace(PathWalker):
         self.sandbox = sandbox
         self.sandbox_network = sandbox_network
         self.sandbox_hide: tuple[pathlib.Path, ...] = tuple(hide)
-        self._status: SandboxStatus | None = None
+        if probed is not None and (not isinstance(probed, SandboxStatus)
+                                   or probed.mode != sandbox):
+            raise ValueError(f"probed must be the SandboxStatus of a {sandbox!r} sandbox, got "
+                             f"{probed!r}")
+        self._status: SandboxStatus | None = probed
         self._status_lock = threading.Lock()
 
     def __repr__(self) -> str:

@@ -195,3 +195,30 @@ def test_keys_never_reach_tier4_the_ticket_or_the_error_events(make_engine, monk
     assert all(KEY[:12] not in repr(r.messages) for r in seen if r.tier == "Tier 4")
     assert KEY[:12] not in eng.stream_text("Tier 3 (Worker): T-001")
     assert KEY[:12] not in eng2.stream_text("Tier 3 (Worker): T-002")
+
+
+def test_tickets_in_worktrees_share_the_repositorys_probe_of_the_sandbox(make_engine, workspace,
+                                                                         monkeypatch):
+    """Each ticket's worktree gets a Workspace of its own; bwrap is started once to learn what
+    it can do, not once more for every ticket's first command."""
+    import toolbox.workspace as workspace_mod
+    from test_worktree_runs import call, repo, scripted, track_with
+    repo(workspace)
+    probes = []
+    real = workspace_mod.probe
+
+    def counted(*a, **kw):
+        probes.append(a)
+        return real(*a, **kw)
+    monkeypatch.setattr(workspace_mod, "probe", counted)
+    steps = {f"T-00{i}": [call("run_shell", command=f"echo {i} > t{i}.txt"),
+                          ModelResponse(text="done")] for i in (1, 2, 3)}
+    eng = make_engine(provider=scripted(steps), git_commits=True, max_workers=3,
+                      sandbox="bwrap")
+    tid = track_with(eng, [Ticket(id=f"T-00{i}", description=f"t{i}") for i in (1, 2, 3)])
+    track = eng.start_track(tid).result(60)
+    assert [k.status for k in track.tickets] == ["completed"] * 3, \
+        [(k.id, k.blocked_reason) for k in track.tickets]
+    assert len(probes) == 1
+    from conftest import git
+    assert [git(workspace, "show", f"main:t{i}.txt") for i in (1, 2, 3)] == ["1\n", "2\n", "3\n"]

@@ -304,3 +304,25 @@ def test_a_workers_command_runs_below_the_app(arena):
         assert r.ok, r.error + r.output
         assert r.output.split() == [str(WORKER_NICENESS)] * 2, r.output
     assert os.getpriority(os.PRIO_PROCESS, 0) == 0          # the app itself is untouched
+
+
+def test_a_workspace_given_an_earlier_probe_does_not_start_bwrap_to_probe_again(tmp_path,
+                                                                             monkeypatch):
+    import toolbox.workspace as workspace_mod
+    first = Workspace(tmp_path, sandbox="bwrap")
+    status = first.sandbox_status()
+    assert status.ready, status.message
+    other = tmp_path / "tree"
+    other.mkdir()
+
+    def no_probe(*a, **kw):
+        raise AssertionError("bwrap was probed again")
+    monkeypatch.setattr(workspace_mod, "probe", no_probe)
+    tree = Workspace(other, sandbox="bwrap", probed=status)
+    assert tree.sandbox_status() is status
+    res = tree.run_shell("echo hi > made.txt && pwd")      # still run inside bwrap, at its root
+    assert res.ok and (other / "made.txt").read_text() == "hi\n"
+    with pytest.raises(ValueError, match="probed must be the SandboxStatus of a 'none'"):
+        Workspace(other, sandbox="none", probed=status)
+    with pytest.raises(ValueError, match="probed"):
+        Workspace(other, sandbox="bwrap", probed="ready")

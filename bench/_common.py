@@ -7,6 +7,7 @@ events.py, not bench/events.py) and bench/ second.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import os
@@ -93,17 +94,26 @@ def summary(bench: str) -> int:
 # ---------------------------------------------------------------------------------------------
 
 class TempWorkspace:
-    """A throw-away workspace directory with a README, removed on exit."""
+    """A throw-away workspace directory with a README, removed on exit; or, given ``later``
+    (an ExitStack the benchmark closes when it ends), removed then: on an ext4 without a
+    journal every file created in the minutes after a removal pays for the inodes it freed
+    (bench/disk.py), so a run would measure the removal of the run before it, which a
+    person's repository never has between two tickets."""
 
-    def __init__(self, prefix: str = "clutch-bench-"):
+    def __init__(self, prefix: str = "clutch-bench-",
+                 later: contextlib.ExitStack | None = None):
         self.path = Path(tempfile.mkdtemp(prefix=prefix))
+        self.later = later
         (self.path / "README.md").write_text("# bench workspace\n")
 
     def __enter__(self) -> Path:
         return self.path
 
     def __exit__(self, *exc: object) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        if self.later is not None:
+            self.later.callback(shutil.rmtree, self.path, ignore_errors=True)
+        else:
+            shutil.rmtree(self.path, ignore_errors=True)
 
 
 def empty_files(root: Path, count: int) -> None:
@@ -116,18 +126,16 @@ def empty_files(root: Path, count: int) -> None:
             os.close(os.open(root / f"d{d:02d}" / f"f{i:04d}", os.O_WRONLY | os.O_CREAT, 0o644))
 
 
-def disk_create_ms(count: int = 2000) -> float:
+def disk_create_ms(count: int = 2000, later: contextlib.ExitStack | None = None) -> float:
     """Milliseconds to create ``count`` empty files where the benchmarks' workspaces go (the
     temporary directory); printed beside figures that write files, since on a shared VM the
-    same disk can be many times slower from one hour to the next."""
+    same disk can be many times slower from one hour to the next. ``later``: as for
+    TempWorkspace (the files are removed when it closes, not now)."""
     import time
-    root = Path(tempfile.mkdtemp(prefix="clutch-bench-disk-"))
-    try:
+    with TempWorkspace("clutch-bench-disk-", later) as root:
         t0 = time.perf_counter()
         empty_files(root / "files", count)
         return (time.perf_counter() - t0) * 1000
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def filesystem(path: str | Path | None = None) -> tuple[str, str, bool | None]:

@@ -2,8 +2,9 @@
 
 The real engine (`ConductorEngine`, auto_approve=True, git_commits=False) runs a hand-built
 24-ticket DAG (a main chain of 8; a fan-out of 6 off its second ticket with two fan-ins of 3; a
-second chain of 4; 4 independent tickets) on `OfflineProvider(pace_s=0, latency_s=L)`. Each offline worker makes 5 model calls
-(L each) and runs its tools: list_dir, write_file, edit_file, `python3 -m py_compile`.
+second chain of 4; 4 independent tickets) on `OfflineProvider(pace_s=0, latency_s=L)`. Each
+offline worker makes 5 model calls (L each) and runs its tools: list_dir, write_file,
+edit_file, `python3 -m py_compile`.
 
 Definitions (all from the comms log of the run itself):
 - work(t)  = ts(the ticket's last Tier 3 `response` entry) - ts(its `spawn` entry): the
@@ -25,7 +26,9 @@ merge into the track branch before its dependents start; the track merged into t
 branch at the end: all of it inside the makespan; the trees removed after the track reports,
 as the app does, outside it); and in the plain directory with the ready tickets taken in
 track order instead of longest chain of dependents first (the scheduler before issue 17), to
-show what that order is worth.
+show what that order is worth. Every run's workspace is removed when the benchmark ends, not
+before the next run (see TempWorkspace: on an ext4 without a journal a removal slows the file
+creation of the minutes after it).
 """
 from __future__ import annotations
 
@@ -109,13 +112,15 @@ def git_repo(ws) -> None:
         subprocess.run(["git", "-C", str(ws), *args], check=True, env=env, capture_output=True)
 
 
-def run(w: int, worktrees: bool = False) -> dict[str, float]:
+def run(w: int, worktrees: bool = False,
+        later: contextlib.ExitStack | None = None) -> dict[str, float]:
+    """One run; its workspace removed when ``later`` closes (see TempWorkspace), else at once."""
     from ai_client import OfflineProvider
     from models import critical_path
     from multi_agent_conductor import ConductorEngine
 
     tickets = dag()
-    with TempWorkspace() as ws:
+    with TempWorkspace(later=later) as ws:
         if worktrees:
             git_repo(ws)
         eng = ConductorEngine(ws, bench_settings(max_workers=w, git_commits=worktrees),
@@ -169,19 +174,25 @@ def median_run(w: int, rounds: int, **kw) -> dict:
 
 
 def main() -> int:
+    with contextlib.ExitStack() as later:   # every workspace removed at the end, not between
+        return measure(later)              # runs (see TempWorkspace)
+
+
+def measure(later: contextlib.ExitStack) -> int:
     print(f"bench/makespan.py: 24-ticket DAG, OfflineProvider(pace_s=0, latency_s={LATENCY_S}), "
           f"auto-approve; {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}; each figure "
           f"the median of {ROUNDS} runs")
     print("work(t) = last Tier 3 response ts - spawn ts (comms log); "
           "lower bound = max(critical path, sum(work)/W)")
     print(f"{filesystem_line()}; the disk at the start: 2,000 empty files created in "
-          f"{disk_create_ms():.0f} ms (worktrees do a few dozen creates and renames per link)")
+          f"{disk_create_ms(later=later):.0f} ms (worktrees do a few dozen creates and renames "
+          f"per link)")
     for w in WORKERS:
         header(f"W = {w}")
-        r = median_run(w, ROUNDS)
-        wt = median_run(w, ROUNDS, worktrees=True)
+        r = median_run(w, ROUNDS, later=later)
+        wt = median_run(w, ROUNDS, worktrees=True, later=later)
         with track_order():
-            old = median_run(w, ROUNDS)
+            old = median_run(w, ROUNDS, later=later)
         print(f"  work per ticket: median {r['work_med'] * 1000:.0f} ms, sum {r['total']:.2f} s; "
               f"critical path {r['cp']:.2f} s ({' -> '.join(r['path'])}); "
               f"sum/W {r['total'] / w:.2f} s")
@@ -209,7 +220,7 @@ def main() -> int:
                target=TARGET, fmt="{:.3f}", note="set-up, commits and merges included")
         report(f"track order: makespan W={w}", old["makespan"], "s", fmt="{:.3f}",
                note=f"longest chain first: {r['makespan'] / old['makespan']:.3f} x this")
-    print(f"the disk at the end: 2,000 empty files created in {disk_create_ms():.0f} ms")
+    print(f"the disk at the end: 2,000 empty files created in {disk_create_ms(later=later):.0f} ms")
     return summary("bench/makespan.py")
 
 

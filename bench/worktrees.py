@@ -2,7 +2,8 @@
 with what the same machine does without Clutch in the same run.
 
 A repository of 10,000 small files (100 directories, ~120 bytes each, one commit) is made once.
-Then, ROUNDS times, alternating:
+Then, ROUNDS times, alternating (every tree made in the rounds first, every tree removed
+after them, each timed where it happens; see the comment in `main`):
 - clutch fresh: `TrackBranches.ticket_worktree` (set-up: a full checkout on its own branch),
   one file written, `commit_ticket` + `merge_ticket` (the ticket's commit onto the track
   branch, no checkout), `cleanup_ticket` (teardown: worktree and branch removed, with
@@ -17,8 +18,8 @@ Then, ROUNDS times, alternating:
   Clutch's own checkouts of a whole tree use);
 - git --no-checkout: `git worktree add --no-checkout` + remove (metadata only, no files);
 - cp -r: a plain copy of the working tree (no .git) + `rm -rf`;
-- create 10,000 empty files: one thread, os.open(O_CREAT) + close in 100 directories, then
-  removed: the disk's own floor for a tree of that many files at that moment (on this
+- create 10,000 empty files: one thread, os.open(O_CREAT) + close in 100 directories (removed
+  at the end, untimed): the disk's own floor for a tree of that many files at that moment (on this
   machine it varies from 0.2 s to 8 s between runs; a full checkout cannot beat it by more
   than the number of cores).
 
@@ -87,11 +88,9 @@ def main() -> int:
             "clutch recycled set-up", "clutch recycled teardown", "clutch recycled total",
             "clutch commit+merge", "git add", "git remove", "git add on every core",
             "git --no-checkout add+remove", "cp -r + rm -rf", "create 10,000 empty files")}
-        side = tmp / "side"
 
-        def ticket(tid: str, kind: str, recycle: bool) -> None:
-            track = "bench" if recycle else "fresh"
-            setup = timed(lambda: tb.ticket_worktree(track, tid))
+        def set_up(tid: str, track: str) -> Path:
+            t = timed(lambda: tb.ticket_worktree(track, tid))
             wt = tb.worktree_path(track, tid)
             (wt / f"new_{tid}.py").write_text("X = 1\n")
 
@@ -99,39 +98,48 @@ def main() -> int:
                 tb.commit_ticket(wt, f"{tid}: work")
                 assert tb.merge_ticket(track, tid).ok
             times["clutch commit+merge"].append(timed(commit_merge))
-            teardown = timed(lambda: tb.cleanup_ticket(track, tid, recycle=recycle, discard=True))
-            times[f"clutch {kind} set-up"].append(setup)
-            times[f"clutch {kind} teardown"].append(teardown)
-            times[f"clutch {kind} total"].append(setup + teardown)
+            return t
 
         tb.ticket_worktree("bench", "prime")                 # the pool's first tree
         tb.cleanup_ticket("bench", "prime", recycle=True, keep_branch=True)
+        # Everything that writes a tree first, everything that removes one after (each timed
+        # where it happens): on an ext4 without a journal a removal slows every file created
+        # in the minutes after it (bench/disk.py), so interleaved, each set-up measured the
+        # removals before it rather than itself. A track's first trees are made as it starts
+        # and removed as it ends, the same order.
+        fresh_setup: list[float] = []
         for r in range(ROUNDS):
-            ticket(f"F-{r}", "fresh", recycle=False)
-            ticket(f"R-{r}", "recycled", recycle=True)
-
-            plain = tmp / f"plain-{r}"
-            times["git add"].append(timed(lambda: git(repo, "worktree", "add", "-q", "-b",
-                                                      f"plain-{r}", str(plain), "main")))
-            times["git remove"].append(timed(lambda: git(repo, "worktree", "remove", "--force",
-                                                         str(plain))))
-            par = tmp / f"par-{r}"
+            fresh_setup.append(set_up(f"F-{r}", "fresh"))
+            setup = set_up(f"R-{r}", "bench")       # a pooled tree: moved, not removed
+            teardown = timed(lambda: tb.cleanup_ticket("bench", f"R-{r}", recycle=True,
+                                                       discard=True))
+            times["clutch recycled set-up"].append(setup)
+            times["clutch recycled teardown"].append(teardown)
+            times["clutch recycled total"].append(setup + teardown)
+            times["git add"].append(timed(lambda: git(
+                repo, "worktree", "add", "-q", "-b", f"plain-{r}", str(tmp / f"plain-{r}"),
+                "main")))
             times["git add on every core"].append(timed(lambda: git(
                 repo, "-c", "checkout.workers=0", "worktree", "add", "-q", "-b", f"par-{r}",
-                str(par), "main")))
-            git(repo, "worktree", "remove", "--force", str(par))
-            times["create 10,000 empty files"].append(timed(lambda: empty_files(tmp / "empty", FILES)))
-            shutil.rmtree(tmp / "empty")
-            bare = tmp / f"bare-{r}"
-            times["git --no-checkout add+remove"].append(timed(lambda: (
-                git(repo, "worktree", "add", "-q", "--no-checkout", "-b", f"bare-{r}",
-                    str(bare), "main"),
-                git(repo, "worktree", "remove", "--force", str(bare)))))
-
-            def copy():
-                shutil.copytree(repo, side, ignore=shutil.ignore_patterns(".git", ".clutch"))
-                shutil.rmtree(side)
-            times["cp -r + rm -rf"].append(timed(copy))
+                str(tmp / f"par-{r}"), "main")))
+            times["create 10,000 empty files"].append(timed(
+                lambda: empty_files(tmp / f"empty-{r}", FILES)))
+            times["git --no-checkout add+remove"].append(timed(lambda: git(
+                repo, "worktree", "add", "-q", "--no-checkout", "-b", f"bare-{r}",
+                str(tmp / f"bare-{r}"), "main")))
+            times["cp -r + rm -rf"].append(timed(lambda: shutil.copytree(
+                repo, tmp / f"side-{r}", ignore=shutil.ignore_patterns(".git", ".clutch"))))
+        for r in range(ROUNDS):
+            teardown = timed(lambda: tb.cleanup_ticket("fresh", f"F-{r}", discard=True))
+            times["clutch fresh set-up"].append(fresh_setup[r])
+            times["clutch fresh teardown"].append(teardown)
+            times["clutch fresh total"].append(fresh_setup[r] + teardown)
+            times["git remove"].append(timed(lambda: git(
+                repo, "worktree", "remove", "--force", str(tmp / f"plain-{r}"))))
+            git(repo, "worktree", "remove", "--force", str(tmp / f"par-{r}"))
+            times["git --no-checkout add+remove"][r] += timed(lambda: git(
+                repo, "worktree", "remove", "--force", str(tmp / f"bare-{r}")))
+            times["cp -r + rm -rf"][r] += timed(lambda: shutil.rmtree(tmp / f"side-{r}"))
         for name, values in times.items():
             target = TARGET_S if name.endswith(" total") and name.startswith("clutch") else None
             report(f"{name} per ticket", median(values), "s", target=target,

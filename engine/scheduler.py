@@ -181,10 +181,14 @@ class Scheduler:
                 track.status = "failed"
         self._save(track)
         # its worktrees go unless a worker still runs (the app closing: they are reused on resume)
-        await self._finish_branch(track, clean=not running and not self._closed
-                                  and track.status != "paused")
+        tidy = await self._finish_branch(track, clean=not running and not self._closed
+                                         and track.status != "paused")
         self._save(track)
-        await self._flush()
+        try:
+            await self._flush()
+        finally:
+            if tidy is not None:   # after the last write, before the report (`settle` sees it)
+                tidy()
         self._status(track, None)
         self._workers_changed()
         return copy_track(track)

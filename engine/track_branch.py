@@ -1,5 +1,5 @@
 """A track's branch: made when the track starts, merged into the person's branch only with
-their consent when it completes, its worktrees tidied away after it reports (issue 17).
+their consent when it completes, its worktrees tidied away as it reports (issue 17).
 
 A mixin of ConductorEngine beside `Branches` (a ticket's worktree). Threads: `_start_branch`,
 `_finish_branch` and `_merge_track` are coroutines on the loop thread, which hand their git
@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from engine.errors import EngineError
@@ -104,13 +105,15 @@ class TrackBranching:
         with self._lock:
             return self._tb is not None and track.id in self._wt_tracks
 
-    async def _finish_branch(self, track: Track, clean: bool) -> None:
+    async def _finish_branch(self, track: Track, clean: bool) -> Callable[[], None] | None:
         """The track stopped. Completed: ask to merge it into the person's branch (unless
-        merging is off). Then its worktrees go (`clean`: nothing of it is running) on the tidy
-        thread, after the track has reported: nobody waits for a directory to be deleted
-        (`settle` and `close` do). Its unmerged branches stay."""
+        merging is off). Returns the removal of its worktrees (`clean`: nothing of it is
+        running), for the scheduler to start on the tidy thread once the track's last state
+        is written, before it reports: nobody waits for a directory to be deleted (`settle`
+        and `close` do), and that last write does not share the disk and the cores with
+        it. Its unmerged branches stay."""
         if not self._in_worktrees(track):
-            return
+            return None
         assert self._tb is not None
         if track.status == "completed" and not track.merged_into and self.settings.merge_tracks:
             await self._merge_track(track)
@@ -119,8 +122,9 @@ class TrackBranching:
         for f in preps:
             f.cancel()
         if not clean:
-            return
-        self._tidy_later(track.id, preps, f"could not tidy track {track.id}'s worktrees")
+            return None
+        return lambda: self._tidy_later(track.id, preps,
+                                        f"could not tidy track {track.id}'s worktrees")
 
     def _tidy_later(self, track_id: str, preps: list[concurrent.futures.Future[Any]],
                     what: str) -> None:
@@ -167,8 +171,8 @@ class TrackBranching:
         assert self._tb is not None
         loop = asyncio.get_running_loop()
         tb = self._tb
-        try:
-            tr = await loop.run_in_executor(self._git_pool, tb.track, track.id)
+        try:        # the track and its combined diff in one hop (the diff in-process)
+            tr, combined = await loop.run_in_executor(self._git_pool, tb.track_diff, track.id)
         except WorktreeError as e:
             self._emit(ErrorEvent(message=str(e), track_id=track.id))
             return
@@ -179,8 +183,6 @@ class TrackBranching:
                                           f"HEAD, so there is no branch to merge it into",
                                   track_id=track.id))
             return
-        combined = await loop.run_in_executor(
-            self._git_pool, lambda: tb.git.out("diff", f"{tr.base_sha}..{tr.head}"))
         cost = self._costs_by_ticket(track.id)
         tickets = [{"id": k.id, "commit": k.commit_sha[:12], "status": k.status,
                     "cost_usd": round(cost.get(k.id, 0.0), 6),

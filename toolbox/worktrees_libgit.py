@@ -47,9 +47,10 @@ class LibGit:
     refs, so a ticket landing is never queued behind another one's object writing."""
 
     def __init__(self, top: pathlib.Path, plain: bool = False,
-                 moves: threading.Lock | None = None):
+                 moves: threading.Lock | None = None, diff_drivers: bool = False):
         self.top = pathlib.Path(top)
         self.plain = plain
+        self.diff_drivers = diff_drivers      # textconv, a diff command: only git runs them
         self._moves = moves if moves is not None else threading.Lock()
 
     @classmethod
@@ -71,7 +72,9 @@ class LibGit:
             return None
         filters = any(n.startswith("filter.") and n.rsplit(".", 1)[-1] in
                       ("clean", "smudge", "process") for n in names)
-        return cls(top, plain=not (filters or sparse), moves=moves)
+        drivers = any(n == "diff.external" or n.startswith("diff.") and n.rsplit(".", 1)[-1]
+                      in ("textconv", "command") for n in names)
+        return cls(top, plain=not (filters or sparse), moves=moves, diff_drivers=drivers)
 
     def switch_tree(self, tree: pathlib.Path, branch: str | None, start_ref: str) -> bool:
         """A clean worktree put on a new ``branch`` at ``start_ref``'s commit (detached at it
@@ -240,6 +243,26 @@ class LibGit:
             return names
         prefix = sub.relative_to(top).as_posix() + "/"
         return [n[len(prefix):] for n in names if n.startswith(prefix)]
+
+    def diff(self, a: str, b: str) -> str | None:
+        """``git diff a..b`` between two commits, in-process: the same patch text, renames
+        found as git's ``diff.renames`` says (only the "similarity index" percentage is
+        libgit2's own). None where git must write it: a repository with a filter, a textconv
+        or an external diff command, or one libgit2 cannot read."""
+        if not self.plain or self.diff_drivers:
+            return None
+        import pygit2
+        try:
+            repo = pygit2.Repository(str(self.top))
+            old, new = self._commit_of(repo, a), self._commit_of(repo, b)
+            if not isinstance(old, str) or not isinstance(new, str):
+                return None
+            d = repo.diff(old, new)
+            d.find_similar()
+            return d.patch or ""
+        except (pygit2.GitError, KeyError, ValueError) as e:
+            log.warning(f"libgit2 cannot diff {a}..{b} ({e}); asking git")
+            return None
 
     @staticmethod
     def _sig():

@@ -13,8 +13,8 @@ import pathlib
 from toolbox.worktrees_dirs import making_dir, revert_in_scratch
 from toolbox.worktrees_merge import (advance_branch, diff_between, drop_merged_refs,
                                      ticket_merged)
-from toolbox.worktrees_model import (CONFLICT_SUFFIX, WorktreeError, WorktreeInfo,
-                                     check_id, merged_ref, repair_branch, ticket_branch,
+from toolbox.worktrees_model import (CONFLICT_SUFFIX, TrackBranch, WorktreeError,
+                                     WorktreeInfo, check_id, merged_ref, repair_branch, ticket_branch,
                                      track_branch)
 
 
@@ -36,6 +36,19 @@ class TicketTidy:
             a = self.git.out("merge-base", self._tip(track_branch(track_id), "track"), tip)
             b = tip
         return diff_between(self.git, a, b)
+
+    def track_diff(self, track_id: str) -> tuple[TrackBranch, str]:
+        """The started track and what merging it would bring: ``git diff base..head`` (the
+        merge approval's), in-process where libgit2 writes what git would (``_lib.diff``);
+        "" when no ticket committed anything or the track has no branch to merge into."""
+        tr = self.track(track_id)
+        if tr.head == tr.base_sha or not tr.base:
+            return tr, ""
+        text = self._lib.diff(tr.base_sha, tr.head) if self._lib is not None else None
+        if text is None:        # a filter, textconv or diff command: git's own words
+            text = self.git.out("diff", "--no-color", "--no-ext-diff",
+                                f"{tr.base_sha}..{tr.head}")
+        return tr, text.strip()
 
     def landed(self, track_id: str, ticket_id: str) -> str | None:
         """The commit by which the ticket landed on the track branch (its marker, written in

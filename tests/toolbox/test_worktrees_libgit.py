@@ -281,3 +281,53 @@ def test_switching_a_clean_tree_rewrites_what_git_checkout_would(repo, tmp_path)
     assert not (ours / "gone").exists()
     assert lib.switch_tree(ours, None, "refs/heads/target2")   # nothing differs: just detached
     assert git(ours, "rev-parse", "--abbrev-ref", "HEAD") == "HEAD"
+
+
+def _a_track_with_every_kind_of_change(repo) -> TrackBranches:
+    """A track whose one commit adds, edits, deletes, renames, changes a mode, a binary and a
+    file without a final newline."""
+    (repo / "moved.txt").write_text("".join(f"line {i}\n" for i in range(50)))
+    (repo / "gone.txt").write_text("x\n")
+    (repo / "b.bin").write_bytes(b"\x00\x01bin")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "more")
+    tb = TrackBranches(repo)
+    tb.start_track("t1")
+    wt = tb.ticket_worktree("t1", "T-1")
+    (wt / "app.py").write_text("def f():\n    return 10\n\n\ndef g():\n    return 2\n")
+    git(wt, "mv", "moved.txt", "renamed.txt")
+    with open(wt / "renamed.txt", "a") as f:
+        f.write("line 50\n")
+    git(wt, "rm", "-q", "gone.txt")
+    (wt / "b.bin").write_bytes(b"\x00\x02bin")
+    (wt / "added.py").write_text("NEW = 1\n")
+    (wt / "nonl.txt").write_text("no newline")
+    os.chmod(wt / "lib.py", 0o755)
+    assert tb.land_ticket("t1", "T-1", wt, "T-1: every kind of change").ok
+    return tb
+
+
+def test_a_tracks_diff_for_the_merge_approval_is_what_git_diff_writes(repo):
+    tb = _a_track_with_every_kind_of_change(repo)
+    tr, text = tb.track_diff("t1")
+    gits = git(repo, "diff", f"{tr.base_sha}..{tr.head}")
+    assert tb._lib is not None and tb._lib.diff(tr.base_sha, tr.head) is not None   # in-process
+    # the same patch, line for line, but for the similarity percentage of the rename, which
+    # libgit2 computes its own way
+    strip = [ln for ln in text.splitlines() if not ln.startswith("similarity index")]
+    assert strip == [ln for ln in gits.splitlines() if not ln.startswith("similarity index")]
+    assert "rename from moved.txt" in text and "Binary files" in text
+    assert "old mode 100644\nnew mode 100755" in text and "\\ No newline at end of file" in text
+    assert tb.track_diff("t1")[1] == text
+
+
+def test_a_textconv_or_a_diff_command_leaves_the_tracks_diff_to_git(repo, tmp_path):
+    (repo / ".gitattributes").write_text("*.txt diff=upper\n")
+    git(repo, "config", "diff.upper.textconv", "tr a-z A-Z <")
+    ran = tmp_path / "external-ran"
+    git(repo, "config", "diff.external", f"sh -c 'touch {ran}'")
+    tb = _a_track_with_every_kind_of_change(repo)
+    tr, text = tb.track_diff("t1")
+    assert tb._lib is not None and tb._lib.diff(tr.base_sha, tr.head) is None
+    assert "+NO NEWLINE" in text           # git's textconv applied
+    assert not ran.exists()                # and the person's external diff tool never started

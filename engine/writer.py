@@ -2,7 +2,8 @@
 
 Threads: `_save`, `_after_save`, `_flush` and the writer task run on the conductor (loop)
 thread; the writes themselves (`_write_snapshots`) on the one IO thread, after the critical
-steps in flight (engine/setups.py); `_flush_sync` on the conductor thread as the loop stops. State owned (loop thread only): the dirty track ids, the
+steps in flight (engine/setups.py); `_flush_sync` on the conductor thread as the loop stops.
+State owned (loop thread only): the dirty track ids, the
 save generations (asked / on disk), the waiters for a generation, the writer task and its
 pacing future, the last snapshots; `_dirty_failed` (tracks whose save failed) is also touched
 by the IO thread, under the track lock.

@@ -72,8 +72,8 @@ class LibGit:
             return None
         filters = any(n.startswith("filter.") and n.rsplit(".", 1)[-1] in
                       ("clean", "smudge", "process") for n in names)
-        drivers = any(n == "diff.external" or n.startswith("diff.") and n.rsplit(".", 1)[-1]
-                      in ("textconv", "command") for n in names)
+        drivers = any(n == "diff.external" or (n.startswith("diff.") and n.rsplit(".", 1)[-1]
+                                                in ("textconv", "command")) for n in names)
         return cls(top, plain=not (filters or sparse), moves=moves, diff_drivers=drivers)
 
     def switch_tree(self, tree: pathlib.Path, branch: str | None, start_ref: str) -> bool:

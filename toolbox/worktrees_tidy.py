@@ -14,8 +14,8 @@ from toolbox.worktrees_dirs import making_dir, revert_in_scratch
 from toolbox.worktrees_merge import (advance_branch, diff_between, drop_merged_refs,
                                      ticket_merged)
 from toolbox.worktrees_model import (CONFLICT_SUFFIX, TrackBranch, WorktreeError,
-                                     WorktreeInfo, check_id, merged_ref, repair_branch, ticket_branch,
-                                     track_branch)
+                                     WorktreeInfo, check_id, merged_ref, repair_branch,
+                                     ticket_branch, track_branch)
 
 
 class TicketTidy:

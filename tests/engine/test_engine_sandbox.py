@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from ai_client import FunctionProvider, ModelResponse, OfflineProvider, ToolCall
-from conftest import Approver, wait_for
+from conftest import Approver, git, wait_for
 from events import ErrorEvent, LogEvent
 from models import Approved, ApprovalPolicy, ShellRule, Ticket, TrackProposal, Usage
+from test_worktree_runs import call, repo, scripted, track_with
 
 U = Usage(input_tokens=1, output_tokens=1, total_tokens=2, requests=1)
 
@@ -202,7 +203,6 @@ def test_tickets_in_worktrees_share_the_repositorys_probe_of_the_sandbox(make_en
     """Each ticket's worktree gets a Workspace of its own; bwrap is started once to learn what
     it can do, not once more for every ticket's first command."""
     import toolbox.workspace as workspace_mod
-    from test_worktree_runs import call, repo, scripted, track_with
     repo(workspace)
     probes = []
     real = workspace_mod.probe
@@ -220,5 +220,4 @@ def test_tickets_in_worktrees_share_the_repositorys_probe_of_the_sandbox(make_en
     assert [k.status for k in track.tickets] == ["completed"] * 3, \
         [(k.id, k.blocked_reason) for k in track.tickets]
     assert len(probes) == 1
-    from conftest import git
     assert [git(workspace, "show", f"main:t{i}.txt") for i in (1, 2, 3)] == ["1\n", "2\n", "3\n"]

@@ -468,3 +468,26 @@ def test_an_outline_that_failed_is_tried_again_at_the_next_refresh(tmp_path, mon
     m2 = RepoMap(root)                       # and the cache on disk holds the good outline
     m2.refresh()
     assert m2.outlines()["good.py"].symbols[0].name == "fine"
+
+
+def test_a_fresh_checkout_is_trusted_a_moment_later_where_timestamps_are_fine(tmp_path):
+    """A file's size and mtime are trusted once its mtime is past the filesystem's clock tick:
+    50 ms for a timestamp with a fraction of a second (ext4, xfs, APFS...), 2 s for a whole
+    second (FAT, HFS+). A worktree checked out a moment ago is then not read twice."""
+    from toolbox.repomap.mapper import racy
+    s = 1_000_000_000
+    now = 1_700_000_000 * s + 500_000_000
+    assert racy(now, now - 10_000_000) and not racy(now, now - 60_000_000)
+    assert racy(now, 1_700_000_000 * s) and racy(now, 1_699_999_999 * s)   # whole seconds
+    assert not racy(now, 1_699_999_997 * s)
+    root = git_repo(tmp_path / "repo", {"fine.py": "def a():\n    pass\n",
+                                        "coarse.py": "def b():\n    pass\n"})
+    t = time.time_ns()
+    os.utime(root / "fine.py", ns=(t - 200_000_000, t - 200_000_000))    # 0.2 s ago
+    whole = (t // s + 5) * s      # a whole second (5 s ahead: racy for as long as this runs)
+    os.utime(root / "coarse.py", ns=(whole, whole))
+    m = RepoMap(root, persist=False)
+    assert m.refresh().read == 2
+    second = m.refresh()
+    assert second.read == 1 and second.reused == 1        # only coarse.py read again
+    assert m.outlines()["coarse.py"].symbols[0].name == "b"

@@ -32,7 +32,20 @@ from toolbox.repomap.render import render_ranked, skeleton
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
-RACY_NS = 2_000_000_000   # an mtime this close to the scan may still change within its tick
+# An mtime this close to the scan may be given again to a later write in the same clock tick
+# (same size too: the change would be missed), so such a file is read again next refresh.
+RACY_NS = 2_000_000_000       # whole-second timestamps (FAT, HFS+, some network filesystems)
+FINE_RACY_NS = 50_000_000     # sub-second ones (ext4, xfs, btrfs, APFS, NTFS): ticks of 1-16 ms
+
+
+def racy(now_ns: int, mtime_ns: int) -> bool:
+    """Whether a file with this mtime, seen at ``now_ns``, must be read again next time. A
+    timestamp with a fraction of a second comes from a filesystem that keeps one, whose clock
+    ticks every few milliseconds: 50 ms is well past its tick. A whole second may be a
+    filesystem that keeps only seconds (or two): 2 s. A freshly checked-out worktree is then
+    trusted a moment after its checkout, not read twice."""
+    window = RACY_NS if mtime_ns % 1_000_000_000 == 0 else FINE_RACY_NS
+    return now_ns - mtime_ns < window
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +122,7 @@ class RepoMap:
                     reused += 1
                     continue
                 jobs.append(Job(rel, st.st_size, st.st_mtime_ns, prev.digest if prev else "",
-                                now_ns - st.st_mtime_ns < RACY_NS))
+                                racy(now_ns, st.st_mtime_ns)))
             for job, res in zip(jobs, scan_all(root, jobs, self._grammars)):
                 read += res.read
                 parsed += res.parsed

@@ -13,7 +13,8 @@ them.
 Keys: ``land:<ticket>`` from the start of a ticket's landing until its track's scheduler has
 started what the landing made ready (or the ticket ended without landing); ``<ticket>`` from
 a ticket's start until its context is built (before its spawn question waits for the person:
-the person's reading time is background time). A job preparing a tree for a ticket does not
+the person's reading time is background time; a phase's checkpoint, which has no set-up, ends
+it at once). A job preparing a tree for a ticket does not
 wait once that ticket is in set-up itself: the ticket is waiting for it.
 
 Threads: `begin` and `end` on any thread (the loop's, a ticket's), never blocking; `wait` on

@@ -73,6 +73,7 @@ class TicketLife:
         tree: list[Any] = []          # the ticket's worktree, once open (until it is landed)
         try:
             if ticket.checkpoint:       # a phase's manual verification: the person's, no worker
+                self._followers_go(ticket.id)    # and no set-up: nothing waits on the person
                 self._checkpoint_life(track, ticket, cancel)
                 return
             if self._resolved_by_person(track, ticket) or self._landed_before(track, ticket):

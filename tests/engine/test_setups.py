@@ -10,9 +10,11 @@ import time
 import pytest
 
 import engine.setups as setups_mod
-from ai_client import ModelResponse
+from ai_client import FunctionProvider, ModelResponse
+from conftest import Approver
 from engine.setups import SetUps
-from models import Ticket
+from models import Approved, CheckpointPayload, Ticket
+from test_checkpoint import project, writer
 from test_worktree_runs import call, repo, scripted, track_with, worktrees
 
 
@@ -148,3 +150,25 @@ def test_no_step_is_left_in_flight_when_a_ticket_fails_or_is_cancelled(make_engi
     assert eng._setups.busy() == frozenset()
     eng.settle()
     assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]
+
+
+def test_a_checkpoint_waiting_for_the_person_holds_no_background_work(make_engine, workspace):
+    """A phase's manual verification has no set-up: while the person decides, the trees are
+    tidied and the state written as usual."""
+    tid = project(workspace)
+    eng = make_engine(provider=FunctionProvider(writer), auto_approve=False, git_commits=True)
+    busy_at_question: list = []
+
+    def decide(r):
+        if isinstance(r.payload, CheckpointPayload):
+            busy_at_question.append(eng._setups.busy())
+        return Approved()
+    ap = Approver(eng, decide)
+    ap.start()
+    try:
+        track = eng.start_track(tid).result(60)
+    finally:
+        ap.stop.set()
+    check = next(k for k in track.tickets if k.checkpoint)
+    assert check.status == "completed" and eng.worktrees_on
+    assert busy_at_question and check.id not in busy_at_question[0], busy_at_question

@@ -61,12 +61,7 @@ def test_the_person_verifies_a_phase_and_it_gets_its_checkpoint(make_engine, wor
         if isinstance(r.payload, CheckpointPayload):
             asked.append(r.payload)
         return Approved()
-    ap = Approver(eng, decide)
-    ap.start()
-    try:
-        track = eng.start_track(tid).result(60)
-    finally:
-        ap.stop.set()
+    track = Approver.run_track(eng, tid, decide)
     by_text = {k.description.split(" '")[0]: k for k in track.tickets}
     check = next(k for k in track.tickets if k.checkpoint)
     assert check.status == "completed" and check.commit_sha
@@ -86,13 +81,8 @@ def test_the_person_verifies_a_phase_and_it_gets_its_checkpoint(make_engine, wor
 def test_a_rejected_checkpoint_keeps_the_phase_open_with_the_reason(make_engine, workspace):
     tid = project(workspace)
     eng = make_engine(provider=FunctionProvider(writer), auto_approve=False, git_commits=True)
-    ap = Approver(eng, lambda r: Denied(reason="the greeting is rude")
-                  if isinstance(r.payload, CheckpointPayload) else Approved())
-    ap.start()
-    try:
-        track = eng.start_track(tid).result(60)
-    finally:
-        ap.stop.set()
+    track = Approver.run_track(eng, tid, lambda r: Denied(reason="the greeting is rude")
+                               if isinstance(r.payload, CheckpointPayload) else Approved())
     check = next(k for k in track.tickets if k.checkpoint)
     assert check.status == "failed" and "the greeting is rude" in check.blocked_reason
     assert track.tickets[2].status == "blocked"          # phase 2 waits for the checkpoint

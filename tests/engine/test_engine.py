@@ -253,12 +253,7 @@ def test_rejected_shell_command_does_not_run(make_engine, workspace):
         if req.kind == "shell":
             return Denied(reason="no shell")
         return Approved()
-    ap = Approver(eng, decide)
-    ap.start()
-    try:
-        eng.start_track(tid).result(30)
-    finally:
-        ap.stop.set()
+    Approver.run_track(eng, tid, decide, timeout=30)
     results = [e for e in eng.comms.entries() if e["kind"] == "tool_result"
                and e["data"]["name"] == "run_shell"]
     assert results and results[0]["data"]["result"]["rejected"] is True
@@ -459,12 +454,7 @@ def test_budget_reached_pauses_and_asks(make_engine):
         if req.kind == "budget":
             return Denied(reason="too expensive")
         return Approved()
-    ap = Approver(eng, decide)
-    ap.start()
-    try:
-        track = eng.start_track(tid).result(10)
-    finally:
-        ap.stop.set()
+    track = Approver.run_track(eng, tid, decide, timeout=10)
     # the first request goes out (nothing spent yet); the second asks and is refused
     assert "budget" in seen
     assert track.ticket("T-001").status == "failed"

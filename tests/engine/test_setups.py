@@ -163,12 +163,7 @@ def test_a_checkpoint_waiting_for_the_person_holds_no_background_work(make_engin
         if isinstance(r.payload, CheckpointPayload):
             busy_at_question.append(eng._setups.busy())
         return Approved()
-    ap = Approver(eng, decide)
-    ap.start()
-    try:
-        track = eng.start_track(tid).result(60)
-    finally:
-        ap.stop.set()
+    track = Approver.run_track(eng, tid, decide)
     check = next(k for k in track.tickets if k.checkpoint)
     assert check.status == "completed" and eng.worktrees_on
     assert busy_at_question and check.id not in busy_at_question[0], busy_at_question

@@ -109,12 +109,7 @@ def test_a_file_dropped_and_a_section_edited_at_the_spawn_are_what_the_worker_ge
         edited = ticket.text + "Keep add() as it is.\n"                 # edit the ticket
         secs = [s.with_text(edited) if s is ticket else s for s in secs]
         return Approved(edits={"sections": [s.model_dump() for s in secs], "prompt": edited})
-    ap = Approver(eng, decide)
-    ap.start()
-    try:
-        track = eng.start_track(tid).result(60)
-    finally:
-        ap.stop.set()
+    track = Approver.run_track(eng, tid, decide)
     assert track.tickets[0].status == "completed", track.tickets[0].blocked_reason
     text = first_request_text(eng, "T-001")
     assert "SKELETON app.py" not in text and "- app.py" not in text      # dropped: gone

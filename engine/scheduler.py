@@ -100,9 +100,16 @@ class Scheduler:
             for t in track.tickets:
                 if t.status == "in_progress":       # left over from an interrupted run
                     t.status = "todo"
+        starting = f"start:{track_id}"     # the branch and the first set-ups: the state
+        if self._tb is not None:          # write asked for here waits for them (setups.py)
+            self._setups.begin(starting)
         self._save(track)
         self._status(track, None)
-        await self._start_branch(track)
+        try:
+            await self._start_branch(track)
+        except BaseException:
+            self._setups.end(starting)
+            raise
         # Incremental: the ready set re-checks only what changed, and a finished ticket reports
         # itself through a callback, so an iteration costs O(what changed), not O(tickets).
         ready_set = self._ready_sets[track_id] = ReadySet(track)
@@ -128,6 +135,7 @@ class Scheduler:
                 for tid in landed:     # what they made ready has started: background git goes
                     self._setups.end(f"land:{tid}")
                 landed.clear()
+                self._setups.end(starting)
                 self._queued[track_id] = ready_set.count()
                 self._workers_changed()
                 if not running:
@@ -168,6 +176,7 @@ class Scheduler:
                 self._save(track)
             for t in track.tickets:         # none is left in flight by a stop
                 self._setups.end(f"land:{t.id}")
+            self._setups.end(starting)
             self._wakes.pop(track_id, None)
             self._ready_sets.pop(track_id, None)
             self._queued.pop(track_id, None)

@@ -10,12 +10,16 @@ are wanted soon, not now: they wait here until no such step is in flight, and at
 `BACKGROUND_WAIT_S`, so a long set-up (a first checkout of a large repository) never starves
 them.
 
-Keys: ``land:<ticket>`` from the start of a ticket's landing until its track's scheduler has
+Keys: ``land:<ticket>`` from the moment a ticket's checks pass (its landing follows; the
+save of its checks asked for then would otherwise start first, and its pass of the state
+writer, 10-20 ms of Python, slowed the landing about twofold) until its track's scheduler has
 started what the landing made ready (or the ticket ended without landing); ``<ticket>`` from
 a ticket's start until its context is built (before its spawn question waits for the person:
 the person's reading time is background time; a phase's checkpoint, which has no set-up, ends
-it at once). A job preparing a tree for a ticket does not
-wait once that ticket is in set-up itself: the ticket is waiting for it.
+it at once); ``start:<track>`` from a track's start (its branch made, its first state write
+asked for) until its first ready tickets have started, so that write waits for their set-up
+too. A job preparing a tree for a ticket does not wait once that ticket is in set-up itself:
+the ticket is waiting for it.
 
 Threads: `begin` and `end` on any thread (the loop's, a ticket's), never blocking; `wait` on
 the background threads only. State owned: the keys in flight, under the condition's lock.

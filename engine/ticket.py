@@ -200,6 +200,8 @@ class TicketLife:
                 ticket.attempts = attempt
                 ticket.checks = report.text()[-4000:]
             if report.ok:
+                if tree:     # its landing starts now: the state write asked for here waits
+                    self._setups.begin(f"land:{ticket.id}")   # for it (engine/setups.py)
                 self._save_soon(track)
                 return True
             if cancel.is_set():

@@ -167,3 +167,51 @@ def test_a_checkpoint_waiting_for_the_person_holds_no_background_work(make_engin
     check = next(k for k in track.tickets if k.checkpoint)
     assert check.status == "completed" and eng.worktrees_on
     assert busy_at_question and check.id not in busy_at_question[0], busy_at_question
+
+
+def test_the_state_write_asked_for_as_the_checks_pass_waits_for_the_landing(
+        make_engine, workspace, monkeypatch):
+    """A ticket's checks pass, the loop is asked to save them, and its landing begins: that
+    write (Python, holding the GIL for tens of milliseconds) used to start first, before the
+    landing counted as in flight."""
+    monkeypatch.setattr(setups_mod, "BACKGROUND_WAIT_S", 10.0)
+    eng, tid = _chain(make_engine, workspace)
+    events: list = []
+    _record(eng, events)
+    check, land = eng._check_ticket, eng._land
+
+    def check_ticket(track, ticket, *a, **kw):
+        report = check(track, ticket, *a, **kw)
+        events.append(("checked", ticket.id, time.monotonic()))
+        return report
+
+    def slow_land(track, ticket, *a, **kw):
+        time.sleep(0.3)               # the landing's staging, on a big tree
+        return land(track, ticket, *a, **kw)
+    eng._check_ticket, eng._land = check_ticket, slow_land
+    track = eng.start_track(tid).result(60)
+    assert [k.status for k in track.tickets] == ["completed", "completed"]
+    checked = _first(events, "checked", lambda w: w == "T-001")
+    t2_set_up = _first(events, "set up", lambda w: w == "T-002")
+    between = [(w, t - checked) for k, w, t in events if k == "written" and checked < t < t2_set_up]
+    assert between == [], between
+    assert eng._setups.busy() == frozenset()
+
+
+def test_the_first_state_write_of_a_run_waits_for_the_first_set_up(make_engine, workspace,
+                                                                    monkeypatch):
+    monkeypatch.setattr(setups_mod, "BACKGROUND_WAIT_S", 10.0)
+    eng, tid = _chain(make_engine, workspace)
+    events: list = []
+    _record(eng, events)
+    start = eng._tb.start_track
+
+    def slow_start(track_id):
+        time.sleep(0.3)               # the track's branch, made while the write would run
+        return start(track_id)
+    eng._tb.start_track = slow_start
+    track = eng.start_track(tid).result(60)
+    assert [k.status for k in track.tickets] == ["completed", "completed"]
+    assert _first(events, "written", lambda w: True) >= \
+        _first(events, "set up", lambda w: w == "T-001")
+    assert eng._setups.busy() == frozenset()

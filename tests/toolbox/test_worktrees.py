@@ -121,6 +121,11 @@ def test_ticket_worktree_is_on_its_own_branch_and_ignored_by_the_main_tree(tb, r
     (wt / "new.py").write_text("print(1)\n")
     assert git(repo, "status", "--porcelain") == ""    # .clutch/ excluded, user's tree clean
     assert tb.ticket_worktree("t1", "T-1") == wt and (wt / "new.py").exists()   # reused
+    # made locked "initializing" while its files were written, and unlocked after: git sees
+    # an ordinary tree (a tree left locked would be made again at the next resume)
+    listed = git(repo, "worktree", "list", "--porcelain").split("\n\n")
+    assert not [w for w in listed if "locked" in w], listed
+    git(repo, "worktree", "lock", str(wt))          # git agrees: it was not locked
 
 
 def test_commit_ticket_stages_everything_respects_gitignore_and_none_when_unchanged(tb, repo):

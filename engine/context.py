@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import logging
 import threading
 from collections.abc import Callable, Coroutine
@@ -66,6 +67,7 @@ class LoopContext:
             raise RuntimeError("the conductor's event loop did not start")
         for n in self.notices:
             self.inbox.put(LogEvent(message=n, level="warning"))
+        _freeze_startup_heap()
         self._tidy_left_trees()
         return self
 
@@ -221,3 +223,17 @@ class LoopContext:
         emit(ErrorEvent(message=self._scrub(message), stream_id=stream_id, track_id=track_id,
                         ticket_id=ticket_id))
         emit(StreamEnd(stream_id=stream_id, state="failed"))
+
+
+def _freeze_startup_heap() -> None:
+    """Once per process, as the first engine starts: what is alive by then (the modules, the
+    GUI's included, and the engine: 62,000 objects as the app opens a workspace) is moved out
+    of the cyclic garbage collector's reach (`gc.freeze`). A full collection otherwise walks
+    all of it whenever enough new objects have piled up, holding the GIL throughout: 34 ms on
+    this 2-core machine (21 ms in the engine alone), a stall of the window and of every
+    worker's set-up alike. Those objects are still freed when nothing refers to them any
+    more; only a reference cycle among them is never collected (they live as long as the
+    app). An SDK a provider loads later is not frozen."""
+    if gc.get_freeze_count() == 0:
+        gc.freeze()
+

@@ -193,8 +193,7 @@ class TrackBranches(TicketTidy):
             log.warning(f"{path} was left half-written by a run that stopped; making it again")
             dirs.remove(path, discard=True)
         if path.exists():
-            if (path / ".git").is_file() and dirs.detached(path, self._lib) and \
-                    dirs.switch(path, kb, tip, self._lib):
+            if (path / ".git").is_file() and dirs.switch_prepared(path, kb, tip, self._lib):
                 return path
         elif dirs.claim(self._pool(track_id), path, kb, tip, lib=self._lib):
             return path
@@ -252,8 +251,9 @@ class TrackBranches(TicketTidy):
                     message: str) -> MergeResult | None:
         """Commit the ticket's worktree and merge it into the track branch: what a finished
         ticket does before its dependents may start, so it is the fast path (libgit2 alone
-        when the track has not moved: staging, commit and fast-forward in one ref
-        transaction). None when nothing changed."""
+        when the track has not moved, or moved by changes to other paths: staging, the
+        commit and its fast-forward or rebase, with every ref moved in one transaction).
+        None when nothing changed."""
         wt = self._staged(worktree, message)
         tb = f"refs/heads/{track_branch(check_id(track_id, 'track id'))}"
         if self._lib is not None:     # objects unlocked; the refs' move takes the lock

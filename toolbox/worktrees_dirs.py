@@ -217,6 +217,19 @@ class WorktreeDirs:
                                 writes_tree=True)
         return made.returncode == 0
 
+    def switch_prepared(self, path: pathlib.Path, branch: str, start: str, lib=None) -> bool:
+        """The tree prepared for a ticket (its HEAD detached: no worker has had it) put on
+        the ticket's new ``branch`` at ``start``, only differing files rewritten; False, with
+        nothing changed, when its HEAD is on a branch (the ticket's own tree, resumed) or git
+        refuses. In-process when ``lib`` may (one read of the tree's repository)."""
+        if lib is not None:
+            done = lib.switch_tree(path, branch, start, detached_only=True)
+            if done is None:      # on a branch
+                return False
+            if done:
+                return True
+        return self.detached(path) and self.switch(path, branch, start)
+
     def detached(self, path: pathlib.Path, lib=None) -> bool:
         """Whether the worktree at ``path`` has a detached HEAD (a tree prepared for a ticket
         that has not started: no branch yet)."""

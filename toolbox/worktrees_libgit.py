@@ -76,20 +76,26 @@ class LibGit:
                                                 in ("textconv", "command")) for n in names)
         return cls(top, plain=not (filters or sparse), moves=moves, diff_drivers=drivers)
 
-    def switch_tree(self, tree: pathlib.Path, branch: str | None, start_ref: str) -> bool:
+    def switch_tree(self, tree: pathlib.Path, branch: str | None, start_ref: str,
+                    detached_only: bool = False) -> bool | None:
         """A clean worktree put on a new ``branch`` at ``start_ref``'s commit (detached at it
         when ``branch`` is None), its files rewritten where they differ: ``git checkout -f
         -b`` in-process. False, with nothing changed, when that is not for libgit2 here (see
         ``plain``), the branch exists already or the start is missing: the caller uses the
         git command. The tree is clean (a pooled or prepared tree, which no worker has
         touched), so only the paths that differ between its commit and the start are looked
-        at: on 10,000 files that is 11 ms instead of the 34 of a whole-tree checkout."""
+        at: on 10,000 files that is 11 ms instead of the 34 of a whole-tree checkout.
+        ``detached_only``: only a tree whose HEAD is detached (one prepared for a ticket
+        that has not started) is switched; None, with nothing changed, when it is on a
+        branch (the same repository read once, on a ticket's set-up)."""
         if not self.plain:
             return False
         import pygit2
         from pygit2.enums import CheckoutStrategy
         try:
             repo = pygit2.Repository(str(tree))
+            if detached_only and not repo.head_is_detached:
+                return None
             start = repo.references.get(start_ref)
             if start is None or (branch is not None and
                                  repo.references.get(f"refs/heads/{branch}") is not None):
@@ -316,9 +322,12 @@ class LibGit:
         """Commit the worktree's index (as ``git add -A`` left it) on its branch, as Clutch;
         the commit's SHA, "" when the index holds no change, None when this cannot be done
         here (HEAD not on a branch, an index libgit2 cannot write, the branch moved). With
-        ``land`` = (track ref, merged marker ref), when the track still sits where the ticket
-        started, the commit is also its fast-forward: one transaction moves the ticket, the
-        track and the marker, and the MergeResult is returned."""
+        ``land`` = (track ref, merged marker ref), the commit is landed too, in the same
+        transaction that moves the ticket's branch, and the MergeResult is returned: as a
+        fast-forward when the track still sits where the ticket started, else as the rebase
+        `land` would make (other tickets landed meanwhile: at 4 workers most landings). When
+        the rebase is not for libgit2 (see `_rebase`), only the ticket's branch moves and its
+        SHA is returned, for the git command to merge."""
         import pygit2
         try:
             repo = pygit2.Repository(str(worktree))
@@ -332,19 +341,41 @@ class LibGit:
             sig = self._sig()
             new = repo.create_commit(None, sig, sig, message, tree, [parent])
             if land is not None:
-                track_ref, marker = land
-                track = repo.references.get(track_ref)
-                if track is not None and track.target == parent and self._move(
-                        repo, [(head.name, new, parent), (track_ref, new, parent),
-                               (marker, new, None)]):
-                    return MergeResult(sha=str(new), how="fast-forward",
-                                       merged_into=track_ref.removeprefix("refs/heads/"))
+                landed = self._land_new(repo, head.name, parent, new, *land)
+                if landed is not None:
+                    return landed
             if not self._move(repo, [(head.name, new, parent)]):
                 return None
             return str(new)
         except (pygit2.GitError, KeyError, ValueError) as e:
             log.warning(f"in-process commit in {worktree} failed ({e}); using the git command")
             return None
+
+    def _land_new(self, repo, branch: str, parent, new, track_ref: str,
+                  marker: str) -> MergeResult | None:
+        """The ticket's new commit ``new`` (on ``parent``) landed on the track with the move
+        of the ticket's ``branch``, in one transaction; None when it was not (the track moved
+        between reading and locking it ``_LAND_TRIES`` times, or the rebase is git's to
+        make): nothing moved then."""
+        for _ in range(_LAND_TRIES):
+            track = repo.references.get(track_ref)
+            if track is None:
+                return None
+            tip = track.target
+            if tip == parent:
+                onto, how = new, "fast-forward"
+            else:
+                onto, how = self._rebase(repo, tip, repo[new]), "rebase"
+                if onto is None:
+                    return None
+            if self._move(repo, [(branch, new, parent), (track_ref, onto, tip),
+                                 (marker, onto, None)]):
+                return MergeResult(sha=str(onto), how=how,
+                                   merged_into=track_ref.removeprefix("refs/heads/"))
+            mine = repo.references.get(branch)
+            if mine is None or mine.target != parent:
+                return None       # the ticket's own branch moved: not ours to land
+        return None
 
     def land(self, track_ref: str, ticket_ref: str, merged_ref: str) -> MergeResult | None:
         """Put the ticket branch's one new commit onto the track branch: a fast-forward when

@@ -74,6 +74,30 @@ def test_a_rebase_over_other_paths_makes_the_tree_git_would(repo):
     assert git(repo, "rev-parse", "clutch/t^{tree}") == expected
     assert git(repo, "rev-parse", "clutch/t^") == before        # one commit on the track
     assert git(repo, "log", "-1", "--format=%s", "clutch/t") == "B: other paths"
+    # landed with the commit itself (one transaction): B's branch holds B's own commit on
+    # the commit B started from, the marker the commit on the track, B's tree is clean
+    assert git(repo, "rev-parse", "clutch-ticket/t/B^") == git(repo, "rev-parse", "main")
+    assert git(repo, "rev-parse", "refs/clutch/merged/t/B") == res.sha == \
+        git(repo, "rev-parse", "clutch/t")
+    assert git(b, "status", "--porcelain") == ""
+    assert git(repo, "fsck", "--no-progress") == ""
+
+
+def test_a_landing_whose_rebase_is_gits_commits_in_process_and_merges_with_git(repo):
+    """The track moved by an edit of the same file: the ticket's commit is made in-process,
+    only its own branch moves there, and git's merge decides the track's tree."""
+    tb, _ = TrackBranches.detect(repo)
+    tb.start_track("t")
+    a, b = tb.ticket_worktree("t", "A"), tb.ticket_worktree("t", "B")
+    (a / "app.py").write_text((a / "app.py").read_text().replace("return 1", "return 10"))
+    (b / "app.py").write_text((b / "app.py").read_text().replace("return 2", "return 20"))
+    tb.land_ticket("t", "A", a, "A\n")
+    before = git(repo, "rev-parse", "clutch/t")
+    res = tb.land_ticket("t", "B", b, "B\n")
+    assert res.how == "rebase" and res.sha == git(repo, "rev-parse", "clutch/t")
+    expected = git(repo, "merge-tree", "--write-tree", before, "clutch-ticket/t/B").split()[0]
+    assert git(repo, "rev-parse", "clutch/t^{tree}") == expected
+    assert git(repo, "rev-parse", "clutch-ticket/t/B^") == git(repo, "rev-parse", "main")
     assert git(repo, "fsck", "--no-progress") == ""
 
 

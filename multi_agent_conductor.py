@@ -55,6 +55,7 @@ from engine.streams import StreamBuffers
 from engine.ticket import TicketLife
 from engine.checkpoint import CheckpointGate
 from engine.branches import Branches
+from engine.preparing import Preparing
 from engine.track_branch import TrackBranching
 from engine.checks import Checks, CheckReport, propose_verify_command
 from engine.toolcalls import ToolCalls
@@ -74,7 +75,7 @@ __all__ = ("ConductorEngine", "EngineError", "ApprovalNotFound", "ApprovalAlread
 
 
 class ConductorEngine(LoopContext, TrackWriter, Planning, Curation, Scheduler, TicketLife,
-                      CheckpointGate, Branches, TrackBranching, Checks, ToolCalls, Agents,
+                      CheckpointGate, Branches, Preparing, TrackBranching, Checks, ToolCalls, Agents,
                       TicketActions, TrackSetup, Reads, HistoryReads):
     """The whole hierarchy, headless. Use as a context manager, or call start()/close()."""
 

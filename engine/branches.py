@@ -10,7 +10,8 @@ Outside git, or with worktrees off, tickets share the workspace directory as bef
 engine says so in its notices).
 
 The track's own branch, its merge into the person's branch and its tidying are in
-engine/track_branch.py (TrackBranching).
+engine/track_branch.py (TrackBranching); trees prepared ahead of need, and which of the
+tickets started together is set up first, in engine/preparing.py (Preparing).
 
 Threads: `_open_worktree`, `_land`, `_set_aside`, `_conflict_life`, `_resolved_by_person`
 run on the ticket's executor thread (its tree is started on `_git_pool` as the ticket
@@ -20,11 +21,9 @@ and after the critical steps in flight (a landing, a dependent's set-up: `_setup
 engine/setups.py);
 `ticket_diff` on any thread. State owned: the running tickets' workspaces
 (`_ticket_ws`, under `_ws_lock`), the tracks that run in worktree mode (`_wt_tracks`, under the
-track lock), the trees being prepared for tickets about to be ready (`_prepared`, under
-`_ws_lock`: made while the tickets they wait for work), the critical tickets whose set-up
-others started with them wait for (`_leads`, under `_ws_lock`; see `_lead_first`), each
-finished track's removal of its trees (`_tidying`, under `_ws_lock`; see TrackBranching) and
-the pools. Branch moves and the worktree administration are serialised inside TrackBranches.
+track lock), each finished track's removal of its trees (`_tidying`, under `_ws_lock`; see
+TrackBranching), the critical steps in flight (`_setups`) and the pools. Branch moves and the
+worktree administration are serialised inside TrackBranches.
 """
 from __future__ import annotations
 
@@ -39,10 +38,9 @@ from typing import Any
 import prompts
 from ai_client import Cancelled
 from engine.errors import EngineError, describe
-from engine.ready import ReadySet
 from engine.setups import SetUps
 from events import ErrorEvent, StreamChunk
-from models import (SATISFIED_STATES, ApprovalRequest, SpawnPayload, Ticket, Track,
+from models import (ApprovalRequest, SpawnPayload, Ticket, Track,
                     stream_tier3, tick_subtasks)
 from tools import MergeResult, TrackBranches, Workspace, WorktreeError
 
@@ -68,8 +66,7 @@ class Branches:
         self._ticket_ws: dict[str, Workspace] = {}
         self._wt_tracks: set[str] = set()
         self._tidying: dict[str, concurrent.futures.Future[None]] = {}
-        self._prepared: dict[str, concurrent.futures.Future[Any]] = {}
-        self._leads: dict[str, threading.Event] = {}
+        self._init_preparing()
         self._setups = SetUps()     # the critical steps in flight: background work waits
         # set-up (a ticket waits for it) and tidying (nobody does) never queue behind each
         # other: a tree being made is on a ticket's critical path, a tree being put away is not
@@ -108,29 +105,6 @@ class Branches:
 
     # -- a ticket's worktree (its executor thread) ---------------------------------------------
 
-    def _lead_first(self, track: Track, batch: list[Ticket], ready: ReadySet
-                    ) -> threading.Event | None:
-        """Loop thread, as tickets that became ready together start: when the first heads a
-        longer chain than the rest (the critical one), the others' set-up waits until its
-        own is done (its tree open, its context built; at most LEAD_WAIT_S), so it does not
-        share the disk and the cores with theirs. The event they wait on, or None."""
-        if len(batch) < 2 or not self._in_worktrees(track) or \
-                ready.chain(batch[0].id) <= max(ready.chain(t.id) for t in batch[1:]):
-            return None
-        lead = threading.Event()
-        with self._ws_lock:
-            self._leads[batch[0].id] = lead
-        return lead
-
-    def _followers_go(self, ticket_id: str) -> None:
-        """The ticket's set-up is done (or it ended before): tickets waiting on it go, and
-        background git work no longer gives way to it."""
-        with self._ws_lock:
-            lead = self._leads.pop(ticket_id, None)
-        if lead is not None:
-            lead.set()
-        self._setups.end(ticket_id)
-
     def _begin_worktree(self, track: Track, ticket: Ticket) -> concurrent.futures.Future[Any] | None:
         """Start making the ticket's worktree (while the spawn approval waits). A tree being
         prepared for it is waited for and brought forward; one whose preparation has not
@@ -147,48 +121,10 @@ class Branches:
         def make() -> pathlib.Path:
             if prep is not None:
                 concurrent.futures.wait([prep])   # its failure was reported; made here then
-            return tb.ticket_worktree(track.id, ticket.id)
+            path = tb.ticket_worktree(track.id, ticket.id)
+            self._note_switch(ticket.id, path, prepared=prep is not None)
+            return path
         return self._git_pool.submit(make)
-
-    def _prepare_heirs(self, track: Track, ticket: Ticket) -> None:
-        """Ticket thread, once `ticket`'s own tree is open: the tickets that will be ready
-        once it and the other running ones land get their trees now, while they work (a
-        pooled tree, or a new checkout of the whole repository: seconds in a big one), so
-        each of them starts by checking out only what those tickets changed. At most
-        max_workers trees wait so."""
-        if not self._in_worktrees(track):
-            return
-        tb = self._tb
-        assert tb is not None
-        with self._lock:
-            status = {k.id: k.status for k in track.tickets}
-            heirs = [k.id for k in track.tickets
-                     if ticket.id in k.depends_on and k.status == "todo"
-                     and all(status.get(d) in SATISFIED_STATES or status.get(d) == "in_progress"
-                             for d in k.depends_on)]
-        with self._ws_lock:
-            for tid in heirs:
-                waiting = sum(1 for f in self._prepared.values() if not f.done())
-                if tid in self._prepared or waiting >= self.settings.max_workers:
-                    continue
-                fut = self._prepared[tid] = self._prep_pool.submit(self._prepare_one,
-                                                                   track.id, tid)
-                self._report_failure(fut, f"could not prepare {tid}'s worktree ahead of its "
-                                          f"start", track.id, tid)
-
-    def _prepare_one(self, track_id: str, ticket_id: str) -> pathlib.Path | None:
-        """Prepare thread: the tree, and its repository map, so the spawn reads only the files
-        the tickets it waits for changed (a map that cannot be made is said at the spawn);
-        after the critical steps in flight, unless the ticket itself waits for it."""
-        assert self._tb is not None
-        self._setups.wait(for_ticket=ticket_id)
-        path = self._tb.prepare_worktree(track_id, ticket_id)
-        if path is not None:
-            try:
-                self._tree_map(self._tb.workspace_path(path))
-            except (RuntimeError, OSError) as e:
-                log.info(f"{ticket_id}'s prepared tree is mapped at its spawn instead: {e}")
-        return path
 
     def _report_failure(self, fut: concurrent.futures.Future[Any], what: str, track_id: str,
                         ticket_id: str = "", level: int = logging.WARNING) -> None:
@@ -237,6 +173,7 @@ class Branches:
     def _close_worktree(self, ticket: Ticket) -> None:
         with self._ws_lock:
             self._ticket_ws.pop(ticket.id, None)
+        self._forget_prepared(ticket.id)
 
     def _remove_tree(self, track: Track, ticket: Ticket, keep_branch: bool) -> None:
         assert self._tb is not None

@@ -77,13 +77,15 @@ class Curation:
         except (RuntimeError, OSError) as e:
             return f"({self._map_failed(e)})\n{self._listing()}"
 
-    def _tree_map(self, root: Path | None) -> RepoMap:
+    def _tree_map(self, root: Path | None, changed: list[str] | None = None) -> RepoMap:
         """The map of the tree a worker works in: the workspace's own map, or (for a ticket's
         worktree, whose files may differ from the person's) a map of `root`. A worktree that
         was mapped before (a pooled tree: moved and switched to the next ticket's commit) is
         seeded with its own last map, so only the files its checkout rewrote are read; a new
         one with the workspace's, so only files whose content differs are parsed. Not cached
-        on disk (no cache file may appear in a worker's tree)."""
+        on disk (no cache file may appear in a worker's tree). ``changed``: the paths that
+        differ from the tree's last map, when nothing else was written in it since (a tree
+        prepared and mapped ahead, then switched to its ticket's commit); only they are read."""
         if root is None or Path(root).resolve() == Path(self.workspace).resolve():
             return self._map()
         key = _tree_identity(Path(root))
@@ -95,7 +97,7 @@ class Curation:
         # a seed by content (digests decide) needs no refresh of the workspace's own map
         rm = RepoMap(root, persist=False, seed=mine or base, same_files=mine is not None,
                      lister=self._tb.lister() if self._tb is not None else None)
-        rm.refresh()
+        rm.refresh(only=changed if mine is not None else None)
         if key:
             with self._repomap_lock:
                 self._tree_maps.pop(key, None)
@@ -118,7 +120,8 @@ class Curation:
             deps = list(ticket.depends_on)
             in_flux = self._in_flux(track, ticket)
         try:
-            rm = self._tree_map(root)
+            rm = self._tree_map(root, None if root is None else
+                                self._changed_since_map(tid, Path(root)))
             repo_map = rm.render(focus=[*targets, *context], text=desc,
                                  budget_tokens=WORKER_MAP_TOKENS,
                                  exclude=in_flux - {*targets, *context})

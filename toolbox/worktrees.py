@@ -29,14 +29,13 @@ import threading
 
 from toolbox.worktrees_dirs import TrackRecords, WorktreeDirs
 from toolbox.worktrees_merge import (advance_branch, commit_tree, conflict_result,
-                                     files_with_markers, merge_tree, message_of, tree_of,
-                                     update_refs)
+                                     merge_tree, message_of, tree_of, update_refs)
+from toolbox.worktrees_conflict import ConflictTrees
 from toolbox.worktrees_libgit import LibGit
 from toolbox.worktrees_tidy import TicketTidy, drain_pool
-from toolbox.worktrees_model import (CONFLICT_SUFFIX, POOL_DIR, ConflictSide, GitRunner,
-                                     MergeResult, TrackBranch, WorktreeError, WorktreeInfo,
-                                     check_count, check_id, merged_ref, repair_branch, said,
-                                     ticket_branch, track_branch)
+from toolbox.worktrees_model import (POOL_DIR, ConflictSide, GitRunner, MergeResult,
+                                     TrackBranch, WorktreeError, WorktreeInfo, check_count,
+                                     check_id, merged_ref, said, ticket_branch, track_branch)
 
 __all__ = ("TrackBranches", "TrackBranch", "MergeResult", "ConflictSide", "WorktreeInfo",
            "WorktreeError", "drain_pool")
@@ -44,7 +43,7 @@ __all__ = ("TrackBranches", "TrackBranch", "MergeResult", "ConflictSide", "Workt
 log = logging.getLogger(__name__)
 
 
-class TrackBranches(TicketTidy):
+class TrackBranches(TicketTidy, ConflictTrees):
     """Track branches and ticket worktrees of the git repository holding ``root``. Construct
     with :meth:`detect` (or directly: then ``is_git``/``reason`` tell, and every operation on
     a non-repository raises WorktreeError with that reason)."""
@@ -120,6 +119,22 @@ class TrackBranches(TicketTidy):
         """For a worktree's repository map: lists a tree's files in-process (as ``git
         ls-files`` would), or None when there is no libgit2 here."""
         return self._lib.listed_files if self._lib is not None else None
+
+    def tree_head(self, worktree) -> str | None:
+        """The commit the worktree's HEAD names (None when it names none)."""
+        return self.git.rev("HEAD", cwd=pathlib.Path(worktree))
+
+    def changed_since(self, worktree, commit: str) -> tuple[str, list[str]] | None:
+        """(the worktree's HEAD commit, the paths whose entries differ between ``commit`` and
+        it, relative to the worker's directory in it: see ``workspace_path``); None when
+        that cannot be told without git processes (no libgit2 here). Commits only: what the
+        tree's files hold beyond its HEAD is not looked at."""
+        got = self._lib.changed_since(pathlib.Path(worktree), commit) \
+            if self._lib is not None else None
+        if got is None or not self.prefix:
+            return got
+        head, paths = got
+        return head, [p[len(self.prefix):] for p in paths if p.startswith(self.prefix)]
 
     def sandbox_hide(self) -> list[pathlib.Path]:
         """What a worker's command sandbox must hide (``Workspace(sandbox_hide=...)``): the
@@ -343,65 +358,6 @@ class TrackBranches(TicketTidy):
         update_refs(self.git, [(f"refs/heads/{tb}", new, track_tip),
                                (merged_ref(track_id, ticket_id), new, None)])
         return MergeResult(sha=new, how="rebase", merged_into=tb)
-
-    def conflict_worktree(self, track_id: str, ticket_id: str) -> pathlib.Path:
-        """A fresh worktree on ``clutch-repair/<track>/<ticket>`` holding the conflicted merge
-        of the ticket into the track (markers in the files), for a repair worker or the
-        person; the same one again on resume while its merge is still in progress."""
-        dirs = self._need()
-        path = self.worktree_path(track_id, ticket_id).with_name(ticket_id + CONFLICT_SUFFIX)
-        rb, kb = repair_branch(track_id, ticket_id), ticket_branch(track_id, ticket_id)
-        self._tip(kb, f"ticket {ticket_id}'s")
-        if dirs.healthy(path, rb) and self.git.rev("MERGE_HEAD", cwd=path):
-            return path
-        dirs.remove(path, discard=False, keep_files=True)
-        with self._lock:
-            dirs.delete_branch(rb)
-        dirs.ensure_excluded()
-        dirs.add(path, rb, track_branch(track_id))
-        proc = self.git.run("merge", "--no-ff", "--no-commit", kb, cwd=path, check=False,
-                            identity=True)
-        if proc.returncode not in (0, 1) or self.git.rev("MERGE_HEAD", cwd=path) is None:
-            raise WorktreeError(f"could not start the merge of {kb} in {path}: {said(proc)}")
-        return path
-
-    def finish_conflict(self, track_id: str, ticket_id: str,
-                        message: str | None = None) -> MergeResult:
-        """Commit the resolution in the conflict worktree and merge it onto the track branch.
-        Conflict markers left in any changed file: a conflict result naming them, nothing
-        committed (the worktree stays for another try)."""
-        self._need()
-        path = self.worktree_path(track_id, ticket_id).with_name(ticket_id + CONFLICT_SUFFIX)
-        if not (path / ".git").is_file() or self.git.rev("MERGE_HEAD", cwd=path) is None:
-            raise WorktreeError(f"no conflicted merge of ticket {ticket_id} is in progress "
-                                f"(call conflict_worktree first)")
-        self.git.run("add", "-A", cwd=path)
-        changed = [p for p in self.git.run("diff", "--cached", "--name-only", "-z", "HEAD",
-                                           cwd=path).stdout.decode("utf-8", "surrogateescape")
-                   .split("\0") if p]
-        marked = files_with_markers(path, changed)
-        if marked:
-            return MergeResult(sha=None, how="conflict", conflict=True, paths=tuple(marked),
-                               message=f"conflict markers remain in {', '.join(marked)}; "
-                                       f"nothing was committed")
-        msg = message or (f"Merge ticket {ticket_id} into {track_branch(track_id)} "
-                          f"(conflict resolved)\n")
-        self.git.run("commit", "-q", "--no-verify", "-F", "-", cwd=path, identity=True,
-                     input=msg.encode("utf-8"))
-        resolved = self.git.out("rev-parse", "HEAD", cwd=path)
-        tb = track_branch(track_id)
-        with self._lock:
-            track_tip = self._tip(tb, f"track {track_id}'s")
-            new = resolved
-            if self.git.out("rev-parse", f"{resolved}^1") != track_tip:  # the track moved on
-                tree, conflicts = merge_tree(self.git, track_tip, resolved)
-                if conflicts:
-                    return conflict_result(self.git, conflicts, repair_branch(track_id,
-                                                                              ticket_id), tb)
-                new = commit_tree(self.git, tree, [track_tip, resolved], msg)
-            update_refs(self.git, [(f"refs/heads/{tb}", new, track_tip),
-                                   (merged_ref(track_id, ticket_id), new, None)])
-        return MergeResult(sha=new, how="merge", merged_into=tb)
 
     # -- a track into the user's branch --------------------------------------------------------
 

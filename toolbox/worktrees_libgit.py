@@ -1,6 +1,7 @@
 """The hot path of the worktree layer in-process (libgit2 through pygit2): a ticket's landing
 (staging, its commit, the fast-forward or one-commit rebase onto its track, the refs moved in
-one transaction), switching a pooled or prepared tree, and the reads asked most often.
+one transaction), switching a pooled or prepared tree, and (in its base, LibGitReads, in
+worktrees_libgit_reads.py) the reads asked most often.
 
 Why: each ``git`` process costs 3-5 ms on a 2-core machine (more while workers run their own
 commands), and landing a ticket with the git command took 4 processes for a fast-forward and
@@ -30,15 +31,15 @@ import logging
 import pathlib
 import threading
 
+from toolbox.worktrees_libgit_reads import LibGitReads
 from toolbox.worktrees_model import CLUTCH_EMAIL, CLUTCH_NAME, MergeResult
 
 log = logging.getLogger(__name__)
 
-_LIST_INDEX_BYTES = 16_384   # an index of about 200 files: above it `git ls-files` is quicker
 _LAND_TRIES = 3    # landings racing for one track: each loser reads the new tip and tries again
 
 
-class LibGit:
+class LibGit(LibGitReads):
     """In-process git on the repository whose top-level directory is ``top``. ``plain``: the
     repository configures no filter driver (LFS and the like run only in git) and no sparse
     checkout, so libgit2 may also write a worktree's files exactly as git would. ``moves``:
@@ -117,68 +118,6 @@ class LibGit:
             log.warning(f"in-process checkout in {tree} failed ({e}); using the git command")
             return False
 
-    @staticmethod
-    def _differing(repo, commit) -> list[str] | None:
-        """The paths whose entries differ between the worktree's HEAD commit and ``commit``
-        (both sides of a rename or a type change); None when HEAD names no commit."""
-        import pygit2
-        try:
-            head = repo.head.peel(pygit2.Commit)
-        except (pygit2.GitError, KeyError, ValueError):
-            return None
-        deltas = repo.diff(head.tree, commit.tree).deltas
-        return sorted({p for d in deltas for p in (d.old_file.path, d.new_file.path)})
-
-    def is_detached(self, tree: pathlib.Path) -> bool | None:
-        """Whether the worktree's HEAD is detached; None when libgit2 cannot tell."""
-        import pygit2
-        try:
-            return pygit2.Repository(str(tree)).head_is_detached
-        except (pygit2.GitError, KeyError, ValueError) as e:
-            log.warning(f"libgit2 cannot read the HEAD of {tree} ({e}); asking git")
-            return None
-
-    def rev(self, where: pathlib.Path, ref: str):
-        """The commit ``ref`` names in the repository or worktree at ``where`` (``git
-        rev-parse --verify ref^{commit}``), None when it names none; NotImplemented when
-        libgit2 cannot tell (then git is asked)."""
-        repo = self._open(where)
-        return NotImplemented if repo is None else self._commit_of(repo, ref)
-
-    def is_ancestor(self, where: pathlib.Path, a: str, b: str):
-        """``git merge-base --is-ancestor a b``; NotImplemented when libgit2 cannot tell."""
-        import pygit2
-        repo = self._open(where)
-        if repo is None:
-            return NotImplemented
-        ta, tb = self._commit_of(repo, a), self._commit_of(repo, b)
-        if ta is NotImplemented or tb is NotImplemented or ta is None or tb is None:
-            return NotImplemented         # git's error names the missing revision
-        try:
-            return ta == tb or repo.descendant_of(tb, ta)
-        except (pygit2.GitError, KeyError, ValueError):
-            return NotImplemented
-
-    @staticmethod
-    def _open(where: pathlib.Path):
-        """The repository or worktree at ``where``; None when libgit2 cannot open it (e.g. it
-        is not one: git's own message then says why)."""
-        import pygit2
-        try:
-            return pygit2.Repository(str(where))
-        except (pygit2.GitError, KeyError, ValueError):
-            return None
-
-    @staticmethod
-    def _commit_of(repo, ref: str):
-        import pygit2
-        try:
-            return str(repo.revparse_single(f"{ref}^{{commit}}").id)
-        except (KeyError, ValueError, pygit2.InvalidSpecError):
-            return None                   # names nothing (or not a commit)
-        except pygit2.GitError:
-            return NotImplemented
-
     def create_branch(self, branch: str, sha: str) -> bool:
         """A new branch at ``sha``; False (nothing made) when it exists or libgit2 cannot."""
         import pygit2
@@ -188,87 +127,6 @@ class LibGit:
         except (pygit2.GitError, KeyError, ValueError) as e:   # AlreadyExistsError included
             log.info(f"libgit2 did not create {branch} ({e}); asking git")
             return False
-
-    def head_branch(self, where: pathlib.Path):
-        """The branch checked out in the work tree at ``where`` (short name), None when HEAD
-        is detached; NotImplemented when libgit2 cannot tell."""
-        import pygit2
-        try:
-            repo = pygit2.Repository(str(where))
-            return None if repo.head_is_detached else repo.head.shorthand
-        except (pygit2.GitError, KeyError, ValueError) as e:
-            log.warning(f"libgit2 cannot read the HEAD of {where} ({e}); asking git")
-            return NotImplemented
-
-    def checked_out(self, branch: str):
-        """The work tree that has ``branch`` checked out (the main one or a linked one that is
-        not prunable), None when none has; NotImplemented when libgit2 cannot tell."""
-        import pygit2
-        ref = f"refs/heads/{branch}"
-        try:
-            repo = pygit2.Repository(str(self.top))
-            main = pathlib.Path(repo.workdir) if repo.workdir else None
-            if main is not None and not repo.head_is_unborn and \
-                    not repo.head_is_detached and repo.head.name == ref:
-                return main.resolve()
-            for name in repo.list_worktrees():
-                wt = repo.lookup_worktree(name)
-                if wt.is_prunable:
-                    continue
-                other = pygit2.Repository(wt.path)
-                if not other.head_is_detached and not other.head_is_unborn and \
-                        other.head.name == ref:
-                    return pathlib.Path(wt.path).resolve()
-            return None
-        except (pygit2.GitError, KeyError, ValueError) as e:
-            log.warning(f"libgit2 cannot tell where {branch} is checked out ({e}); asking git")
-            return NotImplemented
-
-    def listed_files(self, where: pathlib.Path) -> list[str] | None:
-        """What ``git ls-files --cached --others --exclude-standard`` lists in the worktree
-        directory ``where`` (the index's files and the untracked ones .gitignore leaves),
-        relative to it; None when libgit2 cannot tell or git is quicker (then git is
-        asked). Walking the index from Python costs ~4 us a file, a git process ~1.5 ms plus
-        ~0.2 us a file: git wins from about 250 files (300: 2.0 ms against 1.7; 10,000: 47
-        against 10), so only a small index is read here."""
-        import pygit2
-        from pygit2.enums import FileStatus
-        try:
-            repo = pygit2.Repository(str(where))
-            if pathlib.Path(repo.path, "index").stat().st_size > _LIST_INDEX_BYTES:
-                return None
-            top = pathlib.Path(repo.workdir).resolve()
-            names = [e.path for e in repo.index]
-            names += sorted(p for p, f in repo.status(untracked_files="all").items()
-                            if f & FileStatus.WT_NEW)
-        except (pygit2.GitError, KeyError, ValueError, TypeError, OSError) as e:
-            log.warning(f"libgit2 cannot list the files of {where} ({e}); asking git")
-            return None
-        sub = pathlib.Path(where).resolve()
-        if sub == top:
-            return names
-        prefix = sub.relative_to(top).as_posix() + "/"
-        return [n[len(prefix):] for n in names if n.startswith(prefix)]
-
-    def diff(self, a: str, b: str) -> str | None:
-        """``git diff a..b`` between two commits, in-process: the same patch text, renames
-        found as git's ``diff.renames`` says (only the "similarity index" percentage is
-        libgit2's own). None where git must write it: a repository with a filter, a textconv
-        or an external diff command, or one libgit2 cannot read."""
-        if not self.plain or self.diff_drivers:
-            return None
-        import pygit2
-        try:
-            repo = pygit2.Repository(str(self.top))
-            old, new = self._commit_of(repo, a), self._commit_of(repo, b)
-            if not isinstance(old, str) or not isinstance(new, str):
-                return None
-            d = repo.diff(old, new)
-            d.find_similar()
-            return d.patch or ""
-        except (pygit2.GitError, KeyError, ValueError) as e:
-            log.warning(f"libgit2 cannot diff {a}..{b} ({e}); asking git")
-            return None
 
     @staticmethod
     def _sig():

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pathlib
 
-from toolbox.worktrees_dirs import making_dir, revert_in_scratch
+from toolbox.worktrees_dirs import revert_in_scratch
+from toolbox.worktrees_pool import making_dir
 from toolbox.worktrees_merge import (advance_branch, diff_between, drop_merged_refs,
                                      ticket_merged)
 from toolbox.worktrees_model import (CONFLICT_SUFFIX, TrackBranch, WorktreeError,

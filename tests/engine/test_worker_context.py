@@ -357,3 +357,40 @@ def test_a_workers_map_leaves_out_what_parallel_tickets_are_changing(make_engine
     left, right = first_request_text(eng, "T-002"), first_request_text(eng, "T-003")
     assert "src/base.py" in left and "src/base.py" in right
     assert "src/right.py" not in left and "src/left.py" not in right
+
+
+def test_a_prepared_trees_map_reads_only_what_landed_since_and_shows_it(make_engine,
+                                                                        workspace):
+    """T-002's tree is prepared and mapped while T-001 works. At T-002's spawn the tree has
+    been switched to the track tip holding T-001's work: its map reads just the file T-001
+    added (not the whole tree again) and the worker is shown it."""
+    from test_worktree_runs import call, repo, scripted, track_with
+    repo(workspace)
+
+    def slow_write(req):
+        time.sleep(0.3)             # T-002's tree is prepared and mapped meanwhile
+        return call("write_file", path="one.py", content="def one_thing(x):\n    return x\n")
+    eng = make_engine(provider=scripted({
+        "T-001": [slow_write, ModelResponse(text="done")],
+        "T-002": [call("write_file", path="two.py", content="from one import one_thing\n"),
+                  ModelResponse(text="done")]}), git_commits=True, max_workers=2)
+    tid = track_with(eng, [
+        Ticket(id="T-001", description="one", target_files=["one.py"]),
+        Ticket(id="T-002", description="two: use one_thing", target_files=["two.py"],
+               depends_on=["T-001"])])
+    seen: list = []
+    tree_map = eng._tree_map
+
+    def recording(root, changed=None):
+        rm = tree_map(root, changed)
+        seen.append((Path(root).name, changed, rm.last_stats))
+        return rm
+    eng._tree_map = recording
+    track = eng.start_track(tid).result(60)
+    assert [k.status for k in track.tickets] == ["completed", "completed"]
+    spawns = [(name, changed, stats) for name, changed, stats in seen if name == "T-002"]
+    prepared, spawn = spawns[0], spawns[-1]
+    assert prepared[1] is None                   # the preparation maps the whole tree
+    assert spawn[1] == ["one.py"] and spawn[2].read == 1, spawns
+    assert "one_thing" in first_request_text(eng, "T-002")
+    eng.settle()

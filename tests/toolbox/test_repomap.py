@@ -491,3 +491,51 @@ def test_a_fresh_checkout_is_trusted_a_moment_later_where_timestamps_are_fine(tm
     second = m.refresh()
     assert second.read == 1 and second.reused == 1        # only coarse.py read again
     assert m.outlines()["coarse.py"].symbols[0].name == "b"
+
+
+def test_a_refresh_told_what_changed_reads_only_that_and_maps_what_a_whole_one_maps(tmp_path):
+    """A tree switched between two commits by Clutch, which nobody else writes: told the
+    paths that differ, the refresh reads those alone (no listing, no stat of the rest) and
+    ends with the map a whole refresh of the same tree makes, in the same order."""
+    root = git_repo(tmp_path / "repo", {**SMALL, "gone.py": "def gone():\n    pass\n",
+                                        "old_name.py": "def moved():\n    pass\n"})
+    git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    m = RepoMap(root, persist=False)
+    m.refresh()
+    time.sleep(0.06)                        # past the racy window: nothing is read again
+    assert m.refresh().read == 0
+    (root / "util.py").write_text(SMALL["util.py"] + "\n\ndef multiply(a, b):\n    return a * b\n")
+    (root / "gone.py").unlink()
+    git(root, "mv", "old_name.py", "new_name.py")
+    (root / "pkg").mkdir()
+    (root / "pkg" / "added.py").write_text("from util import multiply\n\n\ndef twice(x):\n"
+                                           "    return multiply(x, 2)\n")
+    git(root, "add", "-A")
+    changed = ["gone.py", "new_name.py", "old_name.py", "pkg/added.py", "util.py"]
+    stats = m.refresh(only=changed)
+    assert (stats.read, stats.parsed) == (3, 3)     # util.py, new_name.py, pkg/added.py
+    whole = RepoMap(root, persist=False)
+    whole.refresh()
+    assert list(m.entries()) == list(whole.entries())
+    assert {p: e.outline for p, e in m.entries().items()} == \
+        {p: e.outline for p, e in whole.entries().items()}
+    assert m.render(focus=["pkg/added.py"]) == whole.render(focus=["pkg/added.py"])
+    # the contract: what it is not told is not looked at (a whole refresh sees it)
+    time.sleep(0.06)
+    m.refresh(only=changed)                 # the files just written, read once more
+    (root / "app.py").write_text("def other():\n    pass\n")
+    assert m.refresh(only=["util.py"]).read == 0
+    assert "def other()" not in m.skeleton("app.py")
+    assert m.refresh().read == 1 and "def other()" in m.skeleton("app.py")
+
+
+def test_a_refresh_told_what_changed_keeps_a_too_recent_entry_marked_for_the_next(tmp_path):
+    root = git_repo(tmp_path / "repo", SMALL)
+    m = RepoMap(root, persist=False)
+    (root / "util.py").write_text("def fresh():\n    pass\n")    # mtime: now
+    m.refresh()
+    assert m.entries()["util.py"].racy
+    assert m.refresh(only=["app.py"]).read == 0        # app.py is unchanged; util.py is
+    assert m.entries()["util.py"].racy                 # not read, and still to be read again
+    time.sleep(0.06)
+    assert m.refresh().read >= 1 and not m.entries()["util.py"].racy

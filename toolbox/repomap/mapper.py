@@ -94,17 +94,29 @@ class RepoMap:
 
     # ------------------------------------------------------------------ building
 
-    def refresh(self) -> RefreshStats:
-        """Bring the map up to date with the files on disk; returns what it had to do."""
+    def refresh(self, only: Iterable[str] | None = None) -> RefreshStats:
+        """Bring the map up to date with the files on disk; returns what it had to do.
+        ``only``: the paths (relative to the root) that can have changed since the map was
+        last up to date, when the caller knows that nothing else was written: a tree no one
+        else writes, switched by Clutch from one commit to another (the paths differing
+        between the two). Then only they are looked at; the rest is kept as it is, without
+        listing or stat-ing the tree, and an entry whose mtime was too recent to trust stays
+        marked so, for the next whole refresh (on 10,000 files, most of a ticket's set-up)."""
         with self._lock:
             t0 = time.perf_counter()
             if not self._loaded:
                 self._load_cache()
-            listed = self._lister(self.root) if self._lister is not None else None
-            names = kept(listed) if listed is not None else list_files(self.root)
-            now_ns = time.time_ns()
             old = self._entries
+            if only is not None:
+                names = kept(only)
+            else:
+                listed = self._lister(self.root) if self._lister is not None else None
+                names = kept(listed) if listed is not None else list_files(self.root)
+            now_ns = time.time_ns()
             new: dict[str, FileEntry] = {}
+            if only is not None:
+                looked = set(names)
+                new = {p: e for p, e in old.items() if p not in looked}
             reused = read = parsed = 0
             root = str(self.root) + os.sep
             jobs: list[Job] = []
@@ -132,6 +144,9 @@ class RepoMap:
                                              prev.outline, prev.binary, job.racy)
                 else:
                     new[job.rel] = res.entry
+            if only is not None:      # in the order a listing gives, as a whole refresh
+                new = ({p: new[p] for p in old} if new.keys() == old.keys()
+                       else dict(sorted(new.items())))
             binary = sum(1 for e in new.values() if e.binary)
             dirty = bool(jobs) or new.keys() != old.keys()
             self._entries = new

@@ -121,8 +121,9 @@ class Branches:
         def make() -> pathlib.Path:
             if prep is not None:
                 concurrent.futures.wait([prep])   # its failure was reported; made here then
-            path = tb.ticket_worktree(track.id, ticket.id)
-            self._note_switch(ticket.id, path, prepared=prep is not None)
+            switched: list = []
+            path = tb.ticket_worktree(track.id, ticket.id, switched=switched)
+            self._note_switch(ticket.id, path, prepared=prep is not None, switched=switched)
             return path
         return self._git_pool.submit(make)
 

@@ -65,20 +65,25 @@ class Preparing:
             lead.set()
         self._setups.end(ticket_id)
 
-    def _note_switch(self, ticket_id: str, path: pathlib.Path, prepared: bool) -> None:
+    def _note_switch(self, ticket_id: str, path: pathlib.Path, prepared: bool,
+                     switched: list[tuple[str, list[str]]]) -> None:
         """Git thread, once the ticket's tree is set up at ``path``: when this process
         prepared and mapped it (no worker has had it, and its set-up checked out the track
         tip over it: clean at its new HEAD), what changed since that map is noted for the
-        spawn's map."""
+        spawn's map: the paths the switch rewrote (``switched``, from ticket_worktree) when
+        it started from the mapped commit, else the commits compared."""
         with self._ws_lock:
             at = self._mapped_at.pop(ticket_id, None)
-        if not prepared or at is None:
-            return
         tb = self._tb
-        got = tb.changed_since(path, at) if tb is not None else None
-        if got is not None:
+        if not prepared or at is None or tb is None:
+            return
+        paths = next((p for start, p in switched if start == at), None)
+        if paths is None:
+            got = tb.changed_since(path, at)
+            paths = got[1] if got is not None else None
+        if paths is not None:
             with self._ws_lock:
-                self._switched[ticket_id] = (str(tb.workspace_path(path)), got[1])
+                self._switched[ticket_id] = (str(tb.workspace_path(path)), paths)
 
     def _forget_prepared(self, ticket_id: str) -> None:
         """The ticket stopped: what was noted about its prepared tree goes (a later tree at

@@ -131,10 +131,14 @@ class TrackBranches(TicketTidy, ConflictTrees):
         tree's files hold beyond its HEAD is not looked at."""
         got = self._lib.changed_since(pathlib.Path(worktree), commit) \
             if self._lib is not None else None
-        if got is None or not self.prefix:
-            return got
-        head, paths = got
-        return head, [p[len(self.prefix):] for p in paths if p.startswith(self.prefix)]
+        return None if got is None else (got[0], self._in_workspace(got[1]))
+
+    def _in_workspace(self, paths: list[str]) -> list[str]:
+        """Paths relative to the repository's top as paths relative to the worker's
+        directory (see ``workspace_path``); those outside it left out."""
+        if not self.prefix:
+            return paths
+        return [p[len(self.prefix):] for p in paths if p.startswith(self.prefix)]
 
     def sandbox_hide(self) -> list[pathlib.Path]:
         """What a worker's command sandbox must hide (``Workspace(sandbox_hide=...)``): the
@@ -192,11 +196,14 @@ class TrackBranches(TicketTidy, ConflictTrees):
 
     # -- a ticket's worktree -------------------------------------------------------------------
 
-    def ticket_worktree(self, track_id: str, ticket_id: str) -> pathlib.Path:
+    def ticket_worktree(self, track_id: str, ticket_id: str,
+                        switched: list | None = None) -> pathlib.Path:
         """The ticket's worktree, made from the track branch as it stands now: a tree
         prepared for it (``prepare_worktree``) brought forward to the track tip, else a pooled
         tree, else a new one; an existing healthy one is reused (resume), a broken one made
-        again (its branch kept)."""
+        again (its branch kept). ``switched``: a prepared tree brought forward in-process
+        appends (the commit it was at, the paths that differ, relative to the worker's
+        directory: see ``workspace_path``) to it."""
         dirs = self._need()
         path = self.worktree_path(track_id, ticket_id)
         tb, kb = track_branch(track_id), ticket_branch(track_id, ticket_id)
@@ -208,7 +215,11 @@ class TrackBranches(TicketTidy, ConflictTrees):
             log.warning(f"{path} was left half-written by a run that stopped; making it again")
             dirs.remove(path, discard=True)
         if path.exists():
-            if (path / ".git").is_file() and dirs.switch_prepared(path, kb, tip, self._lib):
+            report: list = []
+            if (path / ".git").is_file() and dirs.switch_prepared(path, kb, tip, self._lib,
+                                                                  report):
+                if switched is not None:
+                    switched += [(at, self._in_workspace(paths)) for at, paths in report]
                 return path
         elif dirs.claim(self._pool(track_id), path, kb, tip, lib=self._lib):
             return path

@@ -206,13 +206,15 @@ class WorktreeDirs(TreePool):
                                 writes_tree=True)
         return made.returncode == 0
 
-    def switch_prepared(self, path: pathlib.Path, branch: str, start: str, lib=None) -> bool:
+    def switch_prepared(self, path: pathlib.Path, branch: str, start: str, lib=None,
+                        report: list | None = None) -> bool:
         """The tree prepared for a ticket (its HEAD detached: no worker has had it) put on
         the ticket's new ``branch`` at ``start``, only differing files rewritten; False, with
         nothing changed, when its HEAD is on a branch (the ticket's own tree, resumed) or git
-        refuses. In-process when ``lib`` may (one read of the tree's repository)."""
+        refuses. In-process when ``lib`` may (one read of the tree's repository; ``report``:
+        see LibGit.switch_tree)."""
         if lib is not None:
-            done = lib.switch_tree(path, branch, start, detached_only=True)
+            done = lib.switch_tree(path, branch, start, detached_only=True, report=report)
             if done is None:      # on a branch
                 return False
             if done:

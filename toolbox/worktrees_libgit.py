@@ -78,7 +78,7 @@ class LibGit(LibGitReads):
         return cls(top, plain=not (filters or sparse), moves=moves, diff_drivers=drivers)
 
     def switch_tree(self, tree: pathlib.Path, branch: str | None, start_ref: str,
-                    detached_only: bool = False) -> bool | None:
+                    detached_only: bool = False, report: list | None = None) -> bool | None:
         """A clean worktree put on a new ``branch`` at ``start_ref``'s commit (detached at it
         when ``branch`` is None), its files rewritten where they differ: ``git checkout -f
         -b`` in-process. False, with nothing changed, when that is not for libgit2 here (see
@@ -88,7 +88,9 @@ class LibGit(LibGitReads):
         at: on 10,000 files that is 11 ms instead of the 34 of a whole-tree checkout.
         ``detached_only``: only a tree whose HEAD is detached (one prepared for a ticket
         that has not started) is switched; None, with nothing changed, when it is on a
-        branch (the same repository read once, on a ticket's set-up)."""
+        branch (the same repository read once, on a ticket's set-up). ``report``: a switch
+        from one commit to another appends (that commit, the paths that differ, relative to
+        the repository's top) to it."""
         if not self.plain:
             return False
         import pygit2
@@ -102,6 +104,7 @@ class LibGit(LibGitReads):
                                  repo.references.get(f"refs/heads/{branch}") is not None):
                 return False
             commit = repo[start.target]
+            before = None if repo.head_is_unborn else str(repo.head.target)
             paths = self._differing(repo, commit)
             if paths is None:
                 repo.checkout_tree(commit, strategy=CheckoutStrategy.FORCE)
@@ -113,6 +116,8 @@ class LibGit(LibGitReads):
             else:
                 repo.branches.local.create(branch, commit)
                 repo.set_head(f"refs/heads/{branch}")
+            if report is not None and paths is not None and before is not None:
+                report.append((before, paths))
             return True
         except (pygit2.GitError, KeyError, ValueError) as e:
             log.warning(f"in-process checkout in {tree} failed ({e}); using the git command")

@@ -536,6 +536,13 @@ def test_workspace_in_a_subdirectory_maps_into_the_worktree(tmp_path):
     wt = tb.ticket_worktree("t1", "A")
     assert wt.parent.parent.parent.parent == repo       # under <repo>/.clutch/worktrees
     assert (tb.workspace_path(wt) / "x.txt").read_text() == "x\n"
+    # what changed between two commits, as the worker's directory names it (outside: left out)
+    at = git(wt, "rev-parse", "HEAD")
+    (wt / "sub" / "y.txt").write_text("y\n")
+    (wt / "top.txt").write_text("t\n")
+    tb.commit_ticket(wt, "A: two files")
+    head = git(wt, "rev-parse", "HEAD")
+    assert tb.changed_since(wt, at) == (head, ["y.txt"])
 
 
 def test_merge_result_is_plain_data():

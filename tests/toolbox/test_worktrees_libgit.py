@@ -158,10 +158,14 @@ def test_a_prepared_tree_is_brought_forward_to_what_landed_meanwhile(repo):
     assert git(prepared, "rev-parse", "--abbrev-ref", "HEAD") == "HEAD"        # detached
     assert git(repo, "branch", "--list", "clutch-ticket/t/B") == ""
     assert tb.prepare_worktree("t", "B") is None       # prepared once
+    at = git(prepared, "rev-parse", "HEAD")
     (a / "a.py").write_text("A = 1\n")
+    (a / "lib.py").unlink()
     tb.land_ticket("t", "A", a, "A\n")
-    b = tb.ticket_worktree("t", "B")
+    switched: list = []
+    b = tb.ticket_worktree("t", "B", switched=switched)
     assert b == prepared
+    assert switched == [(at, ["a.py", "lib.py"])]     # what B's map must read again
     assert git(b, "rev-parse", "--abbrev-ref", "HEAD") == "clutch-ticket/t/B"
     assert git(b, "rev-parse", "HEAD") == git(repo, "rev-parse", "clutch/t")
     assert (b / "a.py").read_text() == "A = 1\n" and git(b, "status", "--porcelain") == ""

@@ -236,4 +236,3 @@ def _freeze_startup_heap() -> None:
     app). An SDK a provider loads later is not frozen."""
     if gc.get_freeze_count() == 0:
         gc.freeze()
-

@@ -536,9 +536,9 @@ def test_tickets_ready_together_set_up_the_critical_one_first(make_engine, works
     tb = eng._tb
     make_tree, go, sections = tb.ticket_worktree, eng._followers_go, eng._worker_sections
 
-    def ticket_worktree(track_id, ticket_id):
+    def ticket_worktree(track_id, ticket_id, **kw):
         opened.setdefault(ticket_id, time.monotonic())
-        return make_tree(track_id, ticket_id)
+        return make_tree(track_id, ticket_id, **kw)
 
     def followers_go(ticket_id):
         released.setdefault(ticket_id, time.monotonic())

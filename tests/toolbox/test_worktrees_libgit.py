@@ -83,16 +83,22 @@ def test_a_rebase_over_other_paths_makes_the_tree_git_would(repo):
     assert git(repo, "fsck", "--no-progress") == ""
 
 
-def test_a_landing_whose_rebase_is_gits_commits_in_process_and_merges_with_git(repo):
-    """The track moved by an edit of the same file: the ticket's commit is made in-process,
-    only its own branch moves there, and git's merge decides the track's tree."""
+def _both_edit_app(repo):
+    """A and B each edit app.py (hunks far apart); A has landed. (tb, B's tree, the track
+    tip before B)."""
     tb, _ = TrackBranches.detect(repo)
     tb.start_track("t")
     a, b = tb.ticket_worktree("t", "A"), tb.ticket_worktree("t", "B")
     (a / "app.py").write_text((a / "app.py").read_text().replace("return 1", "return 10"))
     (b / "app.py").write_text((b / "app.py").read_text().replace("return 2", "return 20"))
     tb.land_ticket("t", "A", a, "A\n")
-    before = git(repo, "rev-parse", "clutch/t")
+    return tb, b, git(repo, "rev-parse", "clutch/t")
+
+
+def test_a_landing_whose_rebase_is_gits_commits_in_process_and_merges_with_git(repo):
+    """The track moved by an edit of the same file: the ticket's commit is made in-process,
+    only its own branch moves there, and git's merge decides the track's tree."""
+    tb, b, before = _both_edit_app(repo)
     res = tb.land_ticket("t", "B", b, "B\n")
     assert res.how == "rebase" and res.sha == git(repo, "rev-parse", "clutch/t")
     expected = git(repo, "merge-tree", "--write-tree", before, "clutch-ticket/t/B").split()[0]
@@ -104,13 +110,7 @@ def test_a_landing_whose_rebase_is_gits_commits_in_process_and_merges_with_git(r
 def test_two_edits_of_one_file_are_left_to_gits_own_merge(repo):
     """Both sides touched app.py: libgit2 steps aside and git decides (here: a clean merge of
     two hunks far apart); the result is git's merge-tree result exactly."""
-    tb, _ = TrackBranches.detect(repo)
-    tb.start_track("t")
-    a, b = tb.ticket_worktree("t", "A"), tb.ticket_worktree("t", "B")
-    (a / "app.py").write_text((a / "app.py").read_text().replace("return 1", "return 10"))
-    (b / "app.py").write_text((b / "app.py").read_text().replace("return 2", "return 20"))
-    tb.land_ticket("t", "A", a, "A\n")
-    before = git(repo, "rev-parse", "clutch/t")
+    tb, b, before = _both_edit_app(repo)
     assert tb.commit_ticket(b, "B\n")
     assert tb._lib.land("refs/heads/clutch/t", "refs/heads/clutch-ticket/t/B",
                         "refs/clutch/merged/t/B") is None          # not for libgit2

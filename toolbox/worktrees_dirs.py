@@ -221,13 +221,10 @@ class WorktreeDirs(TreePool):
                 return True
         return self.detached(path) and self.switch(path, branch, start)
 
-    def detached(self, path: pathlib.Path, lib=None) -> bool:
+    def detached(self, path: pathlib.Path) -> bool:
         """Whether the worktree at ``path`` has a detached HEAD (a tree prepared for a ticket
-        that has not started: no branch yet)."""
-        if lib is not None:
-            found = lib.is_detached(path)
-            if found is not None:
-                return found
+        that has not started: no branch yet), asked of git (libgit2's answer comes with its
+        switch: see switch_prepared)."""
         return self.git.run("symbolic-ref", "-q", "HEAD", cwd=path, check=False).returncode == 1
 
     @_serial

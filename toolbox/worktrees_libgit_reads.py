@@ -52,15 +52,6 @@ class LibGitReads:
             return None
         return None if paths is None else (str(head.id), paths)
 
-    def is_detached(self, tree: pathlib.Path) -> bool | None:
-        """Whether the worktree's HEAD is detached; None when libgit2 cannot tell."""
-        import pygit2
-        try:
-            return pygit2.Repository(str(tree)).head_is_detached
-        except (pygit2.GitError, KeyError, ValueError) as e:
-            log.warning(f"libgit2 cannot read the HEAD of {tree} ({e}); asking git")
-            return None
-
     def rev(self, where: pathlib.Path, ref: str):
         """The commit ``ref`` names in the repository or worktree at ``where`` (``git
         rev-parse --verify ref^{commit}``), None when it names none; NotImplemented when

@@ -140,6 +140,14 @@ def test_a_filter_driver_keeps_libgit2_away_from_the_files(repo):
     tb.cleanup_ticket("t", "A")
     wt2 = tb.ticket_worktree("t", "B")                  # a new tree: git's smudge filter ran
     assert (wt2 / "note.txt").read_text() == "QUIET WORDS\n"
+    prepared = tb.prepare_worktree("t", "C")            # C waits for B: prepared meanwhile
+    (wt2 / "more.txt").write_text("more words\n")
+    tb.land_ticket("t", "B", wt2, "B\n")
+    switched: list = []
+    assert tb.ticket_worktree("t", "C", switched=switched) == prepared
+    assert switched == []                               # git brought it forward, not libgit2
+    assert git(prepared, "symbolic-ref", "--short", "HEAD") == "clutch-ticket/t/C"
+    assert (prepared / "more.txt").read_text() == "MORE WORDS\n"
 
 
 def test_a_sparse_checkout_keeps_libgit2_away_from_the_files(repo):

@@ -151,6 +151,9 @@ class LibGitReads:
         sub = pathlib.Path(where).resolve()
         if sub == top:
             return names
+        if not sub.is_relative_to(top):     # e.g. core.worktree elsewhere: git knows best
+            log.warning(f"libgit2 puts the work tree of {where} at {top}; asking git")
+            return None
         prefix = sub.relative_to(top).as_posix() + "/"
         return [n[len(prefix):] for n in names if n.startswith(prefix)]
 

@@ -367,3 +367,15 @@ def test_a_textconv_or_a_diff_command_leaves_the_tracks_diff_to_git(repo, tmp_pa
     assert tb._lib is not None and tb._lib.diff(tr.base_sha, tr.head) is None
     assert "+NO NEWLINE" in text           # git's textconv applied
     assert not ran.exists()                # and the person's external diff tool never started
+
+
+def test_a_work_tree_libgit2_places_elsewhere_is_listed_by_git_not_an_error(repo, tmp_path):
+    """libgit2 may put a repository's work tree somewhere that does not hold the directory
+    asked about (here `core.worktree` names another directory; a resumed run once met the
+    same in a ticket's tree): the listing is left to git, and nothing raises."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    git(repo, "config", "core.worktree", str(elsewhere))
+    lib = LibGit.open(repo)
+    assert lib is not None
+    assert lib.listed_files(repo) is None

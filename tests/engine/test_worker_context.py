@@ -394,3 +394,37 @@ def test_a_prepared_trees_map_reads_only_what_landed_since_and_shows_it(make_eng
     assert spawn[1] == ["one.py"] and spawn[2].read == 1, spawns
     assert "one_thing" in first_request_text(eng, "T-002")
     eng.settle()
+
+
+def test_a_noted_switch_is_trusted_only_while_the_tree_is_where_the_switch_left_it(
+        make_engine, workspace):
+    """The spawn reads only the paths a switch rewrote when the tree's HEAD is still the
+    commit that switch ended on; a tree that moved since (a commit in it), or a set-up of the
+    ticket that was not a prepared switch, makes the spawn look at the whole tree: a map is
+    never built from another tree's list of changes."""
+    from test_worktree_runs import git, repo
+    repo(workspace)
+    eng = make_engine(git_commits=True)
+    tb = eng._tb
+    tb.start_track("t")
+    path = tb.ticket_worktree("t", "T-1")
+    at = git(path, "rev-parse", "HEAD").strip()
+    root = tb.workspace_path(path)
+
+    def note(prepared: bool = True) -> None:
+        eng._mapped_at["T-1"] = at
+        eng._note_switch("T-1", path, prepared=prepared, switched=[(at, at, ["util.py"])])
+
+    note()
+    assert eng._changed_since_map("T-1", root) == ["util.py"]
+    assert eng._changed_since_map("T-1", root) is None          # once, at the spawn
+    note()
+    assert eng._changed_since_map("T-1", workspace) is None      # another tree
+    note()
+    (path / "util.py").write_text("def add(a, b):\n    return a - b\n")
+    git(path, "commit", "-qam", "moved")
+    assert eng._changed_since_map("T-1", root) is None           # HEAD moved since the switch
+    note()
+    note(prepared=False)          # a later set-up, not a prepared switch: the note goes
+    assert eng._changed_since_map("T-1", root) is None
+    tb.cleanup_track("t", keep_branch=False, discard=True)

@@ -13,6 +13,7 @@ import concurrent.futures
 
 from engine.errors import EngineError, copy_track
 from engine.ready import ReadySet
+from engine.setups import MERGE
 from models import BLOCKING_STATES, SATISFIED_STATES, DagError, Ticket, Track, dag_problems
 
 
@@ -92,6 +93,12 @@ class Scheduler:
             w.set()
 
     async def _run_track(self, track_id: str) -> Track:
+        try:
+            return await self._track_life(track_id)
+        finally:        # however it ended, background git no longer waits for its merge
+            self._setups.end(MERGE + track_id)
+
+    async def _track_life(self, track_id: str) -> Track:
         track = self._get(track_id)
         wake = self._wakes[track_id] = asyncio.Event()
         running: dict[str, Ticket] = {}      # tickets whose worker thread has not reported back
@@ -100,6 +107,7 @@ class Scheduler:
             for t in track.tickets:
                 if t.status == "in_progress":       # left over from an interrupted run
                     t.status = "todo"
+        merging = MERGE + track_id          # its end: the merge, the last write (setups.py)
         starting = f"start:{track_id}"     # the branch and the first set-ups: the state
         if self._tb is not None:          # write asked for here waits for them (setups.py)
             self._setups.begin(starting)
@@ -132,6 +140,9 @@ class Scheduler:
                         running[t.id] = t
                         self._start_ticket(track, t, on_done,
                                            after=after if t is not batch[0] else None)
+                ending = not running and not paused and not ready_set.count(full=True)
+                if ending and self._in_worktrees(track):     # before the landings' keys end:
+                    self._setups.begin(merging)    # the track's merge is the critical step now
                 for tid in landed:     # what they made ready has started: background git goes
                     self._setups.end(f"land:{tid}")
                 landed.clear()
@@ -143,11 +154,12 @@ class Scheduler:
                         wake.clear()
                         await wake.wait()
                         continue
-                    if not ready_set.count(full=True):
+                    if ending:
                         if self._closed:
                             break
                         verdict = await self._accept_track(track)
                         if verdict == "fix":      # a fix ticket joined the track: run it
+                            self._setups.end(merging)
                             ready_set.rescan()
                             continue
                         accepted = verdict == "passed"

@@ -18,8 +18,12 @@ a ticket's start until its context is built (before its spawn question waits for
 the person's reading time is background time; a phase's checkpoint, which has no set-up, ends
 it at once); ``start:<track>`` from a track's start (its branch made, its first state write
 asked for) until its first ready tickets have started, so that write waits for their set-up
-too. A job preparing a tree for a ticket does not wait once that ticket is in set-up itself:
-the ticket is waiting for it.
+too; ``merge:<track>`` from the moment a track's last ticket has landed (nothing left to
+start) until the track reports, its merge into the person's branch made and its state
+written (ended while a person reads the merge's question). A job preparing a tree for a
+ticket does not wait once that ticket is in set-up itself: the ticket is waiting for it. The
+state writer does not wait for a merge (``writer=True``): the merge's result needs a write
+after it anyway, and the write of the track's end overlaps the merge's git process.
 
 Threads: `begin` and `end` on any thread (the loop's, a ticket's), never blocking; `wait` on
 the background threads only. State owned: the keys in flight, under the condition's lock.
@@ -30,6 +34,7 @@ import threading
 import time
 
 BACKGROUND_WAIT_S = 0.25    # the longest a background job waits for the critical steps
+MERGE = "merge:"            # a track's merge into the person's branch: ``MERGE + track id``
 
 
 class SetUps:
@@ -45,9 +50,9 @@ class SetUps:
     def end(self, key: str) -> None:
         """Idempotent: a key ended twice (or never begun) is no error."""
         with self._cond:
-            self._busy.discard(key)
-            if not self._busy:
-                self._cond.notify_all()
+            if key in self._busy:
+                self._busy.discard(key)
+                self._cond.notify_all()     # the writer may go while merges remain
 
     def close(self) -> None:
         """The app is closing: nothing waits any more."""
@@ -59,14 +64,20 @@ class SetUps:
         with self._cond:
             return frozenset(self._busy)
 
-    def wait(self, for_ticket: str = "", timeout: float | None = None) -> float:
+    def wait(self, for_ticket: str = "", timeout: float | None = None,
+             writer: bool = False) -> float:
         """Background thread: return once no critical step is in flight (or ``for_ticket``,
-        the ticket this job prepares for, is in set-up and so waits for the job), the app
-        closes, or ``timeout`` (BACKGROUND_WAIT_S) passes. The seconds waited."""
+        the ticket this job prepares for, is in set-up and so waits for the job; for the
+        state ``writer``, none but merges), the app closes, or ``timeout``
+        (BACKGROUND_WAIT_S) passes. The seconds waited."""
         if timeout is None:
             timeout = BACKGROUND_WAIT_S
         t0 = time.monotonic()
+
+        def free() -> bool:
+            if self._closed or (for_ticket != "" and for_ticket in self._busy):
+                return True
+            return not any(not (writer and k.startswith(MERGE)) for k in self._busy)
         with self._cond:
-            self._cond.wait_for(lambda: self._closed or not self._busy
-                                or (for_ticket != "" and for_ticket in self._busy), timeout)
+            self._cond.wait_for(free, timeout)
         return time.monotonic() - t0

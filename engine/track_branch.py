@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.errors import EngineError
+from engine.setups import MERGE
 from events import ErrorEvent, TrackChanged
 from models import ApprovalRequest, MergePayload, Track
 from tools import MergeResult, WorktreeError, drain_pool
@@ -188,11 +189,16 @@ class TrackBranching:
                     "cost_usd": round(cost.get(k.id, 0.0), 6),
                     "title": (k.description.strip().splitlines() or [""])[0][:120]}
                    for k in track.tickets]
+        person = not self.approvals.auto_approve     # their reading time is background time
+        if person:
+            self._setups.end(MERGE + track.id)
         d = await self.approvals.ask(ApprovalRequest(
             kind="merge", title=f"Merge track {track.id} into {tr.base}?", track_id=track.id,
             stream_id="", payload=MergePayload(branch=tr.branch, into=tr.base,
                                                diff=self._scrub(combined[:_DIFF_LIMIT]),
                                                tickets=tickets)))
+        if person and d.approved:
+            self._setups.begin(MERGE + track.id)       # ended as the track reports
         if not d.approved:
             self._emit(ErrorEvent(message=f"{tr.branch} is kept, not merged into {tr.base}"
                                           + (f": {d.reason}" if d.reason else ""),

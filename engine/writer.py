@@ -123,8 +123,9 @@ class TrackWriter:
         """IO thread: the pass, once no critical step is in flight (a landing, a dependent's
         tree and context: engine/setups.py; at most BACKGROUND_WAIT_S): rendering and
         writing a track holds the GIL those steps need, and nothing waits for it but
-        reports of completions and flushes. The seconds it waited."""
-        waited = self._setups.wait()
+        reports of completions and flushes (and not for a track's merge: setups.py). The
+        seconds it waited."""
+        waited = self._setups.wait(writer=True)
         self._write_snapshots(snaps)
         return waited
 

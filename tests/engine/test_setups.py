@@ -215,3 +215,60 @@ def test_the_first_state_write_of_a_run_waits_for_the_first_set_up(make_engine, 
     assert _first(events, "written", lambda w: True) >= \
         _first(events, "set up", lambda w: w == "T-001")
     assert eng._setups.busy() == frozenset()
+
+
+def test_the_state_writer_does_not_wait_for_a_merge_and_the_other_jobs_do():
+    s = SetUps()
+    s.begin(setups_mod.MERGE + "t1")
+    assert s.wait(writer=True, timeout=5) < 0.05
+    assert 0.15 <= s.wait(timeout=0.2) < 1.5
+    s.begin("land:T-1")                  # a landing holds the writer as before
+    assert 0.15 <= s.wait(writer=True, timeout=0.2) < 1.5
+    threading.Timer(0.1, s.end, ["land:T-1"]).start()
+    assert s.wait(writer=True, timeout=5) < 2      # its end wakes the writer, the merge left
+    assert s.busy() == frozenset({setups_mod.MERGE + "t1"})
+
+
+def test_the_last_landed_tree_is_pooled_after_the_tracks_merge_and_the_write_overlaps_it(
+        make_engine, workspace, monkeypatch):
+    """The track's last ticket landed: its merge into the person's branch is the critical step
+    now, and the tree goes back to the pool after it (both are git processes, on two cores);
+    the write saying the track's tickets completed does not wait for it."""
+    monkeypatch.setattr(setups_mod, "BACKGROUND_WAIT_S", 10.0)   # only the order is tested
+    eng, tid = _chain(make_engine, workspace)
+    events: list = []
+    _record(eng, events)
+    merge = eng._tb.merge_track
+
+    def slow_merge(track_id, into=None):
+        events.append(("merging", track_id, time.monotonic()))
+        time.sleep(0.3)               # git merging into the person's big working tree
+        res = merge(track_id, into)
+        events.append(("merged", track_id, time.monotonic()))
+        return res
+    eng._tb.merge_track = slow_merge
+    track = eng.start_track(tid).result(60)
+    assert [k.status for k in track.tickets] == ["completed", "completed"]
+    assert track.merged_into == "main"
+    merging, merged = _first(events, "merging", bool), _first(events, "merged", bool)
+    assert _first(events, "pooled", lambda w: w == "T-002") >= merged
+    assert merging < _first(events, "written", lambda w: w == "T-001,T-002") < merged
+    assert eng._setups.busy() == frozenset()
+    eng.settle()
+    assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]
+
+
+def test_a_merge_question_waiting_for_the_person_holds_no_background_work(make_engine,
+                                                                           workspace):
+    from models import MergePayload
+    eng, tid = _chain(make_engine, workspace, auto_approve=False)
+    busy_at_question: list = []
+
+    def decide(r):
+        if isinstance(r.payload, MergePayload):
+            busy_at_question.append(eng._setups.busy())
+        return Approved()
+    track = Approver.run_track(eng, tid, decide)
+    assert track.merged_into == "main"
+    assert busy_at_question == [frozenset()], busy_at_question
+    assert eng._setups.busy() == frozenset()

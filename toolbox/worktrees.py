@@ -26,6 +26,7 @@ import logging
 import pathlib
 import shutil
 import threading
+from typing import Any
 
 from toolbox.worktrees_dirs import TrackRecords, WorktreeDirs
 from toolbox.worktrees_merge import (advance_branch, commit_tree, conflict_result,
@@ -267,8 +268,9 @@ class TrackBranches(TicketTidy, ConflictTrees):
     def commit_ticket(self, worktree, message: str) -> str | None:
         """Commit everything changed in ``worktree`` (``git add -A``: .gitignore respected) as
         Clutch; the commit's SHA, or None when nothing changed."""
-        wt = self._staged(worktree, message)
-        done = self._lib.commit_index(wt, message) if self._lib is not None else None
+        wt, staged = self._staged(worktree, message)
+        done = self._lib.commit_index(wt, message, staged=staged) \
+            if self._lib is not None else None
         if isinstance(done, str):
             return done or None
         return self._git_commit(wt, message)
@@ -280,11 +282,11 @@ class TrackBranches(TicketTidy, ConflictTrees):
         when the track has not moved, or moved by changes to other paths: staging, the
         commit and its fast-forward or rebase, with every ref moved in one transaction).
         None when nothing changed."""
-        wt = self._staged(worktree, message)
+        wt, staged = self._staged(worktree, message)
         tb = f"refs/heads/{track_branch(check_id(track_id, 'track id'))}"
         if self._lib is not None:     # objects unlocked; the refs' move takes the lock
             done = self._lib.commit_index(wt, message, land=(
-                tb, merged_ref(track_id, check_id(ticket_id, "ticket id"))))
+                tb, merged_ref(track_id, check_id(ticket_id, "ticket id"))), staged=staged)
             if isinstance(done, MergeResult):
                 return done
             if done == "":
@@ -295,18 +297,20 @@ class TrackBranches(TicketTidy, ConflictTrees):
             return None
         return self.merge_ticket(track_id, ticket_id)
 
-    def _staged(self, worktree, message: str) -> pathlib.Path:
+    def _staged(self, worktree, message: str) -> tuple[pathlib.Path, Any]:
         """Everything changed in one of Clutch's worktrees staged: in-process where the
-        repository has no filter driver, else ``git add -A`` (clean filters such as LFS)."""
+        repository has no filter driver, else ``git add -A`` (clean filters such as LFS).
+        (The worktree, the pygit2 Repository that staged it or None.)"""
         dirs = self._need()
         wt = pathlib.Path(worktree)
         if not isinstance(message, str) or not message.strip():
             raise WorktreeError("commit_ticket: the commit message is empty")
         if not dirs.holds(wt):
             raise WorktreeError(f"{str(wt)!r} is not one of Clutch's ticket worktrees")
-        if self._lib is None or not self._lib.stage_all(wt):
+        staged = self._lib.stage_all(wt) if self._lib is not None else None
+        if staged is None:
             self.git.run("add", "-A", cwd=wt)
-        return wt
+        return wt, staged
 
     def _git_commit(self, wt: pathlib.Path, message: str) -> str | None:
         """``git commit`` of the staged index; its SHA, None when nothing was staged (git's

@@ -164,24 +164,28 @@ class LibGit(LibGitReads):
             log.warning(f"in-process branch delete failed ({e}); using the git command")
             return False
 
-    def stage_all(self, worktree: pathlib.Path) -> bool:
+    def stage_all(self, worktree: pathlib.Path):
         """``git add -A`` in-process (every change staged, deletions too, .gitignore
         respected), only where ``plain`` (no filter driver: git's clean filters, such as LFS,
-        run only in git); False when it was not done here."""
+        run only in git); the worktree's pygit2 Repository, its index as written (for
+        `commit_index` on the same thread: not opened and read again), or None when it was
+        not done here."""
         if not self.plain:
-            return False
+            return None
         import pygit2
         try:
-            index = pygit2.Repository(str(worktree)).index
+            repo = pygit2.Repository(str(worktree))
+            index = repo.index
             index.add_all()
             index.write()
-            return True
+            return repo
         except (pygit2.GitError, KeyError, ValueError) as e:
             log.warning(f"in-process staging in {worktree} failed ({e}); using the git command")
-            return False
+            return None
 
     def commit_index(self, worktree: pathlib.Path, message: str,
-                     land: tuple[str, str] | None = None) -> str | MergeResult | None:
+                     land: tuple[str, str] | None = None,
+                     staged=None) -> str | MergeResult | None:
         """Commit the worktree's index (as ``git add -A`` left it) on its branch, as Clutch;
         the commit's SHA, "" when the index holds no change, None when this cannot be done
         here (HEAD not on a branch, an index libgit2 cannot write, the branch moved). With
@@ -190,10 +194,11 @@ class LibGit(LibGitReads):
         fast-forward when the track still sits where the ticket started, else as the rebase
         `land` would make (other tickets landed meanwhile: at 4 workers most landings). When
         the rebase is not for libgit2 (see `_rebase`), only the ticket's branch moves and its
-        SHA is returned, for the git command to merge."""
+        SHA is returned, for the git command to merge. ``staged``: the Repository
+        `stage_all` returned for this worktree, on this thread (else it is opened here)."""
         import pygit2
         try:
-            repo = pygit2.Repository(str(worktree))
+            repo = staged if staged is not None else pygit2.Repository(str(worktree))
             head = repo.head
             if not head.name.startswith("refs/heads/"):
                 return None

@@ -16,8 +16,7 @@ ticket's tree is set up; `_changed_since_map`, `_followers_go` and `_forget_prep
 ticket's thread. State owned, all under `_ws_lock`, by ticket id: the trees being prepared
 (`_prepared`), the critical tickets whose set-up the others started with them wait for
 (`_leads`), the commit a prepared tree was mapped at (`_mapped_at`) and, once the ticket's
-set-up switched it on, its directory, the commit it was switched to and the paths changed
-since (`_switched`).
+set-up switched it on, its directory and the paths changed since (`_switched`).
 """
 from __future__ import annotations
 
@@ -41,9 +40,7 @@ class Preparing:
         self._prepared: dict[str, concurrent.futures.Future[Any]] = {}
         self._leads: dict[str, threading.Event] = {}
         self._mapped_at: dict[str, str] = {}
-        # ticket id -> (its workspace in the tree, the tree, the commit the switch left it
-        # at, the paths changed since the map)
-        self._switched: dict[str, tuple[str, pathlib.Path, str, list[str]]] = {}
+        self._switched: dict[str, tuple[str, list[str]]] = {}
 
     def _lead_first(self, track: Track, batch: list[Ticket], ready: ReadySet
                     ) -> threading.Event | None:
@@ -69,25 +66,26 @@ class Preparing:
         self._setups.end(ticket_id)
 
     def _note_switch(self, ticket_id: str, path: pathlib.Path, prepared: bool,
-                     switched: list[tuple[str, str, list[str]]]) -> None:
+                     switched: list[tuple[str, list[str]]]) -> None:
         """Git thread, once the ticket's tree is set up at ``path``: when this process
         prepared and mapped it (no worker has had it, and its set-up checked out the track
         tip over it: clean at its new HEAD), what changed since that map is noted for the
-        spawn's map, with the commit the tree is at now: the paths the switch rewrote
-        (``switched``, from ticket_worktree) when it started from the mapped commit, else the
-        commits compared. Whatever an earlier set-up of the ticket noted goes first."""
+        spawn's map: the paths the switch rewrote (``switched``, from ticket_worktree) when
+        it started from the mapped commit, else the commits compared. Whatever an earlier
+        set-up of the ticket noted goes first: a note describes this set-up's tree only."""
         with self._ws_lock:
             at = self._mapped_at.pop(ticket_id, None)
             self._switched.pop(ticket_id, None)
         tb = self._tb
         if not prepared or at is None or tb is None:
             return
-        got = next(((to, p) for start, to, p in switched if start == at), None)
-        if got is None:
+        paths = next((p for start, p in switched if start == at), None)
+        if paths is None:
             got = tb.changed_since(path, at)
-        if got is not None:
+            paths = got[1] if got is not None else None
+        if paths is not None:
             with self._ws_lock:
-                self._switched[ticket_id] = (str(tb.workspace_path(path)), path, *got)
+                self._switched[ticket_id] = (str(tb.workspace_path(path)), paths)
 
     def _forget_prepared(self, ticket_id: str) -> None:
         """The ticket stopped: what was noted about its prepared tree goes (a later tree at
@@ -98,15 +96,14 @@ class Preparing:
 
     def _changed_since_map(self, ticket_id: str, root: pathlib.Path) -> list[str] | None:
         """Once, at the ticket's spawn: the paths that differ between the ticket's tree
-        (``root``) and the map its preparation made of it (only Clutch's switch wrote the
-        tree since); None when that is not known, and the whole tree is looked at: the tree
-        is not the one noted, or its HEAD is no longer the commit the switch left it at."""
+        (``root``) and the map its preparation made of it; None when that is not known, and
+        the whole tree is looked at. Only Clutch's switch wrote the tree since: the note is
+        made as the ticket's tree is set up, which its own thread waits for on the way to
+        this spawn, and no one writes the tree in between; a later set-up replaces the note,
+        and a ticket that stops drops it (`_forget_prepared`)."""
         with self._ws_lock:
             got = self._switched.pop(ticket_id, None)
-        if got is None or got[0] != str(root) or self._tb is None:
-            return None
-        _ws, tree, head, paths = got
-        return paths if self._tb.tree_head(tree) == head else None
+        return got[1] if got is not None and got[0] == str(root) else None
 
     def _prepare_heirs(self, track: Track, ticket: Ticket) -> None:
         """Ticket thread, once `ticket`'s own tree is open: the tickets that will be ready

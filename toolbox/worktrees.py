@@ -203,8 +203,8 @@ class TrackBranches(TicketTidy, ConflictTrees):
         prepared for it (``prepare_worktree``) brought forward to the track tip, else a pooled
         tree, else a new one; an existing healthy one is reused (resume), a broken one made
         again (its branch kept). ``switched``: a prepared tree brought forward in-process
-        appends (the commit it was at, the commit it is at now, the paths that differ,
-        relative to the worker's directory: see ``workspace_path``) to it."""
+        appends (the commit it was at, the paths that differ, relative to the worker's
+        directory: see ``workspace_path``) to it."""
         dirs = self._need()
         path = self.worktree_path(track_id, ticket_id)
         tb, kb = track_branch(track_id), ticket_branch(track_id, ticket_id)
@@ -220,7 +220,7 @@ class TrackBranches(TicketTidy, ConflictTrees):
             if (path / ".git").is_file() and dirs.switch_prepared(path, kb, tip, self._lib,
                                                                   report):
                 if switched is not None:
-                    switched += [(at, to, self._in_workspace(paths)) for at, to, paths in report]
+                    switched += [(at, self._in_workspace(paths)) for at, paths in report]
                 return path
         elif dirs.claim(self._pool(track_id), path, kb, tip, lib=self._lib):
             return path

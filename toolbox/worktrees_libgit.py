@@ -89,8 +89,8 @@ class LibGit(LibGitReads):
         ``detached_only``: only a tree whose HEAD is detached (one prepared for a ticket
         that has not started) is switched; None, with nothing changed, when it is on a
         branch (the same repository read once, on a ticket's set-up). ``report``: a switch
-        from one commit to another appends (that commit, the commit switched to, the paths
-        that differ, relative to the repository's top) to it."""
+        from one commit to another appends (that commit, the paths that differ, relative to
+        the repository's top) to it."""
         if not self.plain:
             return False
         import pygit2
@@ -117,7 +117,7 @@ class LibGit(LibGitReads):
                 repo.branches.local.create(branch, commit)
                 repo.set_head(f"refs/heads/{branch}")
             if report is not None and paths is not None and before is not None:
-                report.append((before, str(commit.id), paths))
+                report.append((before, paths))
             return True
         except (pygit2.GitError, KeyError, ValueError) as e:
             log.warning(f"in-process checkout in {tree} failed ({e}); using the git command")

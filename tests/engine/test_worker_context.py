@@ -396,12 +396,12 @@ def test_a_prepared_trees_map_reads_only_what_landed_since_and_shows_it(make_eng
     eng.settle()
 
 
-def test_a_noted_switch_is_trusted_only_while_the_tree_is_where_the_switch_left_it(
+def test_a_noted_switch_serves_one_spawn_of_that_tree_and_a_later_set_up_replaces_it(
         make_engine, workspace):
-    """The spawn reads only the paths a switch rewrote when the tree's HEAD is still the
-    commit that switch ended on; a tree that moved since (a commit in it), or a set-up of the
-    ticket that was not a prepared switch, makes the spawn look at the whole tree: a map is
-    never built from another tree's list of changes."""
+    """The spawn reads only the paths a prepared tree's switch rewrote: once, for that tree;
+    a later set-up of the ticket that was not a prepared switch (a retry, a resume) drops the
+    note, so its spawn looks at the whole tree: a map is never built from another set-up's
+    list of changes."""
     from test_worktree_runs import git, repo
     repo(workspace)
     eng = make_engine(git_commits=True)
@@ -413,7 +413,7 @@ def test_a_noted_switch_is_trusted_only_while_the_tree_is_where_the_switch_left_
 
     def note(prepared: bool = True) -> None:
         eng._mapped_at["T-1"] = at
-        eng._note_switch("T-1", path, prepared=prepared, switched=[(at, at, ["util.py"])])
+        eng._note_switch("T-1", path, prepared=prepared, switched=[(at, ["util.py"])])
 
     note()
     assert eng._changed_since_map("T-1", root) == ["util.py"]
@@ -421,10 +421,9 @@ def test_a_noted_switch_is_trusted_only_while_the_tree_is_where_the_switch_left_
     note()
     assert eng._changed_since_map("T-1", workspace) is None      # another tree
     note()
-    (path / "util.py").write_text("def add(a, b):\n    return a - b\n")
-    git(path, "commit", "-qam", "moved")
-    assert eng._changed_since_map("T-1", root) is None           # HEAD moved since the switch
-    note()
     note(prepared=False)          # a later set-up, not a prepared switch: the note goes
+    assert eng._changed_since_map("T-1", root) is None
+    note()
+    eng._forget_prepared("T-1")    # the ticket stopped
     assert eng._changed_since_map("T-1", root) is None
     tb.cleanup_track("t", keep_branch=False, discard=True)

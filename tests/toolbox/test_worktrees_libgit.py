@@ -173,8 +173,7 @@ def test_a_prepared_tree_is_brought_forward_to_what_landed_meanwhile(repo):
     switched: list = []
     b = tb.ticket_worktree("t", "B", switched=switched)
     assert b == prepared
-    # what B's map must read again, and the commit the switch left the tree at
-    assert switched == [(at, git(repo, "rev-parse", "clutch/t"), ["a.py", "lib.py"])]
+    assert switched == [(at, ["a.py", "lib.py"])]     # what B's map must read again
     assert git(b, "rev-parse", "--abbrev-ref", "HEAD") == "clutch-ticket/t/B"
     assert git(b, "rev-parse", "HEAD") == git(repo, "rev-parse", "clutch/t")
     assert (b / "a.py").read_text() == "A = 1\n" and git(b, "status", "--porcelain") == ""

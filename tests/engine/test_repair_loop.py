@@ -84,6 +84,7 @@ def test_a_broken_first_attempt_is_repaired_and_only_good_code_reaches_the_branc
     repair_prompt = seen[2][1]
     assert "REPAIR, ATTEMPT 2" in repair_prompt and "lacks a ')'" in repair_prompt
     assert git(workspace, "show", "main:src/m.py") == GOOD
+    eng.settle()          # the finished track's trees and branches go after it reports
     assert on_any_branch(workspace, "+def f(:") == []            # broken code on no branch
     # each attempt is its own spawn in the log, with its own cost in the ticket's usage
     spawns = [e for e in eng.comms.entries() if e["kind"] == "spawn"]
@@ -104,6 +105,7 @@ def test_a_ticket_that_never_passes_fails_with_the_diagnosis_and_its_work_on_its
     assert t.status == "failed" and t.attempts == 2
     assert "verify command failed" in t.blocked_reason and "lacks a ')'" in t.blocked_reason
     assert track.status == "failed" and not track.merged_into
+    eng.settle()
     assert on_any_branch(workspace, "+def f(:") == [f"clutch-ticket/{tid}/T-001"]
     assert [s[0] for s in seen] == ["Tier 3", "Tier 4", "Tier 3", "Tier 4"]
 

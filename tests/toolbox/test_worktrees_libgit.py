@@ -379,3 +379,109 @@ def test_a_work_tree_libgit2_places_elsewhere_is_listed_by_git_not_an_error(repo
     lib = LibGit.open(repo)
     assert lib is not None
     assert lib.listed_files(repo) is None
+
+
+def _tree_state(tree: pathlib.Path) -> dict[str, tuple]:
+    """Every file and directory below ``tree`` (but .git): its kind, permission bits and
+    bytes (a symlink: its target)."""
+    out: dict[str, tuple] = {}
+    for dirpath, dirnames, filenames in os.walk(tree):
+        dirnames[:] = [d for d in dirnames if d != ".git"]
+        for name in dirnames + [f for f in filenames if f != ".git"]:
+            p = pathlib.Path(dirpath) / name
+            rel = p.relative_to(tree).as_posix()
+            if p.is_symlink():
+                out[rel] = ("link", os.readlink(p))
+            elif p.is_dir():
+                out[rel] = ("dir", oct(p.stat().st_mode & 0o777))
+            else:
+                out[rel] = ("file", oct(p.stat().st_mode & 0o777), p.read_bytes())
+    return out
+
+
+def _switch_like_git(repo, change, monkeypatch, base: dict[str, str] | None = None
+                     ) -> list[bool]:
+    """A clean tree detached at main is switched in-process to main after ``change(repo)``
+    committed there; it must equal a tree git checks out at that commit: files, modes,
+    directories left or removed, the index (stat data included: `git diff-files` does not
+    refresh it). What `_write_files` answered each time."""
+    for name, text in {"tools/run.sh": "#!/bin/sh\necho 1\n", "old/only.py": "O = 1\n",
+                       "keep/a.py": "A = 1\n", "keep/b.py": "B = 1\n", "notes.txt": "n\n",
+                       **(base or {})}.items():
+        (repo / name).parent.mkdir(exist_ok=True)
+        (repo / name).write_text(text)
+    os.chmod(repo / "tools/run.sh", 0o755)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "more files")
+    mine = repo.parent / "mine"
+    git(repo, "worktree", "add", "-q", "--detach", str(mine), "main")
+    change(repo)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "the change")
+    answers: list[bool] = []
+    write = LibGit._write_files
+
+    def spy(*a):
+        answers.append(write(*a))
+        return answers[-1]
+    monkeypatch.setattr(LibGit, "_write_files", staticmethod(spy))
+    lib = LibGit.open(repo)
+    assert lib.switch_tree(mine, None, "refs/heads/main", detached_only=True) is True
+    theirs = repo.parent / "theirs"
+    git(repo, "worktree", "add", "-q", "--detach", str(theirs), "main")
+    assert _tree_state(mine) == _tree_state(theirs)
+    assert git(mine, "ls-files", "-s") == git(theirs, "ls-files", "-s")
+    assert git(mine, "rev-parse", "HEAD") == git(repo, "rev-parse", "main")
+    assert git(mine, "diff-files", "--name-only") == ""       # stat data recorded
+    assert git(mine, "status", "--porcelain", "--ignored") == ""
+    return answers
+
+
+def test_a_few_changed_files_are_written_as_git_checks_them_out(repo, monkeypatch):
+    def change(r):
+        (r / "app.py").write_text("def f():\n    return 10\n")          # modified
+        (r / "new" / "deep").mkdir(parents=True)
+        (r / "new" / "deep" / "x.py").write_text("X = 2\n")            # added, new dirs
+        (r / "old" / "only.py").unlink()                               # its directory goes
+        (r / "keep" / "b.py").unlink()                                 # its directory stays
+        os.chmod(r / "lib.py", 0o755)                                  # mode only
+        (r / "bin").mkdir()
+        (r / "bin" / "tool").write_text("#!/bin/sh\n")
+        os.chmod(r / "bin" / "tool", 0o755)                            # added executable
+        (r / "tools" / "run.sh").write_text("#!/bin/sh\necho 2\n")     # stays executable
+        (r / "a[1].py").write_text("weird = 1\n")                     # not a pattern
+    assert _switch_like_git(repo, change, monkeypatch) == [True]
+
+
+@pytest.mark.parametrize("case", ["symlink", "eol attribute", "directory to file"])
+def test_what_the_file_writer_does_not_do_goes_to_libgit2s_checkout(repo, monkeypatch, case):
+    def change(r):
+        (r / "app.py").write_text("def f():\n    return 10\n")
+        if case == "symlink":
+            (r / "link.py").symlink_to("app.py")
+        elif case == "eol attribute":
+            (r / "notes.txt").write_text("n\nm\n")       # written with CRLF endings
+        else:
+            (r / "keep" / "a.py").unlink()
+            (r / "keep" / "b.py").unlink()
+            (r / "keep").rmdir()
+            (r / "keep").write_text("now a file\n")
+    base = {".gitattributes": "*.txt eol=crlf\n"} if case == "eol attribute" else None
+    assert _switch_like_git(repo, change, monkeypatch, base) == [False]
+
+
+def test_a_switch_that_changes_gitattributes_is_left_to_git(repo):
+    """libgit2 reads the attributes of the tree it is leaving: a `.gitattributes` arriving
+    with the switch would not apply to the files it brings (git applies it)."""
+    mine = repo.parent / "mine"
+    git(repo, "worktree", "add", "-q", "--detach", str(mine), "main")
+    before = git(mine, "rev-parse", "HEAD")
+    (repo / ".gitattributes").write_text("*.txt eol=crlf\n")
+    (repo / "notes.txt").write_text("n\nm\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "attributes")
+    lib = LibGit.open(repo)
+    assert lib.switch_tree(mine, None, "refs/heads/main", detached_only=True) is False
+    assert git(mine, "rev-parse", "HEAD") == before and not (mine / "notes.txt").exists()
+    git(mine, "checkout", "-q", "--detach", "main")          # what the caller does then
+    assert (mine / "notes.txt").read_bytes() == b"n\r\nm\r\n"

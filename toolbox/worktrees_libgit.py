@@ -12,9 +12,9 @@ What runs here, and only where it is exactly what git would do: reading refs, an
 a branch is checked out and a tree's files; creating a track's branch; staging a worktree's
 changes and checking out a tree, where the repository configures no filter driver and no
 sparse checkout (``plain``: elsewhere ``git add -A`` and ``git checkout`` run, so clean and
-smudge filters such as LFS apply) and the checkout changes no ``.gitattributes``; the commit of a worktree's index; a fast-forward; a rebase
-of a single commit onto the track when the two sides changed different paths (then a
-three-way merge has nothing to decide); the compare-and-swap of the track branch, the ticket
+smudge filters such as LFS apply) and the checkout changes no ``.gitattributes``; the
+commit of a worktree's index; a fast-forward; a rebase of a single commit onto the track
+when the two sides changed different paths (then a three-way merge has nothing to decide); the compare-and-swap of the track branch, the ticket
 branch and the merged marker in one libgit2 transaction. Everything else returns None (or
 NotImplemented, or False) and the caller takes the git-command path: two sides touching one
 path (git's own merge decides it), a conflict, several commits, nothing to merge, a
@@ -28,7 +28,6 @@ repository's path and whether it is ``plain``.
 from __future__ import annotations
 
 import logging
-import os
 import pathlib
 import threading
 
@@ -86,10 +85,9 @@ class LibGit(LibGitReads):
         ``plain``), the branch exists already or the start is missing: the caller uses the
         git command. The tree is clean (a pooled or prepared tree, which no worker has
         touched), so only the paths that differ between its commit and the start are looked
-        at: on 10,000 files that is 11 ms instead of the 34 of a whole-tree checkout; where
-        only regular files differ, they are written here (`_write_files`). False too when
-        the switch changes a ``.gitattributes``: libgit2 would apply the attributes of the
-        tree it leaves, git those of the tree it arrives at.
+        at: on 10,000 files that is 11 ms instead of the 34 of a whole-tree checkout. False
+        too when the switch changes a ``.gitattributes``: libgit2 would apply the attributes
+        of the tree it leaves, git those of the tree it arrives at.
         ``detached_only``: only a tree whose HEAD is detached (one prepared for a ticket
         that has not started) is switched; None, with nothing changed, when it is on a
         branch (the same repository read once, on a ticket's set-up). ``report``: a switch
@@ -115,8 +113,7 @@ class LibGit(LibGitReads):
                 return False     # libgit2 would apply the attributes of the tree it leaves
             if paths is None:
                 repo.checkout_tree(commit, strategy=CheckoutStrategy.FORCE)
-            elif paths and not self._write_files(repo, tree, commit):
-                # literal paths: a name such as "a[1].py" is not a pattern
+            elif paths:          # literal paths: a name such as "a[1].py" is not a pattern
                 repo.checkout_tree(commit, paths=paths, strategy=CheckoutStrategy.FORCE |
                                    CheckoutStrategy.DISABLE_PATHSPEC_MATCH)
             if branch is None:
@@ -130,85 +127,6 @@ class LibGit(LibGitReads):
         except (pygit2.GitError, KeyError, ValueError) as e:
             log.warning(f"in-process checkout in {tree} failed ({e}); using the git command")
             return False
-
-    @staticmethod
-    def _write_files(repo, tree: pathlib.Path, commit) -> bool:
-        """A clean tree's files brought from its HEAD commit to ``commit`` where only
-        regular files differ, as git's checkout leaves them: each changed file unlinked and
-        written anew with its blob's bytes and mode (0666 or 0777, less the umask), each
-        removed one unlinked with the directories it leaves empty, and their index entries
-        (stat data included) updated. A few files' checkout costs libgit2 about 2.5 ms
-        whatever their number (it walks the index and writes it twice); this, a fraction.
-        False, with nothing written, when a path is anything else (a symlink, a submodule,
-        a directory in the way), or a filter applies to it in either direction (line
-        endings, ident): libgit2's checkout then does it."""
-        import pygit2
-        from pygit2.enums import DeltaStatus, FilterMode
-        regular = (pygit2.GIT_FILEMODE_BLOB, pygit2.GIT_FILEMODE_BLOB_EXECUTABLE)
-        head = repo.head.peel(pygit2.Commit)
-        gone: list[str] = []
-        written: list[tuple[str, object, int]] = []
-        for d in repo.diff(head.tree, commit.tree).deltas:
-            old, new = d.old_file, d.new_file
-            if d.status == DeltaStatus.DELETED and old.mode in regular:
-                gone.append(old.path)
-            elif d.status in (DeltaStatus.ADDED, DeltaStatus.MODIFIED) and new.mode in regular \
-                    and (d.status == DeltaStatus.ADDED or old.mode in regular):
-                written.append((new.path, new.id, new.mode))
-            else:
-                return False
-        for path in [*gone, *(w[0] for w in written)]:
-            if repo.load_filter_list(path, FilterMode.TO_WORKTREE) is not None or \
-                    repo.load_filter_list(path, FilterMode.TO_ODB) is not None:
-                return False
-        leaving = set(gone)
-        for path, _oid, _mode in written:
-            target = tree / path
-            if target.is_dir() and not target.is_symlink():
-                return False
-            for parent in pathlib.PurePosixPath(path).parents:
-                up = tree / parent
-                if str(parent) != "." and (up.is_symlink() or up.is_file()) and \
-                        str(parent) not in leaving:
-                    return False
-        index = repo.index
-        try:
-            LibGit._write_index(repo, tree, index, gone, written)
-        except OSError as e:      # what was written is rewritten by the checkout
-            log.warning(f"writing {len(written)} file(s) in {tree} failed ({e}); libgit2's "
-                        f"checkout writes them")
-            index.read(True)      # the entries changed in memory are dropped
-            return False
-        return True
-
-    @staticmethod
-    def _write_index(repo, tree: pathlib.Path, index, gone: list[str],
-                     written: list[tuple[str, object, int]]) -> None:
-        """`_write_files`' writes: the removals first (a file may give way to a directory),
-        then each file, then the index."""
-        import pygit2
-        for path in gone:
-            (tree / path).unlink(missing_ok=True)
-            index.remove(path)
-            for parent in pathlib.PurePosixPath(path).parents:
-                if str(parent) == ".":
-                    break
-                try:
-                    (tree / parent).rmdir()
-                except OSError:       # not empty (or gone): git leaves it too
-                    break
-        for path, oid, mode in written:
-            target = tree / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.unlink(missing_ok=True)
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                         0o777 if mode == pygit2.GIT_FILEMODE_BLOB_EXECUTABLE else 0o666)
-            with os.fdopen(fd, "wb") as f:
-                f.write(repo[oid].data)
-            index.add(path)             # stat data from the file, as a checkout records it
-            if index[path].id != oid or index[path].mode != mode:   # core.fileMode false
-                index.add(pygit2.IndexEntry(path, oid, mode))
-        index.write()
 
     def create_branch(self, branch: str, sha: str) -> bool:
         """A new branch at ``sha``; False (nothing made) when it exists or libgit2 cannot."""

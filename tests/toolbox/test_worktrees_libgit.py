@@ -399,12 +399,11 @@ def _tree_state(tree: pathlib.Path) -> dict[str, tuple]:
     return out
 
 
-def _switch_like_git(repo, change, monkeypatch, base: dict[str, str] | None = None
-                     ) -> list[bool]:
+def _switch_like_git(repo, change, base: dict[str, str] | None = None) -> None:
     """A clean tree detached at main is switched in-process to main after ``change(repo)``
     committed there; it must equal a tree git checks out at that commit: files, modes,
     directories left or removed, the index (stat data included: `git diff-files` does not
-    refresh it). What `_write_files` answered each time."""
+    refresh it)."""
     for name, text in {"tools/run.sh": "#!/bin/sh\necho 1\n", "old/only.py": "O = 1\n",
                        "keep/a.py": "A = 1\n", "keep/b.py": "B = 1\n", "notes.txt": "n\n",
                        **(base or {})}.items():
@@ -418,13 +417,6 @@ def _switch_like_git(repo, change, monkeypatch, base: dict[str, str] | None = No
     change(repo)
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "the change")
-    answers: list[bool] = []
-    write = LibGit._write_files
-
-    def spy(*a):
-        answers.append(write(*a))
-        return answers[-1]
-    monkeypatch.setattr(LibGit, "_write_files", staticmethod(spy))
     lib = LibGit.open(repo)
     assert lib.switch_tree(mine, None, "refs/heads/main", detached_only=True) is True
     theirs = repo.parent / "theirs"
@@ -434,30 +426,24 @@ def _switch_like_git(repo, change, monkeypatch, base: dict[str, str] | None = No
     assert git(mine, "rev-parse", "HEAD") == git(repo, "rev-parse", "main")
     assert git(mine, "diff-files", "--name-only") == ""       # stat data recorded
     assert git(mine, "status", "--porcelain", "--ignored") == ""
-    return answers
 
 
-def test_a_few_changed_files_are_written_as_git_checks_them_out(repo, monkeypatch):
+@pytest.mark.parametrize("case", ["files", "symlink", "eol attribute", "directory to file"])
+def test_a_switched_tree_is_what_git_checks_out(repo, case):
     def change(r):
         (r / "app.py").write_text("def f():\n    return 10\n")          # modified
-        (r / "new" / "deep").mkdir(parents=True)
-        (r / "new" / "deep" / "x.py").write_text("X = 2\n")            # added, new dirs
-        (r / "old" / "only.py").unlink()                               # its directory goes
-        (r / "keep" / "b.py").unlink()                                 # its directory stays
-        os.chmod(r / "lib.py", 0o755)                                  # mode only
-        (r / "bin").mkdir()
-        (r / "bin" / "tool").write_text("#!/bin/sh\n")
-        os.chmod(r / "bin" / "tool", 0o755)                            # added executable
-        (r / "tools" / "run.sh").write_text("#!/bin/sh\necho 2\n")     # stays executable
-        (r / "a[1].py").write_text("weird = 1\n")                     # not a pattern
-    assert _switch_like_git(repo, change, monkeypatch) == [True]
-
-
-@pytest.mark.parametrize("case", ["symlink", "eol attribute", "directory to file"])
-def test_what_the_file_writer_does_not_do_goes_to_libgit2s_checkout(repo, monkeypatch, case):
-    def change(r):
-        (r / "app.py").write_text("def f():\n    return 10\n")
-        if case == "symlink":
+        if case == "files":
+            (r / "new" / "deep").mkdir(parents=True)
+            (r / "new" / "deep" / "x.py").write_text("X = 2\n")        # added, new dirs
+            (r / "old" / "only.py").unlink()                           # its directory goes
+            (r / "keep" / "b.py").unlink()                             # its directory stays
+            os.chmod(r / "lib.py", 0o755)                              # mode only
+            (r / "bin").mkdir()
+            (r / "bin" / "tool").write_text("#!/bin/sh\n")
+            os.chmod(r / "bin" / "tool", 0o755)                        # added executable
+            (r / "tools" / "run.sh").write_text("#!/bin/sh\necho 2\n")  # stays executable
+            (r / "a[1].py").write_text("weird = 1\n")                 # not a pattern
+        elif case == "symlink":
             (r / "link.py").symlink_to("app.py")
         elif case == "eol attribute":
             (r / "notes.txt").write_text("n\nm\n")       # written with CRLF endings
@@ -466,8 +452,8 @@ def test_what_the_file_writer_does_not_do_goes_to_libgit2s_checkout(repo, monkey
             (r / "keep" / "b.py").unlink()
             (r / "keep").rmdir()
             (r / "keep").write_text("now a file\n")
-    base = {".gitattributes": "*.txt eol=crlf\n"} if case == "eol attribute" else None
-    assert _switch_like_git(repo, change, monkeypatch, base) == [False]
+    _switch_like_git(repo, change,
+                     {".gitattributes": "*.txt eol=crlf\n"} if case == "eol attribute" else None)
 
 
 def test_a_switch_that_changes_gitattributes_is_left_to_git(repo):

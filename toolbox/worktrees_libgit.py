@@ -14,12 +14,12 @@ changes and checking out a tree, where the repository configures no filter drive
 sparse checkout (``plain``: elsewhere ``git add -A`` and ``git checkout`` run, so clean and
 smudge filters such as LFS apply) and the checkout changes no ``.gitattributes``; the
 commit of a worktree's index; a fast-forward; a rebase of a single commit onto the track
-when the two sides changed different paths (then a three-way merge has nothing to decide); the compare-and-swap of the track branch, the ticket
-branch and the merged marker in one libgit2 transaction. Everything else returns None (or
-NotImplemented, or False) and the caller takes the git-command path: two sides touching one
-path (git's own merge decides it), a conflict, several commits, nothing to merge, a
-repository pygit2 cannot open (reftable refs, an extension libgit2 does not know), or pygit2
-not installed. tests/toolbox/test_worktrees_libgit.py checks each against git itself.
+when the two sides changed different paths (then a three-way merge has nothing to decide);
+the compare-and-swap of the track branch, the ticket branch and the merged marker in one
+libgit2 transaction. Everything else returns None (or NotImplemented, or False) and the
+caller takes the git-command path: two sides touching one path (git's own merge decides
+it), a conflict, several commits, nothing to merge, a repository pygit2 cannot open
+(reftable refs, an extension libgit2 does not know), or pygit2 not installed. tests/toolbox/test_worktrees_libgit.py checks each against git itself.
 
 Threads: any; a pygit2 Repository is opened per call and never shared between threads
 (libgit2's rule), and a transaction is used on the thread that made it. State: the

@@ -20,6 +20,7 @@ from providers.base import (ChunkFn, Finish, Message, MissingApiKey, ModelReques
                             ModelResponse, ProviderError, RetryFn, ToolCall)
 from providers.sdk_retry import (Attempt, RetryPolicy, StreamCut, classify_sdk_error,
                                  emit_text, key_from_env, run_with_retries)
+from providers.sdk_heap import sdk_import
 from providers.secrets import Scrubber
 
 MISSING_KEY_MESSAGE = (
@@ -81,7 +82,8 @@ class AnthropicProvider:
         key = (api_key or "").strip()
         if not key:
             raise MissingApiKey(MISSING_KEY_MESSAGE)
-        import anthropic                               # lazily: only when this provider is built
+        with sdk_import("anthropic"):                  # lazily: only when this provider is built
+            import anthropic
         self.base_url = base_url or None               # None: ANTHROPIC_BASE_URL or the default
         self.timeout_s = float(timeout_s)
         self.max_output_tokens = int(max_output_tokens)

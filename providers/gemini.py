@@ -19,6 +19,7 @@ from providers.gemini_wire import (BLOCK_FINISH, MISSING_KEY_MESSAGE,
                                    gemini_api_key_from_env, is_httpx_error, server_delay,
                                    take_chunk, usage_of)
 from providers.sdk_retry import RetryPolicy
+from providers.sdk_heap import sdk_import
 from providers.secrets import Scrubber
 
 # Gemini's finishReason -> Finish (anything else not in BLOCK_FINISH: OTHER)
@@ -85,8 +86,9 @@ class GeminiProvider:
         key = (api_key or "").strip()
         if not key:
             raise MissingApiKey(MISSING_KEY_MESSAGE)
-        from google import genai
-        from google.genai import types
+        with sdk_import("google.genai"):    # lazily: only when this provider is built
+            from google import genai
+            from google.genai import types
         self._types = types
         self.base_url = base_url or None          # None: GOOGLE_GEMINI_BASE_URL or the default
         self.api_version = api_version or None    # None: the SDK's default (v1)

@@ -25,6 +25,7 @@ from providers.openai_wire import (OPENAI_MISSING_KEY, ChatAttempt, build_messag
                                    ollama_host, response_format, take_chunk)
 from providers.sdk_retry import (Attempt, Failure, RetryPolicy, StreamCut, classify_sdk_error,
                                  key_from_env, run_with_retries)
+from providers.sdk_heap import sdk_import
 from providers.secrets import Scrubber
 
 _log = logging.getLogger(__name__)
@@ -80,7 +81,8 @@ class OpenAIChatProvider:
         key = (api_key or "").strip()
         if not key:
             raise MissingApiKey(OPENAI_MISSING_KEY)
-        import openai                                  # lazily: only when this provider is built
+        with sdk_import("openai"):                     # lazily: only when this provider is built
+            import openai
         self.name = name
         self.base_url = base_url or None               # None: OPENAI_BASE_URL or the default
         self.timeout_s = float(timeout_s)

@@ -11,8 +11,8 @@ chain first (`_lead_first`).
 
 Threads: `_lead_first` on the loop thread; `_prepare_heirs` on a ticket's thread once its own
 tree is open; `_prepare_one` on `_prep_pool` (two threads at a lower priority, after the
-critical steps in flight: `_setups`, engine/setups.py); `_note_switch` on `_git_pool` as the
-ticket's tree is set up; `_changed_since_map`, `_followers_go` and `_forget_prepared` on the
+critical steps in flight: `_setups`, engine/setups.py); `_note_switch` on the ticket's thread
+as its tree is set up; `_changed_since_map`, `_followers_go` and `_forget_prepared` on the
 ticket's thread. State owned, all under `_ws_lock`, by ticket id: the trees being prepared
 (`_prepared`), the critical tickets whose set-up the others started with them wait for
 (`_leads`), the commit a prepared tree was mapped at (`_mapped_at`) and, once the ticket's
@@ -67,7 +67,7 @@ class Preparing:
 
     def _note_switch(self, ticket_id: str, path: pathlib.Path, prepared: bool,
                      switched: list[tuple[str, list[str]]]) -> None:
-        """Git thread, once the ticket's tree is set up at ``path``: when this process
+        """Ticket thread, once the ticket's tree is set up at ``path``: when this process
         prepared and mapped it (no worker has had it, and its set-up checked out the track
         tip over it: clean at its new HEAD), what changed since that map is noted for the
         spawn's map: the paths the switch rewrote (``switched``, from ticket_worktree) when
@@ -98,8 +98,8 @@ class Preparing:
         """Once, at the ticket's spawn: the paths that differ between the ticket's tree
         (``root``) and the map its preparation made of it; None when that is not known, and
         the whole tree is looked at. Only Clutch's switch wrote the tree since: the note is
-        made as the ticket's tree is set up, which its own thread waits for on the way to
-        this spawn, and no one writes the tree in between; a later set-up replaces the note,
+        made as the ticket's own thread sets its tree up on the way to this spawn, and no one
+        writes the tree in between; a later set-up replaces the note,
         and a ticket that stops drops it (`_forget_prepared`)."""
         with self._ws_lock:
             got = self._switched.pop(ticket_id, None)

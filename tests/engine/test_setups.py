@@ -152,18 +152,24 @@ def test_no_step_is_left_in_flight_when_a_ticket_fails_or_is_cancelled(make_engi
     assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]
 
 
+def _busy_while_asked(eng, tid: str, kind: type):
+    """Run the track, approving every question; the steps in flight whenever a question with
+    a payload of ``kind`` waited for the person."""
+    busy: list = []
+
+    def decide(r):
+        if isinstance(r.payload, kind):
+            busy.append(eng._setups.busy())
+        return Approved()
+    return Approver.run_track(eng, tid, decide), busy
+
+
 def test_a_checkpoint_waiting_for_the_person_holds_no_background_work(make_engine, workspace):
     """A phase's manual verification has no set-up: while the person decides, the trees are
     tidied and the state written as usual."""
     tid = project(workspace)
     eng = make_engine(provider=FunctionProvider(writer), auto_approve=False, git_commits=True)
-    busy_at_question: list = []
-
-    def decide(r):
-        if isinstance(r.payload, CheckpointPayload):
-            busy_at_question.append(eng._setups.busy())
-        return Approved()
-    track = Approver.run_track(eng, tid, decide)
+    track, busy_at_question = _busy_while_asked(eng, tid, CheckpointPayload)
     check = next(k for k in track.tickets if k.checkpoint)
     assert check.status == "completed" and eng.worktrees_on
     assert busy_at_question and check.id not in busy_at_question[0], busy_at_question
@@ -251,10 +257,10 @@ def test_the_last_landed_tree_is_pooled_after_the_tracks_merge_and_the_write_ove
     assert [k.status for k in track.tickets] == ["completed", "completed"]
     assert track.merged_into == "main"
     merging, merged = _first(events, "merging", bool), _first(events, "merged", bool)
-    assert _first(events, "pooled", lambda w: w == "T-002") >= merged
     assert merging < _first(events, "written", lambda w: w == "T-001,T-002") < merged
     assert eng._setups.busy() == frozenset()
-    eng.settle()
+    eng.settle()      # the tidy thread's jobs, in order: the last tree's, then the track's
+    assert _first(events, "pooled", lambda w: w == "T-002") >= merged
     assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]
 
 
@@ -262,13 +268,7 @@ def test_a_merge_question_waiting_for_the_person_holds_no_background_work(make_e
                                                                            workspace):
     from models import MergePayload
     eng, tid = _chain(make_engine, workspace, auto_approve=False)
-    busy_at_question: list = []
-
-    def decide(r):
-        if isinstance(r.payload, MergePayload):
-            busy_at_question.append(eng._setups.busy())
-        return Approved()
-    track = Approver.run_track(eng, tid, decide)
+    track, busy_at_question = _busy_while_asked(eng, tid, MergePayload)
     assert track.merged_into == "main"
     assert busy_at_question == [frozenset()], busy_at_question
     assert eng._setups.busy() == frozenset()

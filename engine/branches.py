@@ -14,10 +14,10 @@ engine/track_branch.py (TrackBranching); trees prepared ahead of need, and which
 tickets started together is set up first, in engine/preparing.py (Preparing).
 
 Threads: `_begin_worktree`, `_open_worktree`, `_land`, `_set_aside`, `_conflict_life`,
-`_resolved_by_person` run on the ticket's executor thread; putting a landed ticket's tree away runs on `_tidy_pool` (one thread) and preparing
-a dependent's tree on `_prep_pool` (two), both at a lower priority, never in a ticket's way,
-and after the critical steps in flight (a landing, a dependent's set-up: `_setups`, see
-engine/setups.py);
+`_resolved_by_person` run on the ticket's executor thread; putting a landed ticket's tree
+away runs on `_tidy_pool` (one thread) and preparing a dependent's tree on `_prep_pool`
+(two), both at a lower priority, never in a ticket's way, and after the critical steps in
+flight (a landing, a dependent's set-up, a track's end: `_setups`, see engine/setups.py);
 `ticket_diff` on any thread. State owned: the running tickets' workspaces
 (`_ticket_ws`, under `_ws_lock`), the tracks that run in worktree mode (`_wt_tracks`, under the
 track lock), each finished track's removal of its trees (`_tidying`, under `_ws_lock`; see

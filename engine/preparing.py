@@ -99,8 +99,8 @@ class Preparing:
         (``root``) and the map its preparation made of it; None when that is not known, and
         the whole tree is looked at. Only Clutch's switch wrote the tree since: the note is
         made as the ticket's own thread sets its tree up on the way to this spawn, and no one
-        writes the tree in between; a later set-up replaces the note,
-        and a ticket that stops drops it (`_forget_prepared`)."""
+        writes the tree in between; a later set-up replaces the note, and a ticket that
+        stops drops it (`_forget_prepared`)."""
         with self._ws_lock:
             got = self._switched.pop(ticket_id, None)
         return got[1] if got is not None and got[0] == str(root) else None

@@ -77,7 +77,7 @@ class SetUps:
         def free() -> bool:
             if self._closed or (for_ticket != "" and for_ticket in self._busy):
                 return True
-            return not any(not (writer and k.startswith(MERGE)) for k in self._busy)
+            return all(writer and k.startswith(MERGE) for k in self._busy)
         with self._cond:
             self._cond.wait_for(free, timeout)
         return time.monotonic() - t0

@@ -19,7 +19,8 @@ the compare-and-swap of the track branch, the ticket branch and the merged marke
 libgit2 transaction. Everything else returns None (or NotImplemented, or False) and the
 caller takes the git-command path: two sides touching one path (git's own merge decides
 it), a conflict, several commits, nothing to merge, a repository pygit2 cannot open
-(reftable refs, an extension libgit2 does not know), or pygit2 not installed. tests/toolbox/test_worktrees_libgit.py checks each against git itself.
+(reftable refs, an extension libgit2 does not know), or pygit2 not installed.
+tests/toolbox/test_worktrees_libgit.py checks each against git itself.
 
 Threads: any; a pygit2 Repository is opened per call and never shared between threads
 (libgit2's rule), and a transaction is used on the thread that made it. State: the
@@ -86,8 +87,9 @@ class LibGit(LibGitReads):
         git command. The tree is clean (a pooled or prepared tree, which no worker has
         touched), so only the paths that differ between its commit and the start are looked
         at: on 10,000 files that is 11 ms instead of the 34 of a whole-tree checkout. False
-        too when the switch changes a ``.gitattributes``: libgit2 would apply the attributes
-        of the tree it leaves, git those of the tree it arrives at.
+        too when the switch changes a ``.gitattributes``, or the tree's HEAD names no commit
+        (every file would be new): libgit2 would apply the attributes of the tree it leaves,
+        git those of the tree it arrives at.
         ``detached_only``: only a tree whose HEAD is detached (one prepared for a ticket
         that has not started) is switched; None, with nothing changed, when it is on a
         branch (the same repository read once, on a ticket's set-up). ``report``: a switch
@@ -108,12 +110,9 @@ class LibGit(LibGitReads):
             commit = repo[start.target]
             before = None if repo.head_is_unborn else str(repo.head.target)
             paths = self._differing(repo, commit)
-            if paths is not None and any(p.rsplit("/", 1)[-1] == ".gitattributes"
-                                         for p in paths):
+            if paths is None or any(p.rsplit("/", 1)[-1] == ".gitattributes" for p in paths):
                 return False     # libgit2 would apply the attributes of the tree it leaves
-            if paths is None:
-                repo.checkout_tree(commit, strategy=CheckoutStrategy.FORCE)
-            elif paths:          # literal paths: a name such as "a[1].py" is not a pattern
+            if paths:            # literal paths: a name such as "a[1].py" is not a pattern
                 repo.checkout_tree(commit, paths=paths, strategy=CheckoutStrategy.FORCE |
                                    CheckoutStrategy.DISABLE_PATHSPEC_MATCH)
             if branch is None:
@@ -121,7 +120,7 @@ class LibGit(LibGitReads):
             else:
                 repo.branches.local.create(branch, commit)
                 repo.set_head(f"refs/heads/{branch}")
-            if report is not None and paths is not None and before is not None:
+            if report is not None and before is not None:
                 report.append((before, paths))
             return True
         except (pygit2.GitError, KeyError, ValueError) as e:

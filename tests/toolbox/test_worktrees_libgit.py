@@ -471,3 +471,15 @@ def test_a_switch_that_changes_gitattributes_is_left_to_git(repo):
     assert git(mine, "rev-parse", "HEAD") == before and not (mine / "notes.txt").exists()
     git(mine, "checkout", "-q", "--detach", "main")          # what the caller does then
     assert (mine / "notes.txt").read_bytes() == b"n\r\nm\r\n"
+
+
+def test_a_tree_whose_head_names_no_commit_is_left_to_git(repo):
+    """Every file of such a tree would be new, read with no attributes yet: git checks it
+    out."""
+    mine = repo.parent / "mine"
+    git(repo, "worktree", "add", "-q", "--detach", str(mine), "main")
+    git(mine, "symbolic-ref", "HEAD", "refs/heads/unborn")
+    lib = LibGit.open(repo)
+    assert lib.switch_tree(mine, None, "refs/heads/main", detached_only=True) is None
+    assert lib.switch_tree(mine, None, "refs/heads/main") is False
+    assert git(mine, "symbolic-ref", "HEAD") == "refs/heads/unborn"

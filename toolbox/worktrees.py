@@ -161,6 +161,9 @@ class TrackBranches(TicketTidy, ConflictTrees):
         dirs.ensure_excluded()
         for stale in dirs.clear_stale_locks(track_id):
             log.warning(f"removed {stale}, a lock a killed run left behind")
+        for tree in dirs.repair_links(track_id):
+            log.warning(f"{tree}'s registration had lost its path (a run killed while "
+                        f"moving it); repaired")
         branch = track_branch(track_id)
         with self._lock:
             rec = self._records.read(track_id)

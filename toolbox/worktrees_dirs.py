@@ -18,9 +18,9 @@ import threading
 import time
 
 from toolbox.worktrees_pool import TreePool, serial as _serial
-from toolbox.worktrees_model import (WORKTREES_DIR, GitRunner, WorktreeError, WorktreeInfo,
-                                     merged_ref, repair_branch, said, same_path, ticket_branch,
-                                     track_branch)
+from toolbox.worktrees_model import (POOL_DIR, WORKTREES_DIR, GitRunner, WorktreeError,
+                                     WorktreeInfo, merged_ref, repair_branch, said, same_path,
+                                     ticket_branch, track_branch)
 
 
 def _initializing(admin: pathlib.Path) -> bool:
@@ -87,6 +87,35 @@ class WorktreeDirs(TreePool):
         for p in removed:
             p.unlink()
         return removed
+
+    @_serial
+    def repair_links(self, track_id: str) -> list[pathlib.Path]:
+        """Point back at its tree every registration of the track's trees (pooled ones too)
+        that lost its path: a ``git worktree move`` killed midway can leave the
+        administrative ``gitdir`` file empty or naming the old place. git still works in the
+        tree (it finds it by its ``.git`` file), but lists it as prunable, so a later ``git
+        worktree prune`` would drop a live tree's registration, and libgit2 takes the
+        process's working directory for it. ``git worktree repair`` rewrites such files from
+        the trees' side; the trees repaired. Only as the track starts (see
+        clear_stale_locks)."""
+        trees = self.base_dir / track_id
+        found = []
+        for parent in (trees, trees / POOL_DIR):
+            for tree in sorted(parent.iterdir()) if parent.is_dir() else ():
+                admin = self.admin_dir(tree) if tree.name != POOL_DIR else None
+                if admin is None:
+                    continue
+                try:
+                    named = (admin / "gitdir").read_text("utf-8", "replace").strip()
+                    points = (admin / named).resolve() if named else None
+                except (OSError, ValueError):
+                    points = None
+                if points != (tree / ".git").resolve():
+                    found.append(tree)
+        if found:
+            with self._admin:
+                self.git.run("worktree", "repair", *map(str, found))
+        return found
 
     @_serial
     def drop_half_made(self) -> list[pathlib.Path]:

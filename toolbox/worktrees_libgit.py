@@ -100,7 +100,10 @@ class LibGit(LibGitReads):
         import pygit2
         from pygit2.enums import CheckoutStrategy
         try:
-            repo = pygit2.Repository(str(tree))
+            repo = self._tree_repo(tree)
+            if repo is None:
+                log.warning(f"libgit2 puts the work tree of {tree} elsewhere; using git")
+                return False
             if detached_only and not repo.head_is_detached:
                 return None
             start = repo.references.get(start_ref)
@@ -178,7 +181,10 @@ class LibGit(LibGitReads):
             return None
         import pygit2
         try:
-            repo = pygit2.Repository(str(worktree))
+            repo = self._tree_repo(worktree)
+            if repo is None:
+                log.warning(f"libgit2 puts the work tree of {worktree} elsewhere; using git")
+                return None
             index = repo.index
             index.add_all()
             index.write()

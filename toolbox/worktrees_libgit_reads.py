@@ -74,6 +74,31 @@ class LibGitReads:
             return NotImplemented
 
     @staticmethod
+    def _tree_repo(where: pathlib.Path):
+        """The repository of the work tree holding ``where``, opened to read or write its
+        files; None when libgit2 places that work tree anywhere else than the directory whose
+        ``.git`` names this repository. A linked tree's administrative ``gitdir`` file
+        emptied by a killed ``git worktree move`` makes libgit2 take the process's working
+        directory for its work tree (git itself still finds the tree by its ``.git`` file):
+        a checkout there would write into whatever directory Clutch was started from, and
+        staging would commit its files. The caller asks git instead."""
+        import pygit2
+        repo = pygit2.Repository(str(where))
+        top = pathlib.Path(repo.workdir or "").resolve() if repo.workdir else None
+        here = pathlib.Path(where).resolve()
+        if top is None or not (here == top or here.is_relative_to(top)):
+            return None
+        marker, admin = top / ".git", pathlib.Path(repo.path).resolve()
+        if marker.is_dir():
+            return repo if marker.resolve() == admin else None
+        try:
+            text = marker.read_text("utf-8", "replace").strip()
+        except OSError:
+            return None
+        named = (top / text.removeprefix("gitdir:").strip()).resolve()
+        return repo if text.startswith("gitdir:") and named == admin else None
+
+    @staticmethod
     def _open(where: pathlib.Path):
         """The repository or worktree at ``where``; None when libgit2 cannot open it (e.g. it
         is not one: git's own message then says why)."""
@@ -138,7 +163,10 @@ class LibGitReads:
         import pygit2
         from pygit2.enums import FileStatus
         try:
-            repo = pygit2.Repository(str(where))
+            repo = self._tree_repo(where)
+            if repo is None:
+                log.warning(f"libgit2 puts the work tree of {where} elsewhere; asking git")
+                return None
             if pathlib.Path(repo.path, "index").stat().st_size > _LIST_INDEX_BYTES:
                 return None
             top = pathlib.Path(repo.workdir).resolve()

@@ -483,3 +483,66 @@ def test_a_tree_whose_head_names_no_commit_is_left_to_git(repo):
     assert lib.switch_tree(mine, None, "refs/heads/main", detached_only=True) is None
     assert lib.switch_tree(mine, None, "refs/heads/main") is False
     assert git(mine, "symbolic-ref", "HEAD") == "refs/heads/unborn"
+
+
+def test_a_tree_whose_registration_lost_its_path_is_never_written_through_libgit2(
+        repo, tmp_path, monkeypatch):
+    """A killed `git worktree move` can leave the tree's administrative `gitdir` file empty;
+    libgit2 then takes the process's working directory for the tree (git still finds it by its
+    `.git` file). Nothing is checked out, staged or listed there through libgit2: the person's
+    files in the directory Clutch runs from stay as they are, and git does the work."""
+    mine = repo.parent / "mine"
+    git(repo, "worktree", "add", "-q", "--detach", str(mine), "main")
+    (repo / "app.py").write_text("def f():\n    return 10\n")
+    git(repo, "commit", "-qam", "landed")
+    admin = pathlib.Path(git(mine, "rev-parse", "--absolute-git-dir"))
+    (admin / "gitdir").write_text("")            # what the kill left
+    cwd = tmp_path / "where clutch runs"
+    cwd.mkdir()
+    (cwd / "app.py").write_text("the person's own file\n")
+    (cwd / "new.txt").write_text("theirs too\n")
+    monkeypatch.chdir(cwd)
+    import pygit2
+    assert pathlib.Path(pygit2.Repository(str(mine)).workdir).resolve() == cwd.resolve()
+    lib = LibGit.open(repo)
+    assert lib.switch_tree(mine, None, "refs/heads/main", detached_only=True) is False
+    assert lib.switch_tree(mine, None, "refs/heads/main") is False
+    (mine / "work.py").write_text("W = 1\n")
+    assert lib.stage_all(mine) is None
+    assert lib.listed_files(mine) is None
+    assert (cwd / "app.py").read_text() == "the person's own file\n"
+    assert sorted(p.name for p in cwd.iterdir()) == ["app.py", "new.txt"]
+    staged = git(mine, "ls-files", "--cached").split()
+    assert "new.txt" not in staged and "work.py" not in staged      # nothing staged here
+    git(mine, "checkout", "-q", "-f", "--detach", "main")  # git, by the tree's .git file
+    assert (mine / "app.py").read_text() == "def f():\n    return 10\n"
+
+
+@pytest.mark.parametrize("left", ["empty", "the old place"])
+def test_a_registration_that_lost_its_path_is_repaired_as_the_track_starts(repo, left):
+    """The kill left the administrative `gitdir` of a ticket's tree and of a pooled one
+    empty, or naming where a `git worktree move` took them from: the track's next start
+    points them back, so `git worktree list` does not call them prunable (a prune would drop
+    a live tree's registration) and libgit2 finds the tree where it is."""
+    tb, _ = TrackBranches.detect(repo)
+    tb.start_track("t")
+    a = tb.ticket_worktree("t", "A")
+    tb.prewarm("t", 1)
+    [pooled] = list((a.parent / "_pool").iterdir())
+    for tree in (a, pooled):
+        admin = pathlib.Path(git(tree, "rev-parse", "--absolute-git-dir"))
+        (admin / "gitdir").write_text("" if left == "empty" else f"{repo}/gone/.git\n")
+    def listed() -> tuple[set[str], bool]:
+        out = git(repo, "worktree", "list", "--porcelain")
+        return ({ln.split(" ", 1)[1] for ln in out.splitlines() if ln.startswith("worktree ")},
+                "prunable" in out)
+    paths, prunable = listed()
+    assert prunable or not {str(a), str(pooled)} <= paths    # git has lost them
+    tb.start_track("t")                                  # the resumed run's start
+    paths, prunable = listed()
+    assert {str(a), str(pooled)} <= paths and not prunable
+    lib = LibGit.open(repo)
+    for tree in (a, pooled):
+        assert lib._tree_repo(tree) is not None
+    tb.cleanup_track("t", keep_branch=False, discard=True)
+    assert worktree_paths(repo) == [str(repo)]

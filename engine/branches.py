@@ -13,8 +13,8 @@ The track's own branch, its merge into the person's branch and its tidying are i
 engine/track_branch.py (TrackBranching); trees prepared ahead of need, and which of the
 tickets started together is set up first, in engine/preparing.py (Preparing).
 
-Threads: `_begin_worktree`, `_open_worktree`, `_land`, `_set_aside`, `_conflict_life`,
-`_resolved_by_person` run on the ticket's executor thread; putting a landed ticket's tree
+Threads: `_open_worktree`, `_land`, `_set_aside`, `_conflict_life`, `_resolved_by_person`
+run on the ticket's executor thread; putting a landed ticket's tree
 away runs on `_tidy_pool` (one thread) and preparing a dependent's tree on `_prep_pool`
 (two), both at a lower priority, never in a ticket's way, and after the critical steps in
 flight (a landing, a dependent's set-up, a track's end: `_setups`, see engine/setups.py);
@@ -104,35 +104,6 @@ class Branches:
 
     # -- a ticket's worktree (its executor thread) ---------------------------------------------
 
-    def _begin_worktree(self, track: Track, ticket: Ticket) -> concurrent.futures.Future[Any] | None:
-        """Make the ticket's worktree, on the ticket's own thread (its spawn shows the worker
-        the tree's files, so it waits for the tree at once: a hand-off to another thread and
-        back cost 0.3-1 ms of each critical link); the tree, or the error, in a done future.
-        A tree being prepared for it is waited for and brought forward; one whose
-        preparation has not begun is not made twice."""
-        if not self._in_worktrees(track):
-            return None
-        tb = self._tb
-        assert tb is not None
-        with self._ws_lock:
-            prep = self._prepared.pop(ticket.id, None)
-        if prep is not None and prep.cancel():
-            prep = None
-
-        def make() -> pathlib.Path:
-            if prep is not None:
-                concurrent.futures.wait([prep])   # its failure was reported; made here then
-            switched: list = []
-            path = tb.ticket_worktree(track.id, ticket.id, switched=switched)
-            self._note_switch(ticket.id, path, prepared=prep is not None, switched=switched)
-            return path
-        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        try:
-            done.set_result(make())
-        except Exception as e:     # raised where the tree is opened (`_open_worktree`)
-            done.set_exception(e)
-        return done
-
     def _report_failure(self, fut: concurrent.futures.Future[Any], what: str, track_id: str,
                         ticket_id: str = "", level: int = logging.WARNING) -> None:
         """A background job's unexpected failure (preparing or tidying trees; git's own are
@@ -146,14 +117,26 @@ class Branches:
                                            ticket_id=ticket_id))
         fut.add_done_callback(done)
 
-    def _open_worktree(self, track: Track, ticket: Ticket,
-                       made: concurrent.futures.Future[Any]) -> pathlib.Path:
-        """The ticket's worktree, ready; its tools, commands and checks run there from now."""
-        assert self._tb is not None
+    def _open_worktree(self, track: Track, ticket: Ticket) -> pathlib.Path:
+        """The ticket's worktree, made on the ticket's own thread (its spawn shows the worker
+        the tree's files, so it waits for the tree anyway: a hand-off to another thread and
+        back cost 0.3-1 ms of each critical link); its tools, commands and checks run there
+        from now. A tree being prepared for it is waited for and brought forward; one whose
+        preparation has not begun is not made twice."""
+        tb = self._tb
+        assert tb is not None
+        with self._ws_lock:
+            prep = self._prepared.pop(ticket.id, None)
+        if prep is not None and prep.cancel():
+            prep = None
+        if prep is not None:
+            concurrent.futures.wait([prep])   # its failure was reported; made here then
+        switched: list = []
         try:
-            path = pathlib.Path(made.result())
+            path = tb.ticket_worktree(track.id, ticket.id, switched=switched)
         except WorktreeError as e:
             raise EngineError(f"could not make {ticket.id}'s worktree: {e}") from e
+        self._note_switch(ticket.id, path, prepared=prep is not None, switched=switched)
         self._use_tree(ticket, path)
         with self._lock:
             ticket.branch = f"clutch-ticket/{track.id}/{ticket.id}"

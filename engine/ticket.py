@@ -69,7 +69,6 @@ class TicketLife:
         own tree; work that does not complete is kept on the ticket's branch only."""
         sid = stream_tier3(ticket.id)
         emit = self._emitter()
-        made = None
         tree: list[Any] = []          # the ticket's worktree, once open (until it is landed)
         try:
             if ticket.checkpoint:       # a phase's manual verification: the person's, no worker
@@ -81,8 +80,7 @@ class TicketLife:
                 return                                         # or a resume after the landing
             if after is not None:        # a more critical ticket's set-up goes first
                 after.wait(LEAD_WAIT_S)
-            made = self._begin_worktree(track, ticket)
-            if not self._attempts(track, ticket, cancel, made, tree):
+            if not self._attempts(track, ticket, cancel, tree):
                 return       # refused: its tree (made before the question) goes in `finally`
             message = self._commit_message(ticket)
             if tree:
@@ -152,7 +150,7 @@ class TicketLife:
                             ticket_id=ticket.id))
 
     def _attempts(self, track: Track, ticket: Ticket, cancel: threading.Event,
-                  made: concurrent.futures.Future[Any] | None, tree: list[Any]) -> bool:
+                  tree: list[Any]) -> bool:
         """The worker, then the checks; a failed check goes to Tier 4 and to a fresh worker
         (attempt 2, 3, ...) through the spawn gate, up to 1 + max_repairs attempts. True when
         an attempt passed its checks; False when a spawn was refused (the status is set).
@@ -167,10 +165,9 @@ class TicketLife:
             if attempt > max_attempts:
                 raise ChecksFailed(f"the checks failed after {attempt - 1} attempt(s); "
                                    f"Tier 4: {diagnosis or '(no diagnosis)'}")
-            if made is not None and not tree:
-                # the worker is shown the files of the tree it will edit (the track branch),
-                # so the person's reading time hides only the part of the set-up before this
-                tree.append(self._open_worktree(track, ticket, made))
+            if not tree and self._in_worktrees(track):
+                # the worker is shown the files of the tree it will edit (the track branch)
+                tree.append(self._open_worktree(track, ticket))
             spawn = self._spawn_gate(track, ticket, cancel, attempt, check, diagnosis,
                                      tree[0] if tree else None)
             if spawn is None:

@@ -19,8 +19,18 @@ import time
 
 from toolbox.worktrees_pool import TreePool, serial as _serial
 from toolbox.worktrees_model import (POOL_DIR, WORKTREES_DIR, GitRunner, WorktreeError,
-                                     WorktreeInfo, merged_ref, repair_branch, said, same_path,
-                                     ticket_branch, track_branch)
+                                     WorktreeInfo, gitdir_named, merged_ref, repair_branch, said,
+                                     same_path, ticket_branch, track_branch)
+
+
+def _registered_marker(admin: pathlib.Path) -> pathlib.Path | None:
+    """The tree's ``.git`` a registration's ``gitdir`` file names (relative: to ``admin``),
+    resolved; None when it is empty, unreadable or not a path."""
+    try:
+        named = (admin / "gitdir").read_text("utf-8", "replace").strip()
+        return (admin / named).resolve() if named else None
+    except (OSError, ValueError):
+        return None
 
 
 def _initializing(admin: pathlib.Path) -> bool:
@@ -103,14 +113,7 @@ class WorktreeDirs(TreePool):
         for parent in (trees, trees / POOL_DIR):
             for tree in sorted(parent.iterdir()) if parent.is_dir() else ():
                 admin = self.admin_dir(tree) if tree.name != POOL_DIR else None
-                if admin is None:
-                    continue
-                try:
-                    named = (admin / "gitdir").read_text("utf-8", "replace").strip()
-                    points = (admin / named).resolve() if named else None
-                except (OSError, ValueError):
-                    points = None
-                if points != (tree / ".git").resolve():
+                if admin is not None and _registered_marker(admin) != (tree / ".git").resolve():
                     found.append(tree)
         if found:
             with self._admin:
@@ -134,11 +137,7 @@ class WorktreeDirs(TreePool):
         for admin in sorted(admins.iterdir()) if admins.is_dir() else ():
             if not _initializing(admin):
                 continue
-            try:
-                named = (admin / "gitdir").read_text("utf-8", "replace").strip()
-                marker = (admin / named).resolve() if named else None  # relative: to `admin`
-            except (OSError, ValueError):     # not readable, or not a path: not ours to judge
-                continue
+            marker = _registered_marker(admin)
             if marker is None or marker.name != ".git" or not marker.parent.is_relative_to(base):
                 continue
             tree = marker.parent
@@ -155,19 +154,9 @@ class WorktreeDirs(TreePool):
         from the tree's ``.git`` file without a git process; None when that file does not
         name one of this repository's own (a worker can rewrite its tree's ``.git``: nothing
         outside ``<common dir>/worktrees/`` is ever read or touched through it)."""
-        marker = tree / ".git"
-        if marker.is_symlink() or not marker.is_file():
-            return None
-        try:
-            text = marker.read_text("utf-8", "replace").strip()
-        except OSError:
-            return None
-        try:   # relative (`worktree.useRelativePaths`): to the tree, as git reads it
-            admin = (tree / text.removeprefix("gitdir:").strip()).resolve()
-        except (OSError, ValueError):    # a NUL byte, a loop of links: names nothing of ours
-            return None
+        admin = gitdir_named(tree)
         admins = (self.common_dir / "worktrees").resolve()
-        return admin if text.startswith("gitdir:") and admin.parent == admins else None
+        return admin if admin is not None and admin.parent == admins else None
 
     def half_made(self, tree: pathlib.Path) -> bool:
         """Whether ``tree`` is a worktree whose files were still being written when its

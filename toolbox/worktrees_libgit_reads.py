@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import pathlib
 
+from toolbox.worktrees_model import gitdir_named
+
 log = logging.getLogger(__name__)
 
 _LIST_INDEX_BYTES = 16_384   # an index of about 200 files: above it `git ls-files` is quicker
@@ -84,19 +86,14 @@ class LibGitReads:
         staging would commit its files. The caller asks git instead."""
         import pygit2
         repo = pygit2.Repository(str(where))
-        top = pathlib.Path(repo.workdir or "").resolve() if repo.workdir else None
-        here = pathlib.Path(where).resolve()
-        if top is None or not (here == top or here.is_relative_to(top)):
+        if not repo.workdir:
+            return None
+        top = pathlib.Path(repo.workdir).resolve()
+        if not pathlib.Path(where).resolve().is_relative_to(top):
             return None
         marker, admin = top / ".git", pathlib.Path(repo.path).resolve()
-        if marker.is_dir():
-            return repo if marker.resolve() == admin else None
-        try:
-            text = marker.read_text("utf-8", "replace").strip()
-        except OSError:
-            return None
-        named = (top / text.removeprefix("gitdir:").strip()).resolve()
-        return repo if text.startswith("gitdir:") and named == admin else None
+        named = marker.resolve() if marker.is_dir() else gitdir_named(top)
+        return repo if named == admin else None
 
     @staticmethod
     def _open(where: pathlib.Path):
@@ -176,12 +173,9 @@ class LibGitReads:
         except (pygit2.GitError, KeyError, ValueError, TypeError, OSError) as e:
             log.warning(f"libgit2 cannot list the files of {where} ({e}); asking git")
             return None
-        sub = pathlib.Path(where).resolve()
+        sub = pathlib.Path(where).resolve()      # inside `top` (see _tree_repo)
         if sub == top:
             return names
-        if not sub.is_relative_to(top):     # e.g. core.worktree elsewhere: git knows best
-            log.warning(f"libgit2 puts the work tree of {where} at {top}; asking git")
-            return None
         prefix = sub.relative_to(top).as_posix() + "/"
         return [n[len(prefix):] for n in names if n.startswith(prefix)]
 

@@ -230,3 +230,20 @@ def same_path(a: pathlib.Path, b: pathlib.Path) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
     except OSError:
         return False
+
+
+def gitdir_named(tree: pathlib.Path) -> pathlib.Path | None:
+    """The administrative directory a linked work tree's ``.git`` file names (``gitdir:``,
+    relative to the tree when `worktree.useRelativePaths` wrote it so, as git reads it),
+    resolved; None when ``.git`` is not such a file (a directory, a symlink, unreadable, or
+    not naming a path). Read without a git process."""
+    marker = tree / ".git"
+    if marker.is_symlink() or not marker.is_file():
+        return None
+    try:
+        text = marker.read_text("utf-8", "replace").strip()
+        if not text.startswith("gitdir:"):
+            return None
+        return (tree / text.removeprefix("gitdir:").strip()).resolve()
+    except (OSError, ValueError):    # a NUL byte, a loop of links: names nothing
+        return None

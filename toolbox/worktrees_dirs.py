@@ -74,6 +74,17 @@ class WorktreeDirs(TreePool):
 
     # -- one worktree ------------------------------------------------------------------------
 
+    def _registered_trees(self, track_id: str, pooled: bool):
+        """(tree, its administrative directory) for each of the track's tickets' trees whose
+        ``.git`` names one of this repository's, and with ``pooled`` its pooled trees too
+        (not the ones being made)."""
+        trees = self.base_dir / track_id
+        for parent in (trees, trees / POOL_DIR) if pooled else (trees,):
+            for tree in sorted(parent.iterdir()) if parent.is_dir() else ():
+                admin = self.admin_dir(tree) if not tree.name.startswith("_") else None
+                if admin is not None:
+                    yield tree, admin
+
     @_serial
     def clear_stale_locks(self, track_id: str) -> list[pathlib.Path]:
         """Remove the lock files a killed run left on the track's own refs and in its
@@ -88,11 +99,8 @@ class WorktreeDirs(TreePool):
             d = self.common_dir / ref
             if d.is_dir():
                 places += d.rglob("*.lock")
-        trees = self.base_dir / track_id
-        for tree in sorted(trees.iterdir()) if trees.is_dir() else ():
-            admin = self.admin_dir(tree) if not tree.name.startswith("_") else None
-            if admin is not None:
-                places += [admin / "index.lock", admin / "HEAD.lock"]
+        for _tree, admin in self._registered_trees(track_id, pooled=False):
+            places += [admin / "index.lock", admin / "HEAD.lock"]
         removed = [p for p in places if p.is_file()]
         for p in removed:
             p.unlink()
@@ -108,13 +116,8 @@ class WorktreeDirs(TreePool):
         process's working directory for it. ``git worktree repair`` rewrites such files from
         the trees' side; the trees repaired. Only as the track starts (see
         clear_stale_locks)."""
-        trees = self.base_dir / track_id
-        found = []
-        for parent in (trees, trees / POOL_DIR):
-            for tree in sorted(parent.iterdir()) if parent.is_dir() else ():
-                admin = self.admin_dir(tree) if tree.name != POOL_DIR else None
-                if admin is not None and _registered_marker(admin) != (tree / ".git").resolve():
-                    found.append(tree)
+        found = [tree for tree, admin in self._registered_trees(track_id, pooled=True)
+                 if _registered_marker(admin) != (tree / ".git").resolve()]
         if found:
             with self._admin:
                 self.git.run("worktree", "repair", *map(str, found))

@@ -15,7 +15,9 @@ tickets started together is set up first, in engine/preparing.py (Preparing).
 
 Threads: `_open_worktree`, `_land`, `_set_aside`, `_conflict_life`, `_resolved_by_person`
 run on the ticket's executor thread; putting a landed ticket's tree
-away runs on `_tidy_pool` (one thread) and preparing a dependent's tree on `_prep_pool`
+away (reset to the commit that landed it when it landed straight from its index, then
+pooled; the track's last one only loses its branch, the track's tidying removes it) runs
+on `_tidy_pool` (one thread) and preparing a dependent's tree on `_prep_pool`
 (two), both at a lower priority, never in a ticket's way, and after the critical steps in
 flight (a landing, a dependent's set-up, a track's end: `_setups`, see engine/setups.py);
 `ticket_diff` on any thread. State owned: the running tickets' workspaces
@@ -178,9 +180,34 @@ class Branches:
             with self._lock:
                 ticket.branch = ""
 
-    def _pool_tree(self, track: Track, ticket: Ticket) -> None:
-        """Tidy thread: a landed ticket's tree back to the pool, after the critical steps."""
+    def _pool_tree(self, track: Track, ticket: Ticket, res: MergeResult | None = None) -> None:
+        """Tidy thread: a landed ticket's tree back to the pool, after the critical steps;
+        one that landed straight from its index (``res.settle``) is first put on the commit
+        that landed it (a tree that cannot be is removed, not pooled: its change is on the
+        track). When no ticket of the track is left to take it, only its branch goes."""
+        assert self._tb is not None
         self._setups.wait()
+        with self._lock:
+            more = any(k.status in ("todo", "in_progress") for k in track.tickets
+                       if k.id != ticket.id)
+        if not more:        # no ticket would take it from the pool: the track's tidying
+            try:            # removes it with the others (its change is on the track)
+                self._tb.release_ticket(track.id, ticket.id)
+            except WorktreeError as e:
+                self._emitter()(ErrorEvent(message=f"could not delete {ticket.id}'s branch: {e}",
+                                           stream_id=stream_tier3(ticket.id), track_id=track.id,
+                                           ticket_id=ticket.id))
+            with self._lock:
+                ticket.branch = ""
+            return
+        if res is not None and res.settle:
+            try:
+                self._tb.settle_landed(self._tb.worktree_path(track.id, ticket.id), res)
+            except WorktreeError as e:      # said; the tree is removed below, not pooled
+                self._emitter()(ErrorEvent(message=f"could not put {ticket.id}'s worktree on "
+                                                   f"its landed commit: {e}",
+                                           stream_id=stream_tier3(ticket.id), track_id=track.id,
+                                           ticket_id=ticket.id))
         self._remove_tree(track, ticket, keep_branch=False)
 
     def _set_aside(self, track: Track, ticket: Ticket, path: pathlib.Path, why: str) -> None:
@@ -213,7 +240,7 @@ class Branches:
         assert self._tb is not None
         landing = f"land:{ticket.id}"     # ended by the scheduler, once its heirs started
         self._setups.begin(landing)
-        res = self._tb.land_ticket(track.id, ticket.id, path, message)
+        res = self._tb.land_ticket(track.id, ticket.id, path, message, settle=False)
         if res is None:
             return ""
         if res.conflict:        # a repair, or the person's choice: no critical step
@@ -227,7 +254,7 @@ class Branches:
             ticket.merge = res.how
         # its dependents need the merge, not the tidying: the tree goes to the pool off the
         # critical path, on the tidy thread, once their set-up is done
-        self._report_failure(self._tidy_pool.submit(self._pool_tree, track, ticket),
+        self._report_failure(self._tidy_pool.submit(self._pool_tree, track, ticket, res),
                              f"could not tidy track {track.id}'s worktrees", track.id,
                              level=logging.ERROR)
         return res.sha

@@ -278,39 +278,65 @@ class TrackBranches(TicketTidy, ConflictTrees):
             return done or None
         return self._git_commit(wt, message)
 
-    def land_ticket(self, track_id: str, ticket_id: str, worktree,
-                    message: str) -> MergeResult | None:
+    def land_ticket(self, track_id: str, ticket_id: str, worktree, message: str,
+                    settle: bool = True) -> MergeResult | None:
         """Commit the ticket's worktree and merge it into the track branch: what a finished
-        ticket does before its dependents may start, so it is the fast path (libgit2 alone
-        when the track has not moved, or moved by changes to other paths: staging, the
-        commit and its fast-forward or rebase, with every ref moved in one transaction).
-        None when nothing changed."""
-        wt, staged = self._staged(worktree, message)
+        ticket does before its dependents may start, so it is the fast path. Where libgit2
+        writes what git would and the track moved only by changes to other paths, the staged
+        index lands straight on the track (one commit on its tip, the track and the merged
+        marker moved in one transaction; no index file, no commit on the ticket's branch);
+        the tree is then put on that commit (`settle_landed`) here, or, with ``settle``
+        False, by the caller off the critical path (the result says ``settle``). Otherwise
+        the ticket's commit is made on its branch and rebased or merged. None when nothing
+        changed."""
+        wt, staged = self._staged(worktree, message, write=False)
         tb = f"refs/heads/{track_branch(check_id(track_id, 'track id'))}"
-        if self._lib is not None:     # objects unlocked; the refs' move takes the lock
-            done = self._lib.commit_index(wt, message, land=(
-                tb, merged_ref(track_id, check_id(ticket_id, "ticket id"))), staged=staged)
+        marker = merged_ref(track_id, check_id(ticket_id, "ticket id"))
+        if staged is not None:        # objects unlocked; the refs' move takes the lock
+            direct = self._lib.land_staged(staged, message, tb, marker)
+            if direct == "":
+                return self._land_own_commits(track_id, ticket_id)
+            if isinstance(direct, MergeResult):
+                if settle:
+                    self.settle_landed(wt, direct)
+                return direct
+            if not self._lib.write_index(staged):     # the git command and the commit read
+                self.git.run("add", "-A", cwd=wt)       # the index file: staged there by git
+                staged = None
+        if self._lib is not None:
+            done = self._lib.commit_index(wt, message, land=(tb, marker), staged=staged)
             if isinstance(done, MergeResult):
                 return done
             if done == "":
-                return None
+                return self._land_own_commits(track_id, ticket_id)
             if done is None and self._git_commit(wt, message) is None:
-                return None
+                return self._land_own_commits(track_id, ticket_id)
         elif self._git_commit(wt, message) is None:
+            return self._land_own_commits(track_id, ticket_id)
+        return self.merge_ticket(track_id, ticket_id)
+
+    def _land_own_commits(self, track_id: str, ticket_id: str) -> MergeResult | None:
+        """Nothing uncommitted in the ticket's tree: what the worker committed itself (a
+        ``git commit`` in its tree), if anything the track lacks, is merged as any ticket's
+        commit is; None when the ticket changed nothing."""
+        tip = self.git.rev(f"refs/heads/{ticket_branch(track_id, ticket_id)}")
+        track = self.git.rev(f"refs/heads/{track_branch(track_id)}")
+        if tip is None or track is None or self.git.is_ancestor(tip, track):
             return None
         return self.merge_ticket(track_id, ticket_id)
 
-    def _staged(self, worktree, message: str) -> tuple[pathlib.Path, Any]:
+    def _staged(self, worktree, message: str, write: bool = True) -> tuple[pathlib.Path, Any]:
         """Everything changed in one of Clutch's worktrees staged: in-process where the
         repository has no filter driver, else ``git add -A`` (clean filters such as LFS).
-        (The worktree, the pygit2 Repository that staged it or None.)"""
+        (The worktree, the pygit2 Repository that staged it or None.) ``write`` False: an
+        in-process staging is not written to the index file (the caller does, if needed)."""
         dirs = self._need()
         wt = pathlib.Path(worktree)
         if not isinstance(message, str) or not message.strip():
             raise WorktreeError("commit_ticket: the commit message is empty")
         if not dirs.holds(wt):
             raise WorktreeError(f"{str(wt)!r} is not one of Clutch's ticket worktrees")
-        staged = self._lib.stage_all(wt) if self._lib is not None else None
+        staged = self._lib.stage_all(wt, write=write) if self._lib is not None else None
         if staged is None:
             self.git.run("add", "-A", cwd=wt)
         return wt, staged

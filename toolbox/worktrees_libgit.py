@@ -15,7 +15,10 @@ sparse checkout (``plain``: elsewhere ``git add -A`` and ``git checkout`` run, s
 smudge filters such as LFS apply) and the checkout changes no ``.gitattributes``; the
 commit of a worktree's index; a fast-forward; a rebase of a single commit onto the track
 when the two sides changed different paths (then a three-way merge has nothing to decide);
-the compare-and-swap of the track branch, the ticket branch and the merged marker in one
+a ticket's staged index landed straight on the track under the same condition (the track's
+new tree written directory by directory from its tip along the ticket's paths: no index
+file and no commit of the ticket's own on the critical path; `settle` resets the worktree
+to the result later, off it); the compare-and-swap of the track branch, the ticket branch and the merged marker in one
 libgit2 transaction. Everything else returns None (or NotImplemented, or False) and the
 caller takes the git-command path: two sides touching one path (git's own merge decides
 it), a conflict, several commits, nothing to merge, a repository pygit2 cannot open
@@ -171,12 +174,13 @@ class LibGit(LibGitReads):
             log.warning(f"in-process branch delete failed ({e}); using the git command")
             return False
 
-    def stage_all(self, worktree: pathlib.Path):
+    def stage_all(self, worktree: pathlib.Path, write: bool = True):
         """``git add -A`` in-process (every change staged, deletions too, .gitignore
         respected), only where ``plain`` (no filter driver: git's clean filters, such as LFS,
-        run only in git); the worktree's pygit2 Repository, its index as written (for
-        `commit_index` on the same thread: not opened and read again), or None when it was
-        not done here."""
+        run only in git); the worktree's pygit2 Repository, its index staged (for
+        `commit_index` or `land_staged` on the same thread: not opened and read again), or
+        None when it was not done here. ``write``: the index file is written too (without it
+        only the Repository holds the staging, for a landing that needs no index file)."""
         if not self.plain:
             return None
         import pygit2
@@ -187,11 +191,23 @@ class LibGit(LibGitReads):
                 return None
             index = repo.index
             index.add_all()
-            index.write()
+            if write:
+                index.write()
             return repo
         except (pygit2.GitError, KeyError, ValueError) as e:
             log.warning(f"in-process staging in {worktree} failed ({e}); using the git command")
             return None
+
+    def write_index(self, repo) -> bool:
+        """The index `stage_all(write=False)` staged, written to its file; False (logged)
+        when libgit2 could not: the caller stages with git then."""
+        import pygit2
+        try:
+            repo.index.write()
+            return True
+        except (pygit2.GitError, OSError) as e:
+            log.warning(f"could not write the index of {repo.workdir} ({e}); using git add")
+            return False
 
     def commit_index(self, worktree: pathlib.Path, message: str,
                      land: tuple[str, str] | None = None,
@@ -228,6 +244,88 @@ class LibGit(LibGitReads):
         except (pygit2.GitError, KeyError, ValueError) as e:
             log.warning(f"in-process commit in {worktree} failed ({e}); using the git command")
             return None
+
+    def land_staged(self, repo, message: str, track_ref: str,
+                    marker: str) -> MergeResult | str | None:
+        """The ticket's staged index (``repo``: what `stage_all` returned, on this thread)
+        landed on the track as one commit on its tip, without a commit of the ticket's own:
+        the tree the track would get from that commit's rebase is built from the track tip
+        by writing only the directories of the ticket's paths, and the track and the merged
+        marker move in one transaction. Neither the index file nor the ticket's branch is
+        written, so the worktree is left with its change uncommitted: `settle` brings it to
+        the landed commit, off the critical path (the MergeResult says ``settle``).
+        "" when the index holds no change. None, with nothing moved, when this is not the way:
+        HEAD not on a branch, a conflicted index, a track that does not descend from where
+        the ticket started, the two sides touching one path or a file and a directory of one
+        name (git's merge decides those), or the track moving under us ``_LAND_TRIES`` times;
+        the caller then commits on the ticket's branch and merges as before."""
+        import pygit2
+        from pygit2.enums import DeltaStatus
+        try:
+            head = repo.head
+            index = repo.index
+            if not head.name.startswith("refs/heads/") or index.conflicts is not None:
+                return None
+            parent = repo[head.target]
+            mine: dict[str, tuple | None] = {}
+            for d in index.diff_to_tree(parent.tree).deltas:
+                if d.status == DeltaStatus.DELETED:
+                    mine[d.old_file.path] = None
+                else:
+                    mine[d.new_file.path] = (d.new_file.id, d.new_file.mode)
+            if not mine:
+                return ""
+            for _ in range(_LAND_TRIES):
+                track = repo.references.get(track_ref)
+                if track is None:
+                    return None
+                tip = repo[track.target]
+                if tip.id != parent.id:
+                    if not repo.descendant_of(tip.id, parent.id):
+                        return None
+                    theirs = {p for d in repo.diff(parent.tree, tip.tree).deltas
+                              for p in (d.old_file.path, d.new_file.path)}
+                    if theirs & mine.keys() or _dirs(theirs) & mine.keys() or \
+                            _dirs(mine) & theirs:
+                        return None
+                tree = _apply(repo, tip.tree, mine)
+                if tree is None:
+                    tree = repo.TreeBuilder().write()      # the ticket emptied the repository
+                sig = self._sig()
+                onto = repo.create_commit(None, sig, sig, message, tree, [tip.id])
+                if self._move(repo, [(track_ref, onto, tip.id), (marker, onto, None)]):
+                    return MergeResult(sha=str(onto), settle=True,
+                                       how="fast-forward" if tip.id == parent.id else "rebase",
+                                       merged_into=track_ref.removeprefix("refs/heads/"))
+            return None
+        except _NotHere:
+            return None
+        except (pygit2.GitError, KeyError, ValueError) as e:
+            log.warning(f"in-process landing from {repo.workdir} failed ({e}); committing "
+                        f"on the ticket's branch instead")
+            return None
+
+    def settle(self, tree: pathlib.Path, sha: str) -> bool:
+        """A tree `land_staged` left with its change uncommitted, put on the commit that
+        landed it (``sha``): its branch moved there, index and files reset to it (``git reset
+        --hard``: only the paths the track gained since the ticket started are written). False,
+        with nothing changed, when the tree's HEAD is not an ancestor of ``sha`` (someone
+        moved it) or libgit2 cannot: the caller then removes the tree, whose change is on the
+        track already."""
+        import pygit2
+        from pygit2.enums import ResetMode
+        try:
+            repo = self._tree_repo(tree)
+            if repo is None or repo.head_is_unborn:
+                return False
+            target = repo[sha]
+            if not repo.descendant_of(target.id, repo.head.target):
+                return False
+            repo.reset(target.id, ResetMode.HARD)
+            return True
+        except (pygit2.GitError, KeyError, ValueError) as e:
+            log.warning(f"could not put {tree} on its landed commit {sha[:12]} ({e})")
+            return False
 
     def _land_new(self, repo, branch: str, parent, new, track_ref: str,
                   marker: str) -> MergeResult | None:
@@ -334,3 +432,49 @@ class LibGit(LibGitReads):
 
 class _Moved(Exception):
     """A ref changed between reading and locking it (the transaction is rolled back)."""
+
+
+class _NotHere(Exception):
+    """A file and a directory of one name between the two sides: git's merge decides it."""
+
+
+def _dirs(paths) -> set[str]:
+    """Every directory above the paths ("a/b/c" -> "a", "a/b")."""
+    return {p[:i] for p in paths for i, ch in enumerate(p) if ch == "/"}
+
+
+def _apply(repo, tree, changes: dict[str, tuple | None]):
+    """``tree`` with ``changes`` made (path -> (blob id, mode), None: removed): the id of the
+    tree written, None when nothing is left in it. Only the directories on the changed paths
+    are read and written; a directory emptied goes, as git keeps no empty tree. Raises
+    _NotHere where a change needs a file where the tree has a directory or the other way."""
+    import pygit2
+    here: dict[str, tuple | None] = {}
+    below: dict[str, dict[str, tuple | None]] = {}
+    for path, entry in changes.items():
+        name, sep, rest = path.partition("/")
+        if sep:
+            below.setdefault(name, {})[rest] = entry
+        else:
+            here[name] = entry
+    if here.keys() & below.keys():
+        raise _NotHere()
+    built = repo.TreeBuilder(tree) if tree is not None else repo.TreeBuilder()
+    for name, entry in here.items():
+        old = tree[name] if tree is not None and name in tree else None
+        if old is not None and old.type_str == "tree":
+            raise _NotHere()
+        if entry is not None:
+            built.insert(name, entry[0], entry[1])
+        elif old is not None:
+            built.remove(name)
+    for name, sub in below.items():
+        old = tree[name] if tree is not None and name in tree else None
+        if old is not None and old.type_str != "tree":
+            raise _NotHere()
+        new = _apply(repo, old, sub)
+        if new is not None:
+            built.insert(name, new, pygit2.enums.FileMode.TREE)
+        elif old is not None:
+            built.remove(name)
+    return built.write() if len(built) else None

@@ -94,7 +94,9 @@ class MergeResult:
     """What a merge did. ``sha``: the commit that carries the change on the target branch
     (None when nothing was merged). ``how``: fast-forward, rebase, merge, already merged,
     nothing to merge, up-to-date, conflict or refused. On a conflict or a refusal the target
-    branch is untouched; ``paths``/``sides`` name the conflict, ``message`` says why."""
+    branch is untouched; ``paths``/``sides`` name the conflict, ``message`` says why.
+    ``settle``: the ticket's worktree still holds its change uncommitted (landed straight from
+    its index): `TrackBranches.settle_landed` puts it on ``sha`` before it is reused."""
     sha: str | None
     how: str
     conflict: bool = False
@@ -102,6 +104,7 @@ class MergeResult:
     sides: dict[str, ConflictSide] = dataclasses.field(default_factory=dict)
     merged_into: str | None = None
     message: str = ""
+    settle: bool = False
 
     @property
     def ok(self) -> bool:

@@ -14,7 +14,7 @@ from toolbox.worktrees_dirs import revert_in_scratch
 from toolbox.worktrees_pool import making_dir
 from toolbox.worktrees_merge import (advance_branch, diff_between, drop_merged_refs,
                                      ticket_merged)
-from toolbox.worktrees_model import (CONFLICT_SUFFIX, TrackBranch, WorktreeError,
+from toolbox.worktrees_model import (CONFLICT_SUFFIX, MergeResult, TrackBranch, WorktreeError,
                                      WorktreeInfo, check_id, merged_ref, repair_branch,
                                      ticket_branch, track_branch)
 
@@ -128,6 +128,35 @@ class TicketTidy:
                 if self._lib is None or not self._lib.delete_branches(names):
                     for name in names:
                         dirs.delete_branch(name)
+
+    def settle_landed(self, worktree, res: MergeResult) -> bool:
+        """A tree whose change landed straight from its index (``res.settle``) put on the
+        commit that landed it, as a committed ticket's tree would be: its branch there, index
+        and files as that commit (the paths the track gained meanwhile written). False when
+        that could not be done: the tree then holds the change uncommitted (it is on the
+        track), and tidying removes it instead of pooling it."""
+        if not res.settle or res.sha is None or self._lib is None:
+            return False
+        wt = pathlib.Path(worktree)
+        if not self._need().holds(wt):
+            raise WorktreeError(f"{str(wt)!r} is not one of Clutch's ticket worktrees")
+        return self._lib.settle(wt, res.sha)
+
+    def release_ticket(self, track_id: str, ticket_id: str) -> None:
+        """A landed ticket's branches deleted and its tree detached from them, the tree itself
+        left as it is for `cleanup_track` to remove with the others (the track has no ticket
+        left that would take it from the pool: pooling it would cost a `git status`, a move
+        and, for a tree landed straight from its index, a reset, all for nothing)."""
+        dirs = self._need()
+        path = self.worktree_path(check_id(track_id, "track id"), check_id(ticket_id, "ticket id"))
+        if path.exists() and dirs.holds(path) and \
+                not (self._lib is not None and self._lib.detach(path)):
+            self.git.run("switch", "-q", "--detach", cwd=path)     # its changes go with it
+        names = [ticket_branch(track_id, ticket_id), repair_branch(track_id, ticket_id)]
+        with self._lock:
+            if self._lib is None or not self._lib.delete_branches(names):
+                for name in names:
+                    dirs.delete_branch(name)
 
     def cleanup_track(self, track_id: str, keep_branch: bool = False,
                       discard: bool = False) -> None:

@@ -15,7 +15,7 @@ from conftest import Approver
 from engine.setups import SetUps
 from models import Approved, CheckpointPayload, Ticket
 from test_checkpoint import project, writer
-from test_worktree_runs import call, repo, scripted, track_with, worktrees
+from test_worktree_runs import call, git, repo, scripted, track_with, worktrees
 
 
 def test_nothing_in_flight_means_no_wait():
@@ -235,16 +235,17 @@ def test_the_state_writer_does_not_wait_for_a_merge_and_the_other_jobs_do():
     assert s.busy() == frozenset({setups_mod.MERGE + "t1"})
 
 
-def test_the_last_landed_tree_is_pooled_after_the_tracks_merge_and_the_write_overlaps_it(
+def test_the_last_landed_tree_is_released_after_the_tracks_merge_and_the_write_overlaps_it(
         make_engine, workspace, monkeypatch):
     """The track's last ticket landed: its merge into the person's branch is the critical step
-    now, and the tree goes back to the pool after it (both are git processes, on two cores);
-    the write saying the track's tickets completed does not wait for it."""
+    now. The last tree is not pooled (no ticket is left to take it): only its branch goes,
+    after the merge, and the track's tidying removes the tree with the others; the write
+    saying the track's tickets completed does not wait for the merge."""
     monkeypatch.setattr(setups_mod, "BACKGROUND_WAIT_S", 10.0)   # only the order is tested
     eng, tid = _chain(make_engine, workspace)
     events: list = []
     _record(eng, events)
-    merge = eng._tb.merge_track
+    merge, release = eng._tb.merge_track, eng._tb.release_ticket
 
     def slow_merge(track_id, into=None):
         events.append(("merging", track_id, time.monotonic()))
@@ -252,7 +253,11 @@ def test_the_last_landed_tree_is_pooled_after_the_tracks_merge_and_the_write_ove
         res = merge(track_id, into)
         events.append(("merged", track_id, time.monotonic()))
         return res
-    eng._tb.merge_track = slow_merge
+
+    def release_(track_id, ticket_id):
+        events.append(("released", ticket_id, time.monotonic()))
+        release(track_id, ticket_id)
+    eng._tb.merge_track, eng._tb.release_ticket = slow_merge, release_
     track = eng.start_track(tid).result(60)
     assert [k.status for k in track.tickets] == ["completed", "completed"]
     assert track.merged_into == "main"
@@ -260,8 +265,10 @@ def test_the_last_landed_tree_is_pooled_after_the_tracks_merge_and_the_write_ove
     assert merging < _first(events, "written", lambda w: w == "T-001,T-002") < merged
     assert eng._setups.busy() == frozenset()
     eng.settle()      # the tidy thread's jobs, in order: the last tree's, then the track's
-    assert _first(events, "pooled", lambda w: w == "T-002") >= merged
+    assert _first(events, "released", lambda w: w == "T-002") >= merged
+    assert [w for k, w, _ in events if k in ("pooled", "released")] == ["T-001", "T-002"]
     assert worktrees(workspace) == [f"worktree {workspace.resolve()}"]
+    assert git(workspace, "branch", "--list", "clutch-ticket/*") == ""
 
 
 def test_a_merge_question_waiting_for_the_person_holds_no_background_work(make_engine,

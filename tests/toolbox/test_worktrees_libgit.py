@@ -59,28 +59,155 @@ def test_a_ticket_lands_in_one_step_and_leaves_a_clean_tree(repo):
     assert tb.land_ticket("t", "A", wt, "again\n") is None  # nothing changed: nothing landed
 
 
-def test_a_rebase_over_other_paths_makes_the_tree_git_would(repo):
+def _git_rebased_tree(repo, wt, fork: str, onto: str, tmp: pathlib.Path) -> str:
+    """The tree git itself makes of the worktree's changes committed on ``fork`` and rebased
+    onto ``onto`` (``git add -A`` into a copy of the tree's index, ``git merge-tree``): the
+    tree's own index and branch are left as they are."""
+    index = tmp / "index.copy"
+    index.write_bytes(pathlib.Path(git(wt, "rev-parse", "--path-format=absolute",
+                                       "--git-path", "index")).read_bytes())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(GIT_INDEX_FILE=str(index), GIT_AUTHOR_NAME="Dev", GIT_AUTHOR_EMAIL="d@e",
+               GIT_COMMITTER_NAME="Dev", GIT_COMMITTER_EMAIL="d@e")
+
+    def run(*args):
+        return subprocess.run(["git", "-C", str(wt), *args], env=env, check=True,
+                              capture_output=True, text=True).stdout.strip()
+    run("add", "-A")
+    commit = run("commit-tree", run("write-tree"), "-p", fork, "-m", "git's")
+    return git(repo, "merge-tree", "--write-tree", onto, commit).split()[0]
+
+
+def test_a_rebase_over_other_paths_makes_the_tree_git_would(repo, tmp_path):
     tb, _ = TrackBranches.detect(repo)
     tb.start_track("t")
     a, b = tb.ticket_worktree("t", "A"), tb.ticket_worktree("t", "B")
     (a / "a.py").write_text("A = 1\n")
     (b / "b.py").write_text("B = 1\n")
     (b / "app.py").write_text((b / "app.py").read_text().replace("return 2", "return 20"))
+    (b / "lib.py").unlink()
     assert tb.land_ticket("t", "A", a, "A\n").how == "fast-forward"
-    before = git(repo, "rev-parse", "clutch/t")
+    before, fork = git(repo, "rev-parse", "clutch/t"), git(repo, "rev-parse", "main")
+    expected = _git_rebased_tree(repo, b, fork, before, tmp_path)
     res = tb.land_ticket("t", "B", b, "B: other paths\n")
     assert res.how == "rebase"
-    expected = git(repo, "merge-tree", "--write-tree", before, f"clutch-ticket/t/B").split()[0]
     assert git(repo, "rev-parse", "clutch/t^{tree}") == expected
     assert git(repo, "rev-parse", "clutch/t^") == before        # one commit on the track
-    assert git(repo, "log", "-1", "--format=%s", "clutch/t") == "B: other paths"
-    # landed with the commit itself (one transaction): B's branch holds B's own commit on
-    # the commit B started from, the marker the commit on the track, B's tree is clean
-    assert git(repo, "rev-parse", "clutch-ticket/t/B^") == git(repo, "rev-parse", "main")
+    assert git(repo, "log", "-1", "--format=%an <%ae>|%s", "clutch/t") == \
+        "Clutch <clutch@localhost>|B: other paths"
+    # landed in one transaction with its marker; then B's tree was put on the landed commit:
+    # its branch there, nothing uncommitted, A's file written into it
     assert git(repo, "rev-parse", "refs/clutch/merged/t/B") == res.sha == \
-        git(repo, "rev-parse", "clutch/t")
-    assert git(b, "status", "--porcelain") == ""
-    assert git(repo, "fsck", "--no-progress") == ""
+        git(repo, "rev-parse", "clutch/t") == git(repo, "rev-parse", "clutch-ticket/t/B")
+    assert git(b, "status", "--porcelain", "--untracked-files=all") == ""
+    assert (b / "a.py").read_text() == "A = 1\n" and not (b / "lib.py").exists()
+    assert git(repo, "fsck", "--no-progress", "--no-dangling") == ""   # git's commit dangles
+
+
+def _case_same_new_dir(a, b):
+    for t, name in ((a, "x"), (b, "y")):
+        (t / "pkg").mkdir()
+        (t / "pkg" / f"{name}.py").write_text(f"{name} = 1\n")
+
+
+def _case_dir_emptied(a, b):
+    (a / "other.py").write_text("O = 1\n")
+    (b / "lib.py").unlink()              # with app.py moved into a directory of its own
+    (b / "deep" / "er").mkdir(parents=True)
+    (b / "app.py").rename(b / "deep" / "er" / "app.py")
+
+
+def _case_modes(a, b):
+    (a / "README.md").write_text("# changed by A\n")
+    os.chmod(b / "app.py", 0o755)
+    os.symlink("app.py", b / "link.py")
+
+
+def _case_everything_deleted(a, b):
+    for name in ("app.py", "lib.py", "README.md", ".gitignore"):
+        (b / name).unlink()
+
+
+def _case_file_against_directory(a, b):
+    (a / "docs").write_text("a file named docs\n")
+    (b / "docs").mkdir()
+    (b / "docs" / "guide.md").write_text("# guide\n")
+
+
+@pytest.mark.parametrize("case", [_case_same_new_dir, _case_dir_emptied, _case_modes,
+                                  _case_everything_deleted, _case_file_against_directory],
+                         ids=lambda c: c.__name__.removeprefix("_case_"))
+def test_a_landing_straight_from_the_index_makes_the_tree_git_would(repo, tmp_path, case):
+    """B's staged change applied to the track tip directory by directory is what git's own
+    commit and merge make of it; a file on one side where the other has a directory is left
+    to git (here: a conflict, the track keeping A's file)."""
+    tb, _ = TrackBranches.detect(repo)
+    tb.start_track("t")
+    a, b = tb.ticket_worktree("t", "A"), tb.ticket_worktree("t", "B")
+    case(a, b)
+    landed_a = tb.land_ticket("t", "A", a, "A\n") if git(a, "status", "--porcelain") else None
+    before, fork = git(repo, "rev-parse", "clutch/t"), git(repo, "rev-parse", "main")
+    if case is _case_file_against_directory:
+        res = tb.land_ticket("t", "B", b, "B\n")
+        assert landed_a is not None and res.conflict and not res.settle
+        assert res.paths and all(p.startswith("docs") for p in res.paths)
+        assert git(repo, "rev-parse", "clutch/t") == before
+        return
+    expected = _git_rebased_tree(repo, b, fork, before, tmp_path)
+    res = tb.land_ticket("t", "B", b, "B\n")
+    assert res.settle and res.how == ("fast-forward" if landed_a is None else "rebase")
+    assert git(repo, "rev-parse", "clutch/t^{tree}") == expected
+    assert git(repo, "rev-parse", "clutch/t^") == before
+    assert git(b, "status", "--porcelain", "--untracked-files=all") == ""
+    assert git(repo, "fsck", "--no-progress", "--no-dangling") == ""
+
+
+@pytest.mark.parametrize("left", ["nothing", "an edit"])
+def test_what_a_worker_committed_itself_lands_too(repo, left):
+    """A worker that ran ``git commit`` in its tree (and left nothing, or more, uncommitted):
+    its commits are merged onto the track like any ticket's change, never dropped as
+    "nothing changed"."""
+    tb, _ = TrackBranches.detect(repo)
+    tb.start_track("t")
+    a, b = tb.ticket_worktree("t", "A"), tb.ticket_worktree("t", "B")
+    (a / "a.py").write_text("A = 1\n")
+    tb.land_ticket("t", "A", a, "A\n")
+    (b / "b.py").write_text("B = 1\n")
+    git(b, "add", "b.py")
+    git(b, "commit", "-q", "-m", "the worker's own commit")
+    if left == "an edit":
+        (b / "README.md").write_text("# more\n")
+    res = tb.land_ticket("t", "B", b, "B\n")
+    assert res is not None and res.ok and res.sha == git(repo, "rev-parse", "clutch/t")
+    assert git(repo, "show", "clutch/t:b.py") == "B = 1"
+    assert git(repo, "show", "clutch/t:a.py") == "A = 1"
+    assert git(repo, "show", "clutch/t:README.md") == ("# more" if left == "an edit" else "# demo")
+    again = tb.land_ticket("t", "B", b, "B again\n")         # landed: not landed twice
+    assert again.how == "already merged" and again.sha == res.sha
+
+
+def test_a_landing_left_unsettled_keeps_the_tickets_change_until_it_is_settled(repo):
+    """The engine lands with settle=False (its dependents wait for the landing, not for the
+    tree's tidying): the ticket's branch and index are not written on the way, the change is
+    in the tree uncommitted, and settle_landed later puts the tree on the landed commit."""
+    tb, _ = TrackBranches.detect(repo)
+    tb.start_track("t")
+    a, b = tb.ticket_worktree("t", "A"), tb.ticket_worktree("t", "B")
+    (a / "pkg").mkdir()
+    (a / "pkg" / "a.py").write_text("A = 1\n")
+    (b / "b.py").write_text("B = 1\n")
+    start = git(repo, "rev-parse", "clutch-ticket/t/B")
+    tb.land_ticket("t", "A", a, "A\n")
+    res = tb.land_ticket("t", "B", b, "B\n", settle=False)
+    assert res.settle and res.sha == git(repo, "rev-parse", "clutch/t")
+    assert git(repo, "rev-parse", "clutch-ticket/t/B") == start
+    assert git(b, "status", "--porcelain", "--untracked-files=all") == "?? b.py"
+    assert tb.settle_landed(b, res) is True
+    assert git(repo, "rev-parse", "clutch-ticket/t/B") == res.sha
+    assert git(b, "status", "--porcelain", "--untracked-files=all") == ""
+    assert (b / "pkg" / "a.py").read_text() == "A = 1\n"
+    tb.cleanup_ticket("t", "B", recycle=True)         # a clean tree: pooled, not removed
+    assert not b.exists() and len(list((tb._pool("t")).iterdir())) == 1
 
 
 def _both_edit_app(repo):

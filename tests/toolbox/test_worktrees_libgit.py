@@ -104,6 +104,23 @@ def test_a_rebase_over_other_paths_makes_the_tree_git_would(repo, tmp_path):
     assert git(repo, "fsck", "--no-progress", "--no-dangling") == ""   # git's commit dangles
 
 
+def test_a_tree_moved_after_its_landing_is_not_settled_but_removed(repo):
+    """Someone committed in the tree between its landing and its tidying: it is not reset
+    (that would drop their commit from the tree), and tidying removes it instead of pooling
+    it; the landing itself stays on the track."""
+    tb, _ = TrackBranches.detect(repo)
+    tb.start_track("t")
+    b = tb.ticket_worktree("t", "B")
+    (b / "b.py").write_text("B = 1\n")
+    res = tb.land_ticket("t", "B", b, "B\n", settle=False)
+    git(b, "commit", "-q", "--allow-empty", "-m", "by hand, after the landing")
+    assert tb.settle_landed(b, res) is False          # b.py is still uncommitted there
+    assert git(b, "log", "-1", "--format=%s") == "by hand, after the landing"
+    tb.cleanup_ticket("t", "B", discard=True, recycle=True, keep_branch=True)
+    assert not b.exists() and not list(tb._pool("t").glob("*"))
+    assert git(repo, "show", "clutch/t:b.py") == "B = 1"
+
+
 def _case_same_new_dir(a, b):
     for t, name in ((a, "x"), (b, "y")):
         (t / "pkg").mkdir()

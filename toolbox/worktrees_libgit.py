@@ -18,11 +18,12 @@ when the two sides changed different paths (then a three-way merge has nothing t
 a ticket's staged index landed straight on the track under the same condition (the track's
 new tree written directory by directory from its tip along the ticket's paths: no index
 file and no commit of the ticket's own on the critical path; `settle` resets the worktree
-to the result later, off it); the compare-and-swap of the track branch, the ticket branch and the merged marker in one
-libgit2 transaction. Everything else returns None (or NotImplemented, or False) and the
-caller takes the git-command path: two sides touching one path (git's own merge decides
-it), a conflict, several commits, nothing to merge, a repository pygit2 cannot open
-(reftable refs, an extension libgit2 does not know), or pygit2 not installed.
+to the result later, off it); the compare-and-swap of the track branch, the ticket branch
+and the merged marker in one libgit2 transaction. Everything else returns None (or
+NotImplemented, or False) and the caller takes the git-command path: two sides touching one
+path (git's own merge decides it), a file on one side where the other has a directory, a
+conflict, several commits, nothing to merge, a repository pygit2 cannot open (reftable
+refs, an extension libgit2 does not know), or pygit2 not installed.
 tests/toolbox/test_worktrees_libgit.py checks each against git itself.
 
 Threads: any; a pygit2 Repository is opened per call and never shared between threads

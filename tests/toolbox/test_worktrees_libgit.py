@@ -129,9 +129,15 @@ def _case_same_new_dir(a, b):
 
 def _case_dir_emptied(a, b):
     (a / "other.py").write_text("O = 1\n")
-    (b / "lib.py").unlink()              # with app.py moved into a directory of its own
-    (b / "deep" / "er").mkdir(parents=True)
+    (a / "pkg" / "keep.py").write_text("K = 2\n")     # A edits beside what B empties
+    for p in ("sub/only.py", "sub/deeper/x.py", "lib.py"):     # "sub" goes as a whole
+        (b / p).unlink()
+    (b / "deep" / "er").mkdir(parents=True)               # and app.py moves down two levels
     (b / "app.py").rename(b / "deep" / "er" / "app.py")
+
+
+_case_dir_emptied.base = {"sub/only.py": "S = 1\n", "sub/deeper/x.py": "X = 1\n",
+                          "pkg/keep.py": "K = 1\n"}
 
 
 def _case_modes(a, b):
@@ -158,6 +164,12 @@ def test_a_landing_straight_from_the_index_makes_the_tree_git_would(repo, tmp_pa
     """B's staged change applied to the track tip directory by directory is what git's own
     commit and merge make of it; a file on one side where the other has a directory is left
     to git (here: a conflict, the track keeping A's file)."""
+    for path, text in getattr(case, "base", {}).items():    # what the case needs at the start
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo / path).write_text(text)
+    if getattr(case, "base", None):
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", "the case's base")
     tb, _ = TrackBranches.detect(repo)
     tb.start_track("t")
     a, b = tb.ticket_worktree("t", "A"), tb.ticket_worktree("t", "B")

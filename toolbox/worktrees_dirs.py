@@ -334,6 +334,14 @@ class WorktreeDirs(TreePool):
         else:
             self.git.run("worktree", "prune")
 
+    @_serial
+    def prune(self) -> None:
+        """``git worktree prune``, serialised with every other change to the administration:
+        git creates a new tree's ``.git/worktrees/<name>/`` a moment before it writes the
+        ``locked`` file that keeps prune away, and a prune in that moment deletes it (the
+        ``worktree add`` then fails: "could not open .../locked for writing")."""
+        self.git.run("worktree", "prune")
+
     def dirty(self, path: pathlib.Path) -> list[str]:
         """Uncommitted paths (untracked included, ignored not) in the worktree at ``path``."""
         proc = self.git.run("status", "--porcelain=v1", "-z", "--untracked-files=all", cwd=path)
@@ -437,7 +445,8 @@ def revert_in_scratch(git: GitRunner, dirs: WorktreeDirs, tip: str, commit: str,
     scratch = dirs.base_dir / "_scratch" / f"revert-{os.getpid()}-{threading.get_ident()}"
     dirs.remove(scratch, discard=True)
     scratch.parent.mkdir(parents=True, exist_ok=True)
-    git.run("worktree", "add", "-q", "--detach", str(scratch), tip, writes_tree=True)
+    with dirs._admin:        # no prune of this process's in that moment (WorktreeDirs.prune)
+        git.run("worktree", "add", "-q", "--detach", str(scratch), tip, writes_tree=True)
     try:
         parents = git.out("rev-list", "--parents", "-n", "1", commit).split()[1:]
         mainline = ["-m", "1"] if len(parents) > 1 else []

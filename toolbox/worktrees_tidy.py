@@ -191,7 +191,7 @@ class TicketTidy:
                 dirs.delete_branch(branch)
                 self._records.path(track_id).unlink(missing_ok=True)
                 drop_merged_refs(self.git, track_id)
-        self.git.run("worktree", "prune")
+        dirs.prune()
 
     def drop_half_made(self) -> list[pathlib.Path]:
         """The trees a killed run was still making, removed (see WorktreeDirs)."""
@@ -215,4 +215,4 @@ def drain_pool(tb, track_id: str) -> None:
     if not (pool.is_dir() or making_dir(pool).is_dir()):
         return
     tb._need().drain_pool(pool)
-    tb.git.run("worktree", "prune")
+    tb._need().prune()

@@ -411,6 +411,29 @@ def test_revert_that_conflicts_changes_nothing(tb, repo):
                                                              for p in worktree_paths(repo))
 
 
+def test_every_worktree_add_and_prune_waits_for_the_others(tb, repo, monkeypatch):
+    """git makes a new tree's .git/worktrees/<name>/ a moment before the `locked` file that
+    keeps `git worktree prune` away, and a prune in that moment deletes it: a revert's
+    scratch tree failed so ("could not open .../locked for writing") while a finished
+    track's tidying pruned. Every add and prune Clutch runs holds the administration lock."""
+    unguarded: list[str] = []
+    run = tb.git.run
+
+    def checked(*args, **kw):
+        if args[:1] == ("worktree",) and args[1:2] in (("add",), ("prune",)) and \
+                not tb._dirs._admin._is_owned():
+            unguarded.append(" ".join(args[:2]))
+        return run(*args, **kw)
+    monkeypatch.setattr(tb.git, "run", checked)
+    tb.start_track("t1")
+    ticket_done(tb, "t1", "A", {"a.py": "A\n"})
+    sha = tb.merge_ticket("t1", "A").sha
+    tb.revert_ticket("t1", sha)                       # a scratch tree: add, then remove
+    tb.cleanup_track("t1", keep_branch=True, discard=True)
+    drain_pool(tb, "t1")
+    assert unguarded == []
+
+
 # -- resume and cleanup ----------------------------------------------------------------------------
 
 def test_resume_reuses_a_healthy_worktree_and_recreates_broken_ones(tb, repo):

@@ -173,12 +173,15 @@ class Branches:
             self._tb.cleanup_ticket(track.id, ticket.id, keep_branch=keep_branch, discard=True,
                                     recycle=not keep_branch)
         except WorktreeError as e:
-            self._emitter()(ErrorEvent(message=f"could not remove {ticket.id}'s worktree: {e}",
-                                       stream_id=stream_tier3(ticket.id), track_id=track.id,
-                                       ticket_id=ticket.id))
+            self._tree_error(track, ticket, f"could not remove {ticket.id}'s worktree: {e}")
         if not keep_branch:
             with self._lock:
                 ticket.branch = ""
+
+    def _tree_error(self, track: Track, ticket: Ticket, message: str) -> None:
+        """A failure tidying the ticket's tree or branches, said on its stream."""
+        self._emitter()(ErrorEvent(message=message, stream_id=stream_tier3(ticket.id),
+                                   track_id=track.id, ticket_id=ticket.id))
 
     def _pool_tree(self, track: Track, ticket: Ticket, res: MergeResult | None = None) -> None:
         """Tidy thread: a landed ticket's tree back to the pool, after the critical steps;
@@ -194,9 +197,7 @@ class Branches:
             try:            # removes it with the others (its change is on the track)
                 self._tb.release_ticket(track.id, ticket.id)
             except WorktreeError as e:
-                self._emitter()(ErrorEvent(message=f"could not delete {ticket.id}'s branch: {e}",
-                                           stream_id=stream_tier3(ticket.id), track_id=track.id,
-                                           ticket_id=ticket.id))
+                self._tree_error(track, ticket, f"could not delete {ticket.id}'s branch: {e}")
             with self._lock:
                 ticket.branch = ""
             return
@@ -204,10 +205,8 @@ class Branches:
             try:
                 self._tb.settle_landed(self._tb.worktree_path(track.id, ticket.id), res)
             except WorktreeError as e:      # said; the tree is removed below, not pooled
-                self._emitter()(ErrorEvent(message=f"could not put {ticket.id}'s worktree on "
-                                                   f"its landed commit: {e}",
-                                           stream_id=stream_tier3(ticket.id), track_id=track.id,
-                                           ticket_id=ticket.id))
+                self._tree_error(track, ticket, f"could not put {ticket.id}'s worktree on its "
+                                                f"landed commit: {e}")
         self._remove_tree(track, ticket, keep_branch=False)
 
     def _set_aside(self, track: Track, ticket: Ticket, path: pathlib.Path, why: str) -> None:

@@ -303,15 +303,13 @@ class TrackBranches(TicketTidy, ConflictTrees):
             if not self._lib.write_index(staged):     # the git command and the commit read
                 self.git.run("add", "-A", cwd=wt)       # the index file: staged there by git
                 staged = None
-        if self._lib is not None:
-            done = self._lib.commit_index(wt, message, land=(tb, marker), staged=staged)
-            if isinstance(done, MergeResult):
-                return done
-            if done == "":
-                return self._land_own_commits(track_id, ticket_id)
-            if done is None and self._git_commit(wt, message) is None:
-                return self._land_own_commits(track_id, ticket_id)
-        elif self._git_commit(wt, message) is None:
+        done = self._lib.commit_index(wt, message, land=(tb, marker), staged=staged) \
+            if self._lib is not None else None
+        if isinstance(done, MergeResult):
+            return done
+        if done is None:              # not for libgit2 here: git commits
+            done = self._git_commit(wt, message)
+        if not done:                  # nothing staged: what the worker committed, if anything
             return self._land_own_commits(track_id, ticket_id)
         return self.merge_ticket(track_id, ticket_id)
 

@@ -284,8 +284,7 @@ class LibGit(LibGitReads):
                 if tip.id != parent.id:
                     if not repo.descendant_of(tip.id, parent.id):
                         return None
-                    theirs = {p for d in repo.diff(parent.tree, tip.tree).deltas
-                              for p in (d.old_file.path, d.new_file.path)}
+                    theirs = _changed(repo, parent.tree, tip.tree)
                     if theirs & mine.keys() or _dirs(theirs) & mine.keys() or \
                             _dirs(mine) & theirs:
                         return None
@@ -391,10 +390,7 @@ class LibGit(LibGitReads):
         if repo.merge_base(tip, commit.id) != fork:
             return None
         base_tree, tip_tree = repo[fork].tree, repo[tip].tree
-
-        def changed(a, b) -> set[str]:
-            return {p for d in repo.diff(a, b).deltas for p in (d.old_file.path, d.new_file.path)}
-        if changed(base_tree, tip_tree) & changed(base_tree, commit.tree):
+        if _changed(repo, base_tree, tip_tree) & _changed(repo, base_tree, commit.tree):
             return None                      # both sides touched a path: git's merge decides
         index = repo.merge_trees(base_tree, tip_tree, commit.tree)
         if index.conflicts is not None:
@@ -437,6 +433,11 @@ class _Moved(Exception):
 
 class _NotHere(Exception):
     """A file and a directory of one name between the two sides: git's merge decides it."""
+
+
+def _changed(repo, a, b) -> set[str]:
+    """The paths that differ between trees ``a`` and ``b`` (both names of a rename)."""
+    return {p for d in repo.diff(a, b).deltas for p in (d.old_file.path, d.new_file.path)}
 
 
 def _dirs(paths) -> set[str]:

@@ -123,11 +123,16 @@ class TicketTidy:
         if conflict.exists():
             dirs.remove(conflict, discard=True)  # a conflict tree's state lives on in its branch
         if not keep_branch:
-            names = [ticket_branch(track_id, ticket_id), repair_branch(track_id, ticket_id)]
-            with self._lock:
-                if self._lib is None or not self._lib.delete_branches(names):
-                    for name in names:
-                        dirs.delete_branch(name)
+            self._delete_ticket_branches(track_id, ticket_id)
+
+    def _delete_ticket_branches(self, track_id: str, ticket_id: str) -> None:
+        """The ticket's branch and its repair branch, those that exist, deleted (in-process
+        when libgit2 can, else ``git branch -D``)."""
+        names = [ticket_branch(track_id, ticket_id), repair_branch(track_id, ticket_id)]
+        with self._lock:
+            if self._lib is None or not self._lib.delete_branches(names):
+                for name in names:
+                    self._need().delete_branch(name)
 
     def settle_landed(self, worktree, res: MergeResult) -> bool:
         """A tree whose change landed straight from its index (``res.settle``) put on the
@@ -152,11 +157,7 @@ class TicketTidy:
         if path.exists() and dirs.holds(path) and \
                 not (self._lib is not None and self._lib.detach(path)):
             self.git.run("switch", "-q", "--detach", cwd=path)     # its changes go with it
-        names = [ticket_branch(track_id, ticket_id), repair_branch(track_id, ticket_id)]
-        with self._lock:
-            if self._lib is None or not self._lib.delete_branches(names):
-                for name in names:
-                    dirs.delete_branch(name)
+        self._delete_ticket_branches(track_id, ticket_id)
 
     def cleanup_track(self, track_id: str, keep_branch: bool = False,
                       discard: bool = False) -> None:
